@@ -1,0 +1,18 @@
+# Local development helpers. `make build` is serialised with flock so that several
+# shells (or helpers) can rebuild the in-place extension without clobbering each other.
+PY ?= python
+LOCK = flock /tmp/pyotp-build.lock
+
+build:
+	$(LOCK) $(PY) setup.py build_ext --inplace -q
+
+annotate:
+	$(LOCK) env PYOTP_ANNOTATE=1 $(PY) setup.py build_ext --inplace -q
+
+test: build
+	PYTHONPATH=src $(PY) -m pytest -q tests
+
+bench: build
+	PYTHONPATH=src $(PY) -m pytest bench --benchmark-group-by=group -q
+
+.PHONY: build annotate test bench
