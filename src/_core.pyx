@@ -1,0 +1,22 @@
+# cython: language_level=3
+"""pyotp._core: the compiled runtime. One component per included file:
+
+- core/decl.pxi      C-level declarations shared by every component (platform.h, CPython API)
+- core/terms.pyx     Atom, Pid, Reference: the identities that cross nodes
+- core/errors.pyx    the exception types of the public API
+- core/mailbox.pyx   lock-free MPSC mailbox + private queue with a save position
+- core/timer.pyx     hierarchical timer wheel, one loop timer armed for the next deadline
+- core/process.pyx   the Process object: links, monitors, exit signals, names
+- core/scheduler.pyx run queue, coroutine driver, the node's lifecycle
+- core/gen_server.pyx the GenServer message loop (callbacks dispatched from C)
+- core/api.pyx       the public process API (spawn, send, receive, ...)
+"""
+include "core/decl.pxi"
+include "core/terms.pyx"
+include "core/errors.pyx"
+include "core/mailbox.pyx"
+include "core/timer.pyx"
+include "core/process.pyx"
+include "core/scheduler.pyx"
+include "core/gen_server.pyx"
+include "core/api.pyx"

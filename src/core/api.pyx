@@ -1,0 +1,528 @@
+# api.pyx: the public process API, thin wrappers over the components above.
+#
+# Calling convention (DESIGN.md): what waits returns an awaitable (receive, sleep, call);
+# what does not wait is a plain function. Functions that change the process table
+# (spawn, link, monitor, register, exit signals, timers) run on the node's loop thread;
+# send and cast are safe from any thread.
+
+cdef object _MISSING = object()
+
+
+cdef inline Process _self_proc(str what):
+    if _current is None:
+        raise CallbackError("%s must be called inside a pyotp process" % what)
+    return _current
+
+
+cdef inline void _on_loop_thread(Scheduler s, str what) except *:
+    if pyotp_thread_id() != s.loop_tid:
+        raise RuntimeError("%s must run on the node's loop thread; from other threads use "
+                           "the node handle (pyotp.Runtime.start_thread())" % what)
+
+
+def self():
+    """The pid of the calling process (Erlang's ``self()``).
+
+    >>> me = pyotp.self()
+    """
+    return _self_proc("pyotp.self()").pid
+
+
+cdef Process _spawn(object fn, tuple args):
+    cdef Scheduler s = _need_sched()
+    _on_loop_thread(s, "spawn")
+    if not callable(fn):
+        raise TypeError("spawn expects a callable (an async def function), got %r" % (fn,))
+    cdef Process p = s.new_process(PK_CORO)
+    p.init_arg = (fn, args)
+    p.scheduled = 1
+    s.enqueue(p)
+    return p
+
+
+def spawn(fn, *args):
+    """Start a process running ``fn(*args)`` (normally an ``async def`` function) and
+    return its pid.
+
+    >>> async def hello(who):
+    ...     print("hello", who)
+    >>> pid = pyotp.spawn(hello, "world")
+    """
+    return _spawn(fn, args).pid
+
+
+def spawn_link(fn, *args):
+    """Like spawn, linked to the calling process.
+
+    >>> pid = pyotp.spawn_link(worker, 1)
+    """
+    cdef Process me = _self_proc("spawn_link")
+    cdef Process p = _spawn(fn, args)
+    _link(me, p.pid)
+    return p.pid
+
+
+def spawn_monitor(fn, *args):
+    """Like spawn, monitored by the calling process; returns (pid, ref).
+
+    >>> pid, ref = pyotp.spawn_monitor(worker)
+    """
+    cdef Process me = _self_proc("spawn_monitor")
+    cdef Process p = _spawn(fn, args)
+    return (p.pid, _monitor(me, p.pid))
+
+
+def send(dest, msg):
+    """Send ``msg`` to a pid, a registered name, ``(name, node)``, ``("global", name)`` or
+    ``("via", module, key)``. Returns msg. Sending to a dead pid does nothing (OTP); to an
+    unregistered name raises BadArg. Safe from any thread.
+
+    >>> pyotp.send(pid, ("hello", 1))
+    """
+    cdef Pid pid
+    cdef Process p
+    if type(dest) is Pid:
+        pid = <Pid>dest
+        if pid._node is None:
+            p = pid._proc
+            if p is not None and p.status != ST_DEAD:
+                _deliver(p, msg_new(K_MSG, msg, None))
+            return msg
+        _remote_hook("send", None, dest, msg)
+        return msg
+    _need_sched()
+    cdef object target = _whereis_any(dest)
+    if target is None:
+        if type(dest) is Pid or (type(dest) is tuple and len(dest) == 2 and not _is(dest[0], "global")):
+            return msg
+        raise BadArg("send: no process is registered as %r" % (dest,))
+    if type(target) is Process:
+        _deliver(<Process>target, msg_new(K_MSG, msg, None))
+    else:
+        _remote_hook("send", None, target, msg)
+    return msg
+
+
+cdef void _send_quiet(object dest, object msg) except *:
+    try:
+        send(dest, msg)
+    except BadArg:
+        pass
+
+
+def receive(match=None, timeout=None):
+    """Wait for the first message (or the first for which ``match(msg)`` is true; the
+    others stay queued in order). ``timeout`` in seconds; on expiry raises TimeoutError.
+
+    >>> msg = await pyotp.receive()
+    >>> reply = await pyotp.receive(lambda m: m[0] == ref, timeout=1.0)
+    """
+    cdef Process p = _caller_for_wait("receive()")
+    cdef Msg* m
+    cdef object v
+    if p is None:
+        raise CallbackError("receive() must be awaited inside a pyotp process")
+    if match is None:
+        m = mb_pop(&p.mb)
+    else:
+        p.mb.save = NULL
+        m = mb_take_matching(&p.mb, match)
+    if m != NULL:
+        v = msg_object(m)
+        msg_free(m)
+        p.handled += 1
+        return _ready(v)
+    if timeout is not None:
+        if (type(timeout) is not int and type(timeout) is not float) or timeout < 0:
+            if not _is(timeout, "infinity"):
+                raise BadArg("receive timeout must be seconds >= 0 or None, got %r" % (timeout,))
+        elif timeout == 0:
+            raise TimeoutError("receive timed out")
+        else:
+            p.timer = _sched.start_timer(TK_WAKE, timeout, None, None, p)
+    p.wait = W_RECEIVE
+    p.match = match
+    return _suspended()
+
+
+def sleep(seconds):
+    """Suspend the calling process for ``seconds`` (on the timer wheel). Outside a process
+    it is asyncio.sleep.
+
+    >>> await pyotp.sleep(0.1)
+    """
+    cdef Process p = _caller_for_wait("sleep()")
+    if (type(seconds) is not int and type(seconds) is not float) or seconds < 0:
+        raise BadArg("sleep expects seconds >= 0, got %r" % (seconds,))
+    if p is None:
+        return _asyncio.sleep(seconds)
+    p.wait = W_SLEEP
+    p.timer = _sched.start_timer(TK_WAKE, seconds, None, None, p)
+    return _suspended()
+
+
+# ---------------------------------------------------------------------------------------
+# Names
+
+cdef void _register(object name, Process p) except *:
+    if not isinstance(name, str) or not name or name == "undefined":
+        raise BadArg("register: %r is not a valid name (a non-empty str other than 'undefined')" % (name,))
+    if name in _sched.names:
+        raise BadArg("register: the name %r is already registered to %r" % (name, (<Process>_sched.names[name]).pid))
+    if not _alive(p):
+        raise BadArg("register: the process is not alive")
+    if p.name is not None:
+        raise BadArg("register: %r is already registered as %r" % (p.pid, p.name))
+    _sched.names[name] = p
+    p.name = name
+
+
+def register(name, pid):
+    """Register ``name`` for a local pid (Erlang's ``register/2``). Raises BadArg when the
+    name is taken, the pid is dead or already named.
+
+    >>> pyotp.register("logger", pyotp.self())
+    True
+    """
+    cdef Scheduler s = _need_sched()
+    _on_loop_thread(s, "register")
+    if type(pid) is not Pid or not (<Pid>pid).is_local():
+        raise BadArg("register: %r is not a local pid" % (pid,))
+    _register(name, (<Pid>pid)._proc)
+    return True
+
+
+def unregister(name):
+    """Remove a registered name. BadArg if it is not registered.
+
+    >>> pyotp.unregister("logger")
+    True
+    """
+    cdef Scheduler s = _need_sched()
+    _on_loop_thread(s, "unregister")
+    cdef object p = s.names.pop(name, None)
+    if p is None:
+        raise BadArg("unregister: %r is not a registered name" % (name,))
+    (<Process>p).name = None
+    return True
+
+
+def whereis(name):
+    """The pid registered as ``name``, or None.
+
+    >>> pyotp.whereis("logger")
+    """
+    if _sched is None:
+        return None
+    cdef object p = _sched.names.get(name)
+    return None if p is None else (<Process>p).pid
+
+
+def registered():
+    """All locally registered names."""
+    return list(_need_sched().names)
+
+
+# ---------------------------------------------------------------------------------------
+# Links, monitors, exits
+
+def link(pid):
+    """Link the calling process to ``pid``. Linking to a dead process sends the caller an
+    exit signal with reason ``noproc`` (OTP).
+
+    >>> pyotp.link(worker)
+    True
+    """
+    _link(_self_proc("link"), pid)
+    return True
+
+
+def unlink(pid):
+    """Remove a link (both directions).
+
+    >>> pyotp.unlink(worker)
+    True
+    """
+    _unlink(_self_proc("unlink"), pid)
+    return True
+
+
+def monitor(target):
+    """Monitor a pid, a registered name or (name, node). Returns a reference; when the
+    target dies the caller gets ``("DOWN", ref, "process", pid_or_name, reason)``; a
+    target that is already dead gives reason ``noproc`` at once.
+
+    >>> ref = pyotp.monitor(pid)
+    """
+    return _monitor(_self_proc("monitor"), target)
+
+
+def demonitor(ref, flush=False):
+    """Stop a monitor; with flush=True also remove its DOWN message if one is queued.
+
+    >>> pyotp.demonitor(ref, flush=True)
+    True
+    """
+    if type(ref) is not Reference:
+        raise BadArg("demonitor: %r is not a reference" % (ref,))
+    return _demonitor(_self_proc("demonitor"), <Reference>ref, flush)
+
+
+def exit(pid_or_reason, reason=_MISSING):
+    """``exit(reason)`` ends the calling process (raises pyotp.Exit); ``exit(pid, reason)``
+    sends an exit signal: ``"kill"`` always kills (the victim's reason is ``"killed"``),
+    ``"normal"`` is ignored unless the target traps exits, anything else kills a process
+    that does not trap exits and is a message ``("EXIT", from, reason)`` to one that does.
+
+    >>> pyotp.exit(worker, "shutdown")
+    True
+    """
+    if reason is _MISSING:
+        raise Exit(pid_or_reason)
+    cdef Scheduler s = _need_sched()
+    _on_loop_thread(s, "exit/2")
+    cdef object from_pid = _current.pid if _current is not None else None
+    cdef object pid = pid_or_reason
+    if type(pid) is not Pid:
+        raise BadArg("exit: %r is not a pid" % (pid,))
+    if not (<Pid>pid).is_local():
+        _remote_hook("exit2", from_pid, pid, reason)
+        return True
+    cdef Process t = (<Pid>pid)._proc
+    if _alive(t):
+        _exit_signal(t, from_pid, reason, False)
+    return True
+
+
+def process_flag(flag, value):
+    """Set a process flag and return its old value; supports ``"trap_exit"``.
+
+    >>> pyotp.process_flag("trap_exit", True)
+    False
+    """
+    cdef Process p = _self_proc("process_flag")
+    if flag != "trap_exit":
+        raise BadArg("process_flag: unsupported flag %r" % (flag,))
+    old = p.trap_exit
+    p.trap_exit = bool(value)
+    return old
+
+
+def is_alive(pid):
+    """True while the local process ``pid`` runs."""
+    return type(pid) is Pid and (<Pid>pid).is_local() and _alive((<Pid>pid)._proc)
+
+
+cdef object _local_pid(object id, object serial):
+    cdef object p = None if _sched is None else _sched.procs.get(id)
+    if p is not None and (<Process>p).pid.serial == serial:
+        return (<Process>p).pid
+    cdef Pid pid = Pid.__new__(Pid)       # a dead (or never seen) local pid
+    pid.id = id
+    pid.serial = serial
+    return pid
+
+
+def processes():
+    """The pids of all live processes on this node, oldest first."""
+    cdef Scheduler s = _need_sched()
+    return [(<Process>p).pid for p in s.procs.values()]
+
+
+cdef str _status_name(Process p):
+    if p.status == ST_RUNNING:
+        return "running"
+    if p.wait == W_WOKEN or (p.scheduled and not p.parked):
+        return "runnable"
+    return "waiting"
+
+
+def process_info(pid):
+    """A dict describing a live local process, or None if it is dead.
+
+    Keys: status, message_queue_len, messages, links, monitors, monitored_by,
+    registered_name, trap_exit, messages_handled, memory (bytes, an estimate), behaviour.
+
+    >>> pyotp.process_info(pyotp.self())["status"]
+    'running'
+    """
+    if type(pid) is not Pid or not (<Pid>pid).is_local():
+        raise BadArg("process_info: %r is not a local pid" % (pid,))
+    cdef Process p = (<Pid>pid)._proc
+    if not _alive(p):
+        return None
+    import sys
+    cdef Py_ssize_t qlen = mb_length(&p.mb)
+    mem = sys.getsizeof(p) + sys.getsizeof(p.pid) + qlen * sizeof(Msg)
+    for x in (p.links, p.monitors, p.monitored_by, p.mod, p.coro):
+        if x is not None:
+            mem += sys.getsizeof(x)
+    if p.mod is not None and hasattr(p.mod, "__dict__"):
+        mem += sys.getsizeof(p.mod.__dict__)
+    return {
+        "status": _status_name(p),
+        "message_queue_len": qlen,
+        "messages": mb_snapshot(&p.mb),
+        "links": sorted(p.links) if p.links else [],
+        "monitors": [("process", t if type(t) is not tuple else (t[0], t[1])) for t in (p.monitors or {}).values()],
+        "monitored_by": [w.pid if type(w) is Process else w for w in (p.monitored_by or {}).values()],
+        "registered_name": p.name,
+        "trap_exit": p.trap_exit,
+        "messages_handled": p.handled,
+        "memory": mem,
+        "behaviour": type(p.mod).__name__ if p.kind == PK_GEN else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Timers
+
+cdef double _seconds(object t, str what) except -1:
+    if (type(t) is not int and type(t) is not float) or t < 0 or t != t:
+        raise BadArg("%s: time must be seconds >= 0, got %r" % (what, t))
+    return t
+
+
+def send_after(dest, msg, seconds):
+    """Send ``msg`` to ``dest`` after ``seconds``; returns a Timer for cancel_timer.
+
+    >>> t = pyotp.send_after(pyotp.self(), "tick", 1.0)
+    """
+    cdef Scheduler s = _need_sched()
+    return s.start_timer(TK_SEND, _seconds(seconds, "send_after"), dest, msg, None)
+
+
+def start_timer(dest, msg, seconds):
+    """Like send_after, but delivers ``("timeout", timer, msg)`` (Erlang's start_timer).
+
+    >>> t = pyotp.start_timer(pyotp.self(), "poll", 0.5)
+    """
+    cdef Scheduler s = _need_sched()
+    return s.start_timer(TK_START, _seconds(seconds, "start_timer"), dest, msg, None)
+
+
+def apply_after(seconds, fn, *args):
+    """Call ``fn(*args)`` on the loop thread after ``seconds`` (timer wheel); returns a
+    Timer. Used by the behaviours for their timeouts.
+
+    >>> t = pyotp.apply_after(1.0, print, "later")
+    """
+    cdef Scheduler s = _need_sched()
+    return s.start_timer(TK_CALLBACK, _seconds(seconds, "apply_after"), fn, args, None)
+
+
+def cancel_timer(timer):
+    """Cancel a timer: returns the seconds that were left, or False if it already fired
+    or was cancelled (its message, if it fired, may already be queued, as in OTP).
+
+    >>> pyotp.cancel_timer(t)
+    """
+    if type(timer) is not Timer:
+        raise BadArg("cancel_timer: %r is not a timer" % (timer,))
+    cdef Scheduler s = _need_sched()
+    cdef double left = s.wheel.remaining(<Timer>timer)
+    if not s.wheel.cancel(<Timer>timer):
+        return False
+    return left
+
+
+def read_timer(timer):
+    """Seconds left on a timer, or False if it is not running.
+
+    >>> pyotp.read_timer(t)
+    """
+    if type(timer) is not Timer:
+        raise BadArg("read_timer: %r is not a timer" % (timer,))
+    cdef double left = _need_sched().wheel.remaining(<Timer>timer)
+    return False if left < 0 else left
+
+
+# ---------------------------------------------------------------------------------------
+# Node lifecycle (driven by pyotp.runtime)
+
+def _node_attach(loop):
+    """Start the node's scheduler on `loop` (the calling thread must be the loop's)."""
+    global _sched
+    if _sched is not None:
+        raise RuntimeError("a pyotp node is already running in this OS process")
+    _sched = Scheduler(loop)
+
+
+def _node_detach():
+    """Forget the scheduler (after shutdown). Leftover processes are killed silently."""
+    global _sched
+    cdef Scheduler s = _sched
+    if s is None:
+        return
+    for p in list(s.procs.values()):
+        _schedule_exit(<Process>p, _KILLED)
+    if s.timer_handle is not None:
+        s.timer_handle.cancel()
+    s.closed = True
+    _sched = None
+
+
+def _node_running():
+    return _sched is not None
+
+
+def _shutdown_all(reason="shutdown"):
+    """Ask every process to stop, newest first: behaviours get a stop request (their
+    terminate runs), others an exit signal. Returns a future resolved when none is left."""
+    cdef Scheduler s = _need_sched()
+    fut = s.loop.create_future()
+    if not s.procs:
+        fut.set_result(None)
+        return fut
+    s.all_exited = fut
+    for p in reversed(list(s.procs.values())):
+        if (<Process>p).kind == PK_GEN:
+            _deliver(<Process>p, msg_new(K_STOP, reason, None))
+        else:
+            _exit_signal(<Process>p, None, reason, False)
+    return fut
+
+
+def _kill_all():
+    cdef Scheduler s = _need_sched()
+    for p in reversed(list(s.procs.values())):
+        _schedule_exit(<Process>p, _KILLED)
+
+
+def _exit_info(pid):
+    """(alive, exit_reason, result) of a local pid."""
+    cdef Process p = (<Pid>pid)._proc
+    if p is None:
+        return (False, "noproc", None)
+    return (p.status != ST_DEAD, p.exit_reason, p.result)
+
+
+def _await_exit(pid):
+    """An awaitable (a future when called outside processes) of the exit reason of pid."""
+    return _gen_stop_monitor(pid)
+
+
+cdef object _gen_stop_monitor(object pid):
+    cdef Scheduler s = _need_sched()
+    cdef Process t = (<Pid>pid)._proc if type(pid) is Pid else None
+    fut = s.loop.create_future()
+    if not _alive(t):
+        fut.set_result(t.exit_reason if t is not None else "noproc")
+        return fut
+    cdef Process w = _external_caller(fut)
+    cdef Reference ref = _new_ref()
+    if t.monitored_by is None:
+        t.monitored_by = {}
+    t.monitored_by[ref] = w
+    w.wait = W_REPLY
+    w.wait_kind = WK_STOP
+    w.wait_ref = ref
+    w.wait_target = t
+    w.wait_info = (pid, None, None)
+    return fut
+
+
+def _stats():
+    """Counters for tests and the demo."""
+    cdef Scheduler s = _need_sched()
+    return {"processes": len(s.procs), "timers": s.wheel.count, "dispatched": s.dispatched}

@@ -1,0 +1,53 @@
+# decl.pxi: C declarations shared by every core component, and forward declarations of
+# the cdef classes so that components can reference each other regardless of include order.
+cimport cython
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport int64_t, uint64_t, uint32_t
+
+cdef extern from "platform.h":
+    ctypedef struct pyotp_qnode:
+        pyotp_qnode* next
+    ctypedef struct pyotp_mpsc:
+        pyotp_qnode* head
+        pyotp_qnode* tail
+        pyotp_qnode stub
+    int PYOTP_Q_EMPTY
+    int PYOTP_Q_ITEM
+    int PYOTP_Q_BUSY
+    void pyotp_mpsc_init(pyotp_mpsc* q) nogil
+    void pyotp_mpsc_push(pyotp_mpsc* q, pyotp_qnode* n) nogil
+    int pyotp_mpsc_pop(pyotp_mpsc* q, pyotp_qnode** out) nogil
+    int pyotp_mpsc_nonempty(pyotp_mpsc* q) nogil
+    int pyotp_cas_int(long* p, long expected, long desired) nogil
+    void pyotp_store_int(long* p, long v) nogil
+    long pyotp_load_int(long* p) nogil
+    double pyotp_monotonic_ms() nogil
+    unsigned long pyotp_thread_id() nogil
+
+cdef extern from "Python.h":
+    ctypedef enum PySendResult:
+        PYGEN_RETURN
+        PYGEN_ERROR
+        PYGEN_NEXT
+    PySendResult PyIter_Send(object iter, object arg, PyObject** presult) except? PYGEN_ERROR
+    PyObject* PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames) except NULL
+
+cdef extern from *:
+    """
+    #if PYOTP_DEBUG
+    #define PYOTP_ASSERT(c) do { if (!(c)) { Py_FatalError("pyotp internal check failed: " #c); } } while (0)
+    #else
+    #define PYOTP_ASSERT(c) ((void)0)
+    #endif
+    """
+    void PYOTP_ASSERT(bint c) nogil
+
+cdef class Pid
+cdef class Reference
+cdef class Timer
+cdef class TimerWheel
+cdef class Process
+cdef class Scheduler
+cdef class GenSpec

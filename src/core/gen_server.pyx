@@ -1,0 +1,609 @@
+# gen_server.pyx: the GenServer message loop, run by the scheduler without a coroutine.
+#
+# Owns: GenSpec (a behaviour class's callbacks, looked up once per class), dispatch of
+# casts/calls/infos/continues/timeouts, the accepted callback returns, start/stop/call/
+# cast/reply.
+# Invariants:
+#  - A behaviour process has no stack: the scheduler pops a message and calls the Python
+#    callback directly. An `async def` callback turns into the process's `coro` until it
+#    returns; messages wait in the mailbox meanwhile (as in OTP, a server handles one
+#    message at a time).
+#  - Accepted returns are exactly Elixir's; anything else stops the server with
+#    ("bad_return_value", value) after calling terminate.
+#  - `terminate` runs when the server stops itself, crashes in a callback, is stopped by
+#    GenServer.stop, or gets an EXIT from its parent while trapping exits; not when it is
+#    killed by an untrapped exit signal (OTP).
+#  - A call is: monitor the server (the monitor ref doubles as the reply alias), queue the
+#    request, park. The reply, the DOWN, or the timeout wakes the caller; whichever comes
+#    first removes the others' effect, so a late reply is dropped, never queued.
+
+cdef enum:
+    CB_INIT = 0
+    CB_CALL = 1
+    CB_CAST = 2
+    CB_INFO = 3
+    CB_CONTINUE = 4
+    CB_TERMINATE = 5
+
+cdef tuple _CB_NAMES = ("init", "handle_call", "handle_cast", "handle_info", "handle_continue", "terminate")
+
+cdef object _NOREPLY = "noreply"
+cdef object _REPLY = "reply"
+cdef object _STOP = "stop"
+cdef object _OK = "ok"
+
+
+@cython.final
+cdef class GenSpec:
+    """The callbacks of one behaviour class, resolved once."""
+    cdef object cls
+    cdef object cbs             # tuple of functions indexed by CB_*
+    cdef int async_mask
+
+    def __init__(self, cls):
+        import inspect
+        self.cls = cls
+        fns = []
+        self.async_mask = 0
+        for i, name in enumerate(_CB_NAMES):
+            f = getattr(cls, name, None)
+            if f is None:
+                raise TypeError("%s must define %s" % (cls.__name__, name))
+            fns.append(f)
+            if inspect.iscoroutinefunction(f):
+                self.async_mask |= 1 << i
+        self.cbs = tuple(fns)
+
+
+cdef dict _specs = {}
+
+
+cdef GenSpec _spec_for(object cls):
+    cdef object s = _specs.get(cls)
+    if s is None:
+        s = GenSpec(cls)
+        _specs[cls] = s
+    return <GenSpec>s
+
+
+cdef inline bint _is(object x, object tag):
+    return x is tag or (isinstance(x, str) and x == tag)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+
+cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
+    cdef Py_ssize_t n = 0
+    cdef Msg* m
+    cdef int kind
+    cdef object a, b, c
+    if p.run_flags & RUN_GEN_INIT:
+        p.run_flags &= ~RUN_GEN_INIT
+        _gen_callback(p, CB_INIT, p.init_arg, None)
+        p.init_arg = None
+        n = 1
+    while n < budget:
+        if p.coro is not None or p.status == ST_DEAD or p.has_pending_exit or p.run_flags & RUN_GEN_INIT:
+            break
+        if p.pending_continue is not None:
+            c = p.pending_continue
+            p.pending_continue = None
+            _gen_callback(p, CB_CONTINUE, (<tuple>c)[0], None)
+            n += 1
+            continue
+        m = mb_pop(&p.mb)
+        if m == NULL:
+            if p.timeout_fired:
+                p.timeout_fired = False
+                _gen_callback(p, CB_INFO, "timeout", None)
+                n += 1
+                continue
+            break
+        if p.timer is not None:          # any message cancels the idle timeout
+            _sched.wheel.cancel(p.timer)
+            p.timer = None
+        p.timeout_fired = False
+        kind = m.kind
+        a = <object>m.a
+        b = None if m.b == NULL else <object>m.b
+        msg_free(m)
+        p.handled += 1
+        n += 1
+        if kind == K_CAST:
+            _gen_callback(p, CB_CAST, a, None)
+        elif kind == K_CALL:
+            _gen_callback(p, CB_CALL, a, b)
+        elif kind == K_STOP:
+            _gen_stop(p, a, p.state, None, None)
+        else:
+            _gen_info(p, a)
+    return n
+
+
+cdef void _gen_info(Process p, object msg) except *:
+    cdef tuple t
+    if type(msg) is tuple:
+        t = <tuple>msg
+        if len(t) == 3:
+            if _is(t[0], "$gen_call"):
+                _gen_callback(p, CB_CALL, t[2], t[1])
+                return
+            if _is(t[0], "EXIT") and p.trap_exit and t[1] == p.parent:
+                _gen_stop(p, t[2], p.state, None, None)
+                return
+        elif len(t) == 2 and _is(t[0], "$gen_cast"):
+            _gen_callback(p, CB_CAST, t[1], None)
+            return
+    _gen_callback(p, CB_INFO, msg, None)
+
+
+cdef void _gen_callback(Process p, int cb, object a, object from_) except *:
+    cdef GenSpec spec = p.spec
+    cdef object f = (<tuple>spec.cbs)[cb]
+    cdef object r
+    cdef bint is_async = (spec.async_mask >> cb) & 1
+    p.sync_cb = not is_async
+    try:
+        if cb == CB_CAST or cb == CB_INFO or cb == CB_CONTINUE:
+            r = f(p.mod, a, p.state)
+        elif cb == CB_CALL:
+            r = f(p.mod, a, from_, p.state)
+        elif cb == CB_INIT:
+            r = f(p.mod, a)
+        else:
+            r = f(p.mod, a, p.state)
+    except BaseException as e:
+        p.sync_cb = False
+        p.cb_kind = cb
+        _gen_failed(p, cb, e)
+        return
+    p.sync_cb = False
+    if is_async:
+        p.coro = r
+        p.cb_kind = cb
+        p.cb_from = from_
+        _resume(p, None, None)
+        return
+    _gen_result(p, cb, from_, r)
+
+
+cdef void _gen_coro_done(Process p, object r) except *:
+    cdef int cb = p.cb_kind
+    cdef object from_ = p.cb_from
+    p.cb_from = None
+    _gen_result(p, cb, from_, r)
+
+
+cdef void _gen_coro_failed(Process p, BaseException e) except *:
+    p.cb_from = None
+    _gen_failed(p, p.cb_kind, e)
+
+
+cdef void _gen_failed(Process p, int cb, BaseException e) except *:
+    cdef object reason = e.reason if isinstance(e, Exit) else e
+    if cb == CB_INIT:
+        _gen_ack(p, ("error", reason))
+        if not isinstance(e, Exit):
+            _crash_report(p, reason, "GenServer")
+        _schedule_exit(p, reason)
+    elif cb == CB_TERMINATE:
+        _gen_finish(p, reason)
+    else:
+        _gen_stop(p, reason, p.state, None, None)
+
+
+cdef void _gen_result(Process p, int cb, object from_, object r) except *:
+    cdef tuple t
+    cdef Py_ssize_t n
+    cdef object tag
+    if cb == CB_INIT:
+        _gen_init_result(p, r)
+        return
+    if cb == CB_TERMINATE:
+        _gen_finish(p, p.exit_reason)
+        return
+    if type(r) is tuple:
+        t = <tuple>r
+        n = len(t)
+        if n >= 2:
+            tag = t[0]
+            if _is(tag, _NOREPLY):
+                if n == 2:
+                    p.state = t[1]
+                    return
+                if n == 3:
+                    p.state = t[1]
+                    if _gen_ext(p, t[2]):
+                        return
+            elif _is(tag, _REPLY):
+                if cb == CB_CALL and (n == 3 or n == 4):
+                    p.state = t[2]
+                    _reply(from_, t[1])
+                    if n == 3 or _gen_ext(p, t[3]):
+                        return
+            elif _is(tag, _STOP):
+                if n == 3:
+                    _gen_stop(p, t[1], t[2], None, None)
+                    return
+                if n == 4 and cb == CB_CALL:
+                    _gen_stop(p, t[1], t[3], from_, t[2])
+                    return
+    _gen_stop(p, ("bad_return_value", r), p.state, None, None)
+
+
+cdef bint _gen_ext(Process p, object ext) except -1:
+    """Apply a return's trailing element: timeout, "hibernate" or ("continue", x)."""
+    if type(ext) is int or type(ext) is float:
+        if ext < 0:
+            return False
+        p.timer = _sched.start_timer(TK_IDLE, ext, None, None, p)
+        return True
+    if isinstance(ext, str):
+        return ext == "hibernate" or ext == "infinity"
+    if type(ext) is tuple and len(<tuple>ext) == 2 and _is((<tuple>ext)[0], "continue"):
+        p.pending_continue = ((<tuple>ext)[1],)
+        return True
+    return ext is None
+
+
+cdef void _gen_init_result(Process p, object r) except *:
+    cdef tuple t
+    if type(r) is tuple:
+        t = <tuple>r
+        if len(t) in (2, 3) and _is(t[0], _OK):
+            p.state = t[1]
+            if len(t) == 3 and not _gen_ext(p, t[2]):
+                _gen_init_fail(p, ("bad_return_value", r))
+                return
+            _gen_ack(p, ("ok", p.pid))
+            return
+        if len(t) == 2 and _is(t[0], _STOP):
+            _gen_ack(p, ("error", t[1]))
+            if not _is_quiet_reason(t[1]):
+                _crash_report(p, t[1], "GenServer")
+            _schedule_exit(p, t[1])
+            return
+    elif _is(r, "ignore"):
+        _gen_ack(p, "ignore")
+        _schedule_exit(p, _NORMAL)
+        return
+    _gen_init_fail(p, ("bad_return_value", r))
+
+
+cdef void _gen_init_fail(Process p, object reason) except *:
+    _gen_ack(p, ("error", reason))
+    _crash_report(p, reason, "GenServer")
+    _schedule_exit(p, reason)
+
+
+cdef void _gen_ack(Process p, object value) except *:
+    """Answer the process waiting in start/start_link (once)."""
+    cdef object ack = p.ack
+    cdef Process w
+    if ack is None:
+        return
+    p.ack = None
+    w = <Process>(<tuple>ack)[0]
+    if w.wait == W_REPLY and w.wait_ref is (<tuple>ack)[1]:
+        w.wait_target = None
+        _wake(w, value, None)
+
+
+cdef void _gen_stop(Process p, object reason, object state, object reply_to, object reply) except *:
+    """Stop: terminate(reason, state), then reply (if a call asked for it), then exit."""
+    p.state = state
+    p.exit_reason = reason
+    if reply_to is not None:
+        p.stop_from = (reply_to, reply)
+    _gen_callback(p, CB_TERMINATE, reason, None)
+
+
+cdef void _gen_finish(Process p, object reason) except *:
+    cdef object sf = p.stop_from
+    p.stop_from = None
+    if sf is not None:
+        _reply(sf[0], sf[1])
+    if not _is_quiet_reason(reason):
+        _crash_report(p, reason, "GenServer")
+    _schedule_exit(p, reason)
+
+
+# ---------------------------------------------------------------------------------------
+# Names: str locally; ("global", name) and ("via", module, key) through hooks that the
+# Python layer installs (gen.py), so the core never imports the behaviours.
+
+cdef object _name_hook = None
+
+
+def _set_name_hook(hook):
+    """Internal: hook(op, name, pid) with op in {"whereis", "register", "unregister"} for
+    ("global", name) and ("via", mod, key) names; whereis returns a Pid or None, register
+    returns True or the pid already holding the name."""
+    global _name_hook
+    _name_hook = hook
+
+
+cdef object _whereis_any(object dest):
+    """Resolve a destination to a local Process, a remote Pid / (name, node), or None."""
+    cdef object p
+    cdef Pid pid
+    if type(dest) is Pid:
+        pid = <Pid>dest
+        if pid._node is None:
+            return pid._proc if _alive(pid._proc) else None
+        return dest
+    if isinstance(dest, str):
+        return _sched.names.get(dest)
+    if type(dest) is tuple:
+        if len(dest) == 2:
+            if _is(dest[0], "global"):
+                return _whereis_any(_name_hook("whereis", dest, None)) if _name_hook is not None else None
+            if isinstance(dest[0], str) and isinstance(dest[1], str):
+                if dest[1] == _local_node:
+                    return _sched.names.get(dest[0])
+                return dest
+        elif len(dest) == 3 and _is(dest[0], "via"):
+            if _name_hook is None:
+                return None
+            return _whereis_any(_name_hook("whereis", dest, None))
+    if dest is None:
+        return None
+    raise BadArg("%r is not a pid, a registered name, {name, node}, ('global', name) or ('via', module, key)" % (dest,))
+
+
+# ---------------------------------------------------------------------------------------
+# Calls
+
+cdef object _begin_call(Process caller, object server, object request, object timeout):
+    """Set up caller's wait for a call. Returns None when parked, else raises."""
+    cdef object target = _whereis_any(server)
+    cdef Process t
+    cdef Reference ref
+    if timeout is not None and not _is(timeout, "infinity"):
+        if (type(timeout) is not int and type(timeout) is not float) or timeout < 0:
+            raise BadArg("call timeout must be seconds >= 0 or None/'infinity', got %r" % (timeout,))
+    else:
+        timeout = None
+    if target is None:
+        raise Exit(("noproc", ("GenServer", "call", [server, request, timeout])))
+    ref = _new_ref()
+    ref.alias = True
+    if type(target) is not Process:
+        if _remote_handler is None:
+            raise Exit(("noconnection", ("GenServer", "call", [server, request, timeout])))
+        _remote_handler("call", caller.pid, target, (ref, request))
+        t = None
+    else:
+        t = <Process>target
+        if t is caller:
+            raise Exit(("calling_self", ("GenServer", "call", [server, request, timeout])))
+        if t.monitored_by is None:
+            t.monitored_by = {}
+        t.monitored_by[ref] = caller
+        _deliver(t, msg_new(K_CALL, request, (caller.pid, ref)))
+    caller.wait = W_REPLY
+    caller.wait_kind = WK_CALL
+    caller.wait_ref = ref
+    caller.wait_target = t
+    caller.wait_info = (server, request, timeout)
+    if timeout is not None:
+        caller.timer = _sched.start_timer(TK_WAKE, timeout, None, None, caller)
+    return None
+
+
+def call(server, request, timeout=5.0):
+    """GenServer.call: send `request` to `server` and wait for its reply (seconds;
+    None or "infinity" waits forever). Raises pyotp.Exit with ("noproc", ...),
+    ("timeout", ...) or the server's exit reason, as OTP does.
+
+    >>> n = await GenServer.call(counter, "get")
+    """
+    cdef Process p = _current
+    if p is not None:
+        if p.sync_cb:
+            _caller_for_wait("GenServer.call()")
+        _begin_call(p, server, request, timeout)
+        return _suspended()
+    return _external_call(server, request, timeout)
+
+
+cdef object _external_call(object server, object request, object timeout):
+    cdef Scheduler s = _need_sched()
+    if pyotp_thread_id() != s.loop_tid:
+        raise RuntimeError("GenServer.call from another thread: use the node handle's "
+                           "blocking call (pyotp.Runtime.start_thread().call)")
+    fut = s.loop.create_future()
+    cdef Process proxy = _external_caller(fut)
+    try:
+        _begin_call(proxy, server, request, timeout)
+    except BaseException:
+        proxy.status = ST_DEAD
+        raise
+    return fut
+
+
+def _thread_call_start(server, request, timeout, _ThreadWaiter waiter):
+    """Runs on the loop thread for a blocking call made from another thread."""
+    cdef Process proxy = _external_caller(waiter)
+    try:
+        _begin_call(proxy, server, request, timeout)
+    except BaseException as e:
+        waiter.exc = e
+        proxy.ext = None
+        proxy.status = ST_DEAD
+        waiter.lock.release()
+
+
+def _thread_call(server, request, timeout=5.0):
+    """Blocking GenServer.call from a thread that is not the node's loop thread."""
+    cdef Scheduler s = _need_sched()
+    cdef _ThreadWaiter w = _ThreadWaiter()
+    s.loop.call_soon_threadsafe(_thread_call_start, server, request, timeout, w)
+    return w.wait(None if timeout is None or timeout == "infinity" else timeout + 5.0)
+
+
+def reply(from_, value):
+    """GenServer.reply: answer a call later than its handle_call returned.
+
+    >>> def handle_call(self, req, from_, state):
+    ...     pyotp.GenServer.reply(from_, "done")
+    ...     return ("noreply", state)
+    """
+    _reply(from_, value)
+    return "ok"
+
+
+cdef void _reply(object from_, object value) except *:
+    cdef object pid, tag
+    cdef Process w
+    if type(from_) is not tuple or len(<tuple>from_) != 2:
+        raise BadArg("reply: %r is not a from_ tuple (pid, tag)" % (from_,))
+    pid = (<tuple>from_)[0]
+    tag = (<tuple>from_)[1]
+    if type(pid) is Pid and (<Pid>pid)._node is None:
+        w = (<Pid>pid)._proc
+        if w is None or w.status == ST_DEAD:
+            return
+        if w.wait == W_REPLY and (w.wait_ref is tag or w.wait_ref == tag):
+            if w.wait_target is not None:
+                if w.wait_target.monitored_by is not None:
+                    w.wait_target.monitored_by.pop(w.wait_ref, None)
+                w.wait_target = None
+            _wake(w, value, None)
+            return
+        if type(tag) is Reference and (<Reference>tag).alias:
+            return          # the caller gave up (timeout): a late reply is dropped
+        _deliver(w, msg_new(K_MSG, (tag, value), None))
+        return
+    _remote_hook("reply", None, pid, (tag, value))
+
+
+def cast(server, request):
+    """GenServer.cast: queue `request` for the server's handle_cast; never fails, never
+    waits (OTP). Safe from any thread.
+
+    >>> GenServer.cast(counter, ("add", 1))
+    'ok'
+    """
+    cdef Pid pid
+    cdef Process p
+    cdef object target
+    if type(server) is Pid:
+        pid = <Pid>server
+        if pid._node is None:
+            p = pid._proc
+            if p is not None and p.status != ST_DEAD:
+                _deliver(p, msg_new(K_CAST, request, None))
+            return "ok"
+    if _sched is None:
+        return "ok"
+    try:
+        target = _whereis_any(server)
+    except BadArg:
+        return "ok"
+    if target is None:
+        return "ok"
+    if type(target) is Process:
+        _deliver(<Process>target, msg_new(K_CAST, request, None))
+    elif _remote_handler is not None:
+        _remote_handler("send", None, target, ("$gen_cast", request))
+    return "ok"
+
+
+# ---------------------------------------------------------------------------------------
+# Start and stop
+
+def _gen_start(cls, arg, name, bint link, timeout):
+    """Internal (GenServer.start/start_link): spawn a behaviour process, run init in it,
+    and return an awaitable of ("ok", pid) | "ignore" | ("error", reason)."""
+    cdef Scheduler s = _need_sched()
+    cdef Process caller = _caller_for_wait("GenServer.start_link()")
+    cdef Process p
+    cdef object existing, fut = None
+    cdef Reference ref
+    if timeout is not None and not _is(timeout, "infinity"):
+        if (type(timeout) is not int and type(timeout) is not float) or timeout < 0:
+            raise BadArg("start timeout must be seconds >= 0 or None, got %r" % (timeout,))
+    else:
+        timeout = None
+    spec = _spec_for(cls)
+    if name is not None:
+        existing = _whereis_any(name)
+        if existing is not None:
+            return _ready(("error", ("already_started", existing.pid if type(existing) is Process else existing)))
+    if caller is None:
+        if pyotp_thread_id() != s.loop_tid:
+            raise RuntimeError("GenServer.start from another thread: use the node handle")
+        fut = s.loop.create_future()
+        caller = _external_caller(fut)
+    p = s.new_process(PK_GEN)
+    p.spec = spec
+    p.mod = cls.__new__(cls)
+    p.init_arg = arg
+    p.run_flags = RUN_GEN_INIT
+    p.parent = caller.pid if caller.kind != PK_EXTERNAL else None
+    if name is not None:
+        if isinstance(name, str):
+            _register(name, p)
+        elif _name_hook is not None:
+            existing = _name_hook("register", name, p.pid)
+            if existing is not True:
+                _do_exit(p, _NORMAL)
+                return _ready(("error", ("already_started", existing)))
+        else:
+            _do_exit(p, _NORMAL)
+            raise BadArg("name %r needs pyotp's name registries (import pyotp)" % (name,))
+    if link and caller.kind != PK_EXTERNAL:
+        _link(caller, p.pid)
+    ref = _new_ref()
+    p.ack = (caller, ref)
+    caller.wait = W_REPLY
+    caller.wait_kind = WK_START
+    caller.wait_ref = ref
+    caller.wait_target = p
+    caller.wait_info = None
+    if timeout is not None:
+        caller.timer = s.start_timer(TK_WAKE, timeout, None, None, caller)
+    p.scheduled = 1
+    s.enqueue(p)
+    return fut if fut is not None else _suspended()
+
+
+def _gen_stop_request(server, reason, timeout):
+    """Internal (GenServer.stop): ask the server to terminate with `reason`; the awaitable
+    gives the reason it actually exited with."""
+    cdef Scheduler s = _need_sched()
+    cdef Process caller = _caller_for_wait("GenServer.stop()")
+    cdef object target = _whereis_any(server)
+    cdef Process t
+    cdef Reference ref
+    cdef object fut = None
+    if timeout is not None and _is(timeout, "infinity"):
+        timeout = None
+    if target is None:
+        raise Exit(("noproc", ("GenServer", "stop", [server, reason, timeout])))
+    if type(target) is not Process:
+        raise Exit(("not_supported", ("GenServer", "stop", [server, reason, timeout])))
+    t = <Process>target
+    if t is caller:
+        raise Exit(("calling_self", ("GenServer", "stop", [server, reason, timeout])))
+    if caller is None:
+        fut = s.loop.create_future()
+        caller = _external_caller(fut)
+    ref = _new_ref()
+    if t.monitored_by is None:
+        t.monitored_by = {}
+    t.monitored_by[ref] = caller
+    if t.kind == PK_GEN:
+        _deliver(t, msg_new(K_STOP, reason, None))
+    else:
+        _exit_signal(t, caller.pid, reason, False)
+    caller.wait = W_REPLY
+    caller.wait_kind = WK_STOP
+    caller.wait_ref = ref
+    caller.wait_target = t
+    caller.wait_info = (server, reason, timeout)
+    if timeout is not None:
+        caller.timer = s.start_timer(TK_WAKE, timeout, None, None, caller)
+    return fut if fut is not None else _suspended()

@@ -1,0 +1,160 @@
+/* platform.h: the only place pyotp's core touches compiler atomics and OS clocks.
+ *
+ * Owns: a Vyukov intrusive multi-producer single-consumer queue (used by every mailbox and
+ * by the scheduler's run queue), a compare-and-swap on int flags, and a monotonic
+ * millisecond clock.
+ *
+ * Invariants:
+ *  - push() may be called from any OS thread at any time; pop() only by the queue's single
+ *    consumer (the scheduler thread). No locks anywhere.
+ *  - pop() can report PYOTP_Q_BUSY when a producer is between its exchange and its link
+ *    store; the consumer must treat that as "not empty, try again soon", never as empty.
+ *  - GCC/Clang use the __atomic builtins; MSVC uses the Interlocked intrinsics (full
+ *    barriers, correct on x64 and ARM64).
+ */
+#ifndef PYOTP_PLATFORM_H
+#define PYOTP_PLATFORM_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <windows.h>
+#include <intrin.h>
+static __forceinline void *pyotp_xchg_ptr(void *volatile *p, void *v) {
+    return InterlockedExchangePointer((PVOID volatile *)p, v);
+}
+static __forceinline void *pyotp_load_ptr(void *volatile *p) {
+    return InterlockedCompareExchangePointer((PVOID volatile *)p, NULL, NULL);
+}
+static __forceinline void pyotp_store_ptr(void *volatile *p, void *v) {
+    (void)InterlockedExchangePointer((PVOID volatile *)p, v);
+}
+static __forceinline int pyotp_cas_int(volatile long *p, long expected, long desired) {
+    return InterlockedCompareExchange(p, desired, expected) == expected;
+}
+static __forceinline void pyotp_store_int(volatile long *p, long v) {
+    (void)InterlockedExchange(p, v);
+}
+static __forceinline long pyotp_load_int(volatile long *p) {
+    return InterlockedCompareExchange(p, 0, 0);
+}
+#else
+static inline void *pyotp_xchg_ptr(void *volatile *p, void *v) {
+    return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL);
+}
+static inline void *pyotp_load_ptr(void *volatile *p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void pyotp_store_ptr(void *volatile *p, void *v) {
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+static inline int pyotp_cas_int(volatile long *p, long expected, long desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+}
+static inline void pyotp_store_int(volatile long *p, long v) {
+    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+static inline long pyotp_load_int(volatile long *p) {
+    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+#endif
+
+/* ---- intrusive MPSC queue (Dmitry Vyukov's algorithm) ---- */
+typedef struct pyotp_qnode {
+    struct pyotp_qnode *volatile next;
+} pyotp_qnode;
+
+typedef struct {
+    pyotp_qnode *volatile head; /* producers exchange here */
+    pyotp_qnode *tail;          /* consumer only */
+    pyotp_qnode stub;
+} pyotp_mpsc;
+
+#define PYOTP_Q_EMPTY 0
+#define PYOTP_Q_ITEM 1
+#define PYOTP_Q_BUSY 2
+
+static inline void pyotp_mpsc_init(pyotp_mpsc *q) {
+    q->stub.next = NULL;
+    q->head = &q->stub;
+    q->tail = &q->stub;
+}
+
+static inline void pyotp_mpsc_push(pyotp_mpsc *q, pyotp_qnode *n) {
+    pyotp_qnode *prev;
+    n->next = NULL;
+    prev = (pyotp_qnode *)pyotp_xchg_ptr((void *volatile *)&q->head, n);
+    pyotp_store_ptr((void *volatile *)&prev->next, n);
+}
+
+/* Consumer side. Returns PYOTP_Q_ITEM and sets *out, or EMPTY, or BUSY. */
+static inline int pyotp_mpsc_pop(pyotp_mpsc *q, pyotp_qnode **out) {
+    pyotp_qnode *tail = q->tail;
+    pyotp_qnode *next = (pyotp_qnode *)pyotp_load_ptr((void *volatile *)&tail->next);
+    pyotp_qnode *head;
+    if (tail == &q->stub) {
+        if (next == NULL) {
+            head = (pyotp_qnode *)pyotp_load_ptr((void *volatile *)&q->head);
+            return head == tail ? PYOTP_Q_EMPTY : PYOTP_Q_BUSY;
+        }
+        q->tail = next;
+        tail = next;
+        next = (pyotp_qnode *)pyotp_load_ptr((void *volatile *)&tail->next);
+    }
+    if (next != NULL) {
+        q->tail = next;
+        *out = tail;
+        return PYOTP_Q_ITEM;
+    }
+    head = (pyotp_qnode *)pyotp_load_ptr((void *volatile *)&q->head);
+    if (tail != head)
+        return PYOTP_Q_BUSY;
+    pyotp_mpsc_push(q, &q->stub);
+    next = (pyotp_qnode *)pyotp_load_ptr((void *volatile *)&tail->next);
+    if (next != NULL) {
+        q->tail = next;
+        *out = tail;
+        return PYOTP_Q_ITEM;
+    }
+    return PYOTP_Q_BUSY;
+}
+
+/* Non-destructive "is anything queued or being queued" check for the consumer. */
+static inline int pyotp_mpsc_nonempty(pyotp_mpsc *q) {
+    pyotp_qnode *tail = q->tail;
+    if (tail != &q->stub)
+        return 1;
+    if (pyotp_load_ptr((void *volatile *)&tail->next) != NULL)
+        return 1;
+    return pyotp_load_ptr((void *volatile *)&q->head) != (void *)tail;
+}
+
+/* ---- monotonic clock in integer milliseconds (plus the fraction for ceil) ---- */
+#if defined(_WIN32)
+static inline double pyotp_monotonic_ms(void) {
+    static LARGE_INTEGER freq;
+    LARGE_INTEGER now;
+    if (freq.QuadPart == 0)
+        QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&now);
+    return (double)now.QuadPart * 1000.0 / (double)freq.QuadPart;
+}
+#else
+#include <time.h>
+static inline double pyotp_monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+#endif
+
+#if defined(_WIN32)
+#define pyotp_thread_id() ((unsigned long)GetCurrentThreadId())
+#else
+#include <pthread.h>
+#define pyotp_thread_id() ((unsigned long)(uintptr_t)pthread_self())
+#endif
+
+#endif /* PYOTP_PLATFORM_H */

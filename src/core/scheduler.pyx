@@ -1,0 +1,512 @@
+# scheduler.pyx: the run queue, the coroutine driver and the node's lifecycle.
+#
+# Owns: Scheduler (one per OS process, bound to one asyncio loop), delivery of messages
+# and wakeups, firing of timers.
+# Invariants:
+#  - The run queue is a lock-free MPSC of processes (intrusive, via Process.rq). A process
+#    is in it at most once: whoever flips `scheduled` 0 -> 1 enqueues it; the scheduler
+#    clears it only after a process has no runnable work, then re-checks (so a message that
+#    raced with going idle is never stranded).
+#  - A *parked* process (waiting for a reply, a timer or a future) keeps scheduled == 1 so
+#    ordinary messages do not wake it; the one wake that matters pushes it directly.
+#  - `wake_pending` is 1 while a scheduler turn is posted or running; producers post a turn
+#    only when they flip it 0 -> 1 (call_soon on the loop thread, call_soon_threadsafe from
+#    any other thread). A turn clears it last and re-checks the queue.
+#  - Each turn runs at most TURN_LIMIT message dispatches, each process at most BUDGET per
+#    visit, then the loop gets control back for I/O: many messages per loop turn, fairly.
+#  - `_current` is the process whose code is running (None outside the runtime).
+
+import asyncio as _asyncio
+
+DEF BUDGET = 256
+DEF TURN_LIMIT = 30000
+DEF INT64_MAX = 0x7FFFFFFFFFFFFFFF
+
+cdef Scheduler _sched = None
+cdef Process _current = None
+cdef object _TOKEN = object()
+
+# Real Python generators (not Cython ones): `await` on them goes through CPython's fast
+# generator-delegation path and their return needs no StopIteration object.
+_gens = {}
+exec(compile('''
+import types
+@types.coroutine
+def _suspend(token):
+    return (yield token)
+@types.coroutine
+def _ready(value):
+    return value
+    yield
+''', "<pyotp._core>", "exec"), _gens)
+cdef object _suspend = _gens["_suspend"]
+cdef object _ready = _gens["_ready"]
+del _gens
+
+
+cdef inline object _suspended():
+    return _suspend(_TOKEN)
+
+
+@cython.final
+cdef class Scheduler:
+    cdef pyotp_mpsc rq
+    cdef long wake_pending
+    cdef readonly object loop
+    cdef unsigned long loop_tid
+    cdef TimerWheel wheel
+    cdef object timer_handle
+    cdef int64_t armed_tick
+    cdef dict procs            # pid id -> Process (live, not external)
+    cdef dict names            # registered name -> Process
+    cdef uint64_t next_id
+    cdef object run_cb
+    cdef object timer_cb
+    cdef object all_exited     # future set when procs becomes empty during shutdown
+    cdef bint closed
+    cdef readonly uint64_t dispatched
+
+    def __cinit__(self, loop):
+        pyotp_mpsc_init(&self.rq)
+        self.wake_pending = 0
+        self.loop = loop
+        self.loop_tid = pyotp_thread_id()
+        self.wheel = TimerWheel()
+        self.timer_handle = None
+        self.armed_tick = INT64_MAX
+        self.procs = {}
+        self.names = {}
+        self.next_id = 0
+        self.run_cb = self._run
+        self.timer_cb = self._on_timer
+        self.all_exited = None
+        self.closed = False
+
+    cdef Process new_process(self, int kind):
+        cdef Process p = Process.__new__(Process)
+        cdef Pid pid = Pid.__new__(Pid)
+        self.next_id += 1
+        pid.id = self.next_id & 0xFFFFFFFF
+        pid.serial = <uint32_t>(self.next_id >> 32)
+        pid._proc = p
+        p.pid = pid
+        p.kind = kind
+        if kind != PK_EXTERNAL:
+            self.procs[pid.id] = p
+        return p
+
+    cdef void on_exit(self, Process p):
+        if self.all_exited is not None and not self.procs and not self.all_exited.done():
+            self.all_exited.set_result(None)
+
+    # -- scheduling ------------------------------------------------------------------
+
+    cdef inline void enqueue(self, Process p) noexcept:
+        Py_INCREF(p)
+        pyotp_mpsc_push(&self.rq, <pyotp_qnode*>&p.rq)
+        if pyotp_cas_int(&self.wake_pending, 0, 1):
+            self.post()
+
+    cdef void post(self) noexcept:
+        try:
+            if pyotp_thread_id() == self.loop_tid:
+                self.loop.call_soon(self.run_cb)
+            else:
+                self.loop.call_soon_threadsafe(self.run_cb)
+        except RuntimeError:
+            pass   # the loop is closed: the node has stopped, messages are dropped
+
+    def _run(self):
+        self.run_turn()
+
+    cdef void run_turn(self) except *:
+        cdef pyotp_qnode* node
+        cdef Process p
+        cdef Py_ssize_t n = 0
+        cdef int r
+        while n < TURN_LIMIT:
+            r = pyotp_mpsc_pop(&self.rq, &node)
+            if r != PYOTP_Q_ITEM:
+                break
+            p = <Process>(<RqNode*>node).owner
+            Py_DECREF(p)          # the queue's reference; `p` holds one now
+            n += self.run_process(p)
+        self.dispatched += n
+        pyotp_store_int(&self.wake_pending, 0)
+        if pyotp_mpsc_nonempty(&self.rq) and pyotp_cas_int(&self.wake_pending, 0, 1):
+            self.post()
+        self.arm_timer()
+
+    cdef Py_ssize_t run_process(self, Process p) except -1:
+        global _current
+        cdef Py_ssize_t count = 1
+        if p.status == ST_DEAD:
+            return 1              # stays scheduled forever: nobody enqueues it again
+        _current = p
+        p.status = ST_RUNNING
+        try:
+            if p.coro is not None or p.kind == PK_CORO:
+                count = _coro_step(p)
+            if p.kind == PK_GEN and p.coro is None and p.status != ST_DEAD and not p.has_pending_exit:
+                count += _gen_run(p, BUDGET)
+        finally:
+            _current = None
+        if p.has_pending_exit:
+            _schedule_exit(p, p.pending_exit)
+        if p.status == ST_DEAD:
+            return count
+        p.status = ST_WAITING
+        if p.wait == W_REPLY or p.wait == W_SLEEP or p.wait == W_FUTURE:
+            p.parked = True
+            return count
+        if _has_work(p):
+            self.enqueue_again(p)
+            return count
+        pyotp_store_int(&p.scheduled, 0)
+        if _has_work(p) and pyotp_cas_int(&p.scheduled, 0, 1):
+            self.enqueue_again(p)
+        return count
+
+    cdef inline void enqueue_again(self, Process p) noexcept:
+        Py_INCREF(p)
+        pyotp_mpsc_push(&self.rq, <pyotp_qnode*>&p.rq)
+
+    # -- timers ------------------------------------------------------------------------
+
+    cdef void arm_timer(self) except *:
+        cdef int64_t nxt = self.wheel.next_event()
+        if nxt < 0:
+            return
+        if self.timer_handle is not None:
+            if nxt >= self.armed_tick:
+                return
+            self.timer_handle.cancel()
+        self.armed_tick = nxt
+        cdef double delay = (<double>nxt - self.wheel.now_ms()) / 1000.0
+        self.timer_handle = self.loop.call_later(delay if delay > 0 else 0, self.timer_cb)
+
+    cdef inline void timer_inserted(self, Timer t) except *:
+        if t.expires < self.armed_tick:
+            self.arm_timer()
+
+    def _on_timer(self):
+        self.timer_handle = None
+        self.armed_tick = INT64_MAX
+        cdef list fired = self.wheel.advance(self.wheel.now_tick())
+        cdef Timer t
+        for t in fired:
+            try:
+                _fire(t)
+            except Exception:
+                _log.exception("pyotp: timer action failed")
+        if fired:
+            # run woken processes in this same loop iteration
+            if pyotp_cas_int(&self.wake_pending, 0, 1):
+                self.run_turn()
+                return
+        self.arm_timer()
+
+    cdef Timer start_timer(self, int kind, double seconds, object dest, object msg, Process proc):
+        cdef Timer t = Timer.__new__(Timer)
+        t.kind = kind
+        t.dest = dest
+        t.msg = msg
+        t.proc = proc
+        self.wheel.insert(t, seconds)
+        if t.expires < self.armed_tick:
+            self.arm_timer()
+        return t
+
+
+cdef inline bint _has_work(Process p):
+    if p.wait == W_WOKEN:
+        return True
+    if p.wait == W_RECEIVE:
+        return mb_has_unseen(&p.mb)
+    if p.kind == PK_GEN and p.coro is None:
+        return mb_nonempty(&p.mb) or p.timeout_fired or p.pending_continue is not None
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# Delivery and wakeups
+
+cdef inline void _deliver(Process p, Msg* m) noexcept:
+    """Queue m for p (any thread). A dead process drops it."""
+    if p.status == ST_DEAD:
+        msg_free(m)
+        return
+    mb_push(&p.mb, m)
+    if pyotp_cas_int(&p.scheduled, 0, 1):
+        _sched.enqueue(p)
+
+
+cdef void _wake(Process p, object value, object exc) except *:
+    """Resume a waiting process with value (or by throwing exc into it)."""
+    if p.status == ST_DEAD:
+        return
+    if p.timer is not None:
+        _sched.wheel.cancel(p.timer)
+        p.timer = None
+    p.wait = W_WOKEN
+    p.wake_value = value
+    p.wake_exc = exc
+    if p.kind == PK_EXTERNAL:
+        _external_resolve(p)
+        return
+    if p.parked:
+        p.parked = False
+        _sched.enqueue(p)
+    elif p is not _current and pyotp_cas_int(&p.scheduled, 0, 1):
+        _sched.enqueue(p)
+
+
+cdef void _wake_down(Process waiter, object reason) except *:
+    """The process a waiter's call/stop monitors went down."""
+    waiter.wait_target = None
+    if waiter.wait_kind == WK_STOP:
+        _wake(waiter, reason, None)      # GenServer.stop: the DOWN reason is the answer
+    else:
+        _wake(waiter, None, Exit((reason, _call_mfa(waiter))))
+
+
+cdef object _call_mfa(Process waiter):
+    cdef tuple info = waiter.wait_info
+    return ("GenServer", "stop" if waiter.wait_kind == WK_STOP else "call", list(info))
+
+
+cdef void _fire(Timer t) except *:
+    cdef Process p
+    if t.kind == TK_SEND:
+        _send_quiet(t.dest, t.msg)
+    elif t.kind == TK_START:
+        _send_quiet(t.dest, ("timeout", t, t.msg))
+    elif t.kind == TK_WAKE:
+        p = t.proc
+        if p.timer is not t or p.status == ST_DEAD:
+            return
+        p.timer = None
+        if p.wait == W_RECEIVE:
+            p.match = None
+            _wake(p, None, TimeoutError("receive timed out"))
+        elif p.wait == W_SLEEP:
+            _wake(p, None, None)
+        elif p.wait == W_REPLY:
+            _call_timed_out(p)
+    elif t.kind == TK_IDLE:
+        p = t.proc
+        if p.timer is not t or p.status == ST_DEAD:
+            return
+        p.timer = None
+        if not mb_nonempty(&p.mb):
+            p.timeout_fired = True
+            if pyotp_cas_int(&p.scheduled, 0, 1):
+                _sched.enqueue(p)
+    elif t.kind == TK_CALLBACK:
+        t.dest(*t.msg)
+
+
+cdef void _call_timed_out(Process p) except *:
+    cdef Process target = p.wait_target
+    p.wait_target = None
+    if p.wait_kind == WK_START:
+        # OTP kills a server whose init did not answer in time
+        target.ack = None
+        _schedule_exit(target, _KILLED)
+        _wake(p, ("error", "timeout"), None)
+        return
+    if target is not None and target.monitored_by is not None:
+        target.monitored_by.pop(p.wait_ref, None)
+    _wake(p, None, Exit(("timeout", _call_mfa(p))))
+
+
+# ---------------------------------------------------------------------------------------
+# The coroutine driver
+
+cdef Py_ssize_t _coro_step(Process p) except -1:
+    cdef Msg* m
+    cdef object value, exc
+    if p.wait == W_RECEIVE:
+        if p.match is None:
+            m = mb_pop(&p.mb)
+        else:
+            m = mb_take_matching(&p.mb, p.match)
+        if m == NULL:
+            return 1
+        if p.timer is not None:
+            _sched.wheel.cancel(p.timer)
+            p.timer = None
+        p.wait = W_NONE
+        p.match = None
+        value = msg_object(m)
+        msg_free(m)
+        p.handled += 1
+        _resume(p, value, None)
+        return 1
+    if p.wait == W_WOKEN:
+        value = p.wake_value
+        exc = p.wake_exc
+        p.wake_value = None
+        p.wake_exc = None
+        p.wait = W_NONE
+        _resume(p, value, exc)
+        return 1
+    if p.wait == W_NONE:
+        if p.coro is None:
+            _coro_start(p)
+        else:
+            _resume(p, None, None)
+        return 1
+    return 1
+
+
+cdef void _coro_start(Process p) except *:
+    """First run of a spawned body: call it inside the process, then drive what it returns."""
+    cdef tuple fa = p.init_arg
+    p.init_arg = None
+    try:
+        r = fa[0](*fa[1])
+    except BaseException as e:
+        _coro_failed(p, e)
+        return
+    if hasattr(r, "send") and hasattr(r, "throw"):
+        p.coro = r
+        _resume(p, None, None)
+    else:
+        p.result = r
+        _schedule_exit(p, _NORMAL)
+
+
+cdef void _resume(Process p, object value, object exc) except *:
+    cdef PyObject* res = NULL
+    cdef PySendResult status
+    cdef object coro = p.coro
+    cdef object y
+    try:
+        if exc is None:
+            status = PyIter_Send(coro, value, &res)
+            y = <object>res
+            Py_DECREF(y)          # PyIter_Send gave us a new reference; `y` holds one
+        else:
+            try:
+                y = coro.throw(exc)
+                status = PYGEN_NEXT
+            except StopIteration as si:
+                y = si.value
+                status = PYGEN_RETURN
+    except BaseException as e:
+        p.coro = None
+        _coro_failed(p, e)
+        return
+    if status == PYGEN_NEXT:
+        if y is _TOKEN:
+            return
+        _yielded_other(p, y)
+        return
+    p.coro = None
+    if p.kind == PK_GEN:
+        _gen_coro_done(p, y)
+    else:
+        p.result = y
+        _schedule_exit(p, _NORMAL)
+
+
+cdef void _yielded_other(Process p, object y) except *:
+    """The coroutine awaited something that is not ours: an asyncio future, or a bare yield."""
+    if y is None:
+        p.wait = W_WOKEN        # asyncio.sleep(0) and friends: run again next turn
+        return
+    if getattr(y, "_asyncio_future_blocking", None) is not None:
+        y._asyncio_future_blocking = False
+        p.wait = W_FUTURE
+        p.fut = y
+        y.add_done_callback(p._future_done)
+        return
+    _resume(p, None, RuntimeError(
+        "a pyotp process awaited %r, which is neither a pyotp wait nor an asyncio future" % (y,)))
+
+
+cdef void _coro_failed(Process p, BaseException e) except *:
+    cdef object reason
+    if p.kind == PK_GEN:
+        _gen_coro_failed(p, e)
+        return
+    if isinstance(e, Exit):
+        reason = e.reason
+    elif isinstance(e, GeneratorExit):
+        reason = _KILLED
+    else:
+        reason = e
+        _crash_report(p, e, "Process")
+    _schedule_exit(p, reason)
+
+
+# ---------------------------------------------------------------------------------------
+# External waiters: callers that are not processes (an asyncio task in a hosted node, or
+# another OS thread) get a PK_EXTERNAL stand-in whose wake resolves a future or a lock.
+
+cdef class _ThreadWaiter:
+    cdef object lock
+    cdef public object value
+    cdef public object exc
+
+    def __cinit__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+    def wait(self, timeout):
+        if not self.lock.acquire(timeout=timeout):
+            raise Exit("timeout")
+        if self.exc is not None:
+            raise self.exc
+        return self.value
+
+
+cdef void _external_resolve(Process p) except *:
+    cdef object w = p.ext
+    cdef object value = p.wake_value
+    cdef object exc = p.wake_exc
+    p.ext = None
+    p.wake_value = None
+    p.wake_exc = None
+    p.status = ST_DEAD
+    if w is None:
+        return
+    if type(w) is _ThreadWaiter:
+        (<_ThreadWaiter>w).value = value
+        (<_ThreadWaiter>w).exc = exc
+        (<_ThreadWaiter>w).lock.release()
+    elif not w.done():
+        if exc is not None:
+            w.set_exception(exc)
+        else:
+            w.set_result(value)
+
+
+cdef Process _external_caller(object waiter):
+    cdef Process p = _sched.new_process(PK_EXTERNAL)
+    p.ext = waiter
+    p.status = ST_WAITING
+    p.scheduled = 1
+    return p
+
+
+cdef inline Scheduler _need_sched():
+    if _sched is None:
+        raise RuntimeError("no pyotp node is running: use pyotp.run(), "
+                           "`async with pyotp.Runtime()`, or pyotp.Runtime.start_thread()")
+    return _sched
+
+
+cdef Process _caller_for_wait(str what):
+    """The process that is about to wait, or a fresh external stand-in. Raises the
+    'make it async' error for plain callbacks."""
+    cdef Process p = _current
+    if p is not None:
+        if p.sync_cb:
+            raise CallbackError(
+                "%s has to wait, but it was called from a plain `def` callback of %r; "
+                "make that callback `async def` and `await` it" % (what, p.mod if p.mod is not None else p.pid))
+        return p
+    return None

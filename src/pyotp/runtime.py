@@ -1,0 +1,196 @@
+"""Entry points: ``pyotp.run``, the ``Runtime`` async context manager, and a node running
+in a background thread with blocking methods.
+
+All durations in pyotp's Python API are **seconds** (int or float), like asyncio.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Awaitable, Callable, Optional
+
+from . import _core
+from ._core import Exit
+
+_log = logging.getLogger("pyotp")
+
+
+def _new_loop(use_uvloop: Optional[bool]) -> asyncio.AbstractEventLoop:
+    if use_uvloop is not False:
+        try:
+            import uvloop  # type: ignore[import-not-found]
+        except ImportError:
+            if use_uvloop:
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class Runtime:
+    """Hosts a pyotp node inside a running asyncio program.
+
+    >>> async def amain():
+    ...     async with pyotp.Runtime() as rt:
+    ...         pid = await Counter.start_link(0)
+    ...         print(await GenServer.call(pid, "get"))
+
+    On exit every process is asked to stop (newest first; behaviours run ``terminate``),
+    and whatever has not stopped after ``shutdown_timeout`` seconds is killed.
+    """
+
+    def __init__(self, *, shutdown_timeout: float = 5.0) -> None:
+        self.shutdown_timeout = shutdown_timeout
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+
+    async def __aenter__(self) -> "Runtime":
+        self.loop = asyncio.get_running_loop()
+        _core._node_attach(self.loop)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop every process (see class doc), then detach the node from the loop."""
+        if not _core._node_running():
+            return
+        try:
+            fut = _core._shutdown_all("shutdown")
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), self.shutdown_timeout)
+            except asyncio.TimeoutError:
+                _log.warning("pyotp: processes still running after %.1fs, killing them",
+                             self.shutdown_timeout)
+                _core._kill_all()
+        finally:
+            _core._node_detach()
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> "_core.Pid":
+        """Start a process (see ``pyotp.spawn``)."""
+        return _core.spawn(fn, *args)
+
+    async def run_process(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` as a process and return its result; if it exits abnormally,
+        re-raise its exception (or raise ``pyotp.Exit(reason)``)."""
+        pid = _core.spawn(fn, *args)
+        reason = await _core._await_exit(pid)
+        _alive, _reason, result = _core._exit_info(pid)
+        if reason == "normal":
+            return result
+        if isinstance(reason, BaseException):
+            raise reason
+        raise Exit(reason)
+
+    @staticmethod
+    def start_thread(*, use_uvloop: Optional[bool] = None) -> "NodeThread":
+        """Run a node in a background thread; returns a handle whose methods block.
+
+        >>> node = pyotp.Runtime.start_thread()
+        >>> pid = node.call_in_loop(Counter.start_link, 0)
+        >>> node.call(pid, "get")
+        0
+        >>> node.stop()
+        """
+        return NodeThread(use_uvloop)
+
+
+def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bool] = None,
+        shutdown_timeout: float = 5.0) -> Any:
+    """Start a node, run ``main(*args)`` as its first process, return its result, then shut
+    everything down in order (like ``asyncio.run``). uvloop is used when installed unless
+    ``use_uvloop=False``.
+
+    >>> async def main():
+    ...     pid = await Counter.start_link(0)
+    ...     GenServer.cast(pid, "inc")
+    ...     return await GenServer.call(pid, "get")
+    >>> pyotp.run(main)
+    1
+    """
+    loop = _new_loop(use_uvloop)
+
+    async def _amain() -> Any:
+        async with Runtime(shutdown_timeout=shutdown_timeout) as rt:
+            return await rt.run_process(main, *args)
+
+    try:
+        return loop.run_until_complete(_amain())
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+class NodeThread:
+    """A node running on its own thread. Every method blocks the calling thread and is
+    safe from any thread except the node's own.
+
+    >>> node = pyotp.Runtime.start_thread()
+    >>> pid = node.spawn(worker)
+    >>> node.send(pid, "hello")
+    >>> node.stop()
+    """
+
+    def __init__(self, use_uvloop: Optional[bool] = None) -> None:
+        self._loop = _new_loop(use_uvloop)
+        self._ready = threading.Event()
+        self._done: Optional[asyncio.Future[None]] = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._main, name="pyotp-node", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._amain())
+        finally:
+            self._loop.close()
+
+    async def _amain(self) -> None:
+        self._done = self._loop.create_future()
+        try:
+            async with Runtime():
+                self._ready.set()
+                await self._done
+        except BaseException as e:  # pragma: no cover - surfaced to the starter
+            self._error = e
+            self._ready.set()
+
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None) -> Any:
+        """Run ``fn(*args)`` on the node's loop thread (awaiting it if it returns an
+        awaitable) and return the result."""
+        async def runner() -> Any:
+            r = fn(*args)
+            if hasattr(r, "__await__"):
+                r = await r
+            return r
+        return asyncio.run_coroutine_threadsafe(runner(), self._loop).result(timeout)
+
+    def call(self, server: Any, request: Any, timeout: Optional[float] = 5.0) -> Any:
+        """Blocking GenServer.call."""
+        return _core._thread_call(server, request, timeout)
+
+    def cast(self, server: Any, request: Any) -> str:
+        """GenServer.cast (does not block)."""
+        return _core.cast(server, request)
+
+    def send(self, dest: Any, msg: Any) -> Any:
+        """pyotp.send (does not block)."""
+        return _core.send(dest, msg)
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> "_core.Pid":
+        """Start a process on the node and return its pid."""
+        return self.call_in_loop(_core.spawn, fn, *args)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut the node down (orderly, as pyotp.run does) and join its thread."""
+        if self._done is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(lambda: self._done.done() or self._done.set_result(None))
+        self._thread.join(timeout)
