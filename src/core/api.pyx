@@ -365,7 +365,7 @@ def process_info(pid):
         "messages": mb_snapshot(&p.mb),
         "links": sorted(p.links) if p.links else [],
         "monitors": [("process", t if type(t) is not tuple else (t[0], t[1])) for t in (p.monitors or {}).values()],
-        "monitored_by": [w.pid if type(w) is Process else w for w in (p.monitored_by or {}).values()],
+        "monitored_by": [(<Process>w).pid if type(w) is Process else w for w in (p.monitored_by or {}).values()],
         "registered_name": p.name,
         "trap_exit": p.trap_exit,
         "messages_handled": p.handled,

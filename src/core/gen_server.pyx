@@ -382,6 +382,10 @@ cdef object _begin_call(Process caller, object server, object request, object ti
             t.monitored_by = {}
         t.monitored_by[ref] = caller
         _deliver(t, msg_new(K_CALL, request, (caller.pid, ref)))
+        if timeout == 0:
+            # OTP's `after 0`: the reply cannot be there yet; the request stays delivered
+            del t.monitored_by[ref]
+            raise Exit(("timeout", ("GenServer", "call", [server, request, timeout])))
     caller.wait = W_REPLY
     caller.wait_kind = WK_CALL
     caller.wait_ref = ref

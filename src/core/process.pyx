@@ -60,7 +60,7 @@ cdef class Process:
     cdef RqNode rq
     cdef long scheduled             # 1 while queued/running/parked: producers need not schedule
     cdef bint parked                # waiting for a targeted wake (reply, timer, future), not queued
-    cdef Pid pid
+    cdef readonly Pid pid
     cdef int status
     cdef int kind
     cdef int wait

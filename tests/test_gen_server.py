@@ -1,0 +1,370 @@
+"""GenServer: callbacks, returns, start/stop, call errors, deferred replies, async callbacks."""
+import logging
+
+import pytest
+
+import pyotp
+from pyotp import GenServer, Exit, StartError, CallbackError
+
+
+class Counter(GenServer):
+    def init(self, n):
+        return ("ok", n)
+
+    def handle_call(self, req, from_, n):
+        if req == "get":
+            return ("reply", n, n)
+        if req == "stop_with_reply":
+            return ("stop", "normal", "bye", n)
+        if req == "crash":
+            raise RuntimeError("crash in call")
+        if req == "bad":
+            return ("weird",)
+        if req == ("sleep_then_reply",):
+            return ("noreply", n)
+        return ("reply", ("unknown", req), n)
+
+    def handle_cast(self, req, n):
+        if req == "inc":
+            return ("noreply", n + 1)
+        if isinstance(req, tuple) and req[0] == "add":
+            return ("noreply", n + req[1])
+        return ("stop", ("bad_cast", req), n)
+
+    def handle_info(self, msg, n):
+        return ("noreply", n + 100)
+
+
+def test_cast_call_info():
+    async def main():
+        pid = await Counter.start_link(0)
+        for _ in range(10):
+            GenServer.cast(pid, "inc")
+        GenServer.cast(pid, ("add", 5))
+        pyotp.send(pid, "some info")
+        return await GenServer.call(pid, "get")
+    assert pyotp.run(main) == 115
+
+
+def test_messages_with_gen_shapes_sent_raw_are_understood():
+    async def main():
+        pid = await Counter.start(0)
+        pyotp.send(pid, ("$gen_cast", "inc"))
+        ref = pyotp.make_ref()
+        pyotp.send(pid, ("$gen_call", (pyotp.self(), ref), "get"))
+        return await pyotp.receive()
+    tag, value = pyotp.run(main)
+    assert value == 1
+
+
+def test_named_server_and_already_started():
+    async def main():
+        pid = await Counter.start_link(7, name="counter")
+        assert pyotp.whereis("counter") == pid
+        v = await GenServer.call("counter", "get")
+        with pytest.raises(StartError) as ei:
+            await Counter.start_link(0, name="counter")
+        return v, ei.value.reason == ("already_started", pid)
+    assert pyotp.run(main) == (7, True)
+
+
+def test_call_noproc_and_timeout_and_late_reply_dropped():
+    class Slow(GenServer):
+        def init(self, _):
+            return ("ok", None)
+
+        def handle_call(self, req, from_, pending):
+            if req == "ping":
+                return ("reply", "pong", pending)
+            return ("noreply", from_)          # answer later, after the caller gave up
+
+        def handle_info(self, msg, pending):
+            GenServer.reply(pending, "late")
+            return ("noreply", None)
+
+    async def main():
+        with pytest.raises(Exit) as e1:
+            await GenServer.call("nobody", "x")
+        assert e1.value.reason == ("noproc", ("GenServer", "call", ["nobody", "x", 5.0]))
+        pid = await Slow.start_link(None)
+        with pytest.raises(Exit) as e2:
+            await GenServer.call(pid, "q", timeout=0)
+        assert e2.value.reason == ("timeout", ("GenServer", "call", [pid, "q", 0]))
+        with pytest.raises(Exit) as e3:
+            await GenServer.call(pid, "q2", timeout=0.01)
+        assert e3.value.reason[0] == "timeout"
+        pyotp.send(pid, "release")                  # the server now replies "late"
+        assert await GenServer.call(pid, "ping") == "pong"
+        pyotp.send(pyotp.self(), "marker")
+        return await pyotp.receive()
+    assert pyotp.run(main) == "marker"
+
+
+def test_call_to_server_that_dies_mid_call_raises_its_reason():
+    async def main():
+        pid = await Counter.start(0)
+        with pytest.raises(Exit) as e:
+            await GenServer.call(pid, "crash")
+        reason = e.value.reason
+        return isinstance(reason[0], RuntimeError), reason[1][0:2], pyotp.is_alive(pid)
+    assert pyotp.run(main) == (True, ("GenServer", "call"), False)
+
+
+def test_bad_return_value_stops_server():
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        pid = await Counter.start_link(0)
+        with pytest.raises(Exit) as e:
+            await GenServer.call(pid, "bad")
+        exit_msg = await pyotp.receive(lambda m: m[0] == "EXIT")
+        return e.value.reason[0], exit_msg[2]
+    r1, r2 = pyotp.run(main)
+    assert r1 == ("bad_return_value", ("weird",)) == r2
+
+
+def test_stop_with_reply_replies_after_terminate():
+    events = []
+
+    class T(GenServer):
+        def init(self, _):
+            return ("ok", 0)
+
+        def handle_call(self, req, from_, s):
+            return ("stop", "normal", "bye", s)
+
+        def terminate(self, reason, s):
+            events.append(("terminate", reason))
+
+    async def main():
+        pid = await T.start(None)
+        r = await GenServer.call(pid, "x")
+        events.append(("reply", r))
+        return pyotp.is_alive(pid)
+    assert pyotp.run(main) is False
+    assert events == [("terminate", "normal"), ("reply", "bye")]
+
+
+def test_init_variants():
+    class I(GenServer):
+        def init(self, arg):
+            if arg == "ignore":
+                return "ignore"
+            if arg == "stop":
+                return ("stop", "nope")
+            if arg == "raise":
+                raise ValueError("bad init")
+            if arg == "bad":
+                return 42
+            if arg == "continue":
+                return ("ok", [], ("continue", "more"))
+            return ("ok", arg)
+
+        def handle_continue(self, c, s):
+            return ("noreply", s + [c])
+
+        def handle_call(self, r, f, s):
+            return ("reply", s, s)
+
+    async def main():
+        out = {}
+        out["ignore"] = await I.start("ignore")
+        for a in ("stop", "raise", "bad"):
+            with pytest.raises(StartError) as e:
+                await I.start(a)
+            out[a] = e.value.reason
+        pid = await I.start("continue")
+        out["continue"] = await GenServer.call(pid, "get")
+        return out
+    out = pyotp.run(main)
+    assert out["ignore"] is None
+    assert out["stop"] == "nope"
+    assert isinstance(out["raise"], ValueError)
+    assert out["bad"] == ("bad_return_value", 42)
+    assert out["continue"] == ["more"]
+
+
+def test_start_link_init_failure_kills_non_trapping_caller_like_otp():
+    class Fails(GenServer):
+        def init(self, _):
+            return ("stop", "no_way")
+
+    async def starter(parent):
+        try:
+            await Fails.start_link(None)
+        finally:
+            pyotp.send(parent, "starter unwound")
+
+    async def main():
+        pid, ref = pyotp.spawn_monitor(starter, pyotp.self())
+        down = await pyotp.receive(lambda m: m[0] == "DOWN")
+        return down[4]
+    assert pyotp.run(main) == "no_way"
+
+
+def test_idle_timeout_and_message_cancels_it():
+    class T(GenServer):
+        def init(self, parent):
+            return ("ok", parent, 0.01)
+
+        def handle_info(self, msg, parent):
+            pyotp.send(parent, ("info", msg))
+            if msg == "timeout":
+                return ("noreply", parent)
+            return ("noreply", parent, 0.01)
+
+    async def main():
+        pid = await T.start_link(pyotp.self())
+        first = await pyotp.receive()
+        pyotp.send(pid, "poke")
+        second = await pyotp.receive()
+        third = await pyotp.receive()
+        return first, second, third
+    assert pyotp.run(main) == (("info", "timeout"), ("info", "poke"), ("info", "timeout"))
+
+
+def test_deferred_reply_with_genserver_reply():
+    class D(GenServer):
+        def init(self, _):
+            return ("ok", [])
+
+        def handle_call(self, req, from_, waiting):
+            if req == "wait":
+                return ("noreply", waiting + [from_])
+            for f in waiting:
+                GenServer.reply(f, "released")
+            return ("reply", len(waiting), [])
+
+    async def waiter(server, parent):
+        pyotp.send(parent, await GenServer.call(server, "wait"))
+
+    async def main():
+        pid = await D.start_link(None)
+        for _ in range(3):
+            pyotp.spawn(waiter, pid, pyotp.self())
+        # make sure all three calls are queued before releasing
+        while pyotp.process_info(pid)["messages_handled"] < 3:
+            await pyotp.sleep(0)
+        n = await GenServer.call(pid, "release")
+        got = [await pyotp.receive() for _ in range(3)]
+        return n, got
+    assert pyotp.run(main) == (3, ["released"] * 3)
+
+
+def test_async_callbacks_can_call_other_servers():
+    class Front(GenServer):
+        def init(self, backend):
+            return ("ok", backend)
+
+        async def handle_call(self, req, from_, backend):
+            v = await GenServer.call(backend, "get")
+            return ("reply", v * 2, backend)
+
+    async def main():
+        back = await Counter.start_link(21)
+        front = await Front.start_link(back)
+        return await GenServer.call(front, "double")
+    assert pyotp.run(main) == 42
+
+
+def test_plain_callback_that_waits_gets_clear_error():
+    class Wrong(GenServer):
+        def init(self, other):
+            return ("ok", other)
+
+        def handle_call(self, req, from_, other):
+            GenServer.call(other, "get")
+            return ("reply", "unreachable", other)
+
+    async def main():
+        back = await Counter.start(1)
+        pid = await Wrong.start(back)
+        with pytest.raises(Exit) as e:
+            await GenServer.call(pid, "go")
+        return e.value.reason[0]
+    err = pyotp.run(main)
+    assert isinstance(err, CallbackError) and "async def" in str(err)
+
+
+def test_stop_runs_terminate_and_reports_reason():
+    seen = []
+
+    class S(GenServer):
+        def init(self, _):
+            pyotp.process_flag("trap_exit", True)
+            return ("ok", None)
+
+        def terminate(self, reason, state):
+            seen.append(reason)
+
+    async def main():
+        pid = await S.start_link(None)
+        r1 = await GenServer.stop(pid)
+        pid2 = await S.start(None)       # not linked: a "shutdown" exit would kill us (OTP)
+        r2 = await GenServer.stop(pid2, "shutdown")
+        with pytest.raises(Exit) as e:
+            await GenServer.stop(pid2)
+        return r1, r2, e.value.reason[0]
+    assert pyotp.run(main) == ("ok", "ok", "noproc")
+    assert seen == ["normal", "shutdown"]
+
+
+def test_parent_exit_stops_trapping_server_with_terminate():
+    seen = []
+
+    class S(GenServer):
+        def init(self, parent):
+            pyotp.process_flag("trap_exit", True)
+            return ("ok", parent)
+
+        def terminate(self, reason, parent):
+            pyotp.send(parent, ("terminated", reason))
+
+    async def parent_proc(top):
+        await S.start_link(top)
+        pyotp.send(top, "started")
+        await pyotp.receive()
+
+    async def main():
+        p = pyotp.spawn(parent_proc, pyotp.self())
+        assert await pyotp.receive() == "started"
+        pyotp.exit(p, "shutdown")
+        return await pyotp.receive()
+    assert pyotp.run(main) == ("terminated", "shutdown")
+
+
+def test_crash_report_for_abnormal_stop(caplog):
+    async def main():
+        pid = await Counter.start(0)
+        ref = pyotp.monitor(pid)
+        GenServer.cast(pid, "unexpected")
+        return await pyotp.receive()
+    with caplog.at_level(logging.ERROR, logger="pyotp"):
+        down = pyotp.run(main)
+    assert down[4] == ("bad_cast", "unexpected")
+    assert len([r for r in caplog.records if "GenServer" in r.getMessage()]) == 1
+
+
+def test_calls_from_asyncio_tasks_in_hosted_runtime():
+    import asyncio
+
+    async def amain():
+        async with pyotp.Runtime():
+            pid = await Counter.start_link(5)
+            GenServer.cast(pid, "inc")
+            results = await asyncio.gather(*(GenServer.call(pid, "get") for _ in range(10)))
+            await GenServer.stop(pid)
+            return results
+    assert asyncio.run(amain()) == [6] * 10
+
+
+def test_call_self_is_an_error():
+    class Selfish(GenServer):
+        async def handle_call(self, req, from_, s):
+            await GenServer.call(pyotp.self(), "again")
+
+    async def main():
+        pid = await Selfish.start(None)
+        with pytest.raises(Exit) as e:
+            await GenServer.call(pid, "x")
+        return e.value.reason[0][0]
+    assert pyotp.run(main) == "calling_self"
