@@ -10,6 +10,7 @@
 - core/scheduler.pyx run queue, coroutine driver, the node's lifecycle
 - core/gen_server.pyx the GenServer message loop (callbacks dispatched from C)
 - core/api.pyx       the public process API (spawn, send, receive, ...)
+- core/dist_entry.pyx entry points for signals arriving from other nodes
 """
 include "core/decl.pxi"
 include "core/terms.pyx"
@@ -20,3 +21,4 @@ include "core/process.pyx"
 include "core/scheduler.pyx"
 include "core/gen_server.pyx"
 include "core/api.pyx"
+include "core/dist_entry.pyx"
