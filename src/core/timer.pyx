@@ -60,6 +60,7 @@ cdef class Timer:
     cdef PyObject* next     # borrowed: the wheel owns one reference per linked timer
     cdef PyObject* prev
     cdef int64_t expires
+    cdef double deadline_ms  # exact deadline; `expires` is its ceiling in ticks
     cdef int level
     cdef int slot
     cdef int kind
@@ -164,6 +165,7 @@ cdef class TimerWheel:
         deadline = self.now_ms() + seconds * 1000.0
         if deadline > 9.0e15:
             deadline = 9.0e15
+        t.deadline_ms = deadline
         t.expires = <int64_t>_ceil_ms(deadline)
         Py_INCREF(t)
         self._place(t)
@@ -196,7 +198,7 @@ cdef class TimerWheel:
         """Seconds until t fires (0 if due), or -1 when not armed."""
         if t.level < 0:
             return -1.0
-        cdef double r = (<double>t.expires - self.now_ms()) / 1000.0
+        cdef double r = (t.deadline_ms - self.now_ms()) / 1000.0
         return r if r > 0 else 0.0
 
     cdef int64_t next_event(self) noexcept:
