@@ -18,8 +18,16 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#if defined(_MSC_VER) && !defined(__clang__)
+/* Every Windows compiler (MSVC, clang-cl, MinGW) needs <windows.h> for the clock and the
+ * thread id below, not only MSVC for the Interlocked intrinsics. */
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
 #include <windows.h>
+#endif
+
+#if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
 static __forceinline void *pyotp_xchg_ptr(void *volatile *p, void *v) {
     return InterlockedExchangePointer((PVOID volatile *)p, v);
