@@ -45,16 +45,14 @@ def _dist_link(remote_pid, local_pid):
     cdef Process p = _local_proc(local_pid)
     if p is None:
         return False
-    if p.links is None:
-        p.links = set()
-    p.links.add(remote_pid)
+    _links_add(p, remote_pid)
     return True
 
 
 def _dist_unlink(remote_pid, local_pid):
     cdef Process p = _local_proc(local_pid)
-    if p is not None and p.links is not None:
-        p.links.discard(remote_pid)
+    if p is not None:
+        _links_discard(p, remote_pid)
 
 
 def _dist_exit(remote_pid, local_pid, reason, linked):
@@ -63,9 +61,8 @@ def _dist_exit(remote_pid, local_pid, reason, linked):
     if p is None:
         return
     if linked:
-        if p.links is None or remote_pid not in p.links:
+        if not _links_discard(p, remote_pid):
             return            # unlinked meanwhile: OTP drops the signal
-        p.links.discard(remote_pid)
     _exit_signal(p, remote_pid, reason, linked)
 
 
@@ -135,8 +132,7 @@ def _dist_node_down(node):
                 work.append((p, None, p.wait_ref))
     for p, other, ref in work:
         if ref is None:
-            if p.links is not None and other in p.links:
-                p.links.discard(other)
+            if _links_discard(p, other):
                 _exit_signal(p, other, "noconnection", True)
         else:
             _dist_down(p.pid, ref, other if other is not None else None, "noconnection")

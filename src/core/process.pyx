@@ -81,7 +81,7 @@ cdef class Process:
     cdef object wake_exc
     cdef Timer timer                # the timeout of the current wait (or GenServer idle)
     cdef object fut                 # W_FUTURE: the awaited future
-    cdef set links
+    cdef object links               # None, a list (<= 16 links: far smaller) or a set
     cdef dict monitors
     cdef dict monitored_by
     cdef object exit_reason
@@ -119,6 +119,45 @@ cdef class Process:
 
 cdef inline bint _alive(Process p):
     return p is not None and p.status != ST_DEAD
+
+
+# Link sets: most processes have one or two links (their parent), and an empty `set` costs
+# 216 bytes against a 1-item list's 64, so small link sets are lists, promoted to a set
+# once they outgrow LINKS_AS_LIST (supervisors with many children stay O(1)).
+DEF LINKS_AS_LIST = 16
+
+cdef void _links_add(Process p, object pid) except *:
+    cdef object l = p.links
+    if l is None:
+        p.links = [pid]
+    elif type(l) is list:
+        if pid not in <list>l:
+            (<list>l).append(pid)
+            if len(<list>l) > LINKS_AS_LIST:
+                p.links = set(<list>l)
+    else:
+        (<set>l).add(pid)
+
+
+cdef bint _links_discard(Process p, object pid) except -1:
+    """Remove pid from p's links; True if it was there."""
+    cdef object l = p.links
+    if l is None:
+        return False
+    if type(l) is list:
+        try:
+            (<list>l).remove(pid)
+        except ValueError:
+            return False
+        return True
+    if pid in <set>l:
+        (<set>l).discard(pid)
+        return True
+    return False
+
+
+cdef inline bint _links_has(Process p, object pid) except -1:
+    return p.links is not None and pid in p.links
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,8 +262,7 @@ cdef void _do_exit(Process p, object reason) except *:
         for other in links:
             if type(other) is Pid and (<Pid>other)._proc is not None:
                 o = (<Pid>other)._proc
-                if o.links is not None:
-                    o.links.discard(p.pid)
+                _links_discard(o, p.pid)
                 _exit_signal(o, p.pid, reason, True)
             else:
                 _remote_hook("link_exit", p.pid, other, reason)
@@ -315,9 +353,7 @@ cdef void _link(Process a, object b_pid) except *:
     if type(b_pid) is not Pid:
         raise TypeError("link() expects a pid, got %r" % (b_pid,))
     if not (<Pid>b_pid).is_local():
-        if a.links is None:
-            a.links = set()
-        a.links.add(b_pid)
+        _links_add(a, b_pid)
         _remote_hook("link", a.pid, b_pid, None)
         return
     b = (<Pid>b_pid)._proc
@@ -326,23 +362,18 @@ cdef void _link(Process a, object b_pid) except *:
     if not _alive(b):
         _exit_signal(a, b_pid, "noproc", True)
         return
-    if a.links is None:
-        a.links = set()
-    if b.links is None:
-        b.links = set()
-    a.links.add(b.pid)
-    b.links.add(a.pid)
+    _links_add(a, b.pid)
+    _links_add(b, a.pid)
 
 
 cdef void _unlink(Process a, object b_pid) except *:
     cdef Process b
-    if a.links is not None:
-        a.links.discard(b_pid)
+    _links_discard(a, b_pid)
     if type(b_pid) is Pid:
         if (<Pid>b_pid).is_local():
             b = (<Pid>b_pid)._proc
-            if b is not None and b.links is not None:
-                b.links.discard(a.pid)
+            if b is not None:
+                _links_discard(b, a.pid)
         else:
             _remote_hook("unlink", a.pid, b_pid, None)
 
