@@ -437,6 +437,10 @@ def _thread_call_start(server, request, timeout, _ThreadWaiter waiter):
         proxy.ext = None
         proxy.status = ST_DEAD
         waiter.lock.release()
+        return
+    # run the server now rather than in a later loop iteration: the blocked thread is
+    # waiting on this turn (the turn posted by the delivery then finds nothing to do)
+    _sched.run_turn()
 
 
 def _thread_call(server, request, timeout=5.0):
