@@ -109,6 +109,7 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
         b = None if m.b == NULL else <object>m.b
         msg_free(m)
         p.handled += 1
+        p.last_msg = a
         n += 1
         if kind == K_CAST:
             _gen_callback(p, CB_CAST, a, None)
@@ -116,9 +117,21 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
             _gen_callback(p, CB_CALL, a, b)
         elif kind == K_STOP:
             _gen_stop(p, a, p.state, None, None)
+        elif kind == K_SYS:
+            _gen_sys(p, a, b)
         else:
             _gen_info(p, a)
     return n
+
+
+cdef void _gen_sys(Process p, object fn, object from_) except *:
+    """A system request (pyotp.sys): fn(mod, state) -> (reply, new_state), run between
+    messages. Its errors are answered, not raised: sys operations never crash a server."""
+    try:
+        reply, p.state = fn(p.mod, p.state)
+    except Exception as e:
+        reply = ("error", e)
+    _reply(from_, reply)
 
 
 cdef void _gen_info(Process p, object msg) except *:
@@ -355,8 +368,9 @@ cdef object _whereis_any(object dest):
 # ---------------------------------------------------------------------------------------
 # Calls
 
-cdef object _begin_call(Process caller, object server, object request, object timeout):
-    """Set up caller's wait for a call. Returns None when parked, else raises."""
+cdef object _begin_call(Process caller, object server, object request, object timeout, int kind=K_CALL):
+    """Set up caller's wait for a call (or a K_SYS request). Returns None when parked,
+    else raises."""
     cdef object target = _whereis_any(server)
     cdef Process t
     cdef Reference ref
@@ -381,7 +395,7 @@ cdef object _begin_call(Process caller, object server, object request, object ti
         if t.monitored_by is None:
             t.monitored_by = {}
         t.monitored_by[ref] = caller
-        _deliver(t, msg_new(K_CALL, request, (caller.pid, ref)))
+        _deliver(t, msg_new(kind, request, (caller.pid, ref)))
         if timeout == 0:
             # OTP's `after 0`: the reply cannot be there yet; the request stays delivered
             del t.monitored_by[ref]
@@ -449,6 +463,26 @@ def _thread_call(server, request, timeout=5.0):
     cdef _ThreadWaiter w = _ThreadWaiter()
     s.loop.call_soon_threadsafe(_thread_call_start, server, request, timeout, w)
     return w.wait(None if timeout is None or timeout == "infinity" else timeout + 5.0)
+
+
+def _sys_request(server, fn, timeout=5.0):
+    """Internal (pyotp.sys): run fn(mod, state) -> (reply, new_state) inside a behaviour
+    process between two messages and await the reply."""
+    cdef Process p = _current
+    if p is not None:
+        if p.sync_cb:
+            _caller_for_wait("a pyotp.sys request")
+        _begin_call(p, server, fn, timeout, K_SYS)
+        return _suspended()
+    cdef Scheduler s = _need_sched()
+    fut = s.loop.create_future()
+    cdef Process proxy = _external_caller(fut)
+    try:
+        _begin_call(proxy, server, fn, timeout, K_SYS)
+    except BaseException:
+        proxy.status = ST_DEAD
+        raise
+    return fut
 
 
 def reply(from_, value):

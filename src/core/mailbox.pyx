@@ -17,6 +17,7 @@ cdef enum:
     K_CAST = 1      # GenServer cast: a = request
     K_CALL = 2      # GenServer call: a = request, b = from_ tuple (pid, ref)
     K_STOP = 3      # GenServer.stop: a = reason, b = from_ tuple of the stopper
+    K_SYS = 4       # system request (pyotp.sys): a = fn(mod, state) -> (reply, state), b = from_
 
 cdef struct Msg:
     pyotp_qnode link          # first member: a Msg* is a pyotp_qnode*
@@ -62,7 +63,9 @@ cdef inline object msg_object(Msg* m):
         return ("$gen_cast", a)
     if m.kind == K_CALL:
         return ("$gen_call", <object>m.b, a)
-    return ("$gen_stop", a, <object>m.b)
+    if m.kind == K_STOP:
+        return ("$gen_stop", a, None if m.b == NULL else <object>m.b)
+    return ("system", <object>m.b, a)
 
 
 cdef inline void mb_init(Mailbox* mb) noexcept:

@@ -93,6 +93,7 @@ cdef class Process:
     cdef object cb_from             # from_ of the call an async callback is handling
     cdef int cb_kind                # which callback the running coroutine belongs to
     cdef object pending_continue
+    cdef object last_msg            # the message being handled (for crash reports)
     cdef object parent              # Pid of the starter (EXIT from it stops a trapping server)
     cdef object init_arg
     cdef object stop_from           # who asked GenServer.stop (reply after terminate)
@@ -181,15 +182,25 @@ cdef bint _is_quiet_reason(object reason):
 
 
 cdef void _crash_report(Process p, object reason, str what):
+    """Log once why p is terminating; behaviours add their last message and state as
+    their format_status callback presents them (OTP's format_status/1)."""
     cdef object tb
+    cdef str extra = ""
     try:
+        if p.kind == PK_GEN and p.mod is not None:
+            status = {"state": p.state, "message": p.last_msg, "reason": reason}
+            try:
+                status = p.mod.format_status(status)
+            except Exception:
+                pass
+            extra = "\nLast message: %r\nState: %r" % (status.get("message"), status.get("state"))
         if isinstance(reason, BaseException):
-            _log.error("%s %r%s terminating: %s: %s", what, p.pid,
+            _log.error("%s %r%s terminating: %s: %s%s", what, p.pid,
                        "" if p.name is None else " (%s)" % (p.name,), type(reason).__name__,
-                       reason, exc_info=(type(reason), reason, reason.__traceback__))
+                       reason, extra, exc_info=(type(reason), reason, reason.__traceback__))
         else:
-            _log.error("%s %r%s terminating with reason %r", what, p.pid,
-                       "" if p.name is None else " (%s)" % (p.name,), reason)
+            _log.error("%s %r%s terminating with reason %r%s", what, p.pid,
+                       "" if p.name is None else " (%s)" % (p.name,), reason, extra)
     except Exception:
         pass
 

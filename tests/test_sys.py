@@ -1,0 +1,70 @@
+"""pyotp.sys: get_state, replace_state, get_status (format_status), change_code; crash
+reports carry the last message and the formatted state."""
+import logging
+
+import pytest
+
+import pyotp
+from pyotp import GenServer
+from pyotp import sys as otp_sys
+
+
+class Versioned(GenServer):
+    def init(self, n):
+        return ("ok", {"n": n, "secret": "hunter2"})
+
+    def handle_call(self, req, from_, s):
+        return ("reply", s["n"], s)
+
+    def handle_cast(self, req, s):
+        raise RuntimeError("cast crash")
+
+    def code_change(self, old_vsn, s, extra):
+        if old_vsn == "bad":
+            return ("error", "cannot")
+        return ("ok", dict(s, vsn=(old_vsn, extra)))
+
+    def format_status(self, status):
+        state = dict(status["state"], secret="***")
+        return dict(status, state=state)
+
+
+def test_sys_operations():
+    async def main():
+        pid = await Versioned.start_link(1)
+        s1 = await otp_sys.get_state(pid)
+        s2 = await otp_sys.replace_state(pid, lambda s: dict(s, n=5))
+        n = await GenServer.call(pid, "get")
+        st = await otp_sys.get_status(pid)
+        ok = await otp_sys.change_code(pid, "1.0", "x")
+        bad = await otp_sys.change_code(pid, "bad")
+        s3 = await otp_sys.get_state(pid)
+        err = await otp_sys.replace_state(pid, lambda s: 1 / 0)
+        still = await GenServer.call(pid, "get")
+        return s1["n"], s2["n"], n, st, ok, bad, s3["vsn"], err[0], still
+    s1, s2, n, st, ok, bad, vsn, err, still = pyotp.run(main)
+    assert (s1, s2, n) == (1, 5, 5)
+    assert st["behaviour"] == "Versioned" and st["state"]["secret"] == "***"
+    assert ok == "ok" and bad == ("error", "cannot") and vsn == ("1.0", "x")
+    assert err == "error" and still == 5
+
+
+def test_sys_on_dead_server_is_noproc():
+    async def main():
+        with pytest.raises(pyotp.Exit) as e:
+            await otp_sys.get_state("nobody")
+        return e.value.reason[0]
+    assert pyotp.run(main) == "noproc"
+
+
+def test_crash_report_has_last_message_and_formatted_state(caplog):
+    async def main():
+        pid = await Versioned.start(1)
+        ref = pyotp.monitor(pid)
+        GenServer.cast(pid, ("boom", 7))
+        return await pyotp.receive()
+    with caplog.at_level(logging.ERROR, logger="pyotp"):
+        pyotp.run(main)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Last message: ('boom', 7)" in text
+    assert "***" in text and "hunter2" not in text
