@@ -368,3 +368,146 @@ def test_call_self_is_an_error():
             await GenServer.call(pid, "x")
         return e.value.reason[0][0]
     assert pyotp.run(main) == "calling_self"
+
+
+def test_async_init_and_terminate():
+    events = []
+
+    class A(GenServer):
+        async def init(self, arg):
+            await pyotp.sleep(0.001)
+            return ("ok", arg)
+
+        def handle_call(self, req, from_, s):
+            return ("reply", s, s)
+
+        async def terminate(self, reason, s):
+            await pyotp.sleep(0.001)
+            events.append(reason)
+
+    async def main():
+        pid = await A.start_link("ready")
+        v = await GenServer.call(pid, "get")
+        await GenServer.stop(pid, "normal")
+        return v
+    assert pyotp.run(main) == "ready"
+    assert events == ["normal"]
+
+
+def test_kill_during_async_callback_unwinds_it_without_terminate():
+    events = []
+
+    class Busy(GenServer):
+        async def handle_call(self, req, from_, parent):
+            try:
+                pyotp.send(parent, "inside")
+                await pyotp.receive(lambda m: m == "never")
+            finally:
+                events.append("unwound")
+
+        def terminate(self, reason, s):
+            events.append("terminate")
+
+    async def caller(pid):
+        await GenServer.call(pid, "go", timeout=None)
+
+    async def main():
+        pid = await Busy.start(pyotp.self())
+        pyotp.spawn(caller, pid)
+        assert await pyotp.receive() == "inside"
+        ref = pyotp.monitor(pid)
+        pyotp.exit(pid, "kill")
+        return (await pyotp.receive())[4]
+    assert pyotp.run(main) == "killed"
+    assert events == ["unwound"]
+
+
+def test_hibernate_continue_from_call_and_extras():
+    class H(GenServer):
+        def init(self, _):
+            return ("ok", [], "hibernate")
+
+        def handle_call(self, req, from_, s):
+            return ("reply", "queued", s + ["call"], ("continue", "after-call"))
+
+        def handle_continue(self, c, s):
+            return ("noreply", s + [c], "hibernate")
+
+        def handle_cast(self, req, s):
+            return ("noreply", s + [req], ("continue", "after-cast"))
+
+        def handle_info(self, msg, s):
+            pyotp.send(msg, s)
+            return ("noreply", s)
+
+    async def main():
+        pid = await H.start_link(None)
+        r = await GenServer.call(pid, "x")
+        GenServer.cast(pid, "c")
+        pyotp.send(pid, pyotp.self())
+        return r, await pyotp.receive()
+    assert pyotp.run(main) == ("queued", ["call", "after-call", "c", "after-cast"])
+
+
+def test_bad_extra_in_return_is_bad_return_value():
+    class B(GenServer):
+        def handle_cast(self, req, s):
+            return ("noreply", s, "sometimes")
+
+    async def main():
+        pid = await B.start(0)
+        ref = pyotp.monitor(pid)
+        GenServer.cast(pid, "x")
+        return (await pyotp.receive())[4]
+    assert pyotp.run(main) == ("bad_return_value", ("noreply", 0, "sometimes"))
+
+
+def test_start_timeout_kills_slow_init():
+    class Slow(GenServer):
+        async def init(self, _):
+            await pyotp.receive(lambda m: m == "never")
+
+    async def main():
+        with pytest.raises(StartError) as e:
+            await Slow.start(None, timeout=0.01)
+        return e.value.reason, len(pyotp.processes())
+    assert pyotp.run(main) == ("timeout", 1)
+
+
+def test_cast_to_unknown_names_never_fails():
+    async def main():
+        return (GenServer.cast("nobody", "x"), GenServer.cast(("global", "nobody"), "x"),
+                GenServer.cast(pyotp.Pid("other@host", 1, 0, 1), "x") if False else "ok")
+    assert pyotp.run(main) == ("ok", "ok", "ok")
+
+
+def test_global_and_via_names_without_distribution():
+    class Reg:
+        table = {}
+
+        @classmethod
+        def register_name(cls, key, pid):
+            if key in cls.table:
+                return "no"
+            cls.table[key] = pid
+            return "yes"
+
+        @classmethod
+        def unregister_name(cls, key):
+            cls.table.pop(key, None)
+
+        @classmethod
+        def whereis_name(cls, key):
+            pid = cls.table.get(key)
+            return pid if pid is not None and pyotp.is_alive(pid) else None
+
+    async def main():
+        g = await Counter.start(1, name=("global", "g1"))
+        v = await Counter.start(2, name=("via", Reg, "k"))
+        with pytest.raises(StartError):
+            await Counter.start(3, name=("via", Reg, "k"))
+        GenServer.cast(("via", Reg, "k"), "inc")
+        return (await GenServer.call(("global", "g1"), "get"),
+                await GenServer.call(("via", Reg, "k"), "get"),
+                GenServer.whereis(("via", Reg, "k")) == v)
+    assert pyotp.run(main) == (1, 3, True)
