@@ -97,7 +97,7 @@ def test_half_open_limits_trials():
         with pytest.raises(CircuitOpenError):                       # only one trial at a time
             await CircuitBreaker.call(cb, "hold")
         pyotp.send(gate, "go")
-        return await pyotp.receive()
+        return await pyotp.receive(lambda m: m[0] == "trial")
     assert pyotp.run(main) == ("trial", "done")
 
 
