@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, cast
 
 from . import _core
 from ._core import Exit
@@ -24,7 +24,7 @@ def _new_loop(use_uvloop: Optional[bool]) -> asyncio.AbstractEventLoop:
             if use_uvloop:
                 raise
         else:
-            return uvloop.new_event_loop()
+            return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
     return asyncio.new_event_loop()
 
 
@@ -187,10 +187,14 @@ class NodeThread:
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> "_core.Pid":
         """Start a process on the node and return its pid."""
-        return self.call_in_loop(_core.spawn, fn, *args)
+        return cast(_core.Pid, self.call_in_loop(_core.spawn, fn, *args))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut the node down (orderly, as pyotp.run does) and join its thread."""
-        if self._done is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(lambda: self._done.done() or self._done.set_result(None))
+        done = self._done
+        if done is not None and not self._loop.is_closed():
+            def finish() -> None:
+                if not done.done():
+                    done.set_result(None)
+            self._loop.call_soon_threadsafe(finish)
         self._thread.join(timeout)
