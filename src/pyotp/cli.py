@@ -1,0 +1,300 @@
+"""The ``python -m pyotp`` command line.
+
+Subcommands live in ``SUBCOMMANDS`` (name -> ``Subcommand``); adding one is one decorated
+function (plus, if it takes options, a function adding them to its parser)::
+
+    def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--n", type=int, default=10)
+
+    @subcommand("demo", "run the demo", _demo_arguments)
+    def demo(args: argparse.Namespace) -> int:
+        ...
+        return 0
+
+A handler returns the exit status; raising ``CliError`` prints ``pyotp <cmd>: error: ...``
+on stderr and exits with status 2 (as argparse does for usage errors).
+
+``run``::
+
+    python -m pyotp run package.module:ApplicationClass --config config/config.toml [--env prod]
+
+loads the configuration (``pyotp.config``; the environment comes from ``--env``, else
+``PYOTP_ENV``, else ``dev``), imports the class, starts it and its dependencies
+(``Application.ensure_all_started``) on a node (``pyotp.run``) and runs until SIGINT or
+SIGTERM. It prints ``pyotp: started <app> ...`` on stdout once everything is up and
+``pyotp: stopped <app> ...`` after stopping all applications in reverse start order.
+
+Exit status: 0 after a signal; 1 if an application fails to start or a permanent (or
+abnormally exiting transient) application terminates; 2 for usage errors (bad
+``module:Class``, not an Application, missing or invalid configuration); 128+signal
+number if a second signal arrives while stopping (the process exits at once).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+__all__ = ["Subcommand", "SUBCOMMANDS", "subcommand", "CliError", "build_parser", "main",
+           "load_application_class"]
+
+Handler = Callable[[argparse.Namespace], int]
+Arguments = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``python -m pyotp <name>`` subcommand."""
+    name: str
+    help: str
+    handler: Handler
+    arguments: Optional[Arguments] = None
+
+
+SUBCOMMANDS: Dict[str, Subcommand] = {}
+
+
+def subcommand(name: str, help: str,
+               arguments: Optional[Arguments] = None) -> Callable[[Handler], Handler]:
+    """Register ``fn(args) -> exit status`` as the subcommand ``name``; ``arguments``
+    adds its options to its argparse parser.
+
+    >>> @subcommand("hello", "print hello")
+    ... def hello(args):
+    ...     print("hello")
+    ...     return 0
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError("subcommand name must be a non-empty str, got %r" % (name,))
+
+    def register(fn: Handler) -> Handler:
+        SUBCOMMANDS[name] = Subcommand(name, help, fn, arguments)
+        return fn
+
+    return register
+
+
+class CliError(Exception):
+    """A usage error: printed as one line on stderr, exit status 2.
+
+    >>> raise CliError("config file missing")
+    """
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for every registered subcommand.
+
+    >>> build_parser().parse_args(["run", "m:App"]).command
+    'run'
+    """
+    parser = argparse.ArgumentParser(prog="python -m pyotp",
+                                     description="pyotp command-line tools")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for sc in SUBCOMMANDS.values():
+        p = subs.add_parser(sc.name, help=sc.help, description=sc.help)
+        if sc.arguments is not None:
+            sc.arguments(p)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return the exit
+    status.
+
+    >>> main(["run", "examples.my_app.application:MyApp", "--config", "config/config.toml"])
+    0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return SUBCOMMANDS[args.command].handler(args)
+    except CliError as e:
+        print("pyotp %s: error: %s" % (args.command, e), file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("pyotp %s: interrupted" % args.command, file=sys.stderr, flush=True)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------
+# run
+
+def load_application_class(target: str) -> type:
+    """Import ``"package.module:Class"`` and check it is an Application subclass; raises
+    CliError with a one-line explanation otherwise.
+
+    >>> load_application_class("examples.my_app.application:MyApp").name
+    'my_app'
+    """
+    from .application import Application
+    mod_name, sep, attr = target.partition(":")
+    if not sep or not mod_name or not attr:
+        raise CliError("application must be given as package.module:ApplicationClass, got %r"
+                       % target)
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (mod_name == e.name or mod_name.startswith(e.name + ".")):
+            raise CliError("cannot import module %r: no module named %r (is it on PYTHONPATH?)"
+                           % (mod_name, e.name)) from None
+        raise CliError("error while importing module %r: %s" % (mod_name, _one_line(e))) from None
+    except Exception as e:
+        raise CliError("error while importing module %r: %s" % (mod_name, _one_line(e))) from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CliError("module %r has no attribute %r" % (mod_name, attr))
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Application) and obj is not Application):
+        raise CliError("%s is not an Application subclass (it is %s)" % (target, _describe(obj)))
+    return obj
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, type):
+        return "the class %s.%s" % (obj.__module__, obj.__qualname__)
+    return "a %s" % type(obj).__name__
+
+
+def _one_line(e: BaseException) -> str:
+    where = ""
+    tb = traceback.extract_tb(e.__traceback__)
+    if tb:
+        last = tb[-1]
+        where = " (%s, line %s)" % (last.filename, last.lineno)
+    if isinstance(e, SyntaxError) and e.filename:
+        where = " (%s, line %s)" % (e.filename, e.lineno)
+        return "SyntaxError: %s%s" % (e.msg, where)
+    return "%s: %s%s" % (type(e).__name__, e, where)
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    from .application import RESTART_TYPES
+    p.add_argument("application", metavar="MODULE:CLASS",
+                   help="the Application subclass to start, e.g. my_app.application:MyApp")
+    p.add_argument("-c", "--config", metavar="PATH",
+                   help="base TOML configuration file (its directory's <env>.toml is overlaid)")
+    p.add_argument("-e", "--env", metavar="ENV",
+                   help="configuration environment (default: $PYOTP_ENV, else dev)")
+    p.add_argument("--type", choices=RESTART_TYPES, default="permanent",
+                   help="restart type of the started applications (default: permanent: if "
+                        "one terminates, the runner stops with status 1)")
+    p.add_argument("--log-level", default="warning",
+                   choices=["debug", "info", "warning", "error", "critical"],
+                   help="logging level for the 'pyotp' logger and the application (default: warning)")
+    p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="after the applications stopped, how long leftover processes get "
+                        "before they are killed (default: 5)")
+
+
+@subcommand("run", "start an application and run until SIGINT/SIGTERM", _run_arguments)
+def run_command(args: argparse.Namespace) -> int:
+    """``python -m pyotp run``: see the module documentation."""
+    from . import config as _config
+    from .runtime import run
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        env = _config._check_env(args.env) if args.env else _config.current_env()
+        os.environ[_config.ENV_VAR] = env
+        if args.config is not None:
+            _config.configure(args.config, env)
+    except _config.ConfigError as e:
+        raise CliError(str(e)) from None
+    cls = load_application_class(args.application)
+    return run(_serve, cls, args.type, env, shutdown_timeout=args.shutdown_timeout)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # pragma: no cover
+        return "signal %d" % signum
+
+
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop,
+                             on_signal: Callable[[int], None]) -> Callable[[], None]:
+    """SIGINT and SIGTERM call ``on_signal(signum)`` on the loop thread. Returns a function
+    that restores the previous handlers."""
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    undo: List[Callable[[], None]] = []
+    for sig in sigs:
+        try:
+            loop.add_signal_handler(sig, on_signal, int(sig))
+            undo.append(lambda sig=sig: loop.remove_signal_handler(sig))
+        except (NotImplementedError, RuntimeError, ValueError):
+            # Windows event loops (and non-main threads) have no add_signal_handler: a
+            # plain handler that hands over to the loop thread.
+            def handler(signum: int, frame: Any) -> None:
+                loop.call_soon_threadsafe(on_signal, signum)
+            try:
+                old = signal.signal(sig, handler)
+            except (ValueError, OSError):  # pragma: no cover - not the main thread
+                continue
+            undo.append(lambda sig=sig, old=old: signal.signal(sig, old))
+
+    def restore() -> None:
+        for u in undo:
+            try:
+                u()
+            except Exception:  # pragma: no cover
+                pass
+    return restore
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+async def _serve(cls: type, restart_type: str, env: str) -> int:
+    from .application import Application, ApplicationStartError
+
+    loop = asyncio.get_running_loop()
+    got: List[int] = []
+
+    def on_signal(signum: int) -> None:
+        got.append(signum)
+        name = _signal_name(signum)
+        if len(got) == 1:
+            _say("pyotp: received %s, stopping %s" % (name, cls.name))
+            Application.system_stop(("signal", name))
+        else:
+            print("pyotp: received %s again while stopping, exiting now" % name,
+                  file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+
+    restore = _install_signal_handlers(loop, on_signal)
+    try:
+        try:
+            started = await Application.ensure_all_started(cls, type=restart_type)
+        except ApplicationStartError as e:
+            print("pyotp run: error: %s" % e, file=sys.stderr, flush=True)
+            return 1
+        _say("pyotp: started %s (env %s; applications: %s)"
+             % (cls.name, env, ", ".join(Application.started_applications()) or "none"))
+        reason = await Application.await_system_stop()
+        stopped = await Application.stop_all()
+        if type(reason) is tuple and len(reason) == 2 and reason[0] == "signal":
+            _say("pyotp: stopped %s (%s; stopped %s)" % (cls.name, reason[1], ", ".join(stopped)))
+            return 0
+        if type(reason) is tuple and len(reason) == 3 and reason[0] == "application_terminated":
+            print("pyotp run: error: application %s terminated: %r" % (reason[1], reason[2]),
+                  file=sys.stderr, flush=True)
+            _say("pyotp: stopped %s (application %s terminated; stopped %s)"
+                 % (cls.name, reason[1], ", ".join(stopped) or "nothing"))
+            return 1
+        _say("pyotp: stopped %s (%r; stopped %s)" % (cls.name, reason, ", ".join(stopped)))
+        return 0
+    finally:
+        restore()
