@@ -158,6 +158,21 @@ class _Handler:
         self.term = mod.terminate
 
 
+def _classify(h: _Handler, r: Any) -> Tuple[Any, Any]:
+    """A handle_event/handle_info return other than ("ok", state): (None, None) if it was
+    still fine (the state is updated), else (why the handler leaves, extra)."""
+    if type(r) is tuple:
+        n = len(r)
+        if n == 3 and r[0] == "ok" and r[2] == "hibernate":
+            h.state = r[1]
+            return None, None
+        if n == 5 and r[0] == "swap_handler":
+            return "swap", r
+    elif r == "remove_handler":
+        return "remove_handler", None
+    return ("error", r), None
+
+
 def _exit_reason(e: BaseException) -> Any:
     """What OTP's ``catch`` would give: ("EXIT", reason)."""
     return ("EXIT", e.reason if isinstance(e, _core.Exit) else e)
@@ -334,14 +349,34 @@ class EventManager(GenServer):
         self._parent = parent
         _core.process_flag("trap_exit", True)
         handlers: List[_Handler] = []
+        # the handler list is only ever mutated in place, so one return tuple serves all
+        self._noreply = ("noreply", handlers)
         return ("ok", handlers)
 
     def handle_cast(self, msg: Any, handlers: List[_Handler]) -> Any:
+        # notify's fast path: every handler returns ("ok", state); anything else (or an
+        # exception) hands the event over to _notify, which starts again from that handler
         if type(msg) is tuple and len(msg) == 2 and msg[0] == "notify":
-            self._notify(msg[1], handlers, False)
+            event = msg[1]
+            i = 0
+            for h in handlers:
+                i += 1
+                try:
+                    r = h.event(event, h.state)
+                except Exception as e:
+                    self._notify(event, handlers, False, i,
+                                 [(h, ("error", _exit_reason(e)), e)])
+                    break
+                if type(r) is tuple and len(r) == 2 and r[0] == "ok":
+                    h.state = r[1]
+                    continue
+                why, extra = _classify(h, r)
+                if why is not None:
+                    self._notify(event, handlers, False, i, [(h, why, extra)])
+                    break
         else:
             _log.warning("EventManager %r ignored unexpected cast %r", self._name, msg)
-        return ("noreply", handlers)
+        return self._noreply
 
     def handle_call(self, req: Any, from_: Any, handlers: List[_Handler]) -> Any:
         tag = req[0] if type(req) is tuple and req else None
@@ -384,9 +419,9 @@ class EventManager(GenServer):
                                     unlink=False)
             elif len(msg) == 2 and msg[0] == "notify":     # OTP's raw {notify, Event}
                 self._notify(msg[1], handlers, False)
-                return ("noreply", handlers)
+                return self._noreply
         self._notify(msg, handlers, True)
-        return ("noreply", handlers)
+        return self._noreply
 
     def terminate(self, reason: Any, handlers: List[_Handler]) -> Any:
         sups = set()
@@ -402,30 +437,24 @@ class EventManager(GenServer):
 
     # -- the handler list ------------------------------------------------------------------
 
-    def _notify(self, event: Any, handlers: List[_Handler], info: bool) -> None:
-        """Run every handler's handle_event (or handle_info) on `event`. The loop only
-        updates states; handlers that must leave are dealt with afterwards, in order."""
-        leaving: Optional[List[Tuple[_Handler, Any, Any]]] = None
-        for h in handlers:
+    def _notify(self, event: Any, handlers: List[_Handler], info: bool, start: int = 0,
+                leaving: Optional[List[Tuple[_Handler, Any, Any]]] = None) -> None:
+        """Run the handlers' handle_event (or handle_info) on `event`, from index `start`
+        on (`leaving` holds what the fast path already found). The loop only updates
+        states; handlers that must leave are dealt with afterwards, in order."""
+        for h in handlers[start:] if start else handlers:
             try:
                 r = (h.info if info else h.event)(event, h.state)
             except Exception as e:
                 why: Any = ("error", _exit_reason(e))
                 extra: Any = e
             else:
-                if type(r) is tuple:
-                    n = len(r)
-                    if n == 2 and r[0] == "ok" or n == 3 and r[0] == "ok" and r[2] == "hibernate":
-                        h.state = r[1]
-                        continue
-                    if n == 5 and r[0] == "swap_handler":
-                        why, extra = "swap", r
-                    else:
-                        why, extra = ("error", r), None
-                elif r == "remove_handler":
-                    why, extra = "remove_handler", None
-                else:
-                    why, extra = ("error", r), None
+                if type(r) is tuple and len(r) == 2 and r[0] == "ok":
+                    h.state = r[1]
+                    continue
+                why, extra = _classify(h, r)
+                if why is None:
+                    continue
             if leaving is None:
                 leaving = []
             leaving.append((h, why, extra))
