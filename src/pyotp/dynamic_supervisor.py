@@ -320,7 +320,9 @@ class DynamicSupervisor:
         'ok'
         """
         return ("ok", {"strategy": strategy, "max_restarts": max_restarts, "max_seconds": max_seconds,
-                       "max_children": max_children, "extra_arguments": list(extra_arguments)})
+                       "max_children": max_children,
+                       "extra_arguments": (list(extra_arguments) if isinstance(extra_arguments, (list, tuple))
+                                           else extra_arguments)})
 
     @classmethod
     async def start_link(cls, arg: Any = None, *, name: Any = None, timeout: Optional[float] = None,
