@@ -16,3 +16,11 @@ bench: build
 	PYTHONPATH=src $(PY) -m pytest bench --benchmark-group-by=group -q
 
 .PHONY: build annotate test bench
+
+# Wheels for every pyenv CPython 3.10-3.13: build from the sdist, auditwheel repair to a
+# manylinux tag, install each into a fresh venv with no compiler (CC=false) and run the
+# test suite against the installed wheel (see tools/build_wheels.py, docs/packaging.md).
+wheels:
+	$(PY) tools/build_wheels.py
+
+.PHONY: wheels
