@@ -313,8 +313,8 @@ class _Engine(GenServer):
 
     # -- setup ----------------------------------------------------------------------------
 
-    def _setup(self, m: Any) -> Optional[Tuple[str, Any]]:
-        """Callback mode and bookkeeping; returns ("stop", reason) for a bad mode."""
+    def _setup(self, m: Any) -> None:
+        """Bookkeeping of a new machine (before its init runs)."""
         self.m = m
         self._pid = _core.self()
         self._pending: Any = None
@@ -323,6 +323,11 @@ class _Engine(GenServer):
         self._timers: Optional[Dict[Any, list]] = None
         self._t0q: Optional[List[Any]] = None
         self._stale: Optional[set] = None
+
+    def _callback_mode(self) -> Any:
+        """Ask the machine for its callback mode (after init, as OTP); returns None, or
+        ("stop", reason) for a bad mode."""
+        m = self.m
         mode = m.callback_mode()
         items = mode if type(mode) in (list, tuple) else [mode]
         fn_mode = None
@@ -350,6 +355,9 @@ class _Engine(GenServer):
         if type(r) is tuple:
             n = len(r)
             if (n == 3 or n == 4) and r[0] == "ok":
+                bad = self._callback_mode()
+                if bad is not None:
+                    return bad
                 self.state = r[1]
                 self.data = r[2]
                 actions = r[3] if n == 4 else None
@@ -785,9 +793,7 @@ class _Engine(GenServer):
     def init(self, args: Any) -> Any:
         cls = self._machine
         m = cls.__new__(cls)
-        bad = self._setup(m)
-        if bad is not None:
-            return bad
+        self._setup(m)
         return self._init_result(m.init(args))
 
     def handle_continue(self, actions: Any, st: Any) -> Any:
@@ -912,9 +918,7 @@ class _AsyncEngine(_Engine):
     async def init(self, args: Any) -> Any:
         cls = self._machine
         m = cls.__new__(cls)
-        bad = self._setup(m)
-        if bad is not None:
-            return bad
+        self._setup(m)
         r = m.init(args)
         if type(r) is _CoroutineType:
             r = await r
