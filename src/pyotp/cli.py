@@ -1,7 +1,8 @@
 """The ``python -m pyotp`` command line.
 
 Subcommands live in ``SUBCOMMANDS`` (name -> ``Subcommand``); adding one is one decorated
-function (plus, if it takes options, a function adding them to its parser)::
+function (plus, if it takes options, a function adding them to its parser), in this file or
+in a module listed in ``SUBCOMMAND_MODULES`` (imported when the parser is built)::
 
     def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--n", type=int, default=10)
@@ -42,7 +43,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["Subcommand", "SUBCOMMANDS", "subcommand", "CliError", "build_parser", "main",
+__all__ = ["Subcommand", "SUBCOMMANDS", "SUBCOMMAND_MODULES", "subcommand", "CliError", "build_parser", "main",
            "load_application_class"]
 
 Handler = Callable[[argparse.Namespace], int]
@@ -59,6 +60,10 @@ class Subcommand:
 
 
 SUBCOMMANDS: Dict[str, Subcommand] = {}
+
+# Modules that register subcommands when imported (with @subcommand at import time);
+# build_parser imports them, so their cost is paid only by the command line.
+SUBCOMMAND_MODULES: List[str] = ["pyotp.demo"]
 
 
 def subcommand(name: str, help: str,
@@ -94,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     >>> build_parser().parse_args(["run", "m:App"]).command
     'run'
     """
+    for mod in SUBCOMMAND_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
     parser = argparse.ArgumentParser(prog="python -m pyotp",
                                      description="pyotp command-line tools")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
