@@ -74,19 +74,19 @@ def _check(pubsub: Any) -> _Reg:
 
 def _local(pubsub: str, topic: Any, message: Any, from_pid: Any) -> None:
     """Send to the local subscribers of `topic`, except `from_pid`. Reads the registry's
-    tables in place (see registry.py); a snapshot of each partition's entries is taken
-    first so that a subscriber table changed from another thread cannot break the loop."""
+    tables in place, through each partition's cached snapshot tuple of the topic's entries
+    (see registry._Part), so a subscription changed meanwhile, even from another thread,
+    cannot break the loop."""
     send = _send
     for part in _check(pubsub).parts:
-        d = part.keys.get(topic)
-        if d:
-            if from_pid is None:
-                for e in tuple(d.values()):
+        entries = part.entries(topic)
+        if from_pid is None:
+            for e in entries:
+                send(e[0], message)
+        else:
+            for e in entries:
+                if e[0] != from_pid:
                     send(e[0], message)
-            else:
-                for e in tuple(d.values()):
-                    if e[0] != from_pid:
-                        send(e[0], message)
 
 
 def _forward(pubsub: str, topic: Any, message: Any, from_pid: Any) -> None:

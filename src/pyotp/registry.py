@@ -29,9 +29,12 @@ by the calling process, exactly as Elixir writes to its ETS tables from the call
 Cleanup on exit: like Elixir, registering *links* the calling process to the registry
 partition that owns its entries (the ``owner`` returned by ``register``); the partition
 traps exits and removes every entry of a process when that process's ``EXIT`` arrives.
-Until then, reads already skip entries whose process is dead (``is_alive`` is checked
-during the read), so readers never see a dead owner. Only ``count`` (an O(1) counter, like
-Elixir's ETS size) may still include them until the partition has handled the exit.
+Until then, ``lookup``, ``match``, ``keys``, ``values``, ``select`` and ``via`` name
+resolution already skip entries whose process is dead (``is_alive`` is checked during the
+read), so they never show a dead owner. The two hot paths, ``dispatch`` (which PubSub's
+broadcast also follows) and ``count`` (an O(1) counter, like Elixir's ETS size), take the
+table as it is, as Elixir does: they may include such entries for that short while (a
+message sent to a dead process is dropped).
 A consequence of the link, as in Elixir: if the registry stops with an abnormal reason,
 processes with entries in it receive that exit signal. Unregistering the last key of a
 process unlinks it again.
@@ -71,15 +74,39 @@ _entry_ids = itertools.count(1)
 class _Part:
     """One partition's tables. ``keys``: unique: key -> (pid, value); duplicate:
     key -> {entry id: (pid, value)}. ``pids``: pid -> {token: key} where the token is the
-    key (unique) or the entry id (duplicate). ``size`` counts the entries in ``keys``."""
+    key (unique) or the entry id (duplicate). ``size`` counts the entries in ``keys``.
 
-    __slots__ = ("keys", "pids", "size", "pid")
+    Duplicate tables also keep, per key, a snapshot tuple of the entries for the hot
+    readers (dispatch, PubSub broadcast): ``snap[key] = (ver, entries)`` is valid while
+    ``ver`` equals the partition's ``ver``, which every change of a duplicate table bumps
+    *after* changing it. A reader on another thread may race with a change: it reads
+    ``ver``, builds the tuple, stores it; if a change slipped in, the stored ``ver`` is
+    already old, so the next reader rebuilds. A stale snapshot is never taken as valid."""
+
+    __slots__ = ("keys", "pids", "size", "pid", "ver", "snap")
 
     def __init__(self) -> None:
         self.keys: Dict[Any, Any] = {}
         self.pids: Dict[Any, Dict[Any, Any]] = {}
         self.size = 0
         self.pid: Any = None
+        self.ver = 0
+        self.snap: Dict[Any, Tuple[int, Tuple[Entry, ...]]] = {}
+
+    def entries(self, key: Any) -> Tuple[Entry, ...]:
+        """Duplicate tables: the entries under key, as a (cached) tuple."""
+        s = self.snap.get(key)
+        ver = self.ver
+        if s is not None and s[0] == ver:
+            return s[1]
+        d = self.keys.get(key)
+        if not d:
+            if s is not None:
+                self.snap.pop(key, None)
+            return ()
+        t = tuple(d.values())
+        self.snap[key] = (ver, t)
+        return t
 
 
 class _Reg:
@@ -137,6 +164,7 @@ def _insert(reg: _Reg, key: Any, value: Any, pid: Any, link_self: bool) -> Any:
         if d is None:
             d = kp.keys[key] = {}
         d[token] = (pid, value)
+        kp.ver += 1
     kp.size += 1
     toks = pp.pids.get(pid)
     if toks is None:
@@ -184,6 +212,8 @@ def _remove(reg: _Reg, key: Any, pid: Any, pred: Optional[Callable[[Any], bool]]
                     kp.size -= 1
         if d is not None and not d:
             del kp.keys[key]
+            kp.snap.pop(key, None)
+        kp.ver += 1
     if toks is not None and not toks:
         del pp.pids[pid]
         if unlink:
@@ -209,6 +239,8 @@ def _cleanup(reg: _Reg, pp: _Part, pid: Any) -> None:
                 pp.size -= 1
                 if not d:
                     del pp.keys[key]
+                    pp.snap.pop(key, None)
+        pp.ver += 1
 
 
 def _me(what: str) -> Any:
@@ -390,7 +422,9 @@ class Registry:
         >>> Registry.lookup("MyReg", "worker")
         [(#PID<0.5.0>, 1)]
         """
-        reg = _get(registry)
+        reg = _registries.get(registry)         # _get, inlined: the hot path
+        if reg is None or not _is_alive(reg.pid):
+            reg = _get(registry)                # raises the right error
         if reg.unique:
             e = (reg.parts[0] if reg.n == 1 else reg.parts[hash(key) % reg.n]).keys.get(key)
             if e is None or not _is_alive(e[0]):
@@ -474,6 +508,9 @@ class Registry:
     def dispatch(registry: str, key: Any, fn: Callable[[List[Entry]], Any]) -> str:
         """Call ``fn(entries)`` with the ``(pid, value)`` entries under ``key``, in the
         calling process, once per partition that has any (never with an empty list).
+        The entries are handed over as the table holds them, as in Elixir: a process that
+        has just exited may still be among them until the registry has handled its exit
+        (a message sent to it is simply dropped); ``lookup`` filters those out.
 
         >>> Registry.dispatch("Topics", "news", lambda es: [pyotp.send(p, "hi") for p, _ in es])
         'ok'
@@ -485,11 +522,9 @@ class Registry:
                 fn([e])
             return "ok"
         for part in reg.parts:
-            d = part.keys.get(key)
-            if d:
-                entries = [e for e in d.values() if _is_alive(e[0])]
-                if entries:
-                    fn(entries)
+            t = part.entries(key)
+            if t:
+                fn(list(t))
         return "ok"
 
     @staticmethod
@@ -585,11 +620,16 @@ class Registry:
         >>> Registry.whereis_name(("MyReg", "db"))
         #PID<0.7.0>
         """
-        registry, key, _ = _via_key(name)
-        reg = _get(registry)
+        if type(name) is tuple and 2 <= len(name) <= 3:
+            registry, key = name[0], name[1]
+        else:
+            registry, key, _ = _via_key(name)   # raises
+        reg = _registries.get(registry)
+        if reg is None or not _is_alive(reg.pid):
+            reg = _get(registry)
         if not reg.unique:
             return None
-        e = reg.key_part(key, None).keys.get(key)
+        e = (reg.parts[0] if reg.n == 1 else reg.parts[hash(key) % reg.n]).keys.get(key)
         if e is None or not _is_alive(e[0]):
             return None
         return e[0]
