@@ -75,8 +75,8 @@ import inspect
 import logging
 import re
 import threading
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import (Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple, Type, TypeVar, Union, cast)
 
 from . import _core
 from ._core import CallbackError, Exit, Pid, StartError
@@ -89,6 +89,9 @@ RESTART_TYPES = ("temporary", "transient", "permanent")
 
 AppRef = Union[str, type]
 """An application: its name, its class, or a ``"module:Class"`` string."""
+
+AppClass = Type["Application"]
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,8 +147,8 @@ class ApplicationEnvError(KeyError):
 
 _env_lock = threading.RLock()
 _env: Dict[str, Dict[Any, Any]] = {}
-_loaded: Dict[str, type] = {}          # name -> class, for applications loaded
-_classes: Dict[str, type] = {}         # name -> class, every Application subclass defined
+_loaded: Dict[str, AppClass] = {}          # name -> class, for applications loaded
+_classes: Dict[str, AppClass] = {}         # name -> class, every Application subclass defined
 
 
 def _snake(name: str) -> str:
@@ -164,7 +167,7 @@ def _app_name(app: Any) -> str:
     raise TypeError("expected an application name (str) or an Application subclass, got %r" % (app,))
 
 
-def resolve_application(app: AppRef) -> type:
+def resolve_application(app: AppRef) -> AppClass:
     """The Application class for a class, a registered name, or ``"module:Class"``
     (the module is imported). Raises LookupError / TypeError naming the problem.
 
@@ -203,7 +206,7 @@ class _Entry:
     """One started (or starting) application."""
     __slots__ = ("cls", "name", "type", "app", "master", "status", "waiters", "top", "state")
 
-    def __init__(self, cls: type, restart_type: str) -> None:
+    def __init__(self, cls: AppClass, restart_type: str) -> None:
         self.cls = cls
         self.name: str = cls.name
         self.type = restart_type
@@ -261,13 +264,13 @@ def _in_process() -> bool:
         return False
 
 
-async def _as_process(fn: Callable[..., Any], *args: Any) -> Any:
+async def _as_process(fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
     """Run the coroutine function inside a process (a helper one when the caller is not a
     pyotp process, e.g. an asyncio task of a Runtime)."""
     if _in_process():
         return await fn(*args)
 
-    async def helper() -> Any:
+    async def helper() -> Tuple[str, Any]:
         try:
             return ("ok", await fn(*args))
         except Exception as e:
@@ -280,7 +283,7 @@ async def _as_process(fn: Callable[..., Any], *args: Any) -> Any:
         raise Exit(reason)
     if result[0] == "raise":
         raise result[1]
-    return result[1]
+    return cast(_T, result[1])
 
 
 def _is_library(cls: type) -> bool:
@@ -450,7 +453,7 @@ async def _await_start(entry: _Entry) -> Any:
     return msg[2]
 
 
-def _load(cls: type) -> None:
+def _load(cls: AppClass) -> None:
     with _env_lock:
         prev = _loaded.get(cls.name)
         _loaded[cls.name] = cls
@@ -461,7 +464,7 @@ def _load(cls: type) -> None:
             env.setdefault(k, v)
 
 
-async def _start_one(cls: type, restart_type: str) -> bool:
+async def _start_one(cls: AppClass, restart_type: str) -> bool:
     """Start `cls` if it is not running; True if this call started it."""
     entry = _running.get(cls.name)
     if entry is not None and not _live(entry):
@@ -483,9 +486,9 @@ async def _start_one(cls: type, restart_type: str) -> bool:
     return mine
 
 
-def _start_order(apps: Sequence[AppRef]) -> List[type]:
-    order: List[type] = []
-    done: Dict[str, type] = {}
+def _start_order(apps: Sequence[AppRef]) -> List[AppClass]:
+    order: List[AppClass] = []
+    done: Dict[str, AppClass] = {}
     path: List[str] = []
 
     def visit(ref: AppRef, parent: Optional[str]) -> None:
@@ -658,7 +661,8 @@ class Application:
         []
         """
         _check_type(type)
-        roots = list(apps) if isinstance(apps, (list, tuple)) else [apps]
+        roots: List[AppRef] = (list(apps) if isinstance(apps, (list, tuple))
+                               else [cast(AppRef, apps)])
         order = _start_order(roots)
 
         async def go() -> List[str]:
@@ -745,7 +749,7 @@ class Application:
         return "ok"
 
     @staticmethod
-    def application_class(app: AppRef) -> type:
+    def application_class(app: AppRef) -> AppClass:
         """The Application class for a name, class or ``"module:Class"``.
 
         >>> Application.application_class("my_app") is MyApp
@@ -838,7 +842,7 @@ class Application:
             _env.setdefault(name, {})[key] = value
 
     @staticmethod
-    def put_all_env(config: Mapping[AppRef, Mapping[Any, Any]]) -> None:
+    def put_all_env(config: Mapping[Any, Mapping[Any, Any]]) -> None:
         """``put_env`` for every app -> {key: value} in ``config`` (as Elixir's).
 
         >>> Application.put_all_env({"my_app": {"greeting": "hej", "port": 4000}})

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import logging
 import os
@@ -41,7 +42,10 @@ import signal
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+if TYPE_CHECKING:
+    from .application import AppClass
 
 __all__ = ["Subcommand", "SUBCOMMANDS", "SUBCOMMAND_MODULES", "subcommand", "CliError", "build_parser", "main",
            "load_application_class"]
@@ -140,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 # ---------------------------------------------------------------------------------------
 # run
 
-def load_application_class(target: str) -> type:
+def load_application_class(target: str) -> "AppClass":
     """Import ``"package.module:Class"`` and check it is an Application subclass; raises
     CliError with a one-line explanation otherwise.
 
@@ -224,7 +228,8 @@ def run_command(args: argparse.Namespace) -> int:
     except _config.ConfigError as e:
         raise CliError(str(e)) from None
     cls = load_application_class(args.application)
-    return run(_serve, cls, args.type, env, shutdown_timeout=args.shutdown_timeout)
+    status: int = run(_serve, cls, args.type, env, shutdown_timeout=args.shutdown_timeout)
+    return status
 
 
 def _signal_name(signum: int) -> str:
@@ -239,11 +244,11 @@ def _install_signal_handlers(loop: asyncio.AbstractEventLoop,
     """SIGINT and SIGTERM call ``on_signal(signum)`` on the loop thread. Returns a function
     that restores the previous handlers."""
     sigs = [signal.SIGINT, signal.SIGTERM]
-    undo: List[Callable[[], None]] = []
+    undo: List[Callable[[], Any]] = []
     for sig in sigs:
         try:
             loop.add_signal_handler(sig, on_signal, int(sig))
-            undo.append(lambda sig=sig: loop.remove_signal_handler(sig))
+            undo.append(functools.partial(loop.remove_signal_handler, sig))
         except (NotImplementedError, RuntimeError, ValueError):
             # Windows event loops (and non-main threads) have no add_signal_handler: a
             # plain handler that hands over to the loop thread.
@@ -253,7 +258,7 @@ def _install_signal_handlers(loop: asyncio.AbstractEventLoop,
                 old = signal.signal(sig, handler)
             except (ValueError, OSError):  # pragma: no cover - not the main thread
                 continue
-            undo.append(lambda sig=sig, old=old: signal.signal(sig, old))
+            undo.append(functools.partial(signal.signal, sig, old))
 
     def restore() -> None:
         for u in undo:
@@ -268,7 +273,7 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-async def _serve(cls: type, restart_type: str, env: str) -> int:
+async def _serve(cls: "AppClass", restart_type: str, env: str) -> int:
     from .application import Application, ApplicationStartError
 
     loop = asyncio.get_running_loop()

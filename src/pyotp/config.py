@@ -60,7 +60,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 from . import application as _app
 
@@ -154,15 +154,16 @@ def read_toml(path: PathLike) -> Dict[str, Any]:
         line = data[:e.start].count(b"\n") + 1
         raise ConfigError(path, "not valid UTF-8", line) from None
     try:
-        return tomllib.loads(text)
+        parsed: Dict[str, Any] = tomllib.loads(text)
+        return parsed
     except tomllib.TOMLDecodeError as e:
         msg = str(e)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        line = int(m.group(1)) if m else getattr(e, "lineno", None)
+        where: Optional[int] = int(m.group(1)) if m else getattr(e, "lineno", None)
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg) if m else msg
         if m:
             msg = "%s (column %s)" % (msg, m.group(2))
-        raise ConfigError(path, "invalid TOML: %s" % msg, line) from None
+        raise ConfigError(path, "invalid TOML: %s" % msg, where) from None
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
@@ -328,7 +329,7 @@ async def reload_config(path: Optional[PathLike] = None, env: Optional[str] = No
     _configured.update(cfg)
 
     async def notify() -> Dict[str, Tuple[Dict[str, Any], Dict[str, Any], List[str]]]:
-        out = {}
+        out: Dict[str, Tuple[Dict[str, Any], Dict[str, Any], List[str]]] = {}
         for n in _app._running_names():
             if n not in new_envs:
                 continue
