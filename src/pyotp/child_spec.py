@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from . import _core
 from ._core import Exit, Pid, Reference, StartError
@@ -310,17 +311,18 @@ class RestartIntensity:
     def __init__(self, max_restarts: int, max_seconds: float) -> None:
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
-        self.restarts: List[float] = []   # newest first, as supervisor.erl
+        self.restarts: Deque[float] = deque()   # oldest first
 
     def add(self, now: float) -> bool:
+        r = self.restarts
         threshold = now - self.max_seconds
-        kept = [now]
-        for t in self.restarts:
-            if t < threshold:
-                break
-            kept.append(t)
-        self.restarts = kept
-        return len(kept) <= self.max_restarts
+        while r and r[0] < threshold:
+            r.popleft()
+        r.append(now)
+        # more than max_restarts + 1 entries never matter (and keep memory bounded)
+        if len(r) > self.max_restarts + 1:
+            r.popleft()
+        return len(r) <= self.max_restarts
 
 
 def is_shutdown_reason(reason: Any) -> bool:
