@@ -564,3 +564,23 @@ def test_terminate_that_raises_is_caught_and_returned():
     r, handlers, alive = pyotp.run(main)
     assert r[0] == "EXIT" and isinstance(r[1], RuntimeError)
     assert handlers == [] and alive
+
+
+def test_event_manager_under_a_supervisor_is_restarted_empty():
+    from pyotp.supervisor import Supervisor
+
+    async def main():
+        sup = await Supervisor.start_link([(EventManager, "alarms"), EventManager],
+                                          strategy="one_for_one")
+        ids = [c[0] for c in await Supervisor.which_children(sup)]
+        first = pyotp.whereis("alarms")
+        await EventManager.add_handler("alarms", Count, 0)
+        ref = pyotp.monitor(first)
+        pyotp.exit(first, "kill")
+        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+        await Supervisor.which_children(sup)        # the restart happened before this reply
+        second = pyotp.whereis("alarms")
+        return ids, second is not None and second != first, await EventManager.which_handlers("alarms")
+    ids, restarted, handlers = pyotp.run(main)
+    assert sorted(map(repr, ids)) == sorted(map(repr, ["alarms", EventManager]))
+    assert restarted and handlers == []

@@ -232,3 +232,22 @@ async def _await_process(fn):
             fut.set_exception(e)
     pyotp.spawn(body)
     return await fut
+
+
+def test_pubsub_under_a_supervisor():
+    from pyotp.supervisor import Supervisor
+
+    async def main():
+        sup = await Supervisor.start_link([(PubSub, "PS"), (PubSub, {"name": "PS2"})],
+                                          strategy="one_for_one")
+        ids = sorted(c[0] for c in await Supervisor.which_children(sup))
+        PubSub.subscribe("PS", "t")
+        PubSub.subscribe("PS2", "t")
+        PubSub.broadcast("PS", "t", 1)
+        PubSub.broadcast("PS2", "t", 2)
+        got = [await pyotp.receive(), await pyotp.receive()]
+        await Supervisor.stop(sup)
+        with pytest.raises(BadArg):
+            PubSub.broadcast("PS", "t", 3)
+        return ids, got
+    assert pyotp.run(main) == (["PS", "PS2"], [1, 2])

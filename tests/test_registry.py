@@ -494,3 +494,62 @@ def test_dispatch_sees_every_change_of_the_table():
         steps.append(seen())
         return steps
     assert pyotp.run(main) == [[], [1], [1, 2], [1, 2, 3], [2, 3], [3], []]
+
+
+def test_under_a_supervisor_and_via_names_for_every_behaviour():
+    from pyotp.gen_event import EventHandler, EventManager
+    from pyotp.gen_statem import GenStateMachine
+    from pyotp.supervisor import Supervisor
+
+    class Light(GenStateMachine):
+        def callback_mode(self):
+            return "handle_event_function"
+
+        def init(self, _):
+            return ("ok", "off", [])
+
+        def handle_event(self, event_type, content, state, data):
+            if event_type == "cast" or event_type == "info":
+                return ("next_state", "on" if state == "off" else "off", data + [content])
+            return ("keep_state_and_data", ("reply", event_type[1], (state, data)))
+
+    class Seen(EventHandler):
+        def init(self, _):
+            return ("ok", [])
+
+        def handle_event(self, event, seen):
+            return ("ok", seen + [event])
+
+        def handle_call(self, req, seen):
+            return ("ok", seen, seen)
+
+    def v(key):
+        return ("via", Registry, ("Names", key))
+
+    async def main():
+        sup = await Supervisor.start_link(
+            [(Registry, {"keys": "unique", "name": "Names"}),
+             (Registry, {"keys": "duplicate", "name": "Groups"})],
+            strategy="one_for_one")
+        ids = sorted(c[0] for c in await Supervisor.which_children(sup))
+        # gen_statem through a via name
+        light = await Light.start_link(None, name=v("light"))
+        GenStateMachine.cast(v("light"), "flip")
+        pyotp.send(v("light"), "flop")
+        light_state = await GenStateMachine.call(v("light"), "get")
+        # an event manager through a via name
+        mgr = await EventManager.start_link(name=v("events"))
+        await EventManager.add_handler(v("events"), Seen, None)
+        EventManager.notify(v("events"), "e1")
+        seen = await EventManager.call(v("events"), Seen, "get")
+        # a supervisor through a via name
+        inner = await Supervisor.start_link([], strategy="one_for_one", name=v("inner"))
+        inner_children = await Supervisor.which_children(v("inner"))
+        names = sorted(k for k, _, _ in Registry.select("Names"))
+        found = [Registry.whereis_name(("Names", k)) for k in ("light", "events", "inner")]
+        return ids, light_state, seen, inner_children, names, found == [light, mgr, inner]
+    ids, light_state, seen, inner_children, names, found = pyotp.run(main)
+    assert ids == ["Groups", "Names"]
+    assert light_state == ("off", ["flip", "flop"])
+    assert seen == ["e1"] and inner_children == []
+    assert names == ["events", "inner", "light"] and found

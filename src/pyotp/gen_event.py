@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _core
 from .gen_server import GenServer
@@ -213,6 +213,18 @@ class EventManager(GenServer):
         >>> mgr = await EventManager.start(name="alarms")
         """
         return await super().start((name, None), name=name, timeout=timeout)
+
+    @classmethod
+    def child_spec(cls, arg: Any = None) -> Dict[str, Any]:
+        """The child spec for ``(EventManager, name)`` in a supervisor: ``arg`` is the
+        manager's name (a str, ``("global", n)``, ``("via", mod, key)``), a dict
+        ``{"name": name}``, or None for an unnamed manager; the id is the name.
+
+        >>> await Supervisor.start_link([(EventManager, "alarms")], strategy="one_for_one")
+        """
+        name = arg.get("name") if isinstance(arg, dict) else arg
+        return {"id": name if name is not None else cls,
+                "start": (cls.start_link, (), {"name": name})}
 
     @staticmethod
     async def add_handler(manager: Any, handler: HandlerId, args: Any) -> Any:

@@ -153,6 +153,17 @@ class PubSub:
         return await _start(False, arg, name, partitions)
 
     @staticmethod
+    def child_spec(arg: Any) -> Dict[str, Any]:
+        """The child spec for ``(PubSub, "Name")`` or ``(PubSub, {"name": ..., ...})`` in a
+        supervisor: id the PubSub's name, type supervisor (as Phoenix.PubSub).
+
+        >>> await Supervisor.start_link([(PubSub, "Chat")], strategy="one_for_one")
+        """
+        name = arg.get("name") if isinstance(arg, dict) else arg
+        return {"id": name if name is not None else PubSub,
+                "start": (PubSub.start_link, (arg,)), "type": "supervisor"}
+
+    @staticmethod
     async def stop(pubsub: str, reason: Any = "normal", timeout: Optional[float] = None) -> str:
         """Stop the PubSub (and its registry).
 

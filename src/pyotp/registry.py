@@ -347,6 +347,21 @@ class Registry:
         return await _start(False, arg, keys, name, partitions, meta)
 
     @staticmethod
+    def child_spec(arg: Dict[str, Any]) -> Dict[str, Any]:
+        """The child spec a supervisor uses for ``(Registry, {"keys": ..., "name": ...})``:
+        id the registry's name (so one supervisor can run several), type supervisor, as
+        Elixir's ``Registry.child_spec/1``.
+
+        >>> await Supervisor.start_link([(Registry, {"keys": "unique", "name": "MyReg"})],
+        ...                             strategy="one_for_one")
+        """
+        if not isinstance(arg, dict):
+            raise TypeError("Registry.child_spec expects a dict of options (keys, name, "
+                            "partitions, meta), got %r" % (arg,))
+        return {"id": arg.get("name", Registry), "start": (Registry.start_link, (arg,)),
+                "type": "supervisor"}
+
+    @staticmethod
     async def stop(registry: str, reason: Any = "normal", timeout: Optional[float] = None) -> str:
         """Stop the registry (its partitions too); its name becomes unknown.
 
