@@ -879,7 +879,7 @@ def test_stop_errors():
 
         class Slow(GenStateMachine):
             async def terminate(self, reason, state, data):
-                await pyotp.sleep(1)
+                await pyotp.sleep(0.1)
         slow = await Slow.start(("s", None))
         try:
             await GenStateMachine.stop(slow, "normal", 0.01)

@@ -170,11 +170,11 @@ def _is_event_type(t: Any) -> bool:
 def _is_relative_time(t: Any) -> bool:
     tt = type(t)
     if tt is int or tt is float:
-        return t >= 0          # NaN compares False
+        return bool(t >= 0)    # NaN compares False
     return isinstance(t, str) and t == "infinity"
 
 
-def _timeout_action(a: tuple, n: int) -> Optional[Tuple[Any, Any, Any, bool]]:
+def _timeout_action(a: Tuple[Any, ...], n: int) -> Optional[Tuple[Any, Any, Any, bool]]:
     """Parse a timeout action (type, time, content[, opts]) | (type, "cancel") into
     (type, time, content, absolute), or None if it is malformed."""
     tag = a[0]
@@ -307,7 +307,7 @@ _CALLBACK_NAMES = frozenset(("init", "callback_mode", "handle_event", "terminate
 class _Engine(GenServer):
     """Runs one machine. Subclassed per machine class (see _engine_for)."""
 
-    _machine: type = GenStateMachine
+    _machine: Any = GenStateMachine
     _state_fns: Dict[Any, Any] = {}
     _st: Any = None            # the (state, data) pair last handed to the core
 
@@ -317,12 +317,13 @@ class _Engine(GenServer):
         """Bookkeeping of a new machine (before its init runs)."""
         self.m = m
         self._pid = _core.self()
-        self._pending: Any = None
-        self._postponed: Optional[List[Tuple[Any, Any]]] = None
-        self._q: Optional[deque] = None
-        self._timers: Optional[Dict[Any, list]] = None
-        self._t0q: Optional[List[Any]] = None
-        self._stale: Optional[set] = None
+        # Any-typed: each is None until first needed (the fast path tests them for truth)
+        self._pending: Any = None      # (etype, content, ns, nd, _Acc) of an enter call
+        self._postponed: Any = None    # list of postponed (etype, content)
+        self._q: Any = None            # deque of queued (etype, content): next_event, retries
+        self._timers: Any = None       # dict type -> [Timer | None (zero timeout), content]
+        self._t0q: Any = None          # list of zero-timeout types, in firing order
+        self._stale: Any = None        # set of cancelled Timers whose message is queued
 
     def _callback_mode(self) -> Any:
         """Ask the machine for its callback mode (after init, as OTP); returns None, or
@@ -344,8 +345,8 @@ class _Engine(GenServer):
             return ("stop", ("bad_return_from_callback_mode", mode))
         self._state_enter = enter
         if fn_mode == "state_functions":
-            self._fns: Optional[Dict[Any, Any]] = type(self)._state_fns
-            self._he = None
+            self._fns: Any = type(self)._state_fns
+            self._he: Any = None
         else:
             self._fns = None
             self._he = type(m).handle_event
@@ -758,7 +759,7 @@ class _Engine(GenServer):
             self._stale = set()
         self._stale.add(timer)
 
-    def _timer_event(self, msg: tuple) -> Any:
+    def _timer_event(self, msg: Tuple[Any, ...]) -> Any:
         """A ("timeout", Timer, key) message: our live timeout -> its event; a stale one ->
         None (dropped); anything else -> False (an ordinary "info" message)."""
         timer = msg[1]
