@@ -1,0 +1,53 @@
+"""pyotp distribution: connect pyotp nodes to each other and to Erlang/Elixir nodes.
+
+Wire-compatible with Erlang's distribution protocol (EPMD, handshake version 6, the
+External Term Format). Once a node is started, everything local works across nodes:
+``pyotp.send`` to a remote pid or ``(name, node)``, ``GenServer.call``/``cast`` to remote
+servers, links and monitors (a lost connection gives ``noconnection``), exit signals.
+See docs/distribution.md for the type mapping and the wire extension.
+
+>>> from pyotp.dist import Node, rpc
+>>> async def main():
+...     await Node.start("a@127.0.0.1", cookie="secret")
+...     print(await Node.ping("b@127.0.0.1"))
+...     print(await rpc.call("b@127.0.0.1", "math", "sqrt", [16.0]))
+>>> run_node(main, node="a@127.0.0.1", cookie="secret")
+"""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Optional
+
+from . import rpc
+from .epmd import EpmdError
+from .handshake import HandshakeError
+from .node import DistError, Node
+from .rpc import abcast, multi_call
+
+__all__ = ["Node", "rpc", "multi_call", "abcast", "run_node", "DistError", "EpmdError",
+           "HandshakeError", "global_names", "pg"]
+
+
+def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie: str,
+             use_uvloop: Optional[bool] = None, shutdown_timeout: float = 5.0, **dist: Any) -> Any:
+    """``pyotp.run`` for a distributed node: start distribution as ``node`` (keyword
+    arguments as for ``Node.start``), run ``main(*args)`` as the first process, return
+    its result; distribution stops before the other processes are shut down.
+
+    >>> async def main():
+    ...     return await Node.ping("b@127.0.0.1")
+    >>> run_node(main, node="a@127.0.0.1", cookie="secret")
+    'pong'
+    """
+    from .. import runtime
+
+    async def wrapper() -> Any:
+        await Node.start(node, cookie=cookie, **dist)
+        try:
+            return await main(*args)
+        finally:
+            Node.stop()
+
+    return runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout)
+
+
+from . import global_names, pg  # noqa: E402  (they import .node)

@@ -1,0 +1,666 @@
+"""One distribution connection: an asyncio BufferedProtocol that runs the handshake as a
+state machine, then carries control messages in ``'p'`` pass-through frames.
+
+Design notes (invariants):
+
+- Everything here runs on the node's loop thread.
+- Receiving: the transport writes straight into our buffer (``get_buffer``); frames are
+  parsed in place with a memoryview, and the codec decodes from that view. A frame of
+  64 KiB or more gets a buffer of its own, allocated once at its exact size, so the bytes
+  of a large message are copied exactly once (kernel -> that buffer) and python-mode
+  out-of-band buffers (numpy arrays) can stay zero-copy views of it. The shared receive
+  buffer is therefore only ever viewed by frames the decoder copies out of.
+- Handshake messages are handled synchronously inside ``buffer_updated``, so the switch
+  from 2-byte to 4-byte framing happens exactly at the last handshake message: bytes the
+  peer sent right after it, in the same TCP segment, are parsed as connected frames.
+- Sending: frames are encoded straight into one bytearray (``encode_term_into``); the
+  first frame of a loop turn schedules a flush, so a burst of sends becomes one write.
+  Large python-mode payloads go out with ``writelines`` of the codec's chunks (numpy
+  buffers are not copied).
+- A malformed frame (bad framing, bad ETF, an unknown control message shape) closes this
+  connection with a logged reason; it never raises into the loop, never stops the node.
+  A python-mode payload that fails to unpickle (a class the receiver cannot import) drops
+  that one message with a log line; the connection stays up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import TYPE_CHECKING, Any, List, Optional
+
+from .. import _core
+from ..etf import (Atom, DecodeError, ImproperList, Pid, Reference, decode_with_version,
+                   encode_term_into, term_to_iovec)
+from . import handshake as hs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .node import NetKernel
+
+_log = logging.getLogger("pyotp.dist")
+
+_pack_into = struct.pack_into
+_unpack_from = struct.unpack_from
+_HEADER = b"\x00\x00\x00\x00p"
+_TICK = b"\x00\x00\x00\x00"
+_EMPTY = Atom("")
+
+BUF_SIZE = 1 << 18          # shared receive buffer
+BIG_FRAME = 1 << 16         # frames this long or longer get their own buffer
+MAX_FRAME = (1 << 31) - 1   # post-handshake frame size limit (authenticated peers only)
+
+# control message operations (dist.h)
+LINK = 1
+SEND = 2
+EXIT = 3
+UNLINK = 4
+REG_SEND = 6
+GROUP_LEADER = 7
+EXIT2 = 8
+SEND_TT = 12
+EXIT_TT = 13
+REG_SEND_TT = 16
+EXIT2_TT = 18
+MONITOR_P = 19
+DEMONITOR_P = 20
+MONITOR_P_EXIT = 21
+SEND_SENDER = 22
+SEND_SENDER_TT = 23
+PAYLOAD_EXIT = 24
+PAYLOAD_EXIT_TT = 25
+PAYLOAD_EXIT2 = 26
+PAYLOAD_EXIT2_TT = 27
+PAYLOAD_MONITOR_P_EXIT = 28
+SPAWN_REQUEST = 29
+SPAWN_REQUEST_TT = 30
+SPAWN_REPLY = 31
+SPAWN_REPLY_TT = 32
+ALIAS_SEND = 33
+ALIAS_SEND_TT = 34
+UNLINK_ID = 35
+UNLINK_ID_ACK = 36
+
+# handshake states
+(HS_NAME, HS_STATUS, HS_ALIVE, HS_CHALLENGE, HS_COMPLEMENT, HS_REPLY, HS_ACK, UP,
+ CLOSED) = range(9)
+
+_NO_MSG = object()
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol; the connection is closed with this reason."""
+
+
+def to_erl(term: Any) -> Any:
+    """Adapt an exit reason (or similar small term) for an Erlang peer: ``str`` becomes an
+    atom (pyotp uses plain str for atoms), exceptions become ``{ExceptionName, <<Text>>}``,
+    tuples and lists are converted element by element.
+
+    >>> to_erl(("shutdown", "x"))
+    (Atom('shutdown'), Atom('x'))
+    """
+    t = type(term)
+    if t is str:
+        return Atom(term)
+    if t is tuple:
+        return tuple([to_erl(x) for x in term])
+    if t is list:
+        return [to_erl(x) for x in term]
+    if isinstance(term, BaseException):
+        return (Atom(type(term).__name__), str(term).encode("utf-8", "replace"))
+    return term
+
+
+def from_erl(term: Any) -> Any:
+    """Adapt an exit reason from an Erlang peer for pyotp's core: atoms become plain str
+    (so ``normal``, ``kill`` and ``shutdown`` mean what they mean locally); tuples and
+    lists are converted element by element.
+
+    >>> from_erl((Atom("shutdown"), 1))
+    ('shutdown', 1)
+    """
+    t = type(term)
+    if t is Atom:
+        return str(term)
+    if t is tuple:
+        return tuple([from_erl(x) for x in term])
+    if t is list:
+        return [from_erl(x) for x in term]
+    return term
+
+
+class Connection(asyncio.BufferedProtocol):
+    """A distribution connection (one per connected node). Created by the node's listener
+    (acceptor) or by ``NetKernel.connect`` (initiator). Users never touch it directly."""
+
+    def __init__(self, kernel: "NetKernel", initiator: bool, peer: Optional[str] = None,
+                 peer_is_pyotp: bool = False) -> None:
+        self.kernel = kernel
+        self.loop = kernel.loop
+        self.initiator = initiator
+        self.peer: Optional[str] = peer
+        self.peer_atom: Optional[Atom] = Atom(peer) if peer else None
+        self.peer_flags = 0
+        self.peer_creation = 0
+        self.expect_pyotp = peer_is_pyotp     # initiator: EPMD said the peer is pyotp
+        self.pyotp = False                    # both sides set the PYOTP flag
+        self.python = False                   # message payloads use python=True
+        self.hidden = True
+        self.payload_exits = False
+        self.unlink_id = False
+        self.state = HS_STATUS if initiator else HS_NAME
+        self.transport: Optional[asyncio.Transport] = None
+        self.close_reason: Any = None
+        self.refused_nok = False
+        self.superseded = False               # our attempt lost a simultaneous connect
+        self.our_flags = 0
+        self._my_challenge = 0
+        self._peer_challenge = 0
+        self._hs_timer: Optional[asyncio.TimerHandle] = None
+        self._v5 = False
+        # receive side
+        self._buf = bytearray(BUF_SIZE)
+        self._mv = memoryview(self._buf)
+        self._r = 0
+        self._w = 0
+        self._big: Optional[bytearray] = None
+        self._big_mv: Optional[memoryview] = None
+        self._big_fill = 0
+        self.received = 0         # frames (including ticks) received: the tick check reads it
+        self.last_checked = 0
+        self.idle_ticks = 0
+        # send side
+        self._wbuf = bytearray()
+        self._flush_handle: Optional[asyncio.Handle] = None
+        self.wrote = False        # something was written since the last tick check
+        self.unlink_seq = 0
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        try:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                import socket
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+        self._hs_timer = self.loop.call_later(self.kernel.setup_time, self._hs_timeout)
+        if self.initiator:
+            self.our_flags = self.kernel.flags_for(self.expect_pyotp)
+            self._raw_write(hs.send_name(self.our_flags, self.kernel.creation, self.kernel.name))
+            self.kernel.attempt_started(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._big_mv is not None:
+            return self._big_mv[self._big_fill:]
+        if len(self._buf) - self._w < 8192:
+            r, w = self._r, self._w
+            if r:
+                self._buf[0:w - r] = self._buf[r:w]
+                self._r = 0
+                self._w = w - r
+        return self._mv[self._w:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            if self._big_mv is not None:
+                self._big_fill += nbytes
+                if self._big_fill == len(self._big_mv):
+                    big = self._big_mv
+                    self._big = self._big_mv = None
+                    self._big_fill = 0
+                    self.received += 1
+                    self._frame(big)
+                return
+            self._w += nbytes
+            self._parse()
+        except ProtocolError as e:
+            self.abort("protocol error from %s: %s" % (self.peer or "unknown peer", e))
+        except hs.HandshakeError as e:
+            self.abort("handshake with %s failed: %s" % (self.peer or "unknown peer", e))
+        except Exception as e:   # a bug or a malformed term: this connection only
+            _log.exception("pyotp dist: closing the connection to %s after an error", self.peer)
+            self.abort("error: %r" % (e,))
+
+    def _parse(self) -> None:
+        mv = self._mv
+        buf = self._buf
+        while self.state != CLOSED:
+            r = self._r
+            avail = self._w - r
+            if self.state == UP:
+                if avail < 4:
+                    break
+                n = (buf[r] << 24) | (buf[r + 1] << 16) | (buf[r + 2] << 8) | buf[r + 3]
+                if n == 0:
+                    self._r = r + 4
+                    self.received += 1
+                    continue
+                if avail - 4 >= n:
+                    self._r = r + 4 + n
+                    self.received += 1
+                    self._frame(mv[r + 4:r + 4 + n])
+                    continue
+                if n >= BIG_FRAME:
+                    if n > MAX_FRAME:
+                        raise ProtocolError("frame of %d bytes exceeds the limit" % n)
+                    self._big = bytearray(n)
+                    self._big_mv = memoryview(self._big)
+                    have = avail - 4
+                    self._big_mv[0:have] = mv[r + 4:self._w]
+                    self._big_fill = have
+                    self._r = self._w = 0
+                    return
+                break
+            else:
+                if avail < 2:
+                    break
+                n = (buf[r] << 8) | buf[r + 1]
+                if avail - 2 < n:
+                    break
+                self._r = r + 2 + n
+                if n == 0:
+                    raise hs.HandshakeError("empty handshake message")
+                self._handshake(bytes(mv[r + 2:r + 2 + n]))
+        if self._r == self._w:
+            self._r = self._w = 0
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        was = self.state
+        self.state = CLOSED
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        reason = self.close_reason or (exc and str(exc)) or "connection closed"
+        if was == UP:
+            self.kernel.conn_down(self, reason)
+        else:
+            self.kernel.attempt_failed(self, reason)
+
+    def pause_writing(self) -> None:  # the peer is slow: the transport buffers for us
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def abort(self, reason: str) -> None:
+        """Close this connection at once (logged)."""
+        if self.state == CLOSED:
+            return
+        if self.close_reason is None:
+            self.close_reason = reason
+            _log.warning("pyotp dist: %s", reason)
+        if self.transport is not None:
+            self.transport.abort()
+        else:  # pragma: no cover
+            self.connection_lost(None)
+
+    def close(self, reason: str = "disconnected") -> None:
+        """Close after flushing what is queued."""
+        if self.state == CLOSED:
+            return
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- handshake -------------------------------------------------------------------------
+
+    def _hs_timeout(self) -> None:
+        self._hs_timer = None
+        if self.state not in (UP, CLOSED):
+            self.abort("handshake with %s timed out" % (self.peer or "an unknown peer"))
+
+    def _raw_write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def _handshake(self, msg: bytes) -> None:
+        k = self.kernel
+        st = self.state
+        if st == HS_NAME:                                   # acceptor, step 1
+            nm = hs.parse_name(msg)
+            if nm.version == 5 and not nm.flags & hs.HANDSHAKE_23:
+                raise hs.HandshakeError("%s is too old (no HANDSHAKE_23 flag)" % nm.name)
+            if nm.flags & hs.NAME_ME:
+                raise hs.HandshakeError("%s asked for a dynamic name (NAME_ME), not supported" % nm.name)
+            self._check_flags(nm.flags, nm.name)
+            if "@" not in nm.name:
+                raise hs.HandshakeError("bad node name %r" % nm.name)
+            self.peer = nm.name
+            self.peer_atom = Atom(nm.name)
+            self.peer_flags = nm.flags
+            self.peer_creation = nm.creation
+            self._v5 = nm.version == 5
+            status = k.accept_status(self)
+            self._raw_write(hs.send_status(status))
+            if status in ("nok", "not_allowed"):
+                self.close_reason = "refused (%s)" % status
+                self.state = CLOSED
+                self.transport.close()  # type: ignore[union-attr]
+                return
+            if status == "alive":
+                self.state = HS_ALIVE
+                return
+            self._send_challenge()
+        elif st == HS_ALIVE:                                # acceptor: answer to 'alive'
+            if msg == b"strue":
+                self.kernel.replace_old(self.peer)  # type: ignore[arg-type]
+                self._send_challenge()
+            else:
+                self.close_reason = "peer declined (alive)"
+                self.transport.close()  # type: ignore[union-attr]
+                self.state = CLOSED
+        elif st == HS_STATUS:                               # initiator, step 2
+            if msg[:1] != b"s":
+                raise hs.HandshakeError("expected a status message, got %r" % msg[:8])
+            status = msg[1:].decode("ascii", "replace")
+            if status in ("ok", "ok_simultaneous"):
+                self.state = HS_CHALLENGE
+            elif status == "alive":
+                self._raw_write(hs.send_status("true"))
+                self.state = HS_CHALLENGE
+            elif status == "nok":
+                self.refused_nok = True
+                self.close_reason = "nok (simultaneous connect)"
+                self.state = CLOSED
+                self.transport.close()  # type: ignore[union-attr]
+            else:
+                raise hs.HandshakeError("%s refused the connection (%s)" % (self.peer, status))
+        elif st == HS_CHALLENGE:                            # initiator, step 3
+            ch = hs.parse_challenge(msg)
+            if ch.name != self.peer:
+                raise hs.HandshakeError("dialled %s but %s answered" % (self.peer, ch.name))
+            self._check_flags(ch.flags, ch.name)
+            self.peer_flags = ch.flags
+            self.peer_creation = ch.creation
+            self._my_challenge = hs.new_challenge()
+            self._raw_write(hs.send_challenge_reply(
+                self._my_challenge, hs.digest(ch.challenge, k.cookie_for(self.peer))))
+            self.state = HS_ACK
+        elif st == HS_ACK:                                  # initiator, step 5
+            if msg[:1] != b"a" or len(msg) != 17:
+                raise hs.HandshakeError("malformed challenge ack")
+            if not hs.check_digest(msg[1:], self._my_challenge, k.cookie_for(self.peer)):
+                raise hs.HandshakeError("%s: wrong cookie (its digest did not match)" % self.peer)
+            self._up()
+        elif st == HS_COMPLEMENT:                           # acceptor, v5 initiator
+            hi, creation = hs.parse_complement(msg)
+            self.peer_flags |= hi << 32
+            self.peer_creation = creation
+            self.state = HS_REPLY
+        elif st == HS_REPLY:                                # acceptor, step 4
+            peer_ch, dig = hs.parse_challenge_reply(msg)
+            cookie = k.cookie_for(self.peer)
+            if not hs.check_digest(dig, self._my_challenge, cookie):
+                _log.error("pyotp dist: connection attempt from %s refused: wrong cookie", self.peer)
+                self.close_reason = "wrong cookie"
+                self.state = CLOSED
+                self.transport.abort()  # type: ignore[union-attr]
+                return
+            self._raw_write(hs.send_challenge_ack(hs.digest(peer_ch, cookie)))
+            self._up()
+        else:  # pragma: no cover
+            raise hs.HandshakeError("unexpected handshake message in state %d" % st)
+
+    def _check_flags(self, flags: int, name: str) -> None:
+        missing = hs.missing_mandatory(flags)
+        if missing:
+            raise hs.HandshakeError("%s lacks mandatory distribution flags 0x%x" % (name, missing))
+
+    def _send_challenge(self) -> None:
+        self.our_flags = self.kernel.flags_for(bool(self.peer_flags & hs.PYOTP),
+                                               bool(self.peer_flags & hs.PUBLISHED))
+        self._my_challenge = hs.new_challenge()
+        self._raw_write(hs.send_challenge(self.our_flags, self._my_challenge,
+                                          self.kernel.creation, self.kernel.name))
+        self.state = HS_COMPLEMENT if self._v5 else HS_REPLY
+
+    def _up(self) -> None:
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        both = self.our_flags & self.peer_flags
+        self.pyotp = bool(both & hs.PYOTP)
+        self.python = self.pyotp and self.kernel.python_payloads
+        self.hidden = not (both & hs.PUBLISHED)
+        self.payload_exits = bool(both & hs.EXIT_PAYLOAD)
+        self.unlink_id = bool(both & hs.UNLINK_ID)
+        self.state = UP
+        self.kernel.conn_up(self)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _frame(self, mv: memoryview) -> None:
+        if mv[0] != 112:
+            if mv[0] == 131 and len(mv) > 1 and mv[1] == 68:
+                raise ProtocolError("distribution header frame (atom cache) was not negotiated")
+            raise ProtocolError("unknown frame type %d" % mv[0])
+        try:
+            ctrl, off = decode_with_version(mv, 1)
+        except DecodeError as e:
+            raise ProtocolError("bad control message: %s" % e) from None
+        if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
+            raise ProtocolError("control message is not a tuple with an operation: %r" % (ctrl,))
+        op = ctrl[0]
+        n = len(ctrl)
+        k = self.kernel
+        if op == SEND or op == SEND_SENDER:
+            if n != 3:
+                raise ProtocolError("bad SEND %r" % (ctrl,))
+            msg = self._payload(mv, off)
+            if msg is not _NO_MSG:
+                k.deliver(self, ctrl[2], msg)
+        elif op == REG_SEND:
+            if n != 4:
+                raise ProtocolError("bad REG_SEND %r" % (ctrl,))
+            msg = self._payload(mv, off)
+            if msg is not _NO_MSG:
+                k.deliver_name(self, ctrl[1], ctrl[3], msg)
+        elif op == LINK:
+            self._need(ctrl, 3)
+            k.on_link(self, ctrl[1], ctrl[2])
+        elif op == EXIT or op == EXIT2:
+            self._need(ctrl, 4)
+            k.on_exit(self, ctrl[1], ctrl[2], self._reason(ctrl[3]), op == EXIT)
+        elif op == PAYLOAD_EXIT or op == PAYLOAD_EXIT2:
+            self._need(ctrl, 3)
+            r = self._payload(mv, off)
+            if r is not _NO_MSG:
+                k.on_exit(self, ctrl[1], ctrl[2], self._reason(r), op == PAYLOAD_EXIT)
+        elif op == EXIT_TT or op == EXIT2_TT:
+            self._need(ctrl, 5)
+            k.on_exit(self, ctrl[1], ctrl[2], self._reason(ctrl[4]), op == EXIT_TT)
+        elif op == PAYLOAD_EXIT_TT or op == PAYLOAD_EXIT2_TT:
+            self._need(ctrl, 4)
+            r = self._payload(mv, off)
+            if r is not _NO_MSG:
+                k.on_exit(self, ctrl[1], ctrl[2], self._reason(r), op == PAYLOAD_EXIT_TT)
+        elif op == MONITOR_P:
+            self._need(ctrl, 4)
+            k.on_monitor(self, ctrl[1], ctrl[2], ctrl[3])
+        elif op == DEMONITOR_P:
+            self._need(ctrl, 4)
+            k.on_demonitor(self, ctrl[1], ctrl[2], ctrl[3])
+        elif op == MONITOR_P_EXIT:
+            self._need(ctrl, 5)
+            k.on_down(self, ctrl[1], ctrl[2], ctrl[3], ctrl[4])
+        elif op == PAYLOAD_MONITOR_P_EXIT:
+            self._need(ctrl, 4)
+            r = self._payload(mv, off)
+            if r is not _NO_MSG:
+                k.on_down(self, ctrl[1], ctrl[2], ctrl[3], r)
+        elif op == UNLINK_ID:
+            self._need(ctrl, 4)
+            k.on_unlink(self, ctrl[2], ctrl[3])
+            self.control((UNLINK_ID_ACK, ctrl[1], ctrl[3], ctrl[2]))
+        elif op == UNLINK_ID_ACK:
+            self._need(ctrl, 4)
+        elif op == UNLINK:
+            self._need(ctrl, 3)
+            k.on_unlink(self, ctrl[1], ctrl[2])
+        elif op == SEND_TT or op == SEND_SENDER_TT:
+            self._need(ctrl, 4)
+            msg = self._payload(mv, off)
+            if msg is not _NO_MSG:
+                k.deliver(self, ctrl[2], msg)
+        elif op == REG_SEND_TT:
+            self._need(ctrl, 5)
+            msg = self._payload(mv, off)
+            if msg is not _NO_MSG:
+                k.deliver_name(self, ctrl[1], ctrl[3], msg)
+        elif op == SPAWN_REQUEST or op == SPAWN_REQUEST_TT:
+            self._need(ctrl, 6 if op == SPAWN_REQUEST else 7)
+            args = self._payload(mv, off)
+            if args is not _NO_MSG:
+                k.on_spawn_request(self, ctrl[1], ctrl[2], ctrl[3], ctrl[4], ctrl[5], args)
+        elif op == SPAWN_REPLY or op == SPAWN_REPLY_TT:
+            self._need(ctrl, 5 if op == SPAWN_REPLY else 6)
+            k.on_spawn_reply(self, ctrl[1], ctrl[2], ctrl[3], ctrl[4])
+        elif op == ALIAS_SEND or op == ALIAS_SEND_TT:
+            msg = self._payload(mv, off)
+            if msg is not _NO_MSG and n >= 3:
+                k.deliver_alias(self, ctrl[2], msg)
+        elif op == GROUP_LEADER:
+            pass
+        else:
+            _log.info("pyotp dist: ignoring control message %d from %s", op, self.peer)
+
+    @staticmethod
+    def _need(ctrl: tuple, n: int) -> None:
+        if len(ctrl) != n:
+            raise ProtocolError("control message %r should have %d elements" % (ctrl, n))
+
+    def _payload(self, mv: memoryview, off: int) -> Any:
+        if off >= len(mv):
+            raise ProtocolError("control message lacks its payload")
+        try:
+            msg, end = decode_with_version(mv, off, python=self.python)
+        except DecodeError as e:
+            if e.__cause__ is not None and not isinstance(e.__cause__, DecodeError):
+                _log.error("pyotp dist: dropped a message from %s: %s", self.peer, e)
+                return _NO_MSG
+            raise ProtocolError("bad message term: %s" % e) from None
+        if end != len(mv):
+            raise ProtocolError("%d bytes of garbage after the message" % (len(mv) - end))
+        return msg
+
+    def reason_in(self, r: Any) -> Any:
+        """An exit reason as received, adapted for the core (see from_erl)."""
+        return r if self.pyotp else from_erl(r)
+
+    def _reason(self, r: Any) -> Any:
+        return r if self.pyotp else from_erl(r)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        buf = self._wbuf
+        if buf and self.transport is not None and self.state == UP:
+            self._wbuf = bytearray()
+            self.transport.write(buf)
+            self.wrote = True
+
+    def control(self, ctrl: tuple, msg: Any = _NO_MSG) -> None:
+        """Queue a frame: ``'p'`` + control term (+ payload term). Raises (and queues
+        nothing) if a term cannot be encoded."""
+        buf = self._wbuf
+        start = len(buf)
+        buf += _HEADER
+        try:
+            encode_term_into(buf, ctrl)
+            if msg is not _NO_MSG:
+                encode_term_into(buf, msg, self.python)
+        except BaseException:
+            del buf[start:]
+            raise
+        n = len(buf) - start - 4
+        if n >= BIG_FRAME and self.python and msg is not _NO_MSG:
+            # re-encode large python payloads as chunks: no copy of big buffers
+            del buf[start:]
+            self._write_big(ctrl, msg)
+            return
+        _pack_into(">I", buf, start, n)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _write_big(self, ctrl: tuple, msg: Any) -> None:
+        head = bytearray(_HEADER)
+        encode_term_into(head, ctrl)
+        chunks: List[Any] = term_to_iovec(msg, python=True)
+        total = len(head) - 4 + sum(len(c) if not isinstance(c, memoryview) else c.nbytes for c in chunks)
+        _pack_into(">I", head, 0, total)
+        self._flush()
+        if self.transport is not None and self.state == UP:
+            self.transport.writelines([head] + chunks)
+            self.wrote = True
+
+    def send_tick(self) -> None:
+        if self.transport is not None and self.state == UP:
+            self._flush()
+            self.transport.write(_TICK)
+
+    # the operations, as the kernel calls them
+
+    def send(self, to: Pid, msg: Any) -> None:
+        self.control((SEND, _EMPTY, to), msg)
+
+    def reg_send(self, frm: Pid, name: Any, msg: Any) -> None:
+        self.control((REG_SEND, frm, _EMPTY, Atom(name)), msg)
+
+    def link(self, frm: Pid, to: Pid) -> None:
+        self.control((LINK, frm, to))
+
+    def unlink(self, frm: Pid, to: Pid) -> None:
+        if self.unlink_id:
+            self.unlink_seq += 1
+            self.control((UNLINK_ID, self.unlink_seq, frm, to))
+        else:
+            self.control((UNLINK, frm, to))
+
+    def exit(self, frm: Pid, to: Pid, reason: Any, linked: bool) -> None:
+        if self.payload_exits:
+            self.control((PAYLOAD_EXIT if linked else PAYLOAD_EXIT2, frm, to), self._out_reason(reason))
+        else:
+            self.control((EXIT if linked else EXIT2, frm, to, to_erl(reason)))
+
+    def monitor(self, frm: Pid, target: Any, ref: Reference) -> None:
+        self.control((MONITOR_P, frm, target, ref))
+
+    def demonitor(self, frm: Pid, target: Any, ref: Reference) -> None:
+        self.control((DEMONITOR_P, frm, target, ref))
+
+    def down(self, frm: Any, to: Pid, ref: Reference, reason: Any, raw: bool = False) -> None:
+        """MONITOR_P_EXIT; ``raw`` sends the reason as given (erpc results), otherwise it
+        is adapted for Erlang peers (to_erl)."""
+        if not raw:
+            reason = self._out_reason(reason)
+        if self.payload_exits:
+            self.control((PAYLOAD_MONITOR_P_EXIT, frm, to, ref), reason)
+        else:
+            self.control((MONITOR_P_EXIT, frm, to, ref, reason))
+
+    def spawn_request(self, req: Reference, frm: Pid, gl: Pid, mfa: tuple, opts: list, args: list) -> None:
+        self.control((SPAWN_REQUEST, req, frm, gl, mfa, opts), args)
+
+    def spawn_reply(self, req: Reference, to: Pid, flags: int, result: Any) -> None:
+        self.control((SPAWN_REPLY, req, to, flags, result))
+
+    def _out_reason(self, reason: Any) -> Any:
+        if self.pyotp:
+            return reason
+        return to_erl(reason)
+
+    def __repr__(self) -> str:
+        return "<Connection %s %s>" % (self.peer, "up" if self.state == UP else "state %d" % self.state)
