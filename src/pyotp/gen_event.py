@@ -145,7 +145,8 @@ class _Handler:
     __slots__ = ("cls", "id", "hid", "state", "sup", "init", "event", "call", "info", "term")
 
     def __init__(self, cls: type, hid: Any, sup: Any) -> None:
-        mod = cls.__new__(cls)
+        factory: Any = cls
+        mod = factory.__new__(cls)          # no __init__, as for GenServer
         self.cls = cls
         self.id = hid
         self.hid: Any = cls if hid is None else (cls, hid)
@@ -344,7 +345,7 @@ class EventManager(GenServer):
             raise _relocate(e, "call", [manager, handler, request, timeout]) from None
 
     @staticmethod
-    async def stop(manager: Any, reason: Any = "normal",  # type: ignore[override]
+    async def stop(manager: Any, reason: Any = "normal",
                    timeout: Optional[float] = None) -> str:
         """Stop the manager: every handler's ``terminate("stop", state)`` runs first.
 
