@@ -38,11 +38,11 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from . import _core
 from ._core import Pid, Reference, StartError
-from .child_spec import (Child, ChildSpecError, RestartIntensity, SupervisorError, _override,
+from .child_spec import (Child, ChildSpecError, RestartIntensity, SupervisorError, _is_down, _override,
                          check_intensity, is_shutdown_reason, report, report_started,
                          start_child_fn, unlink_flush, validate_child)
 from .gen_server import GenServer
@@ -153,10 +153,10 @@ class _DynamicSupervisorServer(GenServer):
             if op == "start_child":
                 return ("reply", await self._start_child(arg), None)
             if op == "terminate_child":
-                d = self.children.get(arg) if type(arg) is Pid else None
-                if d is None:
+                found = self.children.get(arg) if type(arg) is Pid else None
+                if found is None:
                     return ("reply", ("error", "not_found"), None)
-                await self._terminate_children({arg: d})
+                await self._terminate_children({arg: found})
                 del self.children[arg]
                 return ("reply", "ok", None)
         return ("reply", ("error", ("unknown_request", req)), None)
@@ -236,8 +236,7 @@ class _DynamicSupervisorServer(GenServer):
             ref = _core.monitor(pid)
             if not _core.is_alive(pid):
                 # already dead: its EXIT (queued, we are linked) holds the real reason
-                m = await _core.receive(lambda m, r=ref: (type(m) is tuple and len(m) == 5
-                                                          and m[1] is r and m[0] == "DOWN"))
+                m = await _core.receive(_is_down(ref))
                 reason = await unlink_flush(pid, m[4])
                 if not (reason == "normal" and c.restart != "permanent"):
                     errors.append((pid, reason))
@@ -276,8 +275,7 @@ class _DynamicSupervisorServer(GenServer):
         for tag, (timer, _pids) in timers.items():
             if _core.cancel_timer(timer) is False:
                 try:
-                    await _core.receive(lambda m, t=tag: (type(m) is tuple and len(m) == 2
-                                                          and m[0] == "$dsup_kill" and m[1] is t), 0)
+                    await _core.receive(_is_kill_timer({tag: None}), 0)
                 except TimeoutError:
                     pass
         for pid, reason in errors:
@@ -349,8 +347,8 @@ class DynamicSupervisor:
                 raise TypeError("%s must define init(self, arg) returning DynamicSupervisor.init(...)"
                                 % cls.__qualname__)
             module, init_arg = cls, arg
-        return await _DynamicSupervisorServer.start_link((module, init_arg, name), name=name,
-                                                         timeout=timeout)
+        return cast(Optional[Pid], await _DynamicSupervisorServer.start_link(
+            (module, init_arg, name), name=name, timeout=timeout))
 
     @classmethod
     def child_spec(cls, arg: Any = None, **overrides: Any) -> Dict[str, Any]:
@@ -380,7 +378,7 @@ class DynamicSupervisor:
         >>> pid = await DynamicSupervisor.start_child(sup, (Counter, 0))
         """
         c = validate_child(spec)
-        return _raise(await _core.call(supervisor, ("start_child", c.to_spec()), None))
+        return cast(Optional[Pid], _raise(await _core.call(supervisor, ("start_child", c.to_spec()), None)))
 
     @staticmethod
     async def terminate_child(supervisor: Any, pid: Pid) -> str:
@@ -390,16 +388,16 @@ class DynamicSupervisor:
         >>> await DynamicSupervisor.terminate_child(sup, pid)
         'ok'
         """
-        return _raise(await _core.call(supervisor, ("terminate_child", pid), None))
+        return cast(str, _raise(await _core.call(supervisor, ("terminate_child", pid), None)))
 
     @staticmethod
     async def which_children(supervisor: Any) -> List[Tuple[Any, Any, str, Any]]:
         """``[(None, pid | "restarting", type, modules)]`` (the id is always None, Elixir's
         ``:undefined``).
 
-        >>> [(None, pid, "worker", [Counter])] = await DynamicSupervisor.which_children(sup)
+        >>> [(_id, pid, kind, modules)] = await DynamicSupervisor.which_children(sup)
         """
-        return await _core.call(supervisor, "which_children", None)
+        return cast(List[Tuple[Any, Any, str, Any]], await _core.call(supervisor, "which_children", None))
 
     @staticmethod
     async def count_children(supervisor: Any) -> Dict[str, int]:
@@ -408,7 +406,7 @@ class DynamicSupervisor:
         >>> (await DynamicSupervisor.count_children(sup))["active"]
         1
         """
-        return await _core.call(supervisor, "count_children", None)
+        return cast(Dict[str, int], await _core.call(supervisor, "count_children", None))
 
     @staticmethod
     async def stop(supervisor: Any, reason: Any = "normal", timeout: Optional[float] = None) -> str:

@@ -63,7 +63,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from . import _core
 from ._core import Pid, StartError
@@ -456,7 +456,8 @@ class Supervisor:
                 raise TypeError("%s must define init(self, arg) returning Supervisor.init(children, "
                                 "strategy=...)" % cls.__qualname__)
             module, init_arg = cls, arg
-        return await _SupervisorServer.start_link((module, init_arg, name), name=name, timeout=timeout)
+        return cast(Optional[Pid], await _SupervisorServer.start_link((module, init_arg, name), name=name,
+                                                                      timeout=timeout))
 
     @classmethod
     def child_spec(cls, arg: Any = None, **overrides: Any) -> Dict[str, Any]:
@@ -484,7 +485,7 @@ class Supervisor:
         >>> pid = await Supervisor.start_child(sup, (Counter, 5))
         """
         c = validate_child(spec, auto_shutdown="any_significant")
-        return _ok_or_raise(await _core.call(supervisor, ("start_child", c.to_spec()), None), True)
+        return cast(Optional[Pid], _ok_or_raise(await _core.call(supervisor, ("start_child", c.to_spec()), None), True))
 
     @staticmethod
     async def terminate_child(supervisor: Any, child_id: Any) -> str:
@@ -494,7 +495,7 @@ class Supervisor:
         >>> await Supervisor.terminate_child(sup, Counter)
         'ok'
         """
-        return _ok_or_raise(await _core.call(supervisor, ("terminate_child", child_id), None), False)
+        return cast(str, _ok_or_raise(await _core.call(supervisor, ("terminate_child", child_id), None), False))
 
     @staticmethod
     async def restart_child(supervisor: Any, child_id: Any) -> Optional[Pid]:
@@ -503,7 +504,7 @@ class Supervisor:
 
         >>> pid = await Supervisor.restart_child(sup, Counter)
         """
-        return _ok_or_raise(await _core.call(supervisor, ("restart_child", child_id), None), True)
+        return cast(Optional[Pid], _ok_or_raise(await _core.call(supervisor, ("restart_child", child_id), None), True))
 
     @staticmethod
     async def delete_child(supervisor: Any, child_id: Any) -> str:
@@ -513,7 +514,7 @@ class Supervisor:
         >>> await Supervisor.delete_child(sup, Counter)
         'ok'
         """
-        return _ok_or_raise(await _core.call(supervisor, ("delete_child", child_id), None), False)
+        return cast(str, _ok_or_raise(await _core.call(supervisor, ("delete_child", child_id), None), False))
 
     @staticmethod
     async def get_childspec(supervisor: Any, child_id: Any) -> Dict[str, Any]:
@@ -522,16 +523,16 @@ class Supervisor:
         >>> (await Supervisor.get_childspec(sup, Counter))["restart"]
         'permanent'
         """
-        return _ok_or_raise(await _core.call(supervisor, ("get_childspec", child_id), None), False)
+        return cast(Dict[str, Any], _ok_or_raise(await _core.call(supervisor, ("get_childspec", child_id), None), False))
 
     @staticmethod
     async def which_children(supervisor: Any) -> List[Tuple[Any, Any, str, Any]]:
         """``[(id, pid | "restarting" | None, type, modules)]`` in start order (None: not
         running, Erlang's ``undefined``).
 
-        >>> [(cid, pid, "worker", [Counter])] = await Supervisor.which_children(sup)
+        >>> [(cid, pid, kind, modules)] = await Supervisor.which_children(sup)
         """
-        return await _core.call(supervisor, "which_children", None)
+        return cast(List[Tuple[Any, Any, str, Any]], await _core.call(supervisor, "which_children", None))
 
     @staticmethod
     async def count_children(supervisor: Any) -> Dict[str, int]:
@@ -540,7 +541,7 @@ class Supervisor:
         >>> await Supervisor.count_children(sup)
         {'specs': 1, 'active': 1, 'supervisors': 0, 'workers': 1}
         """
-        return await _core.call(supervisor, "count_children", None)
+        return cast(Dict[str, int], await _core.call(supervisor, "count_children", None))
 
     @staticmethod
     async def stop(supervisor: Any, reason: Any = "normal", timeout: Optional[float] = None) -> str:

@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 
 from . import _core
-from ._core import Exit, Pid, Reference
+from ._core import Exit, Pid, Reference, StartError
 from .child_spec import _override
 from .dynamic_supervisor import DynamicSupervisor
 
@@ -487,6 +487,8 @@ class TaskSupervisor(DynamicSupervisor):
         pid = await DynamicSupervisor.start_child(sup, {
             "id": Task, "start": (_supervised_start_link, (owner,)), "restart": "temporary",
             "shutdown": shutdown, "modules": [Task]})
+        if pid is None:      # pragma: no cover - the supervised start never ignores
+            raise StartError("ignore")
         if link:
             _core.link(pid)
         ref = _core.monitor(pid)
@@ -516,7 +518,7 @@ class TaskSupervisor(DynamicSupervisor):
         return await TaskSupervisor._async(supervisor, False, fn, args, shutdown)
 
     @staticmethod
-    async def start_child(supervisor: Any, fn: Callable[..., Any], *args: Any,   # type: ignore[override]
+    async def start_child(supervisor: Any, fn: Callable[..., Any], *args: Any,
                           restart: str = "temporary", shutdown: Any = 5.0) -> Pid:
         """Start a task nobody awaits under ``supervisor``; ``restart="transient"``
         re-runs it if it crashes. Returns its pid.
@@ -525,9 +527,9 @@ class TaskSupervisor(DynamicSupervisor):
         """
         if not callable(fn):
             raise TypeError("TaskSupervisor.start_child expects a callable, got %r" % (fn,))
-        return await DynamicSupervisor.start_child(supervisor, {
+        return cast(Pid, await DynamicSupervisor.start_child(supervisor, {
             "id": Task, "start": (_supervised_noreply, (fn,) + args), "restart": restart,
-            "shutdown": shutdown, "modules": [Task]})
+            "shutdown": shutdown, "modules": [Task]}))
 
     @staticmethod
     async def children(supervisor: Any) -> List[Pid]:
