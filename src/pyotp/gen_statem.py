@@ -368,7 +368,7 @@ class _Engine(GenServer):
                 return ("ok", st)
             if n == 2 and r[0] == "stop":
                 return r
-        elif r == "ignore":
+        elif isinstance(r, str) and r == "ignore":
             return "ignore"
         return ("stop", ("bad_return_value", r))
 
@@ -388,6 +388,9 @@ class _Engine(GenServer):
 
     def _sync_st(self, st: Any) -> None:
         # pyotp.sys.replace_state may have swapped the (state, data) pair
+        if type(st) is not tuple or len(st) != 2:
+            raise TypeError("the state of a GenStateMachine process is a (state, data) pair; "
+                            "pyotp.sys.replace_state gave %r" % (st,))
         self.state, self.data = st
 
     # -- invoking the machine's callbacks -------------------------------------------------
@@ -397,8 +400,9 @@ class _Engine(GenServer):
             raise TypeError("%s: state %r is not a str; callback mode state_functions needs "
                             "str states named after methods" % (type(self.m).__name__, state))
         fn = getattr(type(self.m), state, None)
+        owner = next((k for k in type(self.m).__mro__ if state in vars(k)), None)
         if (state in _CALLBACK_NAMES or state.startswith("__") or not callable(fn)
-                or fn is getattr(GenStateMachine, state, None)):
+                or owner is GenStateMachine or owner is object):
             raise AttributeError("%s has no state function %r (callback mode state_functions)"
                                  % (type(self.m).__name__, state))
         self._fns[state] = fn
@@ -815,13 +819,24 @@ class _Engine(GenServer):
             except (KeyError, TypeError):
                 fn = self._resolve(state)
             r = fn(self.m, "cast", request, data)
-        if type(r) is tuple and len(r) == 3 and r[0] == "next_state" and not self._timers:
-            ns = r[1]
-            if ns is state or not (ns != state) or not (self._state_enter or self._postponed):
-                self.state = ns
-                self.data = nd = r[2]
-                st = self._st = (ns, nd)
-                return ("noreply", st)
+        if not self._timers:
+            if type(r) is tuple:
+                n = len(r)
+                if n == 3:
+                    if r[0] == "next_state":
+                        ns = r[1]
+                        if (ns is state or not (ns != state)
+                                or not (self._state_enter or self._postponed)):
+                            self.state = ns
+                            self.data = nd = r[2]
+                            st = self._st = (ns, nd)
+                            return ("noreply", st)
+                elif n == 2 and r[0] == "keep_state":
+                    self.data = nd = r[1]
+                    st = self._st = (state, nd)
+                    return ("noreply", st)
+            elif type(r) is str and r == "keep_state_and_data":
+                return ("noreply", self._st)
         nxt = self._apply(r, state, data, True, "cast", request, None)
         if nxt is not None:
             return self._drive(nxt)
@@ -862,13 +877,24 @@ class _Engine(GenServer):
             except (KeyError, TypeError):
                 fn = self._resolve(state)
             r = fn(self.m, etype, content, data)
-        if type(r) is tuple and len(r) == 3 and r[0] == "next_state" and not self._timers:
-            ns = r[1]
-            if ns is state or not (ns != state) or not (self._state_enter or self._postponed):
-                self.state = ns
-                self.data = nd = r[2]
-                st = self._st = (ns, nd)
-                return ("noreply", st)
+        if not self._timers:
+            if type(r) is tuple:
+                n = len(r)
+                if n == 3:
+                    if r[0] == "next_state":
+                        ns = r[1]
+                        if (ns is state or not (ns != state)
+                                or not (self._state_enter or self._postponed)):
+                            self.state = ns
+                            self.data = nd = r[2]
+                            st = self._st = (ns, nd)
+                            return ("noreply", st)
+                elif n == 2 and r[0] == "keep_state":
+                    self.data = nd = r[1]
+                    st = self._st = (state, nd)
+                    return ("noreply", st)
+            elif type(r) is str and r == "keep_state_and_data":
+                return ("noreply", self._st)
         nxt = self._apply(r, state, data, True, etype, content, None)
         if nxt is not None:
             return self._drive(nxt)
