@@ -204,13 +204,13 @@ def test_reserved_and_private_names_are_not_state_functions():
     async def main():
         pyotp.process_flag("trap_exit", True)
         out = []
-        for state in ("terminate", "call", "__init__", 42):
+        for state in ("terminate", "call", "start_link", "__init__", 42):
             pid = await M.start_link(state)
             GenStateMachine.cast(pid, "x")
             m = await pyotp.receive(lambda m: m[0] == "EXIT")
             out.append(type(m[2]).__name__)
         return out
-    assert pyotp.run(main) == ["AttributeError", "AttributeError", "AttributeError", "TypeError"]
+    assert pyotp.run(main) == ["AttributeError"] * 4 + ["TypeError"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -921,6 +921,41 @@ def test_sys_replace_state_is_seen_by_the_machine():
         GenStateMachine.cast(pid, "flip")          # off -> on, 42
         return await GenStateMachine.call(pid, "count"), await pyotp.sys.get_state(pid)
     assert pyotp.run(main) == (42, ("on", 42))
+
+
+def test_sys_replace_state_with_a_bad_value_crashes_the_machine_clearly():
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        pid = await Switch.start_link(0)
+        await pyotp.sys.replace_state(pid, lambda sd: "not a pair")
+        GenStateMachine.cast(pid, "flip")
+        m = await pyotp.receive(lambda m: m[0] == "EXIT")
+        return m[2]
+    reason = pyotp.run(main)
+    assert isinstance(reason, TypeError) and "(state, data) pair" in str(reason)
+
+
+def test_plain_callback_returning_a_coroutine_is_a_bad_return():
+    async def later(et, content, data):
+        return "keep_state_and_data"
+
+    class M(GenStateMachine):
+        def callback_mode(self):
+            return "state_functions"
+
+        def init(self, _):
+            return ("ok", "s", None)
+
+        s = staticmethod(lambda self, et, content, data: later(et, content, data))
+
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        pid = await M.start_link(None)
+        GenStateMachine.cast(pid, "x")
+        m = await pyotp.receive(lambda m: m[0] == "EXIT")
+        return m[2]
+    reason = pyotp.run(main)
+    assert reason[0] == "bad_return_value" and "coroutine" in reason[1]
 
 
 def test_crash_report_is_logged(caplog):
