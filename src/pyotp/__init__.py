@@ -30,6 +30,16 @@ from ._core import (
 from . import gen as _gen  # installs the name hooks
 from .gen_server import GenServer
 from .runtime import Runtime, NodeThread, run
+from .gen_statem import GenStateMachine
+from .gen_event import EventHandler, EventManager
+from .supervisor import Supervisor, SupervisorError, ChildSpecError
+from .dynamic_supervisor import DynamicSupervisor
+from .task import Task, TaskSupervisor
+from .registry import Registry
+from .pubsub import PubSub
+from .application import Application, ApplicationStartError, ApplicationEnvError
+from .circuit_breaker import CircuitBreaker, CircuitOpenError
+from . import config, sys
 
 __all__ = [
     "__version__", "Atom", "Pid", "Reference", "Timer",
@@ -40,4 +50,10 @@ __all__ = [
     "process_info", "processes",
     "send_after", "start_timer", "apply_after", "cancel_timer", "read_timer", "local_node",
     "GenServer", "Runtime", "NodeThread", "run",
+    "GenStateMachine", "EventHandler", "EventManager", "Supervisor", "SupervisorError",
+    "ChildSpecError", "DynamicSupervisor", "Task", "TaskSupervisor", "Registry", "PubSub",
+    "Application", "ApplicationStartError", "ApplicationEnvError", "CircuitBreaker",
+    "CircuitOpenError",
 ]
+# `pyotp.sys` and `pyotp.config` are reachable as attributes but stay out of __all__ so
+# that `from pyotp import *` never shadows the standard library's `sys`.
