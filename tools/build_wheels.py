@@ -12,7 +12,8 @@ For every CPython 3.10-3.13 installed through pyenv (``$(pyenv root)/versions/3.
    test dependencies (pytest, hypothesis) as binary wheels, then install the repaired wheel and those dependencies with
    ``CC=false CXX=false``, ``--no-index --no-build-isolation --only-binary=:all:`` and
    ``--find-links`` only, so nothing can be compiled or fetched at install time;
-4. copy ``tests/`` (and ``examples/``) to a temporary directory and run pytest there with the venv's
+4. copy ``tests/`` (and ``examples/``) *from the sdist* to a temporary directory (the same
+   snapshot as the wheel, even while the working tree changes) and run pytest there with the venv's
    interpreter (no ``src/`` on ``sys.path``: the installed wheel is what gets tested),
    after checking that ``pyotp`` is imported from the venv and ``pyotp.__version__`` matches.
 
@@ -35,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -165,7 +167,7 @@ def check_wheel_contents(wheel: Path) -> List[str]:
 
 
 def process_one(res: Result, sdist: Path, tools_py: Path, work: Path, wheelhouse: Path,
-                version: str) -> None:
+                version: str, test_root: Path) -> None:
     py = Path(res.python)
     logfile = work / ("log-%s.txt" % res.minor)
     logfile.write_text("")
@@ -233,8 +235,8 @@ def process_one(res: Result, sdist: Path, tools_py: Path, work: Path, wheelhouse
     #    examples/, which some tests load by path), as cibuildwheel's test-sources does
     with tempfile.TemporaryDirectory(prefix="pyotp-wheeltest-%s-" % res.minor) as tmp:
         for sub in TEST_SOURCES:
-            if (ROOT / sub).is_dir():
-                shutil.copytree(ROOT / sub, Path(tmp, sub),
+            if (test_root / sub).is_dir():
+                shutil.copytree(test_root / sub, Path(tmp, sub),
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
         probe = ("import os, sys, pyotp, pyotp._core as c; "
                  "assert os.path.realpath(pyotp.__file__).startswith(os.path.realpath(sys.prefix)), pyotp.__file__; "
@@ -253,7 +255,7 @@ def process_one(res: Result, sdist: Path, tools_py: Path, work: Path, wheelhouse
         res.tests = "%s (%.0fs)" % (summary, time.monotonic() - t0)
         if p.returncode != 0:
             res.problems.append("tests failed (see %s)" % logfile)
-            failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+            failed = [ln for ln in lines if re.match(r"(FAILED|ERROR) tests/", ln)]
             res.problems.extend("  " + ln for ln in failed[:20])
             return
     res.ok = not res.problems
@@ -288,10 +290,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log("building the sdist")
     sdist = build_sdist(tools_py, work / "sdist", common_log)
     shutil.copy2(sdist, wheelhouse / sdist.name)
+    # The tests come from the sdist too: the same snapshot as the wheels, even while the
+    # working tree changes under a long run.
+    unpacked = work / "sdist-src"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    with tarfile.open(sdist) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(unpacked, filter="data")
+        else:
+            tar.extractall(unpacked)
+    test_root = next(unpacked.iterdir())
     results = [Result(minor=m, python=str(pythons[m])) for m in wanted if m in pythons]
     for res in results:
         try:
-            process_one(res, sdist, tools_py, work, wheelhouse, version)
+            process_one(res, sdist, tools_py, work, wheelhouse, version, test_root)
         except Exception as e:  # report and go on with the other interpreters
             res.problems.append("%s: %s" % (type(e).__name__, e))
 
