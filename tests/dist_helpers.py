@@ -109,6 +109,7 @@ class NodeProc:
         self.proc: Optional[subprocess.Popen] = None
         self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
         self.log: List[str] = []
+        self.cond = threading.Condition()
 
     def start(self) -> "NodeProc":
         ensure_epmd()
@@ -123,10 +124,24 @@ class NodeProc:
     def _reader(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.log.append(line)
+            with self.cond:
+                self.log.append(line)
+                self.cond.notify_all()
             if line.startswith("@@"):
                 self.lines.put(line[2:].rstrip("\n"))
         self.lines.put(None)
+        with self.cond:
+            self.log.append("")
+            self.cond.notify_all()
+
+    def wait_log(self, text: str, timeout: float = WAIT) -> str:
+        """Wait until a line of the node's output contains ``text``; return that line."""
+        with self.cond:
+            ok = self.cond.wait_for(lambda: any(text in x for x in self.log), timeout)
+            if not ok:
+                raise AssertionError("%s: %r never appeared in the output:\n%s"
+                                     % (self.name, text, "".join(self.log)))
+            return next(x for x in self.log if text in x)
 
     def expect(self, tag: str, timeout: float = WAIT) -> str:
         """Wait for the next ``emit(tag, ...)`` line (other tags before it are an error)
@@ -193,6 +208,7 @@ class ErlNode:
         self.proc: Optional[subprocess.Popen] = None
         self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
         self.log: List[str] = []
+        self.cond = threading.Condition()
 
     def start(self) -> "ErlNode":
         erl = require_erl()
@@ -210,6 +226,7 @@ class ErlNode:
 
     _reader = NodeProc._reader
     expect = NodeProc.expect
+    wait_log = NodeProc.wait_log
     send_line = NodeProc.send_line
     kill = NodeProc.kill
     wait = NodeProc.wait

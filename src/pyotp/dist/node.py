@@ -47,7 +47,7 @@ from ..etf import Atom, ImproperList, Pid, Reference
 from ..gen_server import GenServer
 from . import epmd as _epmd
 from . import handshake as hs
-from .connection import UP, Connection, from_erl, to_erl
+from .connection import UP, Connection, ProtocolError, from_erl, to_erl
 
 _log = logging.getLogger("pyotp.dist")
 
@@ -58,6 +58,7 @@ A_NODEDOWN = Atom("nodedown")
 A_TIMEOUT = Atom("timeout")
 A_RETURN = Atom("return")
 A_THROW = Atom("throw")
+A_EXIT_CLASS = Atom("exit")
 A_ERROR = Atom("error")
 A_ERPC = Atom("erpc")
 A_EXECUTE_CALL = Atom("execute_call")
@@ -838,7 +839,7 @@ class NetKernel:
 
     def deliver_name(self, conn: Connection, frm: Any, name: Any, msg: Any) -> None:
         if type(name) is not Atom and type(name) is not str:
-            raise ValueError("REG_SEND to %r, which is not an atom" % (name,))
+            raise ProtocolError("REG_SEND to %r, which is not an atom" % (name,))
         _core._dist_deliver(str(name), msg)
 
     def deliver_alias(self, conn: Connection, alias: Any, msg: Any) -> None:
@@ -850,7 +851,7 @@ class NetKernel:
 
     def on_link(self, conn: Connection, frm: Pid, to: Pid) -> None:
         if type(frm) is not Pid or type(to) is not Pid:
-            raise ValueError("LINK between %r and %r" % (frm, to))
+            raise ProtocolError("LINK between %r and %r" % (frm, to))
         if not _core._dist_link(frm, to):
             self._safe_exit(conn, to, frm, "noproc", True)
 
@@ -859,7 +860,7 @@ class NetKernel:
 
     def on_exit(self, conn: Connection, frm: Any, to: Any, reason: Any, linked: bool) -> None:
         if type(to) is not Pid:
-            raise ValueError("EXIT to %r" % (to,))
+            raise ProtocolError("EXIT to %r" % (to,))
         _core._dist_exit(frm, to, reason, linked)
 
     def on_monitor(self, conn: Connection, frm: Pid, target: Any, ref: Reference) -> None:
@@ -868,7 +869,7 @@ class NetKernel:
         elif type(target) is Pid:
             t = target
         else:
-            raise ValueError("MONITOR_P of %r" % (target,))
+            raise ProtocolError("MONITOR_P of %r" % (target,))
         got = _core._dist_monitor(frm, t, ref)
         if got is None:
             conn.down(target, frm, ref, "noproc")
@@ -909,7 +910,7 @@ class NetKernel:
                          opts: Any, args: Any) -> None:
         if (type(mfa) is not tuple or len(mfa) != 3 or type(frm) is not Pid
                 or not isinstance(mfa[0], str) or not isinstance(mfa[1], str)):
-            raise ValueError("malformed SPAWN_REQUEST %r" % ((req, frm, mfa, opts),))
+            raise ProtocolError("malformed SPAWN_REQUEST %r" % ((req, frm, mfa, opts),))
         if type(args) is not list or type(opts) is not list:
             conn.spawn_reply(req, frm, 0, A_BADARG)
             return
@@ -1088,7 +1089,7 @@ async def _apply(k: NetKernel, m: Any, f: Any, a: Any, eref: Any, pyotp_peer: bo
         if inspect.isawaitable(v):
             v = await v
     except _core.Exit as e:
-        return (eref, A_EXIT, e.reason if pyotp_peer else to_erl(e.reason))
+        return (eref, A_EXIT_CLASS, e.reason if pyotp_peer else to_erl(e.reason))
     except Exception as e:
         return _error_reason(eref, e, pyotp_peer)
     return (eref, A_RETURN, v)
@@ -1255,7 +1256,7 @@ class Node:
         ['b@127.0.0.1']
         """
         if kind not in ("visible", "hidden", "connected", "known", "this"):
-            raise ValueError("Node.list kind must be visible, hidden, connected, known or this")
+            raise ProtocolError("Node.list kind must be visible, hidden, connected, known or this")
         if kind == "this":
             return [Node.self()]
         k = _kernel
@@ -1293,7 +1294,7 @@ class Node:
         >>> Node.set_cookie("other", node="c@127.0.0.1")
         """
         if not isinstance(cookie, str) or not cookie:
-            raise ValueError("cookie must be a non-empty str")
+            raise ProtocolError("cookie must be a non-empty str")
         k = kernel()
         if node is None:
             k.cookie = cookie

@@ -1,0 +1,138 @@
+"""Code that runs on the child nodes of the distribution tests (imported by them by name;
+kept free of pytest so a child node starts fast). Roles are started by
+``dist_helpers.NodeProc``; the other functions are spawned or rpc'd by the tests."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pyotp
+from pyotp import Exit, GenServer
+from pyotp.dist import Node
+from dist_helpers import emit, stdin_line
+
+
+
+
+class Echo(GenServer):
+    def init(self, arg):
+        return ("ok", [])
+
+    def handle_call(self, req, from_, casts):
+        if req == "casts":
+            return ("reply", list(casts), casts)
+        if req == "crash":
+            raise ValueError("crashed on request")
+        if type(req) is tuple and req[0] == "later":
+            pyotp.send_after(pyotp.self(), ("reply_later", from_, req[1]), req[2])
+            return ("noreply", casts)
+        return ("reply", ("echo", req, Node.self()), casts)
+
+    def handle_cast(self, req, casts):
+        return ("noreply", casts + [req])
+
+    def handle_info(self, msg, casts):
+        if type(msg) is tuple and msg[0] == "reply_later":
+            GenServer.reply(msg[1], msg[2])
+        return ("noreply", casts)
+
+
+async def role_peer():
+    await Echo.start(None, name="echo")
+    emit("ready", Node.self())
+    await pyotp.receive(lambda m: m == "stop")
+
+
+async def agent(report_to, trap=False):
+    """A remotely controlled process: obeys commands, forwards everything else."""
+    if trap:
+        pyotp.process_flag("trap_exit", True)
+    pyotp.send(report_to, ("agent_up", pyotp.self()))
+    while True:
+        m = await pyotp.receive()
+        if type(m) is tuple and m and m[0] == "cmd":
+            op = m[1]
+            if op == "exit":
+                raise Exit(m[2])
+            if op == "crash":
+                raise RuntimeError("agent crashed")
+            if op == "link":
+                pyotp.link(m[2])
+                pyotp.send(report_to, ("done", "link"))
+            elif op == "unlink":
+                pyotp.unlink(m[2])
+                pyotp.send(report_to, ("done", "unlink"))
+            elif op == "monitor":
+                pyotp.send(report_to, ("done", pyotp.monitor(m[2])))
+            elif op == "exit_signal":
+                pyotp.exit(m[2], m[3])
+                pyotp.send(report_to, ("done", "exit_signal"))
+            elif op == "echo":
+                pyotp.send(report_to, ("echo", m[2]))
+        else:
+            pyotp.send(report_to, ("got", m))
+
+
+def plain_add(a, b):
+    return a + b
+
+
+async def async_mul(a, b):
+    await pyotp.sleep(0.001)
+    return a * b
+
+
+def raiser(msg):
+    raise KeyError(msg)
+
+
+def exiter(reason):
+    raise Exit(reason)
+
+
+async def sleeper(seconds):
+    await pyotp.sleep(seconds)
+    return "slept"
+
+
+def getpid():
+    return os.getpid()
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: str
+
+
+
+async def role_watcher():
+    """Reports nodeup/nodedown lines; serves 'echo'."""
+    await Echo.start(None, name="echo")
+    Node.monitor_nodes(True)
+    emit("ready", Node.self())
+    while True:
+        m = await pyotp.receive()
+        emit(m[0], m[1])
+
+
+async def role_sink(other):
+    """Simultaneous connect: on each 'go' line, connect to `other` and send it a hello."""
+    me = pyotp.self()
+    pyotp.register("sink", me)
+    emit("ready", Node.self())
+    rnd = 0
+    while True:
+        line = await stdin_line()
+        if line != "go":
+            return
+        rnd += 1
+        pyotp.send(("sink", other), ("hello", rnd, Node.self()))
+        ok = await Node.connect(other)
+        got = await pyotp.receive(lambda m: m[0] == "hello" and m[1] == rnd, timeout=20)
+        emit("round", (rnd, ok, got[2] == other, Node.list()))
+        await stdin_line()
+        Node.disconnect(other)
+        emit("disconnected", rnd)
+
+

@@ -1,0 +1,285 @@
+"""Distribution between pyotp nodes in separate OS processes: connect/ping, sends, remote
+GenServer call/cast, exact Python values, remote spawn, links, monitors, exit signals, rpc.
+
+The test process is node "a" (a fresh name per test); a peer node "b" runs in a child
+process for the whole module (role ``role_peer``). Code that must run on b is a
+module-level function here, sent by name with ``Node.spawn`` (b imports this module).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import pyotp
+from pyotp import Exit, GenServer
+from pyotp.dist import DistError, Node, abcast, multi_call, rpc, run_node
+from dist_helpers import COOKIE, NodeProc, unique
+from dist_roles import Echo, Point, agent
+
+
+# ---------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def peer():
+    with NodeProc("b", role="dist_roles:role_peer") as b:
+        b.expect("ready")
+        yield b
+
+
+def run(main, *args, **kw):
+    return run_node(main, *args, node=unique("a"), cookie=COOKIE, **kw)
+
+
+async def spawn_agent(node, trap=False, link=False):
+    me = pyotp.self()
+    fn = Node.spawn_link if link else Node.spawn
+    pid = await fn(node, agent, me, trap)
+    up = await pyotp.receive(lambda m: m[0] == "agent_up", timeout=10)
+    assert up[1] == pid
+    return pid
+
+
+# ---------------------------------------------------------------------------------------
+# tests
+
+
+def test_ping_connect_list(peer):
+    async def main():
+        pong = await Node.ping(peer.name)
+        missing = await Node.ping(unique("nobody"))
+        return pong, missing, Node.list(), Node.list("hidden"), Node.self().startswith("a")
+    assert run(main) == ("pong", "pang", [peer.name], [], True)
+
+
+def test_remote_call_cast_by_name_and_pid(peer):
+    async def main():
+        srv = ("echo", peer.name)
+        r1 = await GenServer.call(srv, "hi")
+        GenServer.cast(srv, "c1")
+        GenServer.cast(srv, ("c2", 2))
+        casts = await GenServer.call(srv, "casts")
+        pid = await rpc.call(peer.name, "pyotp", "whereis", ["echo"])
+        r2 = await GenServer.call(pid, "by pid")
+        return r1, casts[-2:], r2, pid.node
+    r1, casts, r2, node = run(main)
+    assert r1 == ("echo", "hi", peer.name)
+    assert casts == ["c1", ("c2", 2)]
+    assert r2 == ("echo", "by pid", peer.name)
+    assert node == peer.name
+
+
+def test_python_values_round_trip_exactly(peer):
+    value = {"s": "text", "b": b"bytes", "t": (1, 2.5, None, True), "set": frozenset({1, 2}),
+             "p": Point(3, "y"), "big": 2 ** 100, "nested": [["x"], {"k": ("v",)}]}
+
+    async def main():
+        return await GenServer.call(("echo", peer.name), value)
+    tag, got, node = run(main)
+    assert got == value and type(got["p"]) is Point and type(got["s"]) is str
+
+
+def test_remote_call_errors(peer):
+    async def main():
+        out = []
+        try:
+            await GenServer.call(("nosuch", peer.name), "x", timeout=5)
+        except Exit as e:
+            out.append(e.reason[0])
+        try:
+            await GenServer.call(("echo", peer.name), ("later", "late", 0.2), timeout=0.05)
+        except Exit as e:
+            out.append(e.reason[0])
+        # the late reply must not show up as a message; a new call works
+        out.append(await GenServer.call(("echo", peer.name), "after"))
+        try:
+            await pyotp.receive(timeout=0.3)
+            out.append("unexpected message")
+        except TimeoutError:
+            out.append("no stray reply")
+        return out
+    assert run(main) == ["noproc", "timeout", ("echo", "after", peer.name), "no stray reply"]
+
+
+def test_send_to_pid_and_name(peer):
+    async def main():
+        pid = await spawn_agent(peer.name)
+        pyotp.send(pid, ("cmd", "echo", "by pid"))
+        r1 = await pyotp.receive(timeout=10)
+        pyotp.send(pid, "anything")
+        r2 = await pyotp.receive(timeout=10)
+        pyotp.send(pid, ("cmd", "exit", "normal"))
+        return r1, r2
+    assert run(main) == (("echo", "by pid"), ("got", "anything"))
+
+
+def test_remote_spawn_runs_module_function(peer):
+    async def main():
+        pid = await Node.spawn(peer.name, agent, pyotp.self())
+        up = await pyotp.receive(timeout=10)
+        ref = pyotp.monitor(pid)
+        pyotp.send(pid, ("cmd", "exit", ("custom", 42)))
+        down = await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10)
+        return up == ("agent_up", pid), down == ("DOWN", ref, "process", pid, ("custom", 42))
+    assert run(main) == (True, True)
+
+
+def test_spawn_link_and_remote_crash_reason(peer):
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        pid = await spawn_agent(peer.name, link=True)
+        pyotp.send(pid, ("cmd", "exit", ("shutdown", "bye")))
+        return await pyotp.receive(lambda m: m[0] == "EXIT", timeout=10), pid
+    (tag, frm, reason), pid = run(main)
+    assert (tag, frm, reason) == ("EXIT", pid, ("shutdown", "bye"))
+
+
+def test_spawn_errors(peer):
+    async def main():
+        with pytest.raises(DistError):
+            await Node.spawn(peer.name, lambda: None)
+        pyotp.process_flag("trap_exit", True)
+        pid = await Node.spawn_link(peer.name, ("no_such_module_xyz", "f"))
+        return await pyotp.receive(timeout=10), pid
+    (tag, pid2, reason), pid = run(main)
+    assert (tag, pid2) == ("EXIT", pid)
+    assert reason[0] == "undef"
+
+
+def test_links_both_directions(peer):
+    async def local_victim():
+        await pyotp.receive(lambda m: m == "die")
+        raise Exit("local_reason")
+
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        agent_pid = await spawn_agent(peer.name, trap=True)
+        # remote agent links to a local process which then dies: agent sees EXIT
+        victim = pyotp.spawn(local_victim)
+        pyotp.send(agent_pid, ("cmd", "link", victim))
+        assert await pyotp.receive(timeout=10) == ("done", "link")
+        pyotp.send(victim, "die")
+        got = await pyotp.receive(timeout=10)
+        # local process links to the remote agent, which crashes
+        pyotp.link(agent_pid)
+        pyotp.send(agent_pid, ("cmd", "crash"))
+        ex = await pyotp.receive(lambda m: m[0] == "EXIT", timeout=10)
+        return got, victim, ex, agent_pid
+    got, victim, ex, agent_pid = run(main)
+    assert got == ("got", ("EXIT", victim, "local_reason"))
+    assert ex[0] == "EXIT" and ex[1] == agent_pid
+    assert isinstance(ex[2], RuntimeError) and str(ex[2]) == "agent crashed"
+
+
+def test_unlink_across_nodes(peer):
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        agent_pid = await spawn_agent(peer.name)
+        pyotp.link(agent_pid)
+        pyotp.unlink(agent_pid)
+        pyotp.send(agent_pid, ("cmd", "echo", 1))      # ordering: after the unlink
+        await pyotp.receive(timeout=10)
+        ref = pyotp.monitor(agent_pid)
+        pyotp.send(agent_pid, ("cmd", "exit", "boom"))
+        down = await pyotp.receive(timeout=10)
+        try:
+            extra = await pyotp.receive(timeout=0.2)
+        except TimeoutError:
+            extra = None
+        return down[0], down[4], extra
+    assert run(main) == ("DOWN", "boom", None)
+
+
+def test_monitor_remote_by_name_and_noproc(peer):
+    async def main():
+        r1 = pyotp.monitor(("nosuch", peer.name))
+        d1 = await pyotp.receive(timeout=10)
+        r2 = pyotp.monitor(("echo", peer.name))
+        pyotp.demonitor(r2)
+        pid = await spawn_agent(peer.name)
+        r3 = pyotp.monitor(pid)
+        pyotp.exit(pid, "kill")                       # remote exit signal
+        d3 = await pyotp.receive(timeout=10)
+        return d1 == ("DOWN", r1, "process", ("nosuch", peer.name), "noproc"), d3 == ("DOWN", r3, "process", pid, "killed")
+    assert run(main) == (True, True)
+
+
+def test_remote_process_monitors_local(peer):
+    async def local():
+        await pyotp.receive(lambda m: m == "die")
+        raise Exit(("bye", 1))
+
+    async def main():
+        agent_pid = await spawn_agent(peer.name)
+        victim = pyotp.spawn(local)
+        pyotp.send(agent_pid, ("cmd", "monitor", victim))
+        _, ref = await pyotp.receive(timeout=10)
+        pyotp.send(victim, "die")
+        got = await pyotp.receive(timeout=10)
+        return got == ("got", ("DOWN", ref, "process", victim, ("bye", 1)))
+    assert run(main) is True
+
+
+def test_exit_signals_from_remote(peer):
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        agent_pid = await spawn_agent(peer.name)
+        me = pyotp.self()
+        pyotp.send(agent_pid, ("cmd", "exit_signal", me, "stop_it"))
+        a = await pyotp.receive(lambda m: m[0] == "EXIT", timeout=10)
+        return a == ("EXIT", agent_pid, "stop_it")
+    assert run(main) is True
+
+
+def test_rpc_results_and_errors(peer):
+    async def main():
+        n = peer.name
+        out = [
+            await rpc.call(n, "dist_roles", "plain_add", [2, 3]),
+            await rpc.call(n, "dist_roles", "async_mul", [4, 5]),
+            await rpc.call(n, "dist_roles", "no_such_fn", []),
+            await rpc.call(n, "dist_roles", "raiser", ["k"]),
+            await rpc.call(n, "dist_roles", "exiter", [("why", 1)]),
+            await rpc.call(n, "dist_roles", "sleeper", [5], timeout=0.05),
+            await rpc.call(unique("nobody"), "os", "getpid", []),
+            await rpc.call(Node.self(), "dist_roles", "plain_add", ["a", "b"]),
+        ]
+        return out
+    out = run(main)
+    assert out[0] == 5 and out[1] == 20
+    assert out[2][0] == "badrpc" and out[2][1][0] == "EXIT" and out[2][1][1][0] == "undef"
+    exc = out[3][1][1][0]
+    assert out[3][0] == "badrpc" and isinstance(exc, KeyError) and exc.args == ("k",)
+    assert out[4] == ("badrpc", ("EXIT", ("why", 1)))
+    assert out[5] == ("badrpc", "timeout")
+    assert out[6] == ("badrpc", "nodedown")
+    assert out[7] == "ab"
+
+
+def test_rpc_cast_multicall_multi_call_abcast(peer):
+    async def main():
+        n = peer.name
+        me = Node.self()
+        rpc.cast(n, "pyotp", "send", [pyotp.self(), "cast arrived"])
+        got = await pyotp.receive(timeout=10)
+        res, bad = await rpc.multicall([n, me, unique("nobody")], "dist_roles", "getpid", [])
+        abcast([n], "echo", "ab")
+        replies, bad2 = await multi_call([n, unique("nobody")], "echo", "casts", timeout=5)
+        return got, res, len(bad), replies, bad2
+    got, res, nbad, replies, bad2 = run(main)
+    assert got == "cast arrived"
+    assert len(res) == 2 and res[1] == os.getpid() and res[0] != os.getpid()
+    assert nbad == 1
+    assert replies[0][0] == peer.name and replies[0][1][-1] == "ab"
+    assert len(bad2) == 1
+
+
+def test_multi_call_mixed_local_and_remote(peer):
+    async def main():
+        await Echo.start(None, name="echo_local")
+        me = Node.self()
+        replies, bad = await multi_call([peer.name, me], "echo_local", "x", timeout=5)
+        return replies == [(me, ("echo", "x", me))], bad == [peer.name]
+    assert run(main) == (True, True)
