@@ -526,8 +526,8 @@ class _Engine(GenServer):
                         actions = None
                 elif tag == "state_timeout" or tag == "timeout":
                     t = a[1]
-                    if ((type(t) is float or type(t) is int) and t > 0 and acc is None
-                            and not self._t0q):
+                    if ((type(t) is float or type(t) is int) and t > 0
+                            and (acc is None or acc.timeouts is None) and not self._t0q):
                         one = a
                         actions = None
             if actions is not None:
@@ -545,7 +545,10 @@ class _Engine(GenServer):
             return _ENTER
         if one is None:
             return self._transition(etype, content, ns, nd, acc)
-        nxt = self._transition(etype, content, ns, nd, None)
+        # the transition first (a state change cancels the old state timeout), then the
+        # new timeout; no zero timeout is pending (checked above), so the next event the
+        # transition picked cannot be one this timeout replaces
+        nxt = self._transition(etype, content, ns, nd, acc)
         self._start_one(one[0], one[1], one[2])
         return nxt
 
