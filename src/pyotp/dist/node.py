@@ -1256,7 +1256,7 @@ class Node:
         ['b@127.0.0.1']
         """
         if kind not in ("visible", "hidden", "connected", "known", "this"):
-            raise ProtocolError("Node.list kind must be visible, hidden, connected, known or this")
+            raise ValueError("Node.list kind must be visible, hidden, connected, known or this")
         if kind == "this":
             return [Node.self()]
         k = _kernel
@@ -1294,7 +1294,7 @@ class Node:
         >>> Node.set_cookie("other", node="c@127.0.0.1")
         """
         if not isinstance(cookie, str) or not cookie:
-            raise ProtocolError("cookie must be a non-empty str")
+            raise ValueError("cookie must be a non-empty str")
         k = kernel()
         if node is None:
             k.cookie = cookie
