@@ -584,3 +584,17 @@ def test_event_manager_under_a_supervisor_is_restarted_empty():
     ids, restarted, handlers = pyotp.run(main)
     assert sorted(map(repr, ids)) == sorted(map(repr, ["alarms", EventManager]))
     assert restarted and handlers == []
+
+
+def test_malformed_raw_requests_get_an_error_reply_and_the_manager_survives():
+    async def main():
+        mgr = await EventManager.start_link()
+        r1 = await pyotp.GenServer.call(mgr, ("add_handler", "NotAClass", None, None))
+        r2 = await pyotp.GenServer.call(mgr, ("delete_handler",))
+        r3 = await pyotp.GenServer.call(mgr, "hello")
+        return r1, r2, r3, await EventManager.which_handlers(mgr)
+    r1, r2, r3, handlers = pyotp.run(main)
+    assert r1[0] == "error" and r1[1][:2] == ("bad_request", ("add_handler", "NotAClass", None, None))
+    assert "not an event handler" in r1[1][2]
+    assert r2[0] == "error" and r2[1][:2] == ("bad_request", ("delete_handler",))
+    assert r3 == ("error", ("unknown_request", "hello")) and handlers == []

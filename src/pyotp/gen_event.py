@@ -392,6 +392,12 @@ class EventManager(GenServer):
         return self._noreply
 
     def handle_call(self, req: Any, from_: Any, handlers: List[_Handler]) -> Any:
+        try:
+            return self._request(req, handlers)
+        except (TypeError, IndexError) as e:   # a malformed raw request must not kill us
+            return ("reply", ("error", ("bad_request", req, str(e))), handlers)
+
+    def _request(self, req: Any, handlers: List[_Handler]) -> Any:
         tag = req[0] if type(req) is tuple and req else None
         if tag == "sync_notify":
             self._notify(req[1], handlers, False)
