@@ -1,0 +1,106 @@
+"""Packaging invariants that hold both in a source checkout and for an installed wheel:
+one version, typing files shipped next to the package, and a `_core.pyi` stub that
+matches the compiled core (every name, every function's parameters)."""
+import ast
+import importlib.metadata
+import inspect
+import re
+from pathlib import Path
+
+import pyotp
+import pyotp._core as core
+from pyotp import _version
+
+PKG_DIR = Path(pyotp.__file__).resolve().parent
+STUB = PKG_DIR / "_core.pyi"
+
+
+def _stub_tree() -> ast.Module:
+    return ast.parse(STUB.read_text(encoding="utf-8"))
+
+
+def _stub_names() -> set:
+    names = set()
+    for node in _stub_tree().body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def _stub_functions() -> dict:
+    """name -> ast.FunctionDef for module-level functions that are not overloaded."""
+    seen: dict = {}
+    overloaded = set()
+    for node in _stub_tree().body:
+        if isinstance(node, ast.FunctionDef):
+            if any(isinstance(d, ast.Name) and d.id == "overload" for d in node.decorator_list):
+                overloaded.add(node.name)
+            seen[node.name] = node
+    return {n: f for n, f in seen.items() if n not in overloaded}
+
+
+def _runtime_names() -> set:
+    return {n for n in dir(core)
+            if not n.startswith("__") and not inspect.ismodule(getattr(core, n))}
+
+
+def test_version_has_a_single_source():
+    assert pyotp.__version__ == _version.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?", pyotp.__version__)
+    try:
+        dist = importlib.metadata.distribution("pyotp-actors")
+    except importlib.metadata.PackageNotFoundError:
+        return      # a source checkout on PYTHONPATH: nothing installed to compare with
+    installed_init = Path(str(dist.locate_file("pyotp/__init__.py"))).resolve()
+    if installed_init == Path(pyotp.__file__).resolve():
+        assert dist.version == pyotp.__version__
+
+
+def test_typing_files_ship_with_the_package():
+    assert (PKG_DIR / "py.typed").is_file()
+    assert STUB.is_file()
+
+
+def test_stub_declares_every_public_name_of_the_core():
+    missing = sorted(n for n in _runtime_names() - _stub_names() if not n.startswith("_"))
+    assert missing == [], "add these to src/pyotp/_core.pyi: %s" % missing
+
+
+def test_stub_declares_nothing_the_core_lacks():
+    extra = sorted(_stub_names() - _runtime_names())
+    assert extra == [], "src/pyotp/_core.pyi declares names pyotp._core does not have: %s" % extra
+
+
+def test_stub_declares_every_core_name_the_python_layer_uses():
+    used = set()
+    for path in PKG_DIR.rglob("*.py"):
+        used.update(re.findall(r"\b_core\.(\w+)", path.read_text(encoding="utf-8")))
+    missing = sorted(used - _stub_names())
+    assert missing == [], "the Python layer uses pyotp._core names missing from the stub: %s" % missing
+
+
+def test_stub_parameters_match_the_compiled_functions():
+    mismatches = []
+    for name, fn in _stub_functions().items():
+        obj = getattr(core, name, None)
+        if obj is None or not callable(obj):
+            continue
+        try:
+            sig = inspect.signature(obj)
+        except (TypeError, ValueError):
+            continue
+        a = fn.args
+        stub_params = ([p.arg for p in a.posonlyargs + a.args]
+                       + (["*" + a.vararg.arg] if a.vararg else [])
+                       + [p.arg for p in a.kwonlyargs])
+        rt_params = []
+        for p in sig.parameters.values():
+            if p.kind is p.VAR_POSITIONAL:
+                rt_params.append("*" + p.name)
+            elif p.kind is not p.VAR_KEYWORD:
+                rt_params.append(p.name)
+        if stub_params != rt_params:
+            mismatches.append("%s: stub %s, core %s" % (name, stub_params, rt_params))
+    assert mismatches == []
