@@ -188,6 +188,8 @@ cdef void _crash_report(Process p, object reason, str what):
     cdef str extra = ""
     try:
         if p.kind == PK_GEN and p.mod is not None:
+            # a behaviour built on the GenServer loop names itself (e.g. GenStateMachine)
+            what = getattr(p.mod, "behaviour_name", what)
             status = {"state": p.state, "message": p.last_msg, "reason": reason}
             try:
                 status = p.mod.format_status(status)

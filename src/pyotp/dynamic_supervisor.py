@@ -96,6 +96,7 @@ def _is_kill_timer(tags: Dict[Any, Any]) -> Any:
 
 class _DynamicSupervisorServer(GenServer):
     """The DynamicSupervisor process (a GenServer trapping exits); state on the instance."""
+    behaviour_name = "DynamicSupervisor"
 
     async def init(self, arg: Tuple[Any, Any, Any]) -> Any:
         module, init_arg, name = arg

@@ -190,6 +190,7 @@ class EventManager(GenServer):
     >>> pyotp.run(main)
     [<class 'Collect'>]
     """
+    behaviour_name = "EventManager"
 
     # -- the API -------------------------------------------------------------------------
 

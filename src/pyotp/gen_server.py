@@ -51,6 +51,10 @@ Name = Any  # str | ("global", name) | ("via", module, key)
 class GenServer:
     """Base class of GenServers; see the module documentation."""
 
+    #: how crash reports name this kind of process; behaviours built on the GenServer
+    #: loop (GenStateMachine, Supervisor, ...) override it
+    behaviour_name = "GenServer"
+
     # -- the callbacks' defaults (as Elixir's `use GenServer`) -----------------------
 
     def init(self, arg: Any) -> Any:

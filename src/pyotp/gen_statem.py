@@ -306,6 +306,7 @@ _CALLBACK_NAMES = frozenset(("init", "callback_mode", "handle_event", "terminate
 
 class _Engine(GenServer):
     """Runs one machine. Subclassed per machine class (see _engine_for)."""
+    behaviour_name = "GenStateMachine"
 
     _machine: Any = GenStateMachine
     _state_fns: Dict[Any, Any] = {}

@@ -110,6 +110,7 @@ class _SupervisorServer(GenServer):
     """The supervisor process: a GenServer trapping exits. Its state lives on the instance
     (one per process); the GenServer state is unused. Callbacks are ``async def`` because
     starting and stopping children waits (child init, the child's DOWN)."""
+    behaviour_name = "Supervisor"
 
     # -- start ------------------------------------------------------------------------
 
