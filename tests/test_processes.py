@@ -362,3 +362,27 @@ def test_killed_process_unwinds_its_coroutine():
         pyotp.exit(pid, "kill")
         return await pyotp.receive()
     assert run(main) == "cleaned up"
+
+
+def test_keyboard_interrupt_in_a_process_stops_the_node():
+    async def main():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pyotp.run(main)
+
+    class Quitter(pyotp.GenServer):
+        def handle_cast(self, msg, s):
+            raise SystemExit(3)
+
+    async def main2():
+        pid = await Quitter.start(None)
+        pyotp.GenServer.cast(pid, "quit")
+        await pyotp.receive()
+
+    with pytest.raises(SystemExit):
+        pyotp.run(main2)
+    # the node was detached: a new one starts cleanly
+    async def main3():
+        return "fresh"
+    assert pyotp.run(main3) == "fresh"

@@ -168,6 +168,8 @@ cdef void _gen_callback(Process p, int cb, object a, object from_) except *:
             r = f(p.mod, a, p.state)
     except BaseException as e:
         p.sync_cb = False
+        if isinstance(e, _FATAL):
+            raise
         p.cb_kind = cb
         _gen_failed(p, cb, e)
         return

@@ -22,6 +22,10 @@ DEF BUDGET = 256
 DEF TURN_LIMIT = 30000
 DEF INT64_MAX = 0x7FFFFFFFFFFFFFFF
 
+# Ctrl-C and sys.exit() inside any process stop the whole node (they propagate out of the
+# scheduler into the event loop), rather than ending just the process that ran them.
+cdef tuple _FATAL = (KeyboardInterrupt, SystemExit)
+
 cdef Scheduler _sched = None
 cdef Process _current = None
 cdef object _TOKEN = object()
@@ -367,6 +371,8 @@ cdef void _coro_start(Process p) except *:
     try:
         r = fa[0](*fa[1])
     except BaseException as e:
+        if isinstance(e, _FATAL):
+            raise
         _coro_failed(p, e)
         return
     if hasattr(r, "send") and hasattr(r, "throw"):
@@ -396,6 +402,8 @@ cdef void _resume(Process p, object value, object exc) except *:
                 status = PYGEN_RETURN
     except BaseException as e:
         p.coro = None
+        if isinstance(e, _FATAL):
+            raise
         _coro_failed(p, e)
         return
     if status == PYGEN_NEXT:

@@ -118,6 +118,9 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     try:
         return loop.run_until_complete(_amain())
     finally:
+        if _core._node_running():
+            # interrupted (Ctrl-C / SystemExit escaped the loop): no orderly shutdown ran
+            _core._node_detach()
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
