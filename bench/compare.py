@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import subprocess
@@ -59,23 +60,34 @@ def run_pytest(mode: str, out: Path, extra: List[str]) -> Tuple[List[Dict[str, A
     jpath = out / "results.json"
     cmd = [sys.executable, "-m", "pytest", str(W.HERE), "-q", "-p", "no:cacheprovider",
            "--benchmark-group-by=group", "--benchmark-json=%s" % jpath,
-           "--benchmark-columns=min,median,max,rounds"] + extra
+           "--benchmark-columns=min,median,max,rounds", "--durations=10"] + extra
     if mode == "quick":
         cmd.append("--bench-quick")
     print("$ " + " ".join(cmd), flush=True)
     rc = subprocess.call(cmd, env=_env(), cwd=str(W.ROOT))
     if not jpath.exists():
         return [], "pytest exited %d and wrote no JSON" % rc
+    return read_json(jpath), (None if rc == 0 else "pytest exited %d (a workload failed its check?)" % rc)
+
+
+def read_json(jpath: Path) -> List[Dict[str, Any]]:
+    """Records from a pytest-benchmark JSON: this suite's extra_info, plus the group and
+    name for the behaviour benchmarks of the other bench/test_bench_*.py files."""
     data = json.loads(jpath.read_text())
     recs = []
     for b in data.get("benchmarks", []):
         info = dict(b.get("extra_info", {}))
         if "rate" not in info:
             continue
+        info["group"] = b.get("group") or info.get("workload") or b["name"]
+        if info["group"] not in W.WORKLOADS:
+            info["workload"] = info["group"]
+            info.setdefault("impl", b["name"])
+            info["test"] = b["name"]
         info["min_s"] = b["stats"]["min"]
         info["rounds"] = b["stats"]["rounds"]
         recs.append(info)
-    return recs, (None if rc == 0 else "pytest exited %d (a workload failed its check?)" % rc)
+    return recs
 
 
 def run_direct(mode: str) -> Tuple[List[Dict[str, Any]], Optional[str]]:
@@ -126,10 +138,21 @@ def ratio(pyotp: Optional[float], peer: Optional[float], lower_is_better: bool) 
 
 
 def build_table(recs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """workload -> impl -> record, for this suite's workloads (bench/workloads.py)."""
     t: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for r in recs:
-        t.setdefault(r["workload"], {})[r["impl"]] = r
+        if r["workload"] in W.WORKLOADS:
+            t.setdefault(r["workload"], {})[r["impl"]] = r
     return t
+
+
+def build_others(recs: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
+    """group -> records, for the other bench/test_bench_*.py files."""
+    o: Dict[str, List[Dict[str, Any]]] = {}
+    for r in recs:
+        if r["workload"] not in W.WORKLOADS:
+            o.setdefault(r["workload"], []).append(r)
+    return o
 
 
 def why_not(workload: str, impl: str, peer_errors: Dict[str, str]) -> str:
@@ -180,7 +203,10 @@ def targets(table: Dict[str, Dict[str, Dict[str, Any]]]) -> List[Tuple[str, str,
 
 
 def markdown(table: Dict[str, Dict[str, Dict[str, Any]]], machine: Dict[str, Any], mode: str,
-             peer_errors: Dict[str, str], errors: List[str], elapsed: float) -> str:
+             peer_errors: Dict[str, str], errors: List[str], elapsed: float,
+             others: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> str:
+    others = others or {}
+    groups = list(table) + list(others)
     cols = [c for c in COLUMNS if any(c in table.get(w, {}) for w in W.WORKLOADS) or c in peer_errors]
     L: List[str] = []
     v = machine["versions"]
@@ -251,13 +277,22 @@ def markdown(table: Dict[str, Dict[str, Dict[str, Any]]], machine: Dict[str, Any
     for what, tgt, val, verdict in targets(table):
         L.append("| %s | %s | %s | %s |" % (what, tgt, val, verdict))
     L.append("")
+    if others:
+        L.append("## Behaviour and codec workloads (the other bench/test_bench_*.py files, same run)\n")
+        L.append("| group | benchmark | implementation | rate |")
+        L.append("|---|---|---|---|")
+        for g in sorted(others):
+            for r in sorted(others[g], key=lambda r: -r["rate"]):
+                L.append("| %s | `%s` | %s | %s %s |" % (g, r.get("test", ""), r["impl"], fmt_rate(r["rate"]),
+                                                    r.get("unit", "ops/s")))
+        L.append("")
     L.append("## Not measured\n")
     for c, why in sorted(peer_errors.items()):
         L.append("- **%s**: missing, %s" % (LABELS.get(c, c), why))
     for w, i, why in W.skipped_cases():
         if why.startswith("n/a"):
             L.append("- %s / %s: %s" % (W.WORKLOADS[w].title, LABELS.get(i, i), why))
-    for wid, title, why in W.missing_workloads():
+    for wid, title, why in W.missing_workloads(groups):
         L.append("- workload **%s** (%s): missing, %s" % (title, wid, why))
     for e in errors:
         L.append("- error: %s" % e)
@@ -267,6 +302,31 @@ def markdown(table: Dict[str, Dict[str, Dict[str, Any]]], machine: Dict[str, Any
         for w in W.WORKLOADS if w in table) + ".\n")
     L.append("![pyotp and peers](results.png)\n")
     return "\n".join(L)
+
+
+DOCS = W.ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_docs(md: str, docs: Path = DOCS) -> bool:
+    """Put the report into docs/benchmarks.md between the results markers (headings one
+    level down, the chart linked from docs/)."""
+    if not docs.exists():
+        return False
+    text = docs.read_text()
+    if START not in text or END not in text:
+        return False
+    body = []
+    for line in md.splitlines():
+        if line.startswith("# "):
+            continue
+        if line.startswith("#"):
+            line = "#" + line
+        body.append(line.replace("](results.png)", "](../bench/results/results.png)"))
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    docs.write_text(head + START + "\n" + "\n".join(body).strip() + "\n" + END + tail)
+    return True
 
 
 def chart(table: Dict[str, Dict[str, Dict[str, Any]]], path: Path, title: str) -> Optional[str]:
@@ -327,6 +387,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", default=str(W.HERE / "results"), help="output directory (default bench/results)")
     ap.add_argument("--no-erlang", action="store_true", help="do not run the Erlang escript")
     ap.add_argument("--direct", action="store_true", help="run the workloads without pytest-benchmark")
+    ap.add_argument("--no-docs", action="store_true",
+                    help="do not refresh docs/benchmarks.md (only done when writing to bench/results)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="do not run anything: rebuild the report from OUT/results.json and OUT/summary.json")
     ap.add_argument("-k", dest="select", default=None, help="pytest -k expression (subset of the suite)")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
@@ -341,11 +405,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("peer %s: %s" % (c, why), flush=True)
 
     errors: List[str] = []
+    if args.report_only:
+        recs = read_json(out / "results.json")
+        old = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+        recs += [r for r in old.get("results", []) if r.get("impl") == "erlang"]
+        mode = old.get("mode", mode)
+        return report(recs, out, mode, peer_errors, old.get("errors", []), old.get("elapsed", 0.0), args,
+                      old.get("machine"))
     use_pytest = not args.direct
     if use_pytest:
-        try:
-            import pytest_benchmark  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("pytest_benchmark") is None:
             print("pytest-benchmark is not installed: running the workloads directly", flush=True)
             use_pytest = False
     if use_pytest:
@@ -362,23 +431,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         if eerr:
             errors.append("erlang: " + eerr)
 
-    machine = W.machine_info()
-    machine["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    machine["pyotp_loop"] = W.loop_name(W.new_loop("default"))
+    return report(recs, out, mode, peer_errors, errors, time.perf_counter() - t0, args)
+
+
+def report(recs: List[Dict[str, Any]], out: Path, mode: str, peer_errors: Dict[str, str],
+           errors: List[str], elapsed: float, args: argparse.Namespace,
+           machine: Optional[Dict[str, Any]] = None) -> int:
+    if machine is None:
+        machine = W.machine_info()
+        machine["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        machine["pyotp_loop"] = W.loop_name(W.new_loop("default"))
     table = build_table(recs)
-    elapsed = time.perf_counter() - t0
-    md = markdown(table, machine, mode, peer_errors, errors, elapsed)
+    others = build_others(recs)
+    md = markdown(table, machine, mode, peer_errors, errors, elapsed, others)
     (out / "results.md").write_text(md)
     (out / "summary.json").write_text(json.dumps(
         {"mode": mode, "machine": machine, "results": recs, "missing_peers": peer_errors,
-         "not_run": W.skipped_cases(), "missing_workloads": W.missing_workloads(),
-         "errors": errors}, indent=1, default=str))
+         "not_run": W.skipped_cases(), "elapsed": elapsed,
+         "missing_workloads": W.missing_workloads(list(table) + list(others)), "errors": errors}, indent=1, default=str))
     cerr = chart(table, out / "results.png",
                  "pyotp vs peers, %s, %s, %s CPUs (%s mode)" % (machine["python"], machine.get("otp") or "no OTP",
                                                                 machine["nproc"], mode))
     if cerr:
         errors.append(cerr)
         print(cerr)
+    if not args.no_docs and out.resolve() == (W.HERE / "results").resolve() and not args.select:
+        if update_docs(md):
+            print("updated %s" % DOCS)
     print()
     print(md)
     print("wrote %s/results.md, results.png, results.json, summary.json in %.0f s" % (out, elapsed))

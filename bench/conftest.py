@@ -86,7 +86,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             continue   # the escript is run by python -m bench.compare
         tr.write_line("  %-14s %-14s %s" % (w, i, why))
     tr.write_line("  %-14s %-14s %s" % ("*", "erlang", "run by python -m bench.compare (escript)"))
-    for wid, title, why in W.missing_workloads():
+    bs = getattr(tr.config, "_benchmarksession", None)
+    groups = sorted({b.group for b in getattr(bs, "benchmarks", []) if b.group}) if bs else None
+    for wid, title, why in W.missing_workloads(groups):
         tr.write_line("  %-14s %-14s missing: %s (%s)" % (wid, "*", title, why))
 
 
