@@ -136,3 +136,43 @@ async def role_sink(other):
         emit("disconnected", rnd)
 
 
+
+
+# -- global names and pg ------------------------------------------------------------------
+
+async def holder():
+    await pyotp.receive(lambda m: m == "never")
+
+
+async def role_global_holder(name):
+    """Registers a process globally (and locally as 'holder') before any connection."""
+    from pyotp.dist import global_names
+    pid = pyotp.spawn(holder)
+    pyotp.register("holder", pid)
+    emit("ready", global_names.register_name(name, pid))
+    await pyotp.receive(lambda m: m == "stop")
+
+
+async def global_whereis(name):
+    from pyotp.dist import global_names
+    await global_names.sync()
+    return global_names.whereis_name(name)
+
+
+async def role_global_server(name):
+    await Echo.start(None, name=("global", name))
+    emit("ready", Node.self())
+    await pyotp.receive(lambda m: m == "stop")
+
+
+async def role_pg(group, n):
+    from pyotp.dist import pg
+    pids = [pyotp.spawn(holder) for _ in range(n)]
+    pg.join(group, pids)
+    emit("ready", Node.self())
+    await pyotp.receive(lambda m: m == "stop")
+
+
+def pg_members(group):
+    from pyotp.dist import pg
+    return pg.get_members(group)

@@ -1,3 +1,289 @@
-"""placeholder"""
-async def _start(k): pass
-def _stop(): pass
+"""Global names: one name -> pid table replicated on every connected (visible) pyotp node,
+like Erlang's ``global``. ``("global", name)`` names go through it: ``GenServer.start(...,
+name=("global", "svc"))``, ``GenServer.call(("global", "svc"), ...)``, ``pyotp.send``.
+
+How it works (pyotp's own protocol between pyotp nodes, over the distribution channel):
+
+- Every node holds the whole table. ``register_name`` checks the local copy, records the
+  name, and broadcasts ``("register", name, pid)`` to the other nodes; the node that owns
+  the pid monitors it and broadcasts ``("unregister", name, pid)`` when it dies.
+- When two nodes connect (at startup, or when a partition heals), each sends the other
+  its own processes' registrations and the nodes it knows; unknown nodes are connected to,
+  so the cluster stays fully connected, as Erlang's global keeps it.
+- Replication messages are applied when they arrive (not by a process later), so their
+  order follows the connection's order: after a reply from node X, everything X
+  broadcast before it is in the local table.
+- A conflict (the same name registered to different pids, typically by two partitions
+  that now merge) is resolved the same way on every node: the registration whose pid lives
+  on the node with the smaller name is kept; the other process is killed by its own node
+  (reason ``"killed"``), with a log line, as ``global:random_exit_name`` does. Pass
+  ``resolve=`` to ``register_name`` to decide otherwise (it must be deterministic).
+- A node going down takes its processes' names with it.
+
+Unlike Erlang's global there are no cluster-wide locks: two nodes registering the same
+name in the same instant both get "yes" and the conflict rule then keeps one.
+
+>>> global_names.register_name("svc", pyotp.self())
+'yes'
+>>> global_names.whereis_name("svc")
+#PID<0.42.0>
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Optional
+
+from .. import _core
+from ..etf import Atom, Pid
+from ..gen import set_global_hook
+from ..gen_server import GenServer
+
+_log = logging.getLogger("pyotp.dist")
+
+WIRE_NAME = "pyotp_global"
+"""The registered name replication messages are addressed to (handled at receipt)."""
+PROC_NAME = "pyotp_global_server"
+"""The local process that monitors this node's registered pids and answers sync."""
+
+A_REGISTER = Atom("register")
+A_UNREGISTER = Atom("unregister")
+A_SYNC = Atom("sync")
+
+_table: Dict[Any, Pid] = {}
+_resolvers: Dict[Any, Callable[[Any, Pid, Pid], Pid]] = {}
+_kernel: Any = None
+_server: Optional[Pid] = None
+
+
+def _is_local(pid: Pid) -> bool:
+    return pid.node == _core.local_node()
+
+
+def _alive(pid: Pid) -> bool:
+    return _core.is_alive(pid) if _is_local(pid) else True
+
+
+def register_name(name: Any, pid: Pid, resolve: Optional[Callable[[Any, Pid, Pid], Pid]] = None) -> str:
+    """Register ``name`` for ``pid`` cluster-wide: "yes", or "no" if the name is taken.
+
+    ``resolve(name, pid1, pid2) -> pid`` (optional) picks the survivor of a conflict.
+
+    >>> global_names.register_name("db", pid)
+    'yes'
+    """
+    if type(pid) is not Pid:
+        raise TypeError("register_name: %r is not a pid" % (pid,))
+    cur = _table.get(name)
+    if cur is not None and _alive(cur):
+        return "no"
+    if _is_local(pid) and not _core.is_alive(pid):
+        return "no"
+    _table[name] = pid
+    if resolve is not None:
+        _resolvers[name] = resolve
+    if _is_local(pid) and _server is not None:
+        _core.send(_server, ("watch", pid))
+    _broadcast((A_REGISTER, name, pid))
+    return "yes"
+
+
+def unregister_name(name: Any) -> str:
+    """Remove a global name (cluster-wide). Returns "ok".
+
+    >>> global_names.unregister_name("db")
+    'ok'
+    """
+    pid = _table.pop(name, None)
+    _resolvers.pop(name, None)
+    if pid is not None:
+        _broadcast((A_UNREGISTER, name, pid))
+    return "ok"
+
+
+def whereis_name(name: Any) -> Optional[Pid]:
+    """The pid registered as ``name``, or None.
+
+    >>> global_names.whereis_name("db")
+    """
+    pid = _table.get(name)
+    if pid is not None and _is_local(pid) and not _core.is_alive(pid):
+        return None
+    return pid
+
+
+def registered_names() -> List[Any]:
+    """All global names.
+
+    >>> global_names.registered_names()
+    ['db', 'svc']
+    """
+    return list(_table)
+
+
+def send(name: Any, msg: Any) -> Pid:
+    """Send ``msg`` to the process registered as ``name`` (BadArg if none); returns its pid.
+
+    >>> global_names.send("db", ("get", 1))
+    """
+    pid = whereis_name(name)
+    if pid is None:
+        raise _core.BadArg("global send: no process is registered as %r" % (name,))
+    _core.send(pid, msg)
+    return pid
+
+
+async def sync(timeout: float = 10.0) -> str:
+    """Wait until every connected node has processed what happened before this call (its
+    registrations and the deaths it saw are then in the local table). Returns "ok".
+
+    >>> await global_names.sync()
+    'ok'
+    """
+    from .node import _external_call, kernel
+    import asyncio
+    k = kernel()
+    nodes = k.peers()
+    await asyncio.gather(*[_external_call((PROC_NAME, n), "sync", timeout) for n in nodes],
+                         return_exceptions=True)
+    return "ok"
+
+
+# -- replication ---------------------------------------------------------------------------
+
+def _broadcast(msg: Any) -> None:
+    k = _kernel
+    if k is None:
+        return
+    for n in k.peers():
+        k.send_name(n, WIRE_NAME, msg)
+
+
+def _merge(name: Any, pid: Pid) -> None:
+    cur = _table.get(name)
+    if cur is None or cur == pid:
+        _table[name] = pid
+        return
+    if _is_local(cur) and not _core.is_alive(cur):
+        _table[name] = pid
+        return
+    resolve = _resolvers.get(name)
+    if resolve is not None:
+        try:
+            keep = resolve(name, cur, pid)
+        except Exception:
+            _log.exception("global: resolve function for %r failed; using the default rule", name)
+            keep = _default_winner(cur, pid)
+    else:
+        keep = _default_winner(cur, pid)
+    lose = pid if keep == cur else cur
+    _table[name] = keep
+    if _is_local(lose):
+        _log.warning("global: name conflict for %r: keeping %r (on %s), killing %r",
+                     name, keep, keep.node, lose)
+        try:
+            _core.exit(lose, "kill")
+        except Exception:  # pragma: no cover
+            pass
+
+
+def _default_winner(a: Pid, b: Pid) -> Pid:
+    """Keep the registration of the pid on the node with the smaller name."""
+    return a if (str(a.node), a.id) <= (str(b.node), b.id) else b
+
+
+def _on_wire(conn: Any, msg: Any) -> None:
+    if type(msg) is not tuple or not msg:
+        return
+    tag = msg[0]
+    if tag == "register" and len(msg) == 3 and type(msg[2]) is Pid:
+        if _is_local(msg[2]) and not _core.is_alive(msg[2]):
+            return
+        _merge(msg[1], msg[2])
+    elif tag == "unregister" and len(msg) == 3:
+        if _table.get(msg[1]) == msg[2]:
+            del _table[msg[1]]
+            _resolvers.pop(msg[1], None)
+    elif tag == "sync" and len(msg) == 3 and type(msg[1]) is list and type(msg[2]) is list:
+        k = _kernel
+        for n in msg[1]:
+            if isinstance(n, str) and n != k.name and n not in k.conns and "@" in n:
+                k.loop.create_task(k.connect(str(n)))
+        for item in msg[2]:
+            if type(item) is tuple and len(item) == 2 and type(item[1]) is Pid:
+                _merge(item[0], item[1])
+
+
+def _nodeup(node: str, conn: Any) -> None:
+    if not conn.pyotp or conn.hidden:
+        return
+    k = _kernel
+    mine = [(name, pid) for name, pid in _table.items() if _is_local(pid) and _core.is_alive(pid)]
+    known = [n for n in k.peers() if n != node]
+    k.send_name(node, WIRE_NAME, (A_SYNC, known, mine))
+
+
+def _nodedown(node: str) -> None:
+    for name, pid in list(_table.items()):
+        if pid.node == node:
+            del _table[name]
+            _resolvers.pop(name, None)
+
+
+class _GlobalServer(GenServer):
+    """Monitors this node's globally registered pids; answers sync calls."""
+
+    def init(self, arg: Any) -> Any:
+        return ("ok", {})
+
+    def handle_call(self, req: Any, from_: Any, watched: Any) -> Any:
+        return ("reply", "ok", watched)
+
+    def handle_info(self, msg: Any, watched: Dict[Pid, Any]) -> Any:
+        if type(msg) is tuple and msg[0] == "watch":
+            pid = msg[1]
+            if pid not in watched:
+                watched[pid] = _core.monitor(pid)
+        elif type(msg) is tuple and msg[0] == "DOWN":
+            pid = msg[3]
+            watched.pop(pid, None)
+            for name, p in list(_table.items()):
+                if p == pid:
+                    del _table[name]
+                    _resolvers.pop(name, None)
+                    _broadcast((A_UNREGISTER, name, pid))
+        return ("noreply", watched)
+
+
+def _hook(op: str, name: Any, pid: Any) -> Any:
+    if op == "whereis":
+        return whereis_name(name)
+    if op == "register":
+        if register_name(name, pid) == "yes":
+            return True
+        return _table.get(name)
+    if op == "unregister":
+        unregister_name(name)
+        return None
+    raise _core.BadArg("global: unknown operation %r" % (op,))
+
+
+async def _start(k: Any) -> None:
+    global _kernel, _server
+    _kernel = k
+    _table.clear()
+    _resolvers.clear()
+    _server = await _GlobalServer.start(None, name=PROC_NAME)
+    k.system_pids.append(_server)
+    k.virtual[WIRE_NAME] = _on_wire
+    k.up_callbacks.append(_nodeup)
+    k.down_callbacks.append(_nodedown)
+    set_global_hook(_hook)
+
+
+def _stop() -> None:
+    global _kernel, _server
+    set_global_hook(None)
+    _kernel = None
+    _server = None
+    _table.clear()
+    _resolvers.clear()

@@ -334,6 +334,9 @@ class NetKernel:
         self.up_callbacks: List[Callable[[str, Connection], None]] = []
         self.down_callbacks: List[Callable[[str], None]] = []
         self.peer_ports: Dict[str, int] = {}
+        # names whose messages from other nodes are handled at receipt, in wire order
+        # (global's and pg's replication protocols): name -> handler(conn, msg)
+        self.virtual: Dict[str, Callable[[Connection, Any], None]] = {}
         self.server: Optional[asyncio.AbstractServer] = None
         self.registration: Optional[_epmd.Registration] = None
         self.epmd_server: Optional[_epmd.EpmdServer] = None
@@ -668,6 +671,14 @@ class NetKernel:
                 except Exception:
                     _log.exception("pyotp dist: nodedown callback failed")
 
+    def peers(self) -> List[str]:
+        """Connected visible pyotp nodes (the members of global's and pg's clusters)."""
+        return [n for n, c in self.conns.items() if c.pyotp and not c.hidden]
+
+    def send_name(self, node: str, name: str, msg: Any) -> None:
+        """REG_SEND msg to name on node (queued if the node is being connected)."""
+        self._queue(node, "reg_send", (self.kernel_pid, name, msg))
+
     def _notify_watcher(self, w: Pid, msg: Any) -> None:
         if not _core.is_alive(w):
             self.node_watchers.pop(w, None)
@@ -840,6 +851,11 @@ class NetKernel:
     def deliver_name(self, conn: Connection, frm: Any, name: Any, msg: Any) -> None:
         if type(name) is not Atom and type(name) is not str:
             raise ProtocolError("REG_SEND to %r, which is not an atom" % (name,))
+        if self.virtual:
+            h = self.virtual.get(name)
+            if h is not None:
+                h(conn, msg)
+                return
         _core._dist_deliver(str(name), msg)
 
     def deliver_alias(self, conn: Connection, alias: Any, msg: Any) -> None:

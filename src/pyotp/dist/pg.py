@@ -1,3 +1,324 @@
-"""placeholder"""
-async def _start(k): pass
-def _stop(): pass
+"""Process groups (Erlang's ``pg``): named groups of processes spread over the cluster.
+
+A *scope* is an independent set of groups served by one process per node, registered as
+the scope's name (the default scope ``"pg"`` starts with ``Node.start``; start others with
+``await pg.start("my_scope")``). Processes join groups on their own node; every node of the
+scope sees every member. Reads (``get_members``) are local and cheap.
+
+Between nodes the scope processes speak Erlang pg's message shapes (``{discover, Peer}``,
+``{sync, Peer, Groups}``, ``{join, Peer, Group, Pids}``, ``{leave, Peer, Pids, Groups}``)
+to the scope's name on each visible pyotp node; these messages are applied when they arrive,
+in connection order. When a member dies it leaves its groups; when a node goes down, its
+members vanish from every group.
+
+>>> pg.join("workers", pyotp.self())
+'ok'
+>>> pg.get_members("workers")
+[#PID<0.42.0>, #PID<b@host.7.0>]
+>>> ref, groups = pg.monitor_scope()      # then (ref, "join"|"leave", group, pids) messages
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from .. import _core
+from ..etf import Atom, Pid, Reference
+from ..gen_server import GenServer
+
+DEFAULT_SCOPE = "pg"
+
+A_DISCOVER = Atom("discover")
+A_SYNC = Atom("sync")
+A_JOIN = Atom("join")
+A_LEAVE = Atom("leave")
+
+
+class _Scope:
+    """The data of one scope on this node."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pid: Optional[Pid] = None
+        self.local: Dict[Any, List[Pid]] = {}
+        self.remote: Dict[str, Dict[Any, List[Pid]]] = {}
+        self.members: Dict[Any, List[Pid]] = {}
+        self.watchers: Dict[Reference, Tuple[Pid, Any]] = {}     # ref -> (pid, group | _ALL)
+
+    def rebuild(self, group: Any) -> None:
+        pids = list(self.local.get(group, ()))
+        for groups in self.remote.values():
+            pids.extend(groups.get(group, ()))
+        if pids:
+            self.members[group] = pids
+        else:
+            self.members.pop(group, None)
+
+    def notify(self, what: Atom, group: Any, pids: List[Pid]) -> None:
+        if not pids or not self.watchers:
+            return
+        for ref, (w, g) in list(self.watchers.items()):
+            if g is _ALL or g == group:
+                if _core.is_alive(w):
+                    _core.send(w, (ref, str(what), group, list(pids)))
+                else:
+                    del self.watchers[ref]
+
+
+_ALL = object()
+_scopes: Dict[str, _Scope] = {}
+_kernel: Any = None
+
+
+def _scope(scope: str) -> _Scope:
+    s = _scopes.get(scope)
+    if s is None:
+        raise _core.BadArg("pg scope %r is not started (await pg.start(%r))" % (scope, scope))
+    return s
+
+
+def _pids(pids: Union[Pid, Sequence[Pid]]) -> List[Pid]:
+    lst = [pids] if type(pids) is Pid else list(pids)
+    for p in lst:
+        if type(p) is not Pid or p.node != _core.local_node():
+            raise _core.BadArg("pg: %r is not a local pid (processes join groups on their own node)" % (p,))
+    return lst
+
+
+def join(group: Any, pids: Union[Pid, Sequence[Pid]], scope: str = DEFAULT_SCOPE) -> str:
+    """Add local process(es) to ``group`` (a process may join several times). Returns "ok".
+
+    >>> pg.join("workers", [pid1, pid2])
+    'ok'
+    """
+    s = _scope(scope)
+    lst = _pids(pids)
+    s.local.setdefault(group, []).extend(lst)
+    s.rebuild(group)
+    if s.pid is not None:
+        _core.send(s.pid, ("watch", lst))
+    _broadcast(s, (A_JOIN, s.pid, group, lst))
+    s.notify(A_JOIN, group, lst)
+    return "ok"
+
+
+def leave(group: Any, pids: Union[Pid, Sequence[Pid]], scope: str = DEFAULT_SCOPE) -> str:
+    """Remove local process(es) from ``group`` (one membership each). Returns "ok", or
+    "not_joined" if none of them was a member.
+
+    >>> pg.leave("workers", pid1)
+    'ok'
+    """
+    s = _scope(scope)
+    lst = _pids(pids)
+    left = _leave_local(s, group, lst)
+    return "ok" if left else "not_joined"
+
+
+def _leave_local(s: _Scope, group: Any, lst: List[Pid]) -> List[Pid]:
+    cur = s.local.get(group)
+    left = []
+    if cur:
+        for p in lst:
+            if p in cur:
+                cur.remove(p)
+                left.append(p)
+        if not cur:
+            del s.local[group]
+    if left:
+        s.rebuild(group)
+        _broadcast(s, (A_LEAVE, s.pid, left, [group]))
+        s.notify(A_LEAVE, group, left)
+    return left
+
+
+def get_members(group: Any, scope: str = DEFAULT_SCOPE) -> List[Pid]:
+    """All members of ``group`` in the cluster (a pid once per join).
+
+    >>> pg.get_members("workers")
+    """
+    return list(_scope(scope).members.get(group, ()))
+
+
+def get_local_members(group: Any, scope: str = DEFAULT_SCOPE) -> List[Pid]:
+    """The members of ``group`` on this node."""
+    return list(_scope(scope).local.get(group, ()))
+
+
+def which_groups(scope: str = DEFAULT_SCOPE) -> List[Any]:
+    """Groups with at least one member anywhere."""
+    return list(_scope(scope).members)
+
+
+def monitor_scope(scope: str = DEFAULT_SCOPE) -> Tuple[Reference, Dict[Any, List[Pid]]]:
+    """Watch every group of the scope: returns ``(ref, {group: members})``; then the
+    calling process gets ``(ref, "join", group, pids)`` and ``(ref, "leave", group, pids)``.
+
+    >>> ref, groups = pg.monitor_scope()
+    """
+    s = _scope(scope)
+    ref = _core.make_ref()
+    s.watchers[ref] = (_core.self(), _ALL)
+    return ref, {g: list(p) for g, p in s.members.items()}
+
+
+def monitor(group: Any, scope: str = DEFAULT_SCOPE) -> Tuple[Reference, List[Pid]]:
+    """Watch one group: returns ``(ref, members)``, then join/leave messages as for
+    monitor_scope."""
+    s = _scope(scope)
+    ref = _core.make_ref()
+    s.watchers[ref] = (_core.self(), group)
+    return ref, list(s.members.get(group, ()))
+
+
+def demonitor(ref: Reference, scope: str = DEFAULT_SCOPE) -> bool:
+    """Stop a monitor_scope / monitor subscription."""
+    return _scope(scope).watchers.pop(ref, None) is not None
+
+
+# -- replication -----------------------------------------------------------------------
+
+def _broadcast(s: _Scope, msg: Any) -> None:
+    k = _kernel
+    if k is None or s.pid is None:
+        return
+    for n in k.peers():
+        k.send_name(n, s.name, msg)
+
+
+def _set_remote(s: _Scope, node: str, groups: Dict[Any, List[Pid]]) -> None:
+    old = s.remote.pop(node, {})
+    if groups:
+        s.remote[node] = groups
+    for g in set(old) | set(groups):
+        s.rebuild(g)
+        before, after = old.get(g, []), groups.get(g, [])
+        gone = [p for p in before if p not in after]
+        new = [p for p in after if p not in before]
+        s.notify(A_LEAVE, g, gone)
+        s.notify(A_JOIN, g, new)
+
+
+def _on_wire(s: _Scope, conn: Any, msg: Any) -> None:
+    if type(msg) is not tuple or len(msg) < 2 or type(msg[1]) is not Pid:
+        return
+    tag, peer = msg[0], msg[1]
+    node = str(peer.node)
+    if tag == "discover":
+        groups = [(g, list(p)) for g, p in s.local.items()]
+        _kernel.send_name(node, s.name, (A_SYNC, s.pid, groups))
+    elif tag == "sync" and len(msg) == 3 and type(msg[2]) is list:
+        groups: Dict[Any, List[Pid]] = {}
+        for item in msg[2]:
+            if type(item) is tuple and len(item) == 2 and type(item[1]) is list:
+                groups[item[0]] = [p for p in item[1] if type(p) is Pid]
+        _set_remote(s, node, groups)
+    elif tag == "join" and len(msg) == 4:
+        pids = msg[3] if type(msg[3]) is list else [msg[3]]
+        g = msg[2]
+        s.remote.setdefault(node, {}).setdefault(g, []).extend(pids)
+        s.rebuild(g)
+        s.notify(A_JOIN, g, pids)
+    elif tag == "leave" and len(msg) == 4:
+        pids = msg[2] if type(msg[2]) is list else [msg[2]]
+        groups_of = s.remote.get(node, {})
+        for g in (msg[3] if type(msg[3]) is list else [msg[3]]):
+            cur = groups_of.get(g)
+            if not cur:
+                continue
+            left = []
+            for p in pids:
+                if p in cur:
+                    cur.remove(p)
+                    left.append(p)
+            if not cur:
+                del groups_of[g]
+            s.rebuild(g)
+            s.notify(A_LEAVE, g, left)
+
+
+class _ScopeServer(GenServer):
+    """One per scope and node: monitors local members (a dead member leaves its groups)."""
+
+    def init(self, scope: str) -> Any:
+        return ("ok", (scope, {}))
+
+    def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
+        return ("reply", "ok", state)
+
+    def handle_info(self, msg: Any, state: Any) -> Any:
+        scope, watched = state
+        s = _scopes.get(scope)
+        if type(msg) is tuple and msg[0] == "watch":
+            for p in msg[1]:
+                if p not in watched:
+                    watched[p] = _core.monitor(p)
+        elif type(msg) is tuple and msg[0] == "DOWN" and s is not None:
+            pid = msg[3]
+            watched.pop(pid, None)
+            for g in [g for g, pids in s.local.items() if pid in pids]:
+                n = s.local[g].count(pid)
+                _leave_local(s, g, [pid] * n)
+        return ("noreply", state)
+
+
+async def start(scope: str = DEFAULT_SCOPE) -> Pid:
+    """Start a scope on this node (before or after ``Node.start``); returns its process.
+
+    >>> await pg.start("chat")
+    """
+    if not isinstance(scope, str) or not scope:
+        raise _core.BadArg("pg scope must be a non-empty str, got %r" % (scope,))
+    s = _scopes.get(scope)
+    if s is not None and s.pid is not None and _core.is_alive(s.pid):
+        return s.pid
+    s = _Scope(scope)
+    _scopes[scope] = s
+    s.pid = await _ScopeServer.start(scope, name=scope)
+    if _kernel is not None:
+        _attach(s)
+    return s.pid
+
+
+def _attach(s: _Scope) -> None:
+    k = _kernel
+    k.virtual[s.name] = lambda conn, msg: _on_wire(s, conn, msg)
+    for n in k.peers():
+        k.send_name(n, s.name, (A_DISCOVER, s.pid))
+
+
+def _nodeup(node: str, conn: Any) -> None:
+    if not conn.pyotp or conn.hidden:
+        return
+    for s in _scopes.values():
+        if s.pid is not None:
+            _kernel.send_name(node, s.name, (A_DISCOVER, s.pid))
+
+
+def _nodedown(node: str) -> None:
+    for s in _scopes.values():
+        if node in s.remote:
+            _set_remote(s, node, {})
+
+
+async def _start(k: Any) -> None:
+    global _kernel
+    _kernel = k
+    k.up_callbacks.append(_nodeup)
+    k.down_callbacks.append(_nodedown)
+    for s in _scopes.values():
+        if s.pid is not None and _core.is_alive(s.pid):
+            _attach(s)
+    if DEFAULT_SCOPE not in _scopes or not _core.is_alive(_scopes[DEFAULT_SCOPE].pid):  # type: ignore[arg-type]
+        await start(DEFAULT_SCOPE)
+
+
+def _stop() -> None:
+    global _kernel
+    k = _kernel
+    _kernel = None
+    for s in _scopes.values():
+        s.remote.clear()
+        for g in list(s.members):
+            s.rebuild(g)
+        if k is not None:
+            k.virtual.pop(s.name, None)
