@@ -132,14 +132,11 @@ def receive(match=None, timeout=None):
         msg_free(m)
         p.handled += 1
         return _ready(v)
+    timeout = _timeout_arg(timeout, "receive")
     if timeout is not None:
-        if (type(timeout) is not int and type(timeout) is not float) or timeout < 0:
-            if not _is(timeout, "infinity"):
-                raise BadArg("receive timeout must be seconds >= 0 or None, got %r" % (timeout,))
-        elif timeout == 0:
+        if timeout == 0:
             raise TimeoutError("receive timed out")
-        else:
-            p.timer = _sched.start_timer(TK_WAKE, timeout, None, None, p)
+        p.timer = _sched.start_timer(TK_WAKE, timeout, None, None, p)
     p.wait = W_RECEIVE
     p.match = match
     return _suspended()
@@ -511,14 +508,8 @@ cdef object _gen_stop_monitor(object pid):
         return fut
     cdef Process w = _external_caller(fut)
     cdef Reference ref = _new_ref()
-    if t.monitored_by is None:
-        t.monitored_by = {}
-    t.monitored_by[ref] = w
-    w.wait = W_REPLY
-    w.wait_kind = WK_STOP
-    w.wait_ref = ref
-    w.wait_target = t
-    w.wait_info = (pid, None, None)
+    _watch(t, ref, w)
+    _park(w, ref, WK_STOP, t, (pid, None, None), None)
     return fut
 
 

@@ -76,9 +76,7 @@ def _dist_monitor(remote_pid, target, ref):
         p = _sched.names.get(target)
     if p is None:
         return None
-    if p.monitored_by is None:
-        p.monitored_by = {}
-    p.monitored_by[ref] = remote_pid
+    _watch(p, ref, remote_pid)
     return p.pid
 
 

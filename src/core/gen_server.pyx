@@ -369,6 +369,36 @@ cdef object _whereis_any(object dest):
 
 # ---------------------------------------------------------------------------------------
 # Calls
+#
+# call, start, stop and the runtime's exit wait all park the waiter the same way: a
+# W_REPLY wait on a ref, optionally watched through the target's monitored_by (so the
+# target's death answers it), with its timeout on the wheel.
+
+cdef object _timeout_arg(object timeout, str what):
+    """Seconds (int/float >= 0), or None for None/"infinity"; anything else is BadArg."""
+    if timeout is None or _is(timeout, "infinity"):
+        return None
+    if (type(timeout) is not int and type(timeout) is not float) or not (timeout >= 0):
+        raise BadArg("%s timeout must be seconds >= 0 or None/'infinity', got %r" % (what, timeout))
+    return timeout
+
+
+cdef inline void _watch(Process target, Reference ref, object watcher) except *:
+    if target.monitored_by is None:
+        target.monitored_by = {}
+    target.monitored_by[ref] = watcher
+
+
+cdef void _park(Process waiter, Reference ref, int kind, Process target, object info,
+                object timeout) except *:
+    waiter.wait = W_REPLY
+    waiter.wait_kind = kind
+    waiter.wait_ref = ref
+    waiter.wait_target = target
+    waiter.wait_info = info
+    if timeout is not None:
+        waiter.timer = _sched.start_timer(TK_WAKE, timeout, None, None, waiter)
+
 
 cdef object _begin_call(Process caller, object server, object request, object timeout, int kind=K_CALL):
     """Set up caller's wait for a call (or a K_SYS request). Returns None when parked,
@@ -376,11 +406,7 @@ cdef object _begin_call(Process caller, object server, object request, object ti
     cdef object target = _whereis_any(server)
     cdef Process t
     cdef Reference ref
-    if timeout is not None and not _is(timeout, "infinity"):
-        if (type(timeout) is not int and type(timeout) is not float) or timeout < 0:
-            raise BadArg("call timeout must be seconds >= 0 or None/'infinity', got %r" % (timeout,))
-    else:
-        timeout = None
+    timeout = _timeout_arg(timeout, "call")
     if target is None:
         raise Exit(("noproc", ("GenServer", "call", [server, request, timeout])))
     ref = _new_ref()
@@ -394,21 +420,13 @@ cdef object _begin_call(Process caller, object server, object request, object ti
         t = <Process>target
         if t is caller:
             raise Exit(("calling_self", ("GenServer", "call", [server, request, timeout])))
-        if t.monitored_by is None:
-            t.monitored_by = {}
-        t.monitored_by[ref] = caller
+        _watch(t, ref, caller)
         _deliver(t, msg_new(kind, request, (caller.pid, ref)))
         if timeout == 0:
             # OTP's `after 0`: the reply cannot be there yet; the request stays delivered
             del t.monitored_by[ref]
             raise Exit(("timeout", ("GenServer", "call", [server, request, timeout])))
-    caller.wait = W_REPLY
-    caller.wait_kind = WK_CALL
-    caller.wait_ref = ref
-    caller.wait_target = t
-    caller.wait_info = (server, request, timeout)
-    if timeout is not None:
-        caller.timer = _sched.start_timer(TK_WAKE, timeout, None, None, caller)
+    _park(caller, ref, WK_CALL, t, (server, request, timeout), timeout)
     return None
 
 
@@ -566,11 +584,7 @@ def _gen_start(cls, arg, name, bint link, timeout):
     cdef Process p
     cdef object existing, fut = None
     cdef Reference ref
-    if timeout is not None and not _is(timeout, "infinity"):
-        if (type(timeout) is not int and type(timeout) is not float) or timeout < 0:
-            raise BadArg("start timeout must be seconds >= 0 or None, got %r" % (timeout,))
-    else:
-        timeout = None
+    timeout = _timeout_arg(timeout, "start")
     spec = _spec_for(cls)
     if name is not None:
         existing = _whereis_any(name)
@@ -602,13 +616,7 @@ def _gen_start(cls, arg, name, bint link, timeout):
         _link(caller, p.pid)
     ref = _new_ref()
     p.ack = (caller, ref)
-    caller.wait = W_REPLY
-    caller.wait_kind = WK_START
-    caller.wait_ref = ref
-    caller.wait_target = p
-    caller.wait_info = None
-    if timeout is not None:
-        caller.timer = s.start_timer(TK_WAKE, timeout, None, None, caller)
+    _park(caller, ref, WK_START, p, None, timeout)
     p.scheduled = 1
     s.enqueue(p)
     return fut if fut is not None else _suspended()
@@ -623,8 +631,7 @@ def _gen_stop_request(server, reason, timeout):
     cdef Process t
     cdef Reference ref
     cdef object fut = None
-    if timeout is not None and _is(timeout, "infinity"):
-        timeout = None
+    timeout = _timeout_arg(timeout, "stop")
     if target is None:
         raise Exit(("noproc", ("GenServer", "stop", [server, reason, timeout])))
     if type(target) is not Process:
@@ -636,18 +643,10 @@ def _gen_stop_request(server, reason, timeout):
         fut = s.loop.create_future()
         caller = _external_caller(fut)
     ref = _new_ref()
-    if t.monitored_by is None:
-        t.monitored_by = {}
-    t.monitored_by[ref] = caller
+    _watch(t, ref, caller)
     if t.kind == PK_GEN:
         _deliver(t, msg_new(K_STOP, reason, None))
     else:
         _exit_signal(t, caller.pid, reason, False)
-    caller.wait = W_REPLY
-    caller.wait_kind = WK_STOP
-    caller.wait_ref = ref
-    caller.wait_target = t
-    caller.wait_info = (server, reason, timeout)
-    if timeout is not None:
-        caller.timer = s.start_timer(TK_WAKE, timeout, None, None, caller)
+    _park(caller, ref, WK_STOP, t, (server, reason, timeout), timeout)
     return fut if fut is not None else _suspended()

@@ -428,9 +428,7 @@ cdef Reference _monitor(Process watcher, object target):
     if watcher.monitors is None:
         watcher.monitors = {}
     watcher.monitors[ref] = obj if type(obj) is tuple else t.pid
-    if t.monitored_by is None:
-        t.monitored_by = {}
-    t.monitored_by[ref] = watcher
+    _watch(t, ref, watcher)
     return ref
 
 
