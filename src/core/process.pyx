@@ -283,16 +283,7 @@ cdef void _do_exit(Process p, object reason) except *:
         mons = p.monitors
         p.monitors = None
         for ref, target in mons.items():
-            if type(target) is Pid and (<Pid>target)._proc is not None:
-                o = (<Pid>target)._proc
-                if o.monitored_by is not None:
-                    o.monitored_by.pop(ref, None)
-            elif type(target) is tuple and len(target) == 3:   # (name, node, proc) for name monitors
-                o = target[2]
-                if o is not None and o.monitored_by is not None:
-                    o.monitored_by.pop(ref, None)
-            else:
-                _remote_hook("demonitor", p.pid, target, ref)
+            _drop_monitor(p, ref, target)
     if p.monitored_by:
         mb = p.monitored_by
         p.monitored_by = None
@@ -432,19 +423,22 @@ cdef Reference _monitor(Process watcher, object target):
     return ref
 
 
-cdef bint _demonitor(Process watcher, Reference ref, bint flush) except -1:
-    cdef object target
+cdef void _drop_monitor(Process watcher, object ref, object target) except *:
+    """Forget the target side of a monitor that `watcher` held (its own side is gone)."""
     cdef Process t = None
+    if type(target) is Pid and (<Pid>target)._proc is not None:
+        t = (<Pid>target)._proc
+    elif type(target) is tuple and len(target) == 3:      # (name, node, proc): by name
+        t = target[2]
+    elif target is not None:
+        _remote_hook("demonitor", watcher.pid, target, ref)
+    if t is not None and t.monitored_by is not None:
+        t.monitored_by.pop(ref, None)
+
+
+cdef bint _demonitor(Process watcher, Reference ref, bint flush) except -1:
     if watcher.monitors is not None:
-        target = watcher.monitors.pop(ref, None)
-        if type(target) is Pid and (<Pid>target)._proc is not None:
-            t = (<Pid>target)._proc
-        elif type(target) is tuple and len(target) == 3:
-            t = target[2]
-        elif target is not None:
-            _remote_hook("demonitor", watcher.pid, target, ref)
-        if t is not None and t.monitored_by is not None:
-            t.monitored_by.pop(ref, None)
+        _drop_monitor(watcher, ref, watcher.monitors.pop(ref, None))
     if flush:
         mb_remove_first(&watcher.mb, lambda m: type(m) is tuple and len(m) == 5
                         and m[0] == "DOWN" and m[1] == ref)
