@@ -218,6 +218,10 @@ def markdown(table: Dict[str, Dict[str, Dict[str, Any]]], machine: Dict[str, Any
         machine["python"], v.get("pyotp"), machine.get("pyotp_loop", "?")))
     L.append("- Peers: " + ", ".join("%s %s" % (k, v[k] or "missing") for k in ("uvloop", "pykka", "thespian", "xoscar")))
     L.append("- Erlang/OTP: %s" % (machine.get("otp") or "missing (no `erl`)"))
+    if machine.get("load"):
+        L.append("- Load average (1 min) at the start / end of the run: %.1f / %.1f on %s CPUs "
+                 "(other work on the machine lowers every figure; compare ratios from one run)" % (
+                     machine["load"][0], machine["load"][1], machine["nproc"]))
     L.append("- Each figure: operations per round / median round time, after warm-up rounds "
              "(%d rounds, %d warm-up). Rounds check their results." % (
                  W.MODES[mode].rounds, W.MODES[mode].warmup))
@@ -397,6 +401,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     peer_errors = {c: why for c in COLUMNS if (why := W.peer_status(c)) is not None}
     if args.no_erlang:
@@ -431,7 +436,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if eerr:
             errors.append("erlang: " + eerr)
 
-    return report(recs, out, mode, peer_errors, errors, time.perf_counter() - t0, args)
+    machine = W.machine_info()
+    machine["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    machine["pyotp_loop"] = W.loop_name(W.new_loop("default"))
+    if load_start is not None:
+        machine["load"] = [load_start, os.getloadavg()[0]]
+    return report(recs, out, mode, peer_errors, errors, time.perf_counter() - t0, args, machine)
 
 
 def report(recs: List[Dict[str, Any]], out: Path, mode: str, peer_errors: Dict[str, str],
