@@ -275,9 +275,11 @@ async def stdin_line() -> str:
 
 
 def _child_main(cfg_text: str) -> None:
+    import faulthandler
     import importlib
     import logging
-    logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # debugging a stuck node
+    logging.basicConfig(level=getattr(logging, os.environ.get("PYOTP_TEST_LOG", "WARNING")), stream=sys.stdout,
                         format="%(name)s %(levelname)s %(message)s")
     cfg = json.loads(cfg_text)
     from pyotp.dist import run_node

@@ -176,3 +176,8 @@ async def role_pg(group, n):
 def pg_members(group):
     from pyotp.dist import pg
     return pg.get_members(group)
+
+
+async def role_idle():
+    emit("ready", Node.self())
+    await pyotp.receive(lambda m: m == "stop")

@@ -149,15 +149,18 @@ async def register(name: str, node_port: int, *, hidden: bool = False, extra: by
         except asyncio.TimeoutError:
             raise EpmdError("port %d on %s is in use by something that is not EPMD (no answer to "
                             "ALIVE2_REQ within %.1fs)" % (port, host, timeout)) from None
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, OSError):
             raise EpmdError("EPMD at %s:%d closed the connection when registering %r (is the "
                             "port held by something that is not EPMD?)" % (host, port, name)) from None
         tag, result = head[0], head[1]
-        if tag == ALIVE2_X_RESP:
-            creation = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), timeout))[0]
-        elif tag == ALIVE2_RESP:
-            creation = struct.unpack(">H", await asyncio.wait_for(reader.readexactly(2), timeout))[0]
-        else:
+        try:
+            if tag == ALIVE2_X_RESP:
+                creation = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), timeout))[0]
+            elif tag == ALIVE2_RESP:
+                creation = struct.unpack(">H", await asyncio.wait_for(reader.readexactly(2), timeout))[0]
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError):
+            raise EpmdError("EPMD at %s:%d sent a truncated ALIVE2 reply" % (host, port)) from None
+        if tag not in (ALIVE2_X_RESP, ALIVE2_RESP):
             raise EpmdError("port %d on %s is in use by something that is not EPMD (answered %r)"
                             % (port, host, head))
         if result != 0:
@@ -191,6 +194,8 @@ async def port_please(name: str, host: str, *, port: Optional[int] = None,
         except asyncio.TimeoutError:
             raise EpmdError("EPMD at %s:%d did not answer PORT_PLEASE2_REQ within %.1fs"
                             % (host, port, timeout)) from None
+        except OSError as e:
+            raise EpmdError("EPMD at %s:%d failed: %s" % (host, port, e)) from None
     finally:
         writer.close()
     if len(data) < 2 or data[0] != PORT2_RESP:
@@ -222,6 +227,8 @@ async def names(host: str = "127.0.0.1", *, port: Optional[int] = None,
             data = await asyncio.wait_for(reader.read(), timeout)
         except asyncio.TimeoutError:
             raise EpmdError("EPMD at %s:%d did not answer NAMES_REQ" % (host, port)) from None
+        except OSError as e:
+            raise EpmdError("EPMD at %s:%d failed: %s" % (host, port, e)) from None
     finally:
         writer.close()
     out = []

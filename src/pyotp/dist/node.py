@@ -420,9 +420,13 @@ class NetKernel:
                     reg = await _epmd.register(self.alive, self.port, host=self.epmd_host, port=self.epmd_port)
                 self.registration = reg
                 reg.lost.add_done_callback(self._registration_lost)
+                _log.warning("pyotp dist: %s registered with EPMD again%s", self.name,
+                             " (now hosting it)" if self.epmd_server is not None else "")
                 return
             except _epmd.EpmdError as e:
                 _log.info("pyotp dist: EPMD re-registration failed (%s)", e)
+            except Exception as e:  # never let this task die silently
+                _log.warning("pyotp dist: EPMD re-registration failed (%r)", e)
                 await asyncio.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
         _log.error("pyotp dist: could not register %s with EPMD again; other nodes cannot find it",
                    self.name)
