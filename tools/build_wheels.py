@@ -9,7 +9,7 @@ For every CPython 3.10-3.13 installed through pyenv (``$(pyenv root)/versions/3.
    pyproject.toml are installed), so the sdist is proven buildable from scratch as well;
 2. repair it with ``auditwheel repair`` to a manylinux tag (into ``wheelhouse/``);
 3. create a fresh virtual environment, download the wheel's runtime dependencies and the
-   test dependencies (pytest, hypothesis) as binary wheels, then install the repaired wheel and those dependencies with
+   test dependencies (the ``test`` extra) as binary wheels, then install the repaired wheel and those dependencies with
    ``CC=false CXX=false``, ``--no-index --no-build-isolation --only-binary=:all:`` and
    ``--find-links`` only, so nothing can be compiled or fetched at install time;
 4. copy ``tests/`` (and ``examples/``) *from the sdist* to a temporary directory (the same
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import glob
+import importlib
 import os
 import re
 import shutil
@@ -46,7 +47,20 @@ from typing import Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 MINORS = ("3.10", "3.11", "3.12", "3.13")
 BUILD_LOCK = "/tmp/pyotp-build.lock"          # the Makefile's `make build` lock
-TEST_DEPS = ["pytest>=7", "hypothesis>=6"]
+
+
+def _test_deps() -> List[str]:
+    """The `test` extra of pyproject.toml (pytest, hypothesis, ...)."""
+    try:
+        tomllib = importlib.import_module("tomllib")
+    except ModuleNotFoundError:        # Python 3.10: keep in step with pyproject.toml by hand
+        return ["pytest>=7", "hypothesis>=6", "cryptography>=42"]
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        deps: List[str] = tomllib.load(f)["project"]["optional-dependencies"]["test"]
+    return deps
+
+
+TEST_DEPS = _test_deps()
 TEST_SOURCES = ("tests", "examples")          # copied next to each other, like test-sources
 REQUIRED_IN_WHEEL = ("pyotp/py.typed", "pyotp/_core.pyi", "pyotp/__init__.py", "pyotp/_version.py")
 
