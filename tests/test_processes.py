@@ -386,3 +386,52 @@ def test_keyboard_interrupt_in_a_process_stops_the_node():
     async def main3():
         return "fresh"
     assert pyotp.run(main3) == "fresh"
+
+
+def test_dead_processes_are_freed_even_after_crashes_with_tracebacks():
+    # Process and Pid are invisible to the cyclic GC: a crash whose traceback refers to
+    # the process's own pid must still free everything (no cycle may survive exit).
+    import gc
+    import tracemalloc
+
+    class Boom(pyotp.GenServer):
+        def init(self, me):
+            self.me = pyotp.self()                 # instance -> own pid
+            return ("ok", [pyotp.self()])          # state -> own pid
+
+        def handle_cast(self, msg, state):
+            mine = pyotp.self()                    # a frame local that the traceback keeps
+            raise RuntimeError(("crash", mine))
+
+    async def crasher(parent):
+        me = pyotp.self()
+        raise ValueError(me)
+
+    async def batch(n):
+        for _ in range(n):
+            pid = await Boom.start(None)
+            ref = pyotp.monitor(pid)
+            pyotp.GenServer.cast(pid, "boom")
+            await pyotp.receive(lambda m: m[1] == ref)
+            pid2, ref2 = pyotp.spawn_monitor(crasher, pyotp.self())
+            await pyotp.receive(lambda m: m[1] == ref2)
+
+    async def main():
+        import logging
+        logging.getLogger("pyotp").disabled = True
+        try:
+            await batch(200)                       # warm up caches and freelists
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            await batch(2000)
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+            tracemalloc.stop()
+        finally:
+            logging.getLogger("pyotp").disabled = False
+        return (after - before) / 2000
+    per_round = pyotp.run(main)
+    # two dead processes per round, each with an exception and traceback: if they leaked,
+    # that would be several KiB per round
+    assert per_round < 200, per_round

@@ -486,16 +486,10 @@ def _kill_all():
         _schedule_exit(<Process>p, _KILLED)
 
 
-def _exit_info(pid):
-    """(alive, exit_reason, result) of a local pid."""
-    cdef Process p = (<Pid>pid)._proc
-    if p is None:
-        return (False, "noproc", None)
-    return (p.status != ST_DEAD, p.exit_reason, p.result)
-
-
 def _await_exit(pid):
-    """An awaitable (a future when called outside processes) of the exit reason of pid."""
+    """A future of (exit reason, result) of the local process pid, for code outside the
+    runtime (pyotp.run waiting for main). A process that is already gone gives
+    ("noproc", None): dead processes keep neither (see process.pyx)."""
     return _gen_stop_monitor(pid)
 
 
@@ -504,12 +498,12 @@ cdef object _gen_stop_monitor(object pid):
     cdef Process t = (<Pid>pid)._proc if type(pid) is Pid else None
     fut = s.loop.create_future()
     if not _alive(t):
-        fut.set_result(t.exit_reason if t is not None else "noproc")
+        fut.set_result(("noproc", None))
         return fut
     cdef Process w = _external_caller(fut)
     cdef Reference ref = _new_ref()
     _watch(t, ref, w)
-    _park(w, ref, WK_STOP, t, (pid, None, None), None)
+    _park(w, ref, WK_EXIT, t, (pid, None, None), None)
     return fut
 
 

@@ -456,7 +456,7 @@ cdef object _external_call(object server, object request, object timeout):
     try:
         _begin_call(proxy, server, request, timeout)
     except BaseException:
-        proxy.status = ST_DEAD
+        _external_discard(proxy)
         raise
     return fut
 
@@ -468,8 +468,7 @@ def _thread_call_start(server, request, timeout, _ThreadWaiter waiter):
         _begin_call(proxy, server, request, timeout)
     except BaseException as e:
         waiter.exc = e
-        proxy.ext = None
-        proxy.status = ST_DEAD
+        _external_discard(proxy)
         waiter.lock.release()
         return
     # run the server now rather than in a later loop iteration: the blocked thread is
@@ -500,7 +499,7 @@ def _sys_request(server, fn, timeout=5.0):
     try:
         _begin_call(proxy, server, fn, timeout, K_SYS)
     except BaseException:
-        proxy.status = ST_DEAD
+        _external_discard(proxy)
         raise
     return fut
 

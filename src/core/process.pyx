@@ -10,6 +10,12 @@
 #  - monitored_by maps monitor ref -> watcher (a Process, or a remote Pid); the watcher's
 #    `monitors` maps the same ref -> what it watches. Call monitors (made by GenServer.call)
 #    live only in the target's monitored_by.
+#  - Process and Pid are invisible to the cyclic GC (no_gc): with hundreds of thousands
+#    of processes the collector's walks over them dominated spawn-heavy loads. That is
+#    only safe because nothing can keep a dead process in a cycle: _do_exit clears every
+#    object field (the Pid -> Process pointer stays, the way back is cut), and the exit
+#    reason and result go to whoever awaits them instead of staying on the process. A
+#    live process is reachable from the process table anyway.
 #  - Exit propagation is iterative (a work list), so a long chain of links cannot blow the
 #    C stack, and a process that is running when a fatal signal arrives dies as soon as its
 #    current callback or coroutine step returns (has_pending_exit).
@@ -46,6 +52,7 @@ cdef enum:
     WK_CALL = 0
     WK_START = 1
     WK_STOP = 2
+    WK_EXIT = 3     # pyotp.run waiting for its main process: wakes with (reason, result)
 
 
 cdef struct RqNode:
@@ -54,6 +61,7 @@ cdef struct RqNode:
 
 
 @cython.final
+@cython.no_gc
 cdef class Process:
     """Internal: one pyotp process. Users hold its Pid, never this object."""
     cdef Mailbox mb
@@ -298,6 +306,35 @@ cdef void _do_exit(Process p, object reason) except *:
     p.state = None
     p.match = None
     p.wait_target = None
+    _clear_fields(p)
+
+
+cdef void _clear_fields(Process p) noexcept:
+    """Drop every reference a dead process holds (see the no_gc note at the top). The Pid
+    keeps pointing here, so a dead pid still answers "dead"; nothing points back."""
+    p.wait_info = None
+    p.last_msg = None
+    p.cb_from = None
+    p.wait_ref = None
+    p.wake_value = None
+    p.wake_exc = None
+    p.timer = None
+    p.fut = None
+    p.links = None
+    p.monitors = None
+    p.monitored_by = None
+    p.pending_continue = None
+    p.parent = None
+    p.init_arg = None
+    p.stop_from = None
+    p.ext = None
+    p.ack = None
+    p.name = None
+    p.exit_reason = None
+    p.result = None
+    p.pending_exit = None
+    p.coro = None
+    p.pid = None
 
 
 cdef void _close_coro(Process p, object coro) except *:
@@ -323,7 +360,11 @@ cdef void _deliver_down(Process watcher, object ref, Process target, object reas
         obj = None
     if watcher.wait == W_REPLY and watcher.wait_ref is ref:
         # a call (or stop/start) waiting on this monitor: fail it now, O(1)
-        _wake_down(watcher, reason)
+        if watcher.wait_kind == WK_EXIT:
+            watcher.wait_target = None
+            _wake(watcher, (reason, target.result), None)
+        else:
+            _wake_down(watcher, reason)
         return
     if type(obj) is tuple:           # monitor by name reports {Name, Node}
         obj = (obj[0], obj[1])

@@ -479,6 +479,7 @@ cdef void _external_resolve(Process p) except *:
     p.wake_value = None
     p.wake_exc = None
     p.status = ST_DEAD
+    p.pid._proc = None          # break the cycle; a late reply to this pid finds nobody
     if w is None:
         return
     if type(w) is _ThreadWaiter:
@@ -490,6 +491,13 @@ cdef void _external_resolve(Process p) except *:
             w.set_exception(exc)
         else:
             w.set_result(value)
+
+
+cdef void _external_discard(Process p) noexcept:
+    """A stand-in whose wait never started (the call failed up front)."""
+    p.ext = None
+    p.status = ST_DEAD
+    p.pid._proc = None
 
 
 cdef Process _external_caller(object waiter):

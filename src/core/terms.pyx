@@ -43,6 +43,7 @@ def _set_local_node(name, creation):
 
 @cython.final
 @cython.freelist(64)
+@cython.no_gc      # a Pid refers only to a str and its Process; see process.pyx on cycles
 cdef class Pid:
     """A process identifier: ``#PID<0.42.0>`` for a local process.
 

@@ -277,8 +277,7 @@ async def _as_process(fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
             return ("raise", e)
 
     pid = _core.spawn(helper)
-    reason = await _core._await_exit(pid)
-    _alive, _reason, result = _core._exit_info(pid)
+    reason, result = await _core._await_exit(pid)
     if reason != "normal":
         raise Exit(reason)
     if result[0] == "raise":

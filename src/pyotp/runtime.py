@@ -75,8 +75,7 @@ class Runtime:
         """Run ``fn(*args)`` as a process and return its result; if it exits abnormally,
         re-raise its exception (or raise ``pyotp.Exit(reason)``)."""
         pid = _core.spawn(fn, *args)
-        reason = await _core._await_exit(pid)
-        _alive, _reason, result = _core._exit_info(pid)
+        reason, result = await _core._await_exit(pid)
         if reason == "normal":
             return result
         if isinstance(reason, BaseException):
