@@ -1043,3 +1043,11 @@ def test_atom_cache_is_consistent():
     assert binary_to_term(b"\x83w\x02\xc3\xa9") == A("\u00e9")
     many = [A("atom%d" % i) for i in range(10000)]
     assert binary_to_term(term_to_binary(many)) == many
+
+
+def test_reference_naming_this_node_with_large_words_round_trips():
+    from pyotp._core import _make_reference
+    r = _make_reference("nonode@nohost", 0, (5, 3210303209, 3945912345))
+    assert r.ids == (5, 3210303209, 3945912345)
+    small = _make_reference("nonode@nohost", 0, (1, 2, 3))
+    assert small.ids == (1, 2, 3)

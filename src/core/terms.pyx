@@ -178,7 +178,10 @@ cdef class Reference:
 
 def _make_reference(node, creation, ids):
     ids = tuple(ids)
-    if node == _local_node and creation == _local_creation and len(ids) == 3:
+    # only ids that fit the local 64-bit counter layout (18 + 32 + 14 bits) are rebuilt as
+    # local refs; anything else (an Erlang ref from a node with our name) keeps its words
+    if (node == _local_node and creation == _local_creation and len(ids) == 3
+            and ids[0] < (1 << 18) and ids[1] < (1 << 32) and ids[2] < (1 << 14)):
         r = _new_ref()
         r.n = (<uint64_t>ids[0]) | ((<uint64_t>ids[1]) << 18) | ((<uint64_t>ids[2]) << 50)
         return r

@@ -39,7 +39,8 @@ from .registry import Registry
 from .pubsub import PubSub
 from .application import Application, ApplicationStartError, ApplicationEnvError
 from .circuit_breaker import CircuitBreaker, CircuitOpenError
-from . import config, sys
+from .etf import DecodeError
+from . import config, sys, etf
 
 __all__ = [
     "__version__", "Atom", "Pid", "Reference", "Timer",
@@ -53,7 +54,7 @@ __all__ = [
     "GenStateMachine", "EventHandler", "EventManager", "Supervisor", "SupervisorError",
     "ChildSpecError", "DynamicSupervisor", "Task", "TaskSupervisor", "Registry", "PubSub",
     "Application", "ApplicationStartError", "ApplicationEnvError", "CircuitBreaker",
-    "CircuitOpenError",
+    "CircuitOpenError", "DecodeError",
 ]
 # `pyotp.sys` and `pyotp.config` are reachable as attributes but stay out of __all__ so
 # that `from pyotp import *` never shadows the standard library's `sys`.
