@@ -417,7 +417,7 @@ def cancel_timer(timer):
     if type(timer) is not Timer:
         raise BadArg("cancel_timer: %r is not a timer" % (timer,))
     cdef Scheduler s = _need_sched()
-    cdef double left = s.wheel.remaining(<Timer>timer)
+    cdef double left = s.wheel.remaining(<Timer>timer, False)
     if not s.wheel.cancel(<Timer>timer):
         return False
     return left

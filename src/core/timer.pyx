@@ -49,6 +49,7 @@ cdef inline double _ceil_ms(double x) noexcept:
 
 
 @cython.final
+@cython.freelist(512)
 cdef class Timer:
     """A running timer, as returned by ``send_after`` and ``start_timer``; pass it to
     ``cancel_timer`` or ``read_timer``.
@@ -92,6 +93,7 @@ cdef class TimerWheel:
     cdef uint64_t occupied[WHEEL_LEVELS]
     cdef readonly int64_t cur
     cdef double epoch_ms
+    cdef double last_now_ms   # the clock as last read by insert(): cancel() reports from it
     cdef readonly Py_ssize_t count
 
     def __cinit__(self):
@@ -162,7 +164,8 @@ cdef class TimerWheel:
             self.cancel(t)
         if seconds < 0:
             seconds = 0
-        deadline = self.now_ms() + seconds * 1000.0
+        self.last_now_ms = self.now_ms()
+        deadline = self.last_now_ms + seconds * 1000.0
         if deadline > 9.0e15:
             deadline = 9.0e15
         t.deadline_ms = deadline
@@ -194,11 +197,14 @@ cdef class TimerWheel:
         Py_DECREF(t)
         return True
 
-    cdef double remaining(self, Timer t) noexcept:
-        """Seconds until t fires (0 if due), or -1 when not armed."""
+    cdef double remaining(self, Timer t, bint precise=True) noexcept:
+        """Seconds until t fires (0 if due), or -1 when not armed. Imprecise reads use the
+        clock of the last insert (cancel_timer's report: an upper bound, never used for
+        firing, and it saves a clock read per cancel)."""
         if t.level < 0:
             return -1.0
-        cdef double r = (t.deadline_ms - self.now_ms()) / 1000.0
+        cdef double now = self.now_ms() if precise else self.last_now_ms
+        cdef double r = (t.deadline_ms - now) / 1000.0
         return r if r > 0 else 0.0
 
     cdef int64_t next_event(self) noexcept:
