@@ -181,3 +181,39 @@ def pg_members(group):
 async def role_idle():
     emit("ready", Node.self())
     await pyotp.receive(lambda m: m == "stop")
+
+
+# -- benchmark peers (bench/test_bench_dist.py) ------------------------------------------
+
+class Sink(GenServer):
+    """Counts messages; ("done", pid) -> pid gets ("count", n) and the count resets."""
+
+    def init(self, arg):
+        return ("ok", 0)
+
+    def handle_info(self, msg, n):
+        if type(msg) is tuple and len(msg) == 2 and msg[0] == "done":
+            pyotp.send(msg[1], ("count", n))
+            return ("noreply", 0)
+        if type(msg) is tuple and len(msg) == 3 and msg[0] == "array":
+            arr = msg[2]
+            pyotp.send(msg[1], ("array", arr.nbytes, int(arr[::1 << 20].sum())))
+            return ("noreply", n)
+        return ("noreply", n + 1)
+
+    def handle_call(self, req, from_, n):
+        return ("reply", "pong", n)
+
+
+async def role_sink_bench():
+    await Sink.start(None, name="sink")
+    emit("ready", Node.self())
+    await pyotp.receive(lambda m: m == "stop")
+
+
+async def blast(dest_name, node, n, me):
+    """Send n small messages to (dest_name, node), then ("done", me)."""
+    dest = (dest_name, node)
+    for i in range(n):
+        pyotp.send(dest, ("msg", i))
+    pyotp.send(dest, ("done", me))

@@ -283,3 +283,20 @@ def test_multi_call_mixed_local_and_remote(peer):
         replies, bad = await multi_call([peer.name, me], "echo_local", "x", timeout=5)
         return replies == [(me, ("echo", "x", me))], bad == [peer.name]
     assert run(main) == (True, True)
+
+
+def test_large_buffers_round_trip_and_receive_buffers_are_not_reused_while_alive(peer):
+    np = __import__("numpy")
+
+    async def main():
+        kept = []
+        for i in range(5):
+            arr = np.full(50_000 + i, i, dtype=np.int64)            # 400 KB: a big frame
+            tag, (_, back), node = await GenServer.call(("echo", peer.name), ("arr", arr))
+            kept.append(back)
+        blob = bytes(range(256)) * 1000
+        tag, back_blob, node = await GenServer.call(("echo", peer.name), ("blob", blob))
+        return [(len(a), int(a.min()), int(a.max())) for a in kept], back_blob == ("blob", blob)
+    shapes, blob_ok = run(main)
+    assert shapes == [(50_000 + i, i, i) for i in range(5)]
+    assert blob_ok

@@ -116,7 +116,7 @@ def test_simultaneous_connects_end_with_one_working_connection():
             NodeProc("c", role="dist_roles:role_sink", args=[nb], name=nc) as c:
         b.expect("ready")
         c.expect("ready")
-        for rnd in range(1, 6):
+        for rnd in range(1, 9):
             b.send_line("go")
             c.send_line("go")
             rb, rc = b.expect("round"), c.expect("round")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import sys
 from typing import TYPE_CHECKING, Any, List, Optional
 
 from .. import _core
@@ -40,6 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 _log = logging.getLogger("pyotp.dist")
 
 _pack_into = struct.pack_into
+_U32 = struct.Struct(">I").unpack_from
+_getrefcount = sys.getrefcount
+_dist_deliver = _core._dist_deliver
 _unpack_from = struct.unpack_from
 _HEADER = b"\x00\x00\x00\x00p"
 _TICK = b"\x00\x00\x00\x00"
@@ -85,6 +89,30 @@ UNLINK_ID_ACK = 36
  CLOSED) = range(9)
 
 _NO_MSG = object()
+
+
+def _maybe_big(msg: Any) -> bool:
+    """Does this python-mode payload (or one of its top-level elements) hold a large
+    buffer (a numpy array, bytes, ...)? Those are sent as chunks without copying them."""
+    t = type(msg)
+    if t is tuple or t is list:
+        if len(msg) > 8:
+            return False
+        for x in msg:
+            tx = type(x)
+            if tx is int or tx is str or tx is Atom or tx is float or tx is Pid:
+                continue
+            if tx is bytes or tx is bytearray:
+                if len(x) >= BIG_FRAME:
+                    return True
+            elif getattr(x, "nbytes", 0) >= BIG_FRAME:
+                return True
+        return False
+    if t is int or t is str or t is Atom:
+        return False
+    if t is bytes or t is bytearray:
+        return len(msg) >= BIG_FRAME
+    return getattr(msg, "nbytes", 0) >= BIG_FRAME
 
 
 class ProtocolError(Exception):
@@ -166,6 +194,8 @@ class Connection(asyncio.BufferedProtocol):
         self._big: Optional[bytearray] = None
         self._big_mv: Optional[memoryview] = None
         self._big_fill = 0
+        self._spares: List[bytearray] = []      # recent big-frame buffers, for reuse
+        self.spare_used = False
         self.received = 0         # frames (including ticks) received: the tick check reads it
         self.last_checked = 0
         self.idle_ticks = 0
@@ -174,6 +204,7 @@ class Connection(asyncio.BufferedProtocol):
         self._flush_handle: Optional[asyncio.Handle] = None
         self.wrote = False        # something was written since the last tick check
         self.unlink_seq = 0
+        self._reg_heads: dict = {}
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -209,13 +240,24 @@ class Connection(asyncio.BufferedProtocol):
                 self._big_fill += nbytes
                 if self._big_fill == len(self._big_mv):
                     big = self._big_mv
+                    buf = self._big
                     self._big = self._big_mv = None
                     self._big_fill = 0
                     self.received += 1
-                    self._frame(big)
+                    try:
+                        self._frame(big)
+                    finally:
+                        big.release() if _getrefcount(big) <= 3 else None
+                        del big
+                        self._spares.append(buf)
+                        if len(self._spares) > 2:
+                            del self._spares[0]
+                        self.spare_used = True
                 return
             self._w += nbytes
             self._parse()
+            if self._big_mv is not None:
+                self._r = self._w = 0
         except ProtocolError as e:
             self.abort("protocol error from %s: %s" % (self.peer or "unknown peer", e))
         except hs.HandshakeError as e:
@@ -228,44 +270,112 @@ class Connection(asyncio.BufferedProtocol):
         mv = self._mv
         buf = self._buf
         while self.state != CLOSED:
+            if self.state == UP:
+                self._parse_up()
+                break
             r = self._r
             avail = self._w - r
-            if self.state == UP:
-                if avail < 4:
-                    break
-                n = (buf[r] << 24) | (buf[r + 1] << 16) | (buf[r + 2] << 8) | buf[r + 3]
-                if n == 0:
-                    self._r = r + 4
-                    self.received += 1
-                    continue
-                if avail - 4 >= n:
-                    self._r = r + 4 + n
-                    self.received += 1
-                    self._frame(mv[r + 4:r + 4 + n])
-                    continue
-                if n >= BIG_FRAME:
-                    if n > MAX_FRAME:
-                        raise ProtocolError("frame of %d bytes exceeds the limit" % n)
-                    self._big = bytearray(n)
-                    self._big_mv = memoryview(self._big)
-                    have = avail - 4
-                    self._big_mv[0:have] = mv[r + 4:self._w]
-                    self._big_fill = have
-                    self._r = self._w = 0
-                    return
+            if avail < 2:
                 break
-            else:
-                if avail < 2:
-                    break
-                n = (buf[r] << 8) | buf[r + 1]
-                if avail - 2 < n:
-                    break
-                self._r = r + 2 + n
-                if n == 0:
-                    raise hs.HandshakeError("empty handshake message")
-                self._handshake(bytes(mv[r + 2:r + 2 + n]))
+            n = (buf[r] << 8) | buf[r + 1]
+            if avail - 2 < n:
+                break
+            self._r = r + 2 + n
+            if n == 0:
+                raise hs.HandshakeError("empty handshake message")
+            self._handshake(bytes(mv[r + 2:r + 2 + n]))
         if self._r == self._w:
             self._r = self._w = 0
+
+    def _parse_up(self) -> None:
+        """Connected frames, with the common SEND / REG_SEND path inline (this loop is the
+        receive hot path: one Python frame for a whole read's worth of messages)."""
+        mv = self._mv
+        buf = self._buf
+        r = self._r
+        w = self._w
+        k = self.kernel
+        dec = decode_with_version
+        py = self.python
+        deliver = _dist_deliver
+        virtual = k.virtual
+        count = 0
+        try:
+            while w - r >= 4:
+                n = _U32(buf, r)[0]
+                if n == 0:
+                    r += 4
+                    count += 1
+                    continue
+                end = r + 4 + n
+                if end > w:
+                    if n >= BIG_FRAME:
+                        if n > MAX_FRAME:
+                            raise ProtocolError("frame of %d bytes exceeds the limit" % n)
+                        self._start_big(n, mv[r + 4:w])
+                        r = w
+                    break
+                count += 1
+                if buf[r + 4] == 112:
+                    try:
+                        ctrl, off = dec(mv, r + 5)
+                        if type(ctrl) is tuple and off < end:
+                            op = ctrl[0]
+                            if op == 6 and len(ctrl) == 4:
+                                msg, e2 = dec(mv, off, python=py)
+                                if e2 == end:
+                                    r = end
+                                    name = ctrl[3]
+                                    h = virtual.get(name)
+                                    if h is not None:
+                                        h(self, msg)
+                                    elif type(name) is Atom:
+                                        deliver(name, msg)
+                                    else:
+                                        raise ProtocolError("REG_SEND to %r" % (name,))
+                                    if self.state != UP:
+                                        break
+                                    continue
+                            elif (op == 2 or op == 22) and len(ctrl) == 3:
+                                msg, e2 = dec(mv, off, python=py)
+                                if e2 == end:
+                                    r = end
+                                    if type(msg) is tuple and len(msg) == 2 and type(msg[0]) is Reference:
+                                        k.deliver(self, ctrl[2], msg)
+                                    else:
+                                        deliver(ctrl[2], msg)
+                                    if self.state != UP:
+                                        break
+                                    continue
+                    except DecodeError:
+                        pass            # the general path below reports it precisely
+                self._r = r = end
+                self._frame(mv[end - n:end])
+                if self.state != UP:
+                    break
+        finally:
+            self._r = r
+            self.received += count
+
+    def _start_big(self, n: int, have: memoryview) -> None:
+        # reuse a recent big buffer when nothing decoded from it is alive any more (its
+        # only references: the spare list, `sp` and getrefcount's argument): no allocation and,
+        # above all, no page faults on fresh memory. Two are kept, because the process
+        # that got the last message usually still holds it.
+        self._big = None
+        spares = self._spares
+        for i in range(len(spares)):
+            sp = spares[i]
+            if n <= len(sp) <= 2 * n and _getrefcount(sp) == 3:
+                del spares[i]
+                self._big = sp
+                self._big_mv = memoryview(sp)[:n]
+                break
+        if self._big is None:
+            self._big = bytearray(n)
+            self._big_mv = memoryview(self._big)
+        self._big_mv[0:len(have)] = have
+        self._big_fill = len(have)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         was = self.state
@@ -585,13 +695,7 @@ class Connection(asyncio.BufferedProtocol):
         except BaseException:
             del buf[start:]
             raise
-        n = len(buf) - start - 4
-        if n >= BIG_FRAME and self.python and msg is not _NO_MSG:
-            # re-encode large python payloads as chunks: no copy of big buffers
-            del buf[start:]
-            self._write_big(ctrl, msg)
-            return
-        _pack_into(">I", buf, start, n)
+        _pack_into(">I", buf, start, len(buf) - start - 4)
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
 
@@ -614,10 +718,42 @@ class Connection(asyncio.BufferedProtocol):
     # the operations, as the kernel calls them
 
     def send(self, to: Pid, msg: Any) -> None:
+        if self.python and _maybe_big(msg):
+            self._write_big((SEND, _EMPTY, to), msg)
+            return
         self.control((SEND, _EMPTY, to), msg)
 
     def reg_send(self, frm: Pid, name: Any, msg: Any) -> None:
+        if self.python and _maybe_big(msg):
+            self._write_big((REG_SEND, frm, _EMPTY, Atom(name)), msg)
+            return
         self.control((REG_SEND, frm, _EMPTY, Atom(name)), msg)
+
+    def send_named(self, name: str, msg: Any) -> None:
+        """REG_SEND from the node (the hot path of ``pyotp.send((name, node), msg)``): the
+        frame head (length placeholder, 'p', control term) is encoded once per name."""
+        head = self._reg_heads.get(name)
+        if head is None:
+            hb = bytearray(_HEADER)
+            encode_term_into(hb, (REG_SEND, self.kernel.kernel_pid, _EMPTY, Atom(name)))
+            head = bytes(hb)
+            if len(self._reg_heads) > 1024:
+                self._reg_heads.clear()
+            self._reg_heads[name] = head
+        if self.python and _maybe_big(msg):
+            self._write_big((REG_SEND, self.kernel.kernel_pid, _EMPTY, Atom(name)), msg)
+            return
+        buf = self._wbuf
+        start = len(buf)
+        buf += head
+        try:
+            encode_term_into(buf, msg, self.python)
+        except BaseException:
+            del buf[start:]
+            raise
+        _pack_into(">I", buf, start, len(buf) - start - 4)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
 
     def link(self, frm: Pid, to: Pid) -> None:
         self.control((LINK, frm, to))

@@ -490,7 +490,12 @@ class NetKernel:
         if p is None:
             p = _Pending(node, self.loop)
             self.pending[node] = p
-            p.task = self.loop.create_task(self._connect_task(p))
+            if node in self.accepting:
+                # that node is connecting to us right now: wait for its handshake instead of
+                # racing it with a second connection (its queued signals go out on it)
+                p.superseded = True
+            else:
+                p.task = self.loop.create_task(self._connect_task(p))
             p.timer = self.loop.call_later(self.setup_time + 0.5, self._pending_timeout, p)
         return p
 
@@ -714,6 +719,9 @@ class NetKernel:
             if not c.wrote:
                 c.send_tick()
             c.wrote = False
+            if not c.spare_used:
+                c._spares.clear()        # big receive buffers unused for a tick period
+            c.spare_used = False
         if self.calls:
             for ref, (caller, target, node) in list(self.calls.items()):
                 w = _core._dist_remote_wait(caller)
@@ -758,9 +766,13 @@ class NetKernel:
                 self._queue(node, "send", (to, arg))
             else:
                 node = to[1]
+                c = self.conns.get(node)
+                if c is not None:
+                    c.send_named(to[0], arg)
+                    return
                 if node == self.name:
                     return
-                self._queue(node, "reg_send", (self.kernel_pid, to[0], arg))
+                self._queue(node, "send_named", (to[0], arg))
             return
         handler = getattr(self, "_op_" + op, None)
         if handler is None:  # pragma: no cover
