@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyotp import cli
+from pathutil import child_pythonpath
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -18,9 +19,10 @@ POSIX = os.name == "posix"
 
 
 def pyotp_cmd(*args, env=None):
-    """Start ``python -m pyotp <args>`` with src, the repo root and tests on PYTHONPATH."""
+    """Start ``python -m pyotp <args>`` with this run's pyotp, the repo root and tests on
+    PYTHONPATH."""
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), str(TESTS)])
+    e["PYTHONPATH"] = child_pythonpath(str(ROOT), str(TESTS))
     e.pop("PYOTP_ENV", None)
     e.update(env or {})
     p = subprocess.Popen([sys.executable, "-m", "pyotp", *args], cwd=str(ROOT), env=e,

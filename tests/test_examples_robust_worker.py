@@ -9,6 +9,7 @@ from pathlib import Path
 import pyotp
 from pyotp import Exit, GenServer
 from pyotp.supervisor import Supervisor
+from pathutil import child_pythonpath
 
 _PATH = Path(__file__).resolve().parent.parent / "examples" / "robust_worker.py"
 _spec = importlib.util.spec_from_file_location("example_robust_worker", _PATH)
@@ -55,7 +56,7 @@ def test_error_replies_keep_the_same_process_and_raises_restart_it():
 
 def test_runs_as_a_script():
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = child_pythonpath()
     out = subprocess.run([sys.executable, str(_PATH)], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert "process('abc') -> ('error'" in out.stdout
