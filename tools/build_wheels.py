@@ -54,7 +54,7 @@ def _test_deps() -> List[str]:
     try:
         tomllib = importlib.import_module("tomllib")
     except ModuleNotFoundError:        # Python 3.10: keep in step with pyproject.toml by hand
-        return ["pytest>=7", "hypothesis>=6", "cryptography>=42"]
+        return ["pytest>=7", "hypothesis>=6", "cryptography>=42", "numpy>=1.26"]
     with open(ROOT / "pyproject.toml", "rb") as f:
         deps: List[str] = tomllib.load(f)["project"]["optional-dependencies"]["test"]
     return deps
@@ -189,8 +189,17 @@ def process_one(res: Result, sdist: Path, tools_py: Path, work: Path, wheelhouse
     raw.mkdir(parents=True)
 
     # 1. wheel from the sdist, isolated build with only the declared build requirements
+    # Build with a private venv's pip, not the interpreter's global one (which other jobs
+    # on the machine may be upgrading meanwhile); the build itself is isolated by pip.
+    bvenv = work / ("build-venv-%s" % res.minor)
+    shutil.rmtree(bvenv, ignore_errors=True)
+    p = run([py, "-m", "venv", bvenv], logfile=logfile)
+    bpy = bvenv / "bin" / "python"
+    if p.returncode != 0 or not bpy.exists():
+        res.problems.append("build venv creation failed (see %s)" % logfile)
+        return
     log("%s: building wheel from %s" % (res.minor, sdist.name))
-    p = run([py, "-m", "pip", "wheel", "--no-deps", "-w", raw, sdist], env=clean_env(), logfile=logfile)
+    p = run([bpy, "-m", "pip", "wheel", "--no-deps", "-w", raw, sdist], env=clean_env(), logfile=logfile)
     built = sorted(raw.glob("*.whl"))
     if p.returncode != 0 or len(built) != 1:
         res.problems.append("wheel build failed (see %s)" % logfile)
