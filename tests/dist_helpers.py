@@ -199,7 +199,9 @@ class ErlNode:
     ``halt()``). Fails clearly when ``erl`` is missing (CI installs erlang-base)."""
 
     def __init__(self, prefix: str, expr: str, *, cookie: str = COOKIE, hidden: bool = False,
-                 ticktime: Optional[int] = None, name: Optional[str] = None) -> None:
+                 ticktime: Optional[int] = None, name: Optional[str] = None,
+                 extra_args: Optional[List[str]] = None) -> None:
+        self.extra_args = extra_args or []
         self.name = name or unique(prefix)
         self.expr = expr
         self.cookie = cookie
@@ -213,11 +215,12 @@ class ErlNode:
     def start(self) -> "ErlNode":
         erl = require_erl()
         ensure_epmd()
-        cmd = [erl, "-name", self.name, "-setcookie", self.cookie, "-noshell", "-noinput"]
+        cmd = [erl, "-name", self.name, "-setcookie", self.cookie, "-noshell"]
         if self.hidden:
             cmd.append("-hidden")
         if self.ticktime:
             cmd += ["-kernel", "net_ticktime", str(self.ticktime)]
+        cmd += self.extra_args
         cmd += ["-eval", self.expr]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
