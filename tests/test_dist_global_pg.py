@@ -124,3 +124,20 @@ def test_pg_local_only_api_errors():
             bad = "not a local pid" in str(e)
         return len(two), r1, r2, pg.get_members("g", scope="solo") == [me], bad
     assert run(main) == (2, "ok", "not_joined", True, True)
+
+
+def test_global_conflict_with_a_holder_on_a_dead_node_is_healed_by_its_nodedown():
+    """A registration from c that loses against b's (b's node is down but its nodedown has
+    not arrived yet) is kept in the shadows and takes over when b's nodedown comes."""
+    from pyotp.dist.global_names import _merge, _nodedown
+
+    async def main():
+        pb, pc = pyotp.Pid("b9@h", 1, 0, 1), pyotp.Pid("c9@h", 2, 0, 1)
+        _merge("svc", pb)
+        _merge("svc", pc)
+        first = global_names.whereis_name("svc")
+        _nodedown("b9@h")
+        second = global_names.whereis_name("svc")
+        _nodedown("c9@h")
+        return first == pb, second == pc, global_names.whereis_name("svc")
+    assert run(main) == (True, True, None)

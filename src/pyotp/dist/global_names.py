@@ -50,6 +50,10 @@ A_UNREGISTER = Atom("unregister")
 A_SYNC = Atom("sync")
 
 _table: Dict[Any, Pid] = {}
+# registrations that lost a conflict here but whose process may still be alive on another
+# node (a holder on a node that is down without our having noticed yet wins every conflict
+# until its nodedown arrives): promoted when the holder's node goes down
+_shadows: Dict[Any, List[Pid]] = {}
 _resolvers: Dict[Any, Callable[[Any, Pid, Pid], Pid]] = {}
 _kernel: Any = None
 _server: Optional[Pid] = None
@@ -177,7 +181,14 @@ def _merge(name: Any, pid: Pid) -> None:
         keep = _default_winner(cur, pid)
     lose = pid if keep == cur else cur
     _table[name] = keep
-    if _is_local(lose):
+    sh = _shadows.get(name)
+    if sh is not None and keep in sh:
+        sh.remove(keep)
+    if not _is_local(lose):
+        _shadows.setdefault(name, [])
+        if lose not in _shadows[name]:
+            _shadows[name].append(lose)
+    else:
         _log.warning("global: name conflict for %r: keeping %r (on %s), killing %r",
                      name, keep, keep.node, lose)
         try:
@@ -200,9 +211,11 @@ def _on_wire(conn: Any, msg: Any) -> None:
             return
         _merge(msg[1], msg[2])
     elif tag == "unregister" and len(msg) == 3:
+        _drop_shadow(msg[1], msg[2])
         if _table.get(msg[1]) == msg[2]:
             del _table[msg[1]]
             _resolvers.pop(msg[1], None)
+            _promote(msg[1])
     elif tag == "sync" and len(msg) == 3 and type(msg[1]) is list and type(msg[2]) is list:
         k = _kernel
         for n in msg[1]:
@@ -222,11 +235,38 @@ def _nodeup(node: str, conn: Any) -> None:
     k.send_name(node, WIRE_NAME, (A_SYNC, known, mine))
 
 
+def _drop_shadow(name: Any, pid: Any) -> None:
+    sh = _shadows.get(name)
+    if sh is not None:
+        if pid in sh:
+            sh.remove(pid)
+        if not sh:
+            del _shadows[name]
+
+
+def _promote(name: Any) -> None:
+    """The holder of `name` is gone: the best remaining shadow registration takes over."""
+    sh = _shadows.pop(name, None)
+    if sh:
+        best = sh[0]
+        for p in sh[1:]:
+            best = _default_winner(best, p)
+        sh.remove(best)
+        _table[name] = best
+        if sh:
+            _shadows[name] = sh
+
+
 def _nodedown(node: str) -> None:
+    for name in list(_shadows):
+        for p in list(_shadows[name]):
+            if p.node == node:
+                _drop_shadow(name, p)
     for name, pid in list(_table.items()):
         if pid.node == node:
             del _table[name]
             _resolvers.pop(name, None)
+            _promote(name)
 
 
 class _GlobalServer(GenServer):
@@ -271,6 +311,7 @@ async def _start(k: Any) -> None:
     global _kernel, _server
     _kernel = k
     _table.clear()
+    _shadows.clear()
     _resolvers.clear()
     _server = await _GlobalServer.start(None, name=PROC_NAME)
     k.system_pids.append(_server)
@@ -286,4 +327,5 @@ def _stop() -> None:
     _kernel = None
     _server = None
     _table.clear()
+    _shadows.clear()
     _resolvers.clear()
