@@ -300,3 +300,14 @@ def test_large_buffers_round_trip_and_receive_buffers_are_not_reused_while_alive
     shapes, blob_ok = run(main)
     assert shapes == [(50_000 + i, i, i) for i in range(5)]
     assert blob_ok
+
+
+def test_send_to_remote_pid_from_another_os_thread(peer):
+    import asyncio
+
+    async def main():
+        pid = await spawn_agent(peer.name)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, pyotp.send, pid, ("cmd", "echo", "from a thread"))
+        return await pyotp.receive(timeout=10)
+    assert run(main) == ("echo", "from a thread")

@@ -167,3 +167,22 @@ halt().
     assert out["spawn_link"] == ("EXIT", spawned, "bye")
     assert out["call_noproc"] == "noproc"
     assert out["nodedown"] == ("nodedown", n)
+
+
+def test_erlang_sees_nodedown_when_a_pyotp_node_is_killed():
+    require_erl()
+    from dist_helpers import NodeProc
+    with NodeProc("pyk", role="dist_roles:role_idle") as py:
+        py.expect("ready")
+        script = r'''
+P = list_to_atom("%s"),
+pong = net_adm:ping(P),
+monitor_node(P, true),
+io:format("@@watching ok~n"),
+receive {nodedown, P} -> io:format("@@nodedown ok~n") after 20000 -> io:format("@@nodedown timeout~n") end,
+halt().
+''' % py.name
+        with ErlNode("erlw", script) as erl:
+            assert erl.expect("watching") == "ok"
+            py.kill()
+            assert erl.expect("nodedown") == "ok"
