@@ -28,7 +28,7 @@ import asyncio
 import logging
 import struct
 import sys
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .. import _core
 from ..etf import (Atom, DecodeError, ImproperList, Pid, Reference, decode_with_version,
@@ -204,7 +204,7 @@ class Connection(asyncio.BufferedProtocol):
         self._flush_handle: Optional[asyncio.Handle] = None
         self.wrote = False        # something was written since the last tick check
         self.unlink_seq = 0
-        self._reg_heads: dict = {}
+        self._reg_heads: Dict[Any, bytes] = {}
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -241,6 +241,7 @@ class Connection(asyncio.BufferedProtocol):
                 if self._big_fill == len(self._big_mv):
                     big = self._big_mv
                     buf = self._big
+                    assert buf is not None
                     self._big = self._big_mv = None
                     self._big_fill = 0
                     self.received += 1
@@ -256,7 +257,7 @@ class Connection(asyncio.BufferedProtocol):
                 return
             self._w += nbytes
             self._parse()
-            if self._big_mv is not None:
+            if self._receiving_big():
                 self._r = self._w = 0
         except ProtocolError as e:
             self.abort("protocol error from %s: %s" % (self.peer or "unknown peer", e))
@@ -265,6 +266,9 @@ class Connection(asyncio.BufferedProtocol):
         except Exception as e:   # a bug or a malformed term: this connection only
             _log.exception("pyotp dist: closing the connection to %s after an error", self.peer)
             self.abort("error: %r" % (e,))
+
+    def _receiving_big(self) -> bool:
+        return self._big_mv is not None
 
     def _parse(self) -> None:
         mv = self._mv
@@ -374,7 +378,9 @@ class Connection(asyncio.BufferedProtocol):
         if self._big is None:
             self._big = bytearray(n)
             self._big_mv = memoryview(self._big)
-        self._big_mv[0:len(have)] = have
+        mvb = self._big_mv
+        assert mvb is not None
+        mvb[0:len(have)] = have
         self._big_fill = len(have)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
@@ -643,7 +649,7 @@ class Connection(asyncio.BufferedProtocol):
             _log.info("pyotp dist: ignoring control message %d from %s", op, self.peer)
 
     @staticmethod
-    def _need(ctrl: tuple, n: int) -> None:
+    def _need(ctrl: Tuple[Any, ...], n: int) -> None:
         if len(ctrl) != n:
             raise ProtocolError("control message %r should have %d elements" % (ctrl, n))
 
@@ -682,7 +688,7 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.write(buf)
             self.wrote = True
 
-    def control(self, ctrl: tuple, msg: Any = _NO_MSG) -> None:
+    def control(self, ctrl: Tuple[Any, ...], msg: Any = _NO_MSG) -> None:
         """Queue a frame: ``'p'`` + control term (+ payload term). Raises (and queues
         nothing) if a term cannot be encoded."""
         buf = self._wbuf
@@ -699,7 +705,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
 
-    def _write_big(self, ctrl: tuple, msg: Any) -> None:
+    def _write_big(self, ctrl: Tuple[Any, ...], msg: Any) -> None:
         head = bytearray(_HEADER)
         encode_term_into(head, ctrl)
         chunks: List[Any] = term_to_iovec(msg, python=True)
@@ -787,7 +793,7 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self.control((MONITOR_P_EXIT, frm, to, ref, reason))
 
-    def spawn_request(self, req: Reference, frm: Pid, gl: Pid, mfa: tuple, opts: list, args: list) -> None:
+    def spawn_request(self, req: Reference, frm: Pid, gl: Pid, mfa: Tuple[Any, ...], opts: List[Any], args: List[Any]) -> None:
         self.control((SPAWN_REQUEST, req, frm, gl, mfa, opts), args)
 
     def spawn_reply(self, req: Reference, to: Pid, flags: int, result: Any) -> None:

@@ -40,7 +40,7 @@ import ssl
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 from .. import _core
 from ..etf import Atom, ImproperList, Pid, Reference
@@ -103,7 +103,7 @@ def _node_of(dest: Any) -> Optional[str]:
     if type(dest) is Pid:
         return dest.node
     if type(dest) is tuple and len(dest) == 2:
-        return dest[1]
+        return str(dest[1])
     return None
 
 
@@ -114,7 +114,7 @@ def _wire_target(dest: Any) -> Any:
     return Atom(dest[0])
 
 
-async def _await_with_timeout(fut: "asyncio.Future[Any]", timeout: Optional[float]) -> Any:
+async def _await_with_timeout(fut: "asyncio.Future[Any]", timeout: Any) -> Any:
     """Await fut; after `timeout` seconds give _TIMED_OUT. Works inside pyotp processes
     (which are not asyncio tasks, so asyncio.wait_for/timeout cannot be used there)."""
     if timeout is None or timeout == "infinity":
@@ -161,7 +161,7 @@ class _Pending:
 
     def __init__(self, node: str, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
-        self.ops: List[Tuple[str, tuple]] = []
+        self.ops: List[Tuple[str, Tuple[Any, ...]]] = []
         self.future: "asyncio.Future[bool]" = loop.create_future()
         self.attempt: Optional[Connection] = None
         self.task: Optional["asyncio.Task[None]"] = None
@@ -340,8 +340,8 @@ class NetKernel:
         self.server: Optional[asyncio.AbstractServer] = None
         self.registration: Optional[_epmd.Registration] = None
         self.epmd_server: Optional[_epmd.EpmdServer] = None
-        self.kernel_pid: Optional[Pid] = None
-        self.gl_pid: Optional[Pid] = None
+        self.kernel_pid: Pid = cast(Pid, None)      # set by start()
+        self.gl_pid: Pid = cast(Pid, None)
         self.system_pids: List[Pid] = []
         self._tick_handle: Optional[asyncio.TimerHandle] = None
         self._rereg_task: Optional["asyncio.Task[None]"] = None
@@ -727,9 +727,9 @@ class NetKernel:
                 w = _core._dist_remote_wait(caller)
                 if w is None or w[0] != ref:
                     del self.calls[ref]
-                    c = self.conns.get(node)
-                    if c is not None:
-                        c.demonitor(caller, _wire_target(target), ref)
+                    cc = self.conns.get(node)
+                    if cc is not None:
+                        cc.demonitor(caller, _wire_target(target), ref)
 
     # -- the core's remote handler ---------------------------------------------------------
 
@@ -741,7 +741,7 @@ class NetKernel:
             return None
         return self._pending_for(node)
 
-    def _queue(self, node: str, meth: str, args: tuple, auto: bool = True) -> None:
+    def _queue(self, node: str, meth: str, args: Tuple[Any, ...], auto: bool = True) -> None:
         out = self._out(node, auto)
         if out is None:
             return
@@ -782,7 +782,7 @@ class NetKernel:
 
     def _op_call(self, frm: Pid, to: Any, arg: Any) -> None:
         ref, request = arg
-        node = _node_of(to)
+        node = cast(str, _node_of(to))
         if node == self.name:           # stale pid of an earlier incarnation
             _core._dist_down(frm, ref, to, "noproc")
             return
@@ -808,7 +808,7 @@ class NetKernel:
         self._queue(to.node, "unlink", (frm, to), auto=False)
 
     def _op_monitor(self, frm: Pid, to: Any, ref: Reference) -> None:
-        node = _node_of(to)
+        node = cast(str, _node_of(to))
         if node == self.name:
             _core._dist_down(frm, ref, to, "noproc")
             return
@@ -1019,7 +1019,7 @@ class NetKernel:
         frm = me if me is not None else self.kernel_pid
         c.spawn_request(req, frm, self.gl_pid, (Atom(m), Atom(f), len(args)),
                         [A_LINK] if link else [], list(args))
-        return await fut
+        return cast(Pid, await fut)
 
     # -- rpc -------------------------------------------------------------------------------
 
@@ -1078,7 +1078,7 @@ class NetKernel:
         try:
             c.down(me, frm, req, result, raw=True)
         except Exception as e:
-            bad = (result[0], A_ERROR, (Atom("unencodable_result"), repr(e).encode()), [])
+            bad: Any = (result[0], A_ERROR, (Atom("unencodable_result"), repr(e).encode()), [])
             c.down(me, frm, req, bad, raw=True)
 
 
@@ -1094,7 +1094,7 @@ def _resolve(m: str, f: str) -> Any:
     return obj
 
 
-async def _as_async(fn: Any, args: tuple) -> Any:
+async def _as_async(fn: Any, args: Tuple[Any, ...]) -> Any:
     r = fn(*args)
     if inspect.isawaitable(r):
         r = await r
@@ -1162,14 +1162,14 @@ async def _erpc_process(k: NetKernel, peer: Optional[str], frm: Optional[Pid], r
         _log.error("pyotp dist: rpc cast %s:%s failed: %r", m, f, result[2])
 
 
-async def _local_rpc(k: NetKernel, m: str, f: str, a: list, fut: "asyncio.Future[Any]") -> None:
+async def _local_rpc(k: NetKernel, m: str, f: str, a: List[Any], fut: "asyncio.Future[Any]") -> None:
     eref = _core.make_ref()
     r = await _apply(k, m, f, a, eref, True)
     if not fut.done():
         fut.set_result(_rpc_result(eref, r, True))
 
 
-async def _spawned_process(k: NetKernel, m: str, f: str, args: list) -> Any:
+async def _spawned_process(k: NetKernel, m: str, f: str, args: List[Any]) -> Any:
     if not k.allowed(m):
         raise _core.Exit(("not_allowed", m))
     try:

@@ -204,8 +204,8 @@ def _on_wire(s: _Scope, conn: Any, msg: Any) -> None:
     tag, peer = msg[0], msg[1]
     node = str(peer.node)
     if tag == "discover":
-        groups = [(g, list(p)) for g, p in s.local.items()]
-        _kernel.send_name(node, s.name, (A_SYNC, s.pid, groups))
+        mine = [(g, list(p)) for g, p in s.local.items()]
+        _kernel.send_name(node, s.name, (A_SYNC, s.pid, mine))
     elif tag == "sync" and len(msg) == 3 and type(msg[2]) is list:
         groups: Dict[Any, List[Pid]] = {}
         for item in msg[2]:
@@ -308,7 +308,7 @@ async def _start(k: Any) -> None:
     for s in _scopes.values():
         if s.pid is not None and _core.is_alive(s.pid):
             _attach(s)
-    if DEFAULT_SCOPE not in _scopes or not _core.is_alive(_scopes[DEFAULT_SCOPE].pid):  # type: ignore[arg-type]
+    if DEFAULT_SCOPE not in _scopes or not _core.is_alive(_scopes[DEFAULT_SCOPE].pid):
         await start(DEFAULT_SCOPE)
 
 
