@@ -34,7 +34,8 @@ cdef Process _spawn(object fn, tuple args):
     if not callable(fn):
         raise TypeError("spawn expects a callable (an async def function), got %r" % (fn,))
     cdef Process p = s.new_process(PK_CORO)
-    p.init_arg = (fn, args)
+    p.init_arg = fn
+    p.spawn_args = args
     p.scheduled = 1
     s.enqueue(p)
     return p

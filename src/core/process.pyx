@@ -103,7 +103,8 @@ cdef class Process:
     cdef object pending_continue
     cdef object last_msg            # the message being handled (for crash reports)
     cdef object parent              # Pid of the starter (EXIT from it stops a trapping server)
-    cdef object init_arg
+    cdef object init_arg            # GenServer: init's argument; spawned body: the function
+    cdef tuple spawn_args           # spawned body: its arguments
     cdef object stop_from           # who asked GenServer.stop (reply after terminate)
     cdef object ext                 # PK_EXTERNAL: the waiter to resolve
     cdef object result              # a coroutine body's return value
@@ -326,6 +327,7 @@ cdef void _clear_fields(Process p) noexcept:
     p.pending_continue = None
     p.parent = None
     p.init_arg = None
+    p.spawn_args = None
     p.stop_from = None
     p.ext = None
     p.ack = None

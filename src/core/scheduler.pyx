@@ -366,10 +366,12 @@ cdef Py_ssize_t _coro_step(Process p) except -1:
 
 cdef void _coro_start(Process p) except *:
     """First run of a spawned body: call it inside the process, then drive what it returns."""
-    cdef tuple fa = p.init_arg
+    cdef object fn = p.init_arg
+    cdef tuple args = p.spawn_args
     p.init_arg = None
+    p.spawn_args = None
     try:
-        r = fa[0](*fa[1])
+        r = fn(*args)
     except BaseException as e:
         if isinstance(e, _FATAL):
             raise

@@ -117,6 +117,7 @@ def _make_pid(node, id, serial, creation):
 
 @cython.final
 @cython.freelist(256)
+@cython.no_gc      # holds a node name and a tuple of ints: it cannot be part of a cycle
 cdef class Reference:
     """A unique reference (``make_ref()``), like Erlang's ``#Ref<0.1.2.3>``.
 
