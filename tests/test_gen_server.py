@@ -511,3 +511,44 @@ def test_global_and_via_names_without_distribution():
                 await GenServer.call(("via", Reg, "k"), "get"),
                 GenServer.whereis(("via", Reg, "k")) == v)
     assert pyotp.run(main) == (1, 3, True)
+
+
+def test_call_reply_bypasses_a_long_mailbox():
+    # The reply is handed to the waiting caller directly (matched by its reference), so a
+    # caller with 100k unrelated messages queued neither scans nor reorders them.
+    async def main():
+        pid = await Counter.start_link(3)
+        me = pyotp.self()
+        for i in range(100_000):
+            pyotp.send(me, ("noise", i))
+        got = await GenServer.call(pid, "get")
+        info = pyotp.process_info(me)
+        first = await pyotp.receive()
+        return got, info["message_queue_len"], first
+    assert pyotp.run(main) == (3, 100_000, ("noise", 0))
+
+
+def test_a_busy_process_does_not_starve_others():
+    # A server that keeps sending itself messages never goes idle; the per-visit budget
+    # must still let other processes run (without it this test would never finish).
+    class Spinner(GenServer):
+        def init(self, _):
+            pyotp.send(pyotp.self(), "spin")
+            return ("ok", 0)
+
+        def handle_info(self, msg, n):
+            pyotp.send(pyotp.self(), "spin")
+            return ("noreply", n + 1)
+
+        def handle_call(self, req, from_, n):
+            return ("reply", n, n)
+
+    async def main():
+        spinner = await Spinner.start_link(None)
+        other = await Counter.start_link(0)
+        for _ in range(100):
+            GenServer.cast(other, "inc")
+        got = await GenServer.call(other, "get")
+        spins = await GenServer.call(spinner, "count")
+        return got, spins > 0
+    assert pyotp.run(main) == (100, True)
