@@ -721,7 +721,7 @@ class ApiGateway(Supervisor):
     >>> port = await ApiGateway.port()
     """
 
-    def init(self, config: GatewayConfig) -> Any:
+    def init(self, config: GatewayConfig) -> Any:  # type: ignore[override]
         if not isinstance(config, GatewayConfig):
             raise TypeError("ApiGateway needs a GatewayConfig, got %r" % (config,))
         backends = [

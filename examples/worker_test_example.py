@@ -49,7 +49,7 @@ class Worker(GenServer):
     """
 
     @classmethod
-    async def start_link(cls, opts: Optional[Dict[str, Any]] = None, *,  # type: ignore[override]
+    async def start_link(cls, opts: Optional[Dict[str, Any]] = None, *,
                          name: Any = None, timeout: Optional[float] = None) -> Any:
         """Start a worker linked to the caller; ``opts`` as in the class doc."""
         opts = dict(opts or {})
