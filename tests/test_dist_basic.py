@@ -311,3 +311,20 @@ def test_send_to_remote_pid_from_another_os_thread(peer):
         await loop.run_in_executor(None, pyotp.send, pid, ("cmd", "echo", "from a thread"))
         return await pyotp.receive(timeout=10)
     assert run(main) == ("echo", "from a thread")
+
+
+def test_rpc_allow_list_restricts_rpc_and_spawn():
+    with NodeProc("r", role="dist_roles:role_peer", rpc_allow=["dist_roles"]) as r:
+        r.expect("ready")
+
+        async def main():
+            ok = await rpc.call(r.name, "dist_roles", "plain_add", [1, 2])
+            refused = await rpc.call(r.name, "os", "getpid", [])
+            pyotp.process_flag("trap_exit", True)
+            pid = await Node.spawn_link(r.name, ("os", "getpid"))
+            ex = await pyotp.receive(timeout=10)
+            return ok, refused, ex == ("EXIT", pid, ("not_allowed", "os"))
+        ok, refused, spawn_refused = run(main)
+        assert ok == 3
+        assert refused == ("badrpc", ("EXIT", (("not_allowed", "os"), [])))
+        assert spawn_refused

@@ -680,6 +680,14 @@ class Connection(asyncio.BufferedProtocol):
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
 
+    def flush_now(self) -> None:
+        """Write what is queued at once (for a call or a reply: someone is waiting for it,
+        so it does not wait for the end of the loop turn like a burst of sends)."""
+        h = self._flush_handle
+        if h is not None:
+            h.cancel()
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_handle = None
         buf = self._wbuf

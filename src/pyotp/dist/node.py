@@ -789,6 +789,15 @@ class NetKernel:
         self.calls[ref] = (frm, to, node)
         target = _wire_target(to)
         msg = (A_GEN_CALL, (frm, ref), request)
+        c = self.conns.get(node)
+        if c is not None:
+            c.monitor(frm, target, ref)
+            if type(to) is Pid:
+                c.send(to, msg)
+            else:
+                c.reg_send(frm, to[0], msg)
+            c.flush_now()
+            return
         self._queue(node, "monitor", (frm, target, ref))
         if type(to) is Pid:
             self._queue(node, "send", (to, msg))
@@ -796,7 +805,10 @@ class NetKernel:
             self._queue(node, "reg_send", (frm, to[0], msg))
 
     def _op_reply(self, frm: Any, to: Pid, arg: Any) -> None:
-        self._queue(to.node, "send", (to, arg), auto=False)
+        c = self.conns.get(to.node)
+        if c is not None:
+            c.send(to, arg)
+            c.flush_now()
 
     def _op_link(self, frm: Pid, to: Pid, arg: Any) -> None:
         if to.node == self.name:
