@@ -36,7 +36,6 @@ import importlib
 import inspect
 import logging
 import random
-import ssl
 import sys
 import threading
 import traceback
@@ -131,11 +130,12 @@ async def _await_with_timeout(fut: "asyncio.Future[Any]", timeout: Any) -> Any:
         h.cancel()
 
 
-def _make_tls(tls: Any) -> Tuple[Optional[ssl.SSLContext], Optional[ssl.SSLContext]]:
+def _make_tls(tls: Any) -> Tuple[Any, Any]:
     """tls: None | (server_ctx, client_ctx) | dict(certfile, keyfile, cafile, verify=True,
-    check_hostname=False)."""
+    check_hostname=False). Returns (server ssl.SSLContext, client ssl.SSLContext)."""
     if tls is None:
         return None, None
+    import ssl
     if isinstance(tls, tuple) and len(tls) == 2:
         return tls[0], tls[1]
     if isinstance(tls, dict):
