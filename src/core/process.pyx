@@ -109,11 +109,51 @@ cdef class Process:
     cdef object ext                 # PK_EXTERNAL: the waiter to resolve
     cdef object result              # a coroutine body's return value
     cdef object ack                 # (waiter Process, ref) until init has answered start
+    cdef int cancel_requests        # asyncio-style cancel() calls not yet uncancel()ed
+    cdef bint must_cancel           # cancel() while running: throw CancelledError at the next resume
 
     def _future_done(self, fut):
         if self.fut is fut and self.wait == W_FUTURE:
             self.fut = None
             _wake(self, None, None)
+
+    # -- the asyncio Task face of a process ------------------------------------------
+    # While a process's coroutine runs, asyncio.current_task() returns its Process, so
+    # asyncio.timeout / wait_for (which need a current task from Python 3.12 on) and
+    # libraries built on current_task() work inside processes. These are the Task
+    # methods they use.
+
+    def cancel(self, msg=None):
+        """Throw asyncio.CancelledError into the process at its current await (as
+        Task.cancel). Returns False if the process is dead."""
+        if self.status == ST_DEAD:
+            return False
+        self.cancel_requests += 1
+        _cancel_wait(self, msg)
+        return True
+
+    def cancelling(self):
+        return self.cancel_requests
+
+    def uncancel(self):
+        if self.cancel_requests > 0:
+            self.cancel_requests -= 1
+        return self.cancel_requests
+
+    def done(self):
+        return self.status == ST_DEAD
+
+    def cancelled(self):
+        return False
+
+    def get_loop(self):
+        return _sched.loop if _sched is not None else None
+
+    def get_coro(self):
+        return self.coro
+
+    def get_name(self):
+        return repr(self.pid)
 
     def __cinit__(self):
         mb_init(&self.mb)

@@ -17,6 +17,7 @@
 #  - `_current` is the process whose code is running (None outside the runtime).
 
 import asyncio as _asyncio
+from asyncio.tasks import _enter_task, _leave_task
 
 DEF BUDGET = 256
 DEF TURN_LIMIT = 30000
@@ -385,11 +386,34 @@ cdef void _coro_start(Process p) except *:
         _schedule_exit(p, _NORMAL)
 
 
+cdef void _cancel_wait(Process p, object msg) except *:
+    """Process.cancel(): end the current wait with CancelledError (asyncio semantics)."""
+    cdef object exc = _asyncio.CancelledError() if msg is None else _asyncio.CancelledError(msg)
+    if p.wait == W_FUTURE and p.fut is not None:
+        p.fut.cancel()            # its done-callback resumes the process, which then raises
+        return
+    if p.wait == W_REPLY:
+        if p.wait_target is not None and p.wait_target.monitored_by is not None:
+            p.wait_target.monitored_by.pop(p.wait_ref, None)
+        p.wait_target = None
+    if p.wait == W_RECEIVE or p.wait == W_REPLY or p.wait == W_SLEEP:
+        p.match = None
+        _wake(p, None, exc)
+    else:
+        p.must_cancel = True      # running or already woken: raise at the next resume
+
+
 cdef void _resume(Process p, object value, object exc) except *:
     cdef PyObject* res = NULL
     cdef PySendResult status
     cdef object coro = p.coro
     cdef object y
+    cdef object loop = _sched.loop
+    if p.must_cancel and exc is None:
+        p.must_cancel = False
+        exc = _asyncio.CancelledError()
+    # the process is asyncio's current task while its coroutine runs (see Process.cancel)
+    _enter_task(loop, p)
     try:
         if exc is None:
             status = PyIter_Send(coro, value, &res)
@@ -403,11 +427,13 @@ cdef void _resume(Process p, object value, object exc) except *:
                 y = si.value
                 status = PYGEN_RETURN
     except BaseException as e:
+        _leave_task(loop, p)
         p.coro = None
         if isinstance(e, _FATAL):
             raise
         _coro_failed(p, e)
         return
+    _leave_task(loop, p)
     if status == PYGEN_NEXT:
         if y is _TOKEN:
             return
