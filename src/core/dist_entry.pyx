@@ -93,14 +93,15 @@ def _dist_demonitor(target, ref):
 def _dist_down(local_pid, ref, obj, reason):
     """MONITOR_P_EXIT for a monitor that local_pid holds on a remote process `obj`."""
     cdef Process w = _local_proc(local_pid)
+    cdef bint known
     if w is None:
         return
-    if w.monitors is not None:
-        w.monitors.pop(ref, None)
+    known = w.monitors is not None and w.monitors.pop(ref, None) is not None
     if w.wait == W_REPLY and w.wait_ref == ref:
         _wake_down(w, reason)
         return
-    _deliver(w, msg_new(K_MSG, ("DOWN", ref, "process", obj, reason), None))
+    if known:            # a DOWN for a monitor already removed (demonitor raced it) is dropped
+        _deliver(w, msg_new(K_MSG, ("DOWN", ref, "process", obj, reason), None))
 
 
 def _dist_node_down(node):

@@ -121,6 +121,8 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
             _gen_sys(p, a, b)
         else:
             _gen_info(p, a)
+        if p.coro is None:
+            p.last_msg = None   # handled: do not keep (possibly large) messages alive
     return n
 
 

@@ -56,5 +56,15 @@ __all__ = [
     "Application", "ApplicationStartError", "ApplicationEnvError", "CircuitBreaker",
     "CircuitOpenError", "DecodeError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # distribution is imported on first use: it costs ~90 ms at import time
+    if name in ("Node", "rpc"):
+        from . import dist
+        return getattr(dist, name)
+    raise AttributeError("module 'pyotp' has no attribute %r" % (name,))
+
+
 # `pyotp.sys` and `pyotp.config` are reachable as attributes but stay out of __all__ so
 # that `from pyotp import *` never shadows the standard library's `sys`.

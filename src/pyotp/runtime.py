@@ -96,7 +96,8 @@ class Runtime:
 
 
 def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bool] = None,
-        shutdown_timeout: float = 5.0) -> Any:
+        shutdown_timeout: float = 5.0, node: Optional[str] = None, cookie: Optional[str] = None,
+        **dist: Any) -> Any:
     """Start a node, run ``main(*args)`` as its first process, return its result, then shut
     everything down in order (like ``asyncio.run``). uvloop is used when installed unless
     ``use_uvloop=False``.
@@ -108,6 +109,13 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     >>> pyotp.run(main)
     1
     """
+    if node is not None:
+        # a distributed node: "name@host", with the cookie and the options of Node.start
+        from .dist import run_node
+        return run_node(main, *args, node=node, cookie=cookie, use_uvloop=use_uvloop,
+                        shutdown_timeout=shutdown_timeout, **dist)
+    if dist or cookie is not None:
+        raise TypeError("cookie and distribution options need node='name@host'")
     loop = _new_loop(use_uvloop)
 
     async def _amain() -> Any:
