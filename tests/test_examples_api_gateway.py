@@ -25,6 +25,7 @@ from pyotp import GenServer
 from pyotp.circuit_breaker import CircuitBreaker
 from pyotp.supervisor import Supervisor
 from pyotp.testing import ANY, assert_receive, refute_receive, start_supervised
+from pathutil import child_pythonpath
 
 _PATH = Path(__file__).resolve().parent.parent / "examples" / "api_gateway.py"
 _spec = importlib.util.spec_from_file_location("example_api_gateway", _PATH)
@@ -459,8 +460,7 @@ def test_main_summary():
 
 def _env():
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parent.parent / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = child_pythonpath()
     return env
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyotp
+from pathutil import child_pythonpath
 
 _PATH = Path(__file__).resolve().parent.parent / "examples" / "circuit_breaker.py"
 _spec = importlib.util.spec_from_file_location("example_circuit_breaker", _PATH)
@@ -30,7 +31,7 @@ def test_main_summary():
 
 def test_script_runs_and_ends_by_itself():
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(_PATH.parent.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = child_pythonpath()
     out = subprocess.run([sys.executable, str(_PATH)], capture_output=True, text=True,
                          timeout=60, env=env)
     assert out.returncode == 0, out.stderr
