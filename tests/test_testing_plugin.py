@@ -80,3 +80,11 @@ def test_pyotp_node_fixture(pyotp_node):
     pid = pyotp_node.call_in_loop(Counter.start, 41)
     pyotp_node.cast(pid, "inc")
     assert pyotp_node.call(pid, "get") == 42
+
+
+@pytest.mark.pyotp
+async def test_start_supervised_takes_every_child_spec_form():
+    a = await start_supervised({"id": "named", "start": (Counter.start_link, (5,), {"name": "sup_named"})})
+    assert pyotp.whereis("sup_named") == a
+    with pytest.raises(ValueError, match="start"):
+        await start_supervised({"id": "bad", "start": "nope"})

@@ -49,7 +49,7 @@ class CircuitBreaker(GenServer):
     """
 
     @classmethod
-    async def start_link(cls, arg: Any = None, *, name: Optional[Any] = None,  # type: ignore[override]
+    async def start_link(cls, arg: Any = None, *, name: Optional[Any] = None,
                          timeout: Optional[float] = None, service: Any = None,
                          failure_threshold: int = 5, reset_timeout: float = 30.0,
                          half_open_max_calls: int = 1, call_timeout: Optional[float] = 5.0,

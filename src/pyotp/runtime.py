@@ -19,7 +19,7 @@ _log = logging.getLogger("pyotp")
 def _new_loop(use_uvloop: Optional[bool]) -> asyncio.AbstractEventLoop:
     if use_uvloop is not False:
         try:
-            import uvloop  # type: ignore[import-not-found]
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             if use_uvloop:
                 raise
@@ -112,6 +112,8 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     if node is not None:
         # a distributed node: "name@host", with the cookie and the options of Node.start
         from .dist import run_node
+        if cookie is None:
+            raise TypeError("pyotp.run(node=%r) needs cookie=... (the distribution secret)" % (node,))
         return run_node(main, *args, node=node, cookie=cookie, use_uvloop=use_uvloop,
                         shutdown_timeout=shutdown_timeout, **dist)
     if dist or cookie is not None:

@@ -8,7 +8,7 @@ OTP), so it sees a consistent state; the server keeps running whatever happens.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, cast
 
 from . import _core
 
@@ -46,7 +46,7 @@ async def get_status(server: Any, timeout: float = 5.0) -> Dict[str, Any]:
         status = mod.format_status({"state": state, "message": None, "reason": None})
         return ({"pid": _core.self(), "behaviour": type(mod).__name__,
                  "state": status.get("state")}, state)
-    return await _core._sys_request(server, op, timeout)
+    return cast(Dict[str, Any], await _core._sys_request(server, op, timeout))
 
 
 async def change_code(server: Any, old_vsn: Any, extra: Any = None, timeout: float = 5.0) -> Any:

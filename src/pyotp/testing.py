@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, List, Optional
 import pytest
 
 from . import _core
+from .child_spec import validate_child
 from .gen_server import GenServer
 
 
@@ -95,7 +96,7 @@ def assert_received(pattern: Any = ANY) -> Any:
 def _take(pattern: Any) -> None:
     # remove the first match without waiting (receive with timeout 0 never suspends when
     # a matching message is queued: it hands back a ready awaitable)
-    aw = _core.receive(lambda m: matches(pattern, m), timeout=0)
+    aw: Any = _core.receive(lambda m: matches(pattern, m), timeout=0)
     try:
         aw.send(None)
     except StopIteration:
@@ -130,21 +131,6 @@ def refute_received(pattern: Any = ANY) -> None:
 _supervised: List[List[Any]] = []
 
 
-def _normalise(spec: Any) -> Any:
-    """(start_fn, args) from a child spec: a class with start_link, (cls, arg), or a dict
-    with a "start" entry (start_fn, args)."""
-    if isinstance(spec, dict):
-        start = spec.get("start")
-        if not (isinstance(start, tuple) and len(start) == 2 and callable(start[0])):
-            raise ValueError("child spec %r needs 'start': (async_start_fn, args)" % (spec,))
-        return start
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], type):
-        return (spec[0].start_link, (spec[1],))
-    if isinstance(spec, type) and hasattr(spec, "start_link"):
-        return (spec.start_link, (None,))
-    raise ValueError("not a child spec: %r (use a class, (class, arg) or a dict with 'start')" % (spec,))
-
-
 async def start_supervised(spec: Any) -> Any:
     """Start a child for the rest of the test (stopped when the test ends, newest first)
     and return its pid. The test process is not linked to it: a crash of the child does
@@ -154,12 +140,13 @@ async def start_supervised(spec: Any) -> Any:
     """
     if not _supervised:
         raise RuntimeError("start_supervised only works inside a test run by the pyotp plugin")
-    fn, args = _normalise(spec)
+    # the same child-spec rules as the supervisors (shorthands, dicts, (fn, args, kwargs))
+    child = validate_child(spec)
     # trap exits while starting: a failing init then raises StartError in the test
     # instead of killing it through the link that start_link makes
     was = _core.process_flag("trap_exit", True)
     try:
-        pid = await fn(*args)
+        pid = await child.fn(*child.args, **(child.kwargs or {}))
         if pid is not None:
             _core.unlink(pid)
             _supervised[-1].append(pid)
