@@ -80,15 +80,9 @@ def send(dest, msg):
 
     >>> pyotp.send(pid, ("hello", 1))
     """
-    cdef Pid pid
-    cdef Process p
+    if _to_local_pid(dest, K_MSG, msg):
+        return msg
     if type(dest) is Pid:
-        pid = <Pid>dest
-        if pid._node is None:
-            p = pid._proc
-            if p is not None and p.status != ST_DEAD:
-                _deliver(p, msg_new(K_MSG, msg, None))
-            return msg
         _remote_hook("send", None, dest, msg)
         return msg
     _need_sched()

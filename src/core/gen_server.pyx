@@ -549,16 +549,9 @@ def cast(server, request):
     >>> GenServer.cast(counter, ("add", 1))
     'ok'
     """
-    cdef Pid pid
-    cdef Process p
     cdef object target
-    if type(server) is Pid:
-        pid = <Pid>server
-        if pid._node is None:
-            p = pid._proc
-            if p is not None and p.status != ST_DEAD:
-                _deliver(p, msg_new(K_CAST, request, None))
-            return "ok"
+    if _to_local_pid(server, K_CAST, request):
+        return "ok"
     if _sched is None:
         return "ok"
     try:

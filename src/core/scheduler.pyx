@@ -246,6 +246,18 @@ cdef inline void _deliver(Process p, Msg* m) noexcept:
         _sched.enqueue(p)
 
 
+cdef inline bint _to_local_pid(object dest, int kind, object msg) except -1:
+    """The hot path of send and cast: dest is a local pid -> deliver (a dead one drops the
+    message, as OTP) and return True; anything else -> False, nothing done."""
+    cdef Process p
+    if type(dest) is not Pid or (<Pid>dest)._node is not None:
+        return False
+    p = (<Pid>dest)._proc
+    if p is not None and p.status != ST_DEAD:
+        _deliver(p, msg_new(kind, msg, None))
+    return True
+
+
 cdef void _wake(Process p, object value, object exc) except *:
     """Resume a waiting process with value (or by throwing exc into it)."""
     if p.status == ST_DEAD:
