@@ -252,6 +252,8 @@ class _Server(GenServer):
     def handle_call(self, req: Any, from_: Any, s: Dict[str, Any]) -> Any:
         st: _State = s["st"]
         _ensure_attached(st)
+        if type(req) is not tuple or not req:
+            return ("reply", ("error", ("unknown_request", req)), s)
         if req[0] == "register":
             _, service, endpoint, metadata = req
             pid = from_[0]
