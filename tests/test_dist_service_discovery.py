@@ -106,3 +106,24 @@ def test_started_before_distribution_joins_the_cluster_later():
         got = pyotp.run(main)
         both = sorted([(aname, "from-a"), (b.name, (b.name, 0))])
         assert got == ("service_up", b.name, (b.name, 0), [(aname, "from-a"), (b.name, (b.name, 0))], both)
+
+
+def test_disconnect_and_reconnect_entries_go_and_come_back():
+    with NodeProc("b", role="sd_roles:role_provider", args=["r", 1]) as b:
+        b.expect("ready")
+
+        async def main():
+            await ServiceDiscovery.start_link()
+            await ServiceDiscovery.watch("r")
+            Node.monitor_nodes(True)
+            await Node.ping(b.name)
+            up1 = await pyotp.receive(up_or_down, timeout=10)
+            Node.disconnect(b.name)
+            down = await pyotp.receive(up_or_down, timeout=10)
+            gone = await ServiceDiscovery.discover("r")
+            await Node.ping(b.name)
+            up2 = await pyotp.receive(up_or_down, timeout=10)
+            back = await ServiceDiscovery.discover("r")
+            return (up1[0], down == ("service_down", "r", up1[2]), gone, up2 == up1,
+                    [(p == up1[2], ep, meta) for p, ep, meta in back])
+        assert run(main) == ("service_up", True, [], True, [(True, (b.name, 0), {"i": 0})])
