@@ -39,6 +39,7 @@ from .registry import Registry
 from .pubsub import PubSub
 from .application import Application, ApplicationStartError, ApplicationEnvError
 from .circuit_breaker import CircuitBreaker, CircuitOpenError
+from .service_discovery import ServiceDiscovery, ServiceDiscoveryError
 from .etf import DecodeError
 from . import config, sys, etf
 
@@ -54,7 +55,7 @@ __all__ = [
     "GenStateMachine", "EventHandler", "EventManager", "Supervisor", "SupervisorError",
     "ChildSpecError", "DynamicSupervisor", "Task", "TaskSupervisor", "Registry", "PubSub",
     "Application", "ApplicationStartError", "ApplicationEnvError", "CircuitBreaker",
-    "CircuitOpenError", "DecodeError",
+    "CircuitOpenError", "DecodeError", "ServiceDiscovery", "ServiceDiscoveryError",
 ]
 
 
