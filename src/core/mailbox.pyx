@@ -112,6 +112,7 @@ cdef inline Msg* mb_pop(Mailbox* mb) noexcept:
         if mb.head == NULL:
             mb.tail = NULL
         mb.length -= 1
+        PYOTP_ASSERT(mb.length >= 0 and (mb.head == NULL) == (mb.tail == NULL))
         if mb.save == m:
             mb.save = NULL
         return m

@@ -135,6 +135,7 @@ cdef class Scheduler:
                 break
             p = <Process>(<RqNode*>node).owner
             Py_DECREF(p)          # the queue's reference; `p` holds one now
+            PYOTP_ASSERT(p.scheduled == 1 and not p.parked)
             n += self.run_process(p)
         self.dispatched += n
         pyotp_store_int(&self.wake_pending, 0)
@@ -272,6 +273,7 @@ cdef void _wake(Process p, object value, object exc) except *:
         _external_resolve(p)
         return
     if p.parked:
+        PYOTP_ASSERT(p.scheduled == 1)
         p.parked = False
         _sched.enqueue(p)
     elif p is not _current and pyotp_cas_int(&p.scheduled, 0, 1):

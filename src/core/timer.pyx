@@ -180,6 +180,7 @@ cdef class TimerWheel:
         cdef int slot = t.slot
         if level < 0:
             return False
+        PYOTP_ASSERT(level < NLISTS and self.count > 0)
         if t.prev == NULL:
             self.heads[level][slot] = t.next
         else:
