@@ -137,7 +137,7 @@ PLANNED: List[Tuple[str, str, str, str]] = [
     ("fanout", "fan-out broadcast to 10k subscribers", "src/pyotp/pubsub.py", "pubsub-broadcast"),
     ("supervisor_restart", "supervisor restart", "src/pyotp/supervisor.py", "supervisor"),
     ("statem_timeout", "gen_statem state-timeout churn", "src/pyotp/gen_statem.py", "state-timeout"),
-    ("dist_send", "distribution one-way messages between two OS processes", "src/pyotp/dist", "dist-send"),
+    ("dist_send", "distribution one-way messages between two OS processes", "src/pyotp/dist", "dist-oneway"),
     ("dist_call", "distribution remote calls between two OS processes", "src/pyotp/dist", "dist-call"),
 ]
 
