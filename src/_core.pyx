@@ -11,6 +11,8 @@
 - core/gen_server.pyx the GenServer message loop (callbacks dispatched from C)
 - core/api.pyx       the public process API (spawn, send, receive, ...)
 - core/dist_entry.pyx entry points for signals arriving from other nodes
+- core/etf.pyx       the External Term Format codec
+- core/dist_channel.pyx the per-message data path of a distribution connection
 """
 include "core/decl.pxi"
 include "core/terms.pyx"
@@ -23,3 +25,4 @@ include "core/gen_server.pyx"
 include "core/api.pyx"
 include "core/dist_entry.pyx"
 include "core/etf.pyx"
+include "core/dist_channel.pyx"

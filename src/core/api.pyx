@@ -83,7 +83,7 @@ def send(dest, msg):
     if _to_local_pid(dest, K_MSG, msg):
         return msg
     if type(dest) is Pid:
-        _remote_hook("send", None, dest, msg)
+        _remote_send(dest, msg)
         return msg
     _need_sched()
     cdef object target = _whereis_any(dest)
@@ -94,7 +94,7 @@ def send(dest, msg):
     if type(target) is Process:
         _deliver(<Process>target, msg_new(K_MSG, msg, None))
     else:
-        _remote_hook("send", None, target, msg)
+        _remote_send(target, msg)
     return msg
 
 

@@ -51,3 +51,4 @@ cdef class TimerWheel
 cdef class Process
 cdef class Scheduler
 cdef class GenSpec
+cdef class DistChannel

@@ -21,6 +21,10 @@ cdef inline Process _local_proc(object pid):
 
 def _dist_deliver(to, msg):
     """A message from another node for the local pid or registered name `to`."""
+    return _dist_deliver_c(to, msg)
+
+
+cdef bint _dist_deliver_c(object to, object msg) except -1:
     cdef Process p
     if type(to) is Pid:
         p = _local_proc(to)
@@ -69,6 +73,10 @@ def _dist_exit(remote_pid, local_pid, reason, linked):
 def _dist_monitor(remote_pid, target, ref):
     """MONITOR_P from remote_pid on a local pid or name. Returns the monitored Pid, or
     None when the target does not exist (the caller answers with DOWN noproc)."""
+    return _dist_monitor_c(remote_pid, target, ref)
+
+
+cdef object _dist_monitor_c(object remote_pid, object target, object ref):
     cdef Process p
     if type(target) is Pid:
         p = _local_proc(target)
@@ -81,6 +89,10 @@ def _dist_monitor(remote_pid, target, ref):
 
 
 def _dist_demonitor(target, ref):
+    _dist_demonitor_c(target, ref)
+
+
+cdef int _dist_demonitor_c(object target, object ref) except -1:
     cdef Process p
     if type(target) is Pid:
         p = _local_proc(target)
@@ -88,6 +100,7 @@ def _dist_demonitor(target, ref):
         p = _sched.names.get(target)
     if p is not None and p.monitored_by is not None:
         p.monitored_by.pop(ref, None)
+    return 0
 
 
 def _dist_down(local_pid, ref, obj, reason):
@@ -135,6 +148,12 @@ def _dist_node_down(node):
                 _exit_signal(p, other, "noconnection", True)
         else:
             _dist_down(p.pid, ref, other if other is not None else None, "noconnection")
+
+
+cdef bint _dist_awaits(object pid, object ref) except -1:
+    """Is local `pid` waiting for the reply tagged `ref`?"""
+    cdef Process p = _local_proc(pid)
+    return p is not None and p.wait == W_REPLY and p.wait_ref == ref
 
 
 def _dist_remote_wait(pid):

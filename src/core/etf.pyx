@@ -1339,6 +1339,11 @@ def encode_term_into(bytearray buf, term, bint python=False):
     >>> encode_term_into(frame, (Atom("ok"), 1))
     8
     """
+    return _etf_append(buf, term, python)
+
+
+cdef Py_ssize_t _etf_append(bytearray buf, object term, bint python) except -1:
+    """encode_term_into's body, for the core's distribution channel."""
     cdef _EtfEnc e
     cdef Py_ssize_t old = _etf_ba_size(buf)
     _etf_enc_init(&e, NULL, 0, python)
@@ -1527,6 +1532,8 @@ cdef object _etf_pid(object node, uint32_t id, uint32_t serial, uint32_t creatio
     re-wrapping the (already cached) node Atom: this is the distribution hot path."""
     cdef Pid pid
     if _etf_is_local_node(node):
+        if creation == _local_creation:
+            return _local_pid(id, serial)
         return _etf_make_pid(node, id, serial, creation)
     pid = Pid.__new__(Pid)
     pid._node = node
@@ -1539,7 +1546,16 @@ cdef object _etf_pid(object node, uint32_t id, uint32_t serial, uint32_t creatio
 cdef object _etf_ref(object node, uint32_t creation, tuple ids):
     """A decoded reference; same split as _etf_pid (local ones via _make_reference)."""
     cdef Reference ref
+    cdef uint64_t a, b, c
     if _etf_is_local_node(node):
+        if creation == _local_creation and len(ids) == 3:
+            a = ids[0]
+            b = ids[1]
+            c = ids[2]
+            if a < (1 << 18) and b < (1ULL << 32) and c < (1 << 14):
+                ref = _new_ref()    # the same layout as _make_reference, without the call
+                ref.n = a | (b << 18) | (c << 50)
+                return ref
         return _etf_make_reference(node, creation, ids)
     ref = Reference.__new__(Reference)
     ref._node = node

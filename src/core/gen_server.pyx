@@ -416,7 +416,7 @@ cdef object _begin_call(Process caller, object server, object request, object ti
     if type(target) is not Process:
         if _remote_handler is None:
             raise Exit(("noconnection", ("GenServer", "call", [server, request, timeout])))
-        _remote_handler("call", caller.pid, target, (ref, request))
+        _remote_call(caller.pid, target, ref, request)
         t = None
     else:
         t = <Process>target
@@ -539,7 +539,7 @@ cdef void _reply(object from_, object value) except *:
             return          # the caller gave up (timeout): a late reply is dropped
         _deliver(w, msg_new(K_MSG, (tag, value), None))
         return
-    _remote_hook("reply", None, pid, (tag, value))
+    _remote_reply(pid, (tag, value))
 
 
 def cast(server, request):
@@ -563,7 +563,7 @@ def cast(server, request):
     if type(target) is Process:
         _deliver(<Process>target, msg_new(K_CAST, request, None))
     elif _remote_handler is not None:
-        _remote_handler("send", None, target, ("$gen_cast", request))
+        _remote_send(target, ("$gen_cast", request))
     return "ok"
 
 

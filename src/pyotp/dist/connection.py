@@ -4,8 +4,13 @@ state machine, then carries control messages in ``'p'`` pass-through frames.
 Design notes (invariants):
 
 - Everything here runs on the node's loop thread.
-- Receiving: the transport writes straight into our buffer (``get_buffer``); frames are
-  parsed in place with a memoryview, and the codec decodes from that view. A frame of
+- The per-message work of a connection that is up is compiled: ``_core.DistChannel``
+  (src/core/dist_channel.pyx) parses the frames in the receive buffer, dispatches the
+  frequent control messages and owns the send buffer; the core's send/call/reply go to
+  it directly. This class keeps the handshake, the buffers' lifecycle, the rare control
+  messages (``_frame``, which the channel hands every frame it does not handle) and
+  the validation and error reports.
+- Receiving: the transport writes straight into our buffer (``get_buffer``). A frame of
   64 KiB or more gets a buffer of its own, allocated once at its exact size, so the bytes
   of a large message are copied exactly once (kernel -> that buffer) and python-mode
   out-of-band buffers (numpy arrays) can stay zero-copy views of it. The shared receive
@@ -13,10 +18,10 @@ Design notes (invariants):
 - Handshake messages are handled synchronously inside ``buffer_updated``, so the switch
   from 2-byte to 4-byte framing happens exactly at the last handshake message: bytes the
   peer sent right after it, in the same TCP segment, are parsed as connected frames.
-- Sending: frames are encoded straight into one bytearray (``encode_term_into``); the
-  first frame of a loop turn schedules a flush, so a burst of sends becomes one write.
-  Large python-mode payloads go out with ``writelines`` of the codec's chunks (numpy
-  buffers are not copied).
+- Sending: the channel encodes frames straight into one bytearray; the first frame of a
+  loop turn schedules a flush, so a burst of sends becomes one write (a call or a reply
+  is written at once). Large python-mode payloads go out with ``writelines`` of the
+  codec's chunks (numpy buffers are not copied).
 - A malformed frame (bad framing, bad ETF, an unknown control message shape) closes this
   connection with a logged reason; it never raises into the loop, never stops the node.
   A python-mode payload that fails to unpickle (a class the receiver cannot import) drops
@@ -28,11 +33,10 @@ import asyncio
 import logging
 import struct
 import sys
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from .. import _core
-from ..etf import (Atom, DecodeError, ImproperList, Pid, Reference, decode_with_version,
-                   encode_term_into, term_to_iovec)
+from ..etf import Atom, DecodeError, Pid, Reference, decode_with_version, encode_term_into, term_to_iovec
 from . import handshake as hs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,8 +47,6 @@ _log = logging.getLogger("pyotp.dist")
 _pack_into = struct.pack_into
 _U32 = struct.Struct(">I").unpack_from
 _getrefcount = sys.getrefcount
-_dist_deliver = _core._dist_deliver
-_unpack_from = struct.unpack_from
 _HEADER = b"\x00\x00\x00\x00p"
 _TICK = b"\x00\x00\x00\x00"
 _EMPTY = Atom("")
@@ -88,31 +90,7 @@ UNLINK_ID_ACK = 36
 (HS_NAME, HS_STATUS, HS_ALIVE, HS_CHALLENGE, HS_COMPLEMENT, HS_REPLY, HS_ACK, UP,
  CLOSED) = range(9)
 
-_NO_MSG = object()
-
-
-def _maybe_big(msg: Any) -> bool:
-    """Does this python-mode payload (or one of its top-level elements) hold a large
-    buffer (a numpy array, bytes, ...)? Those are sent as chunks without copying them."""
-    t = type(msg)
-    if t is tuple or t is list:
-        if len(msg) > 8:
-            return False
-        for x in msg:
-            tx = type(x)
-            if tx is int or tx is str or tx is Atom or tx is float or tx is Pid:
-                continue
-            if tx is bytes or tx is bytearray:
-                if len(x) >= BIG_FRAME:
-                    return True
-            elif getattr(x, "nbytes", 0) >= BIG_FRAME:
-                return True
-        return False
-    if t is int or t is str or t is Atom:
-        return False
-    if t is bytes or t is bytearray:
-        return len(msg) >= BIG_FRAME
-    return getattr(msg, "nbytes", 0) >= BIG_FRAME
+_NO_MSG = _core._dist_no_msg
 
 
 class ProtocolError(Exception):
@@ -186,25 +164,33 @@ class Connection(asyncio.BufferedProtocol):
         self._peer_challenge = 0
         self._hs_timer: Optional[asyncio.TimerHandle] = None
         self._v5 = False
-        # receive side
-        self._buf = bytearray(BUF_SIZE)
-        self._mv = memoryview(self._buf)
-        self._r = 0
-        self._w = 0
+        # receive side (the shared buffer is the channel's)
         self._big: Optional[bytearray] = None
-        self._big_mv: Optional[memoryview] = None
-        self._big_fill = 0
         self._spares: List[bytearray] = []      # recent big-frame buffers, for reuse
         self.spare_used = False
-        self.received = 0         # frames (including ticks) received: the tick check reads it
         self.last_checked = 0
         self.idle_ticks = 0
-        # send side
-        self._wbuf = bytearray()
-        self._flush_handle: Optional[asyncio.Handle] = None
-        self.wrote = False        # something was written since the last tick check
         self.unlink_seq = 0
-        self._reg_heads: Dict[Any, bytes] = {}
+        # the compiled data path (both directions) once the handshake is done
+        self.ch = ch = _core.DistChannel(self, self.loop, kernel.calls, kernel.name_monitors,
+                                         kernel.virtual, BUF_SIZE)
+        # the transport calls these for every read: the compiled ones
+        self.get_buffer = ch.get_buffer            # type: ignore[method-assign]
+        self.buffer_updated = ch.buffer_updated    # type: ignore[method-assign]
+
+    @property
+    def received(self) -> int:
+        """Frames (ticks included) received so far: the tick check reads it."""
+        return int(self.ch.received)
+
+    @property
+    def wrote(self) -> bool:
+        """Something was written since the tick check last cleared this."""
+        return bool(self.ch.wrote)
+
+    @wrote.setter
+    def wrote(self, value: bool) -> None:
+        self.ch.wrote = value
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -223,145 +209,86 @@ class Connection(asyncio.BufferedProtocol):
             self._raw_write(hs.send_name(self.our_flags, self.kernel.creation, self.kernel.name))
             self.kernel.attempt_started(self)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self._big_mv is not None:
-            return self._big_mv[self._big_fill:]
-        if len(self._buf) - self._w < 8192:
-            r, w = self._r, self._w
-            if r:
-                self._buf[0:w - r] = self._buf[r:w]
-                self._r = 0
-                self._w = w - r
-        return self._mv[self._w:]
+    # -- receiving: the channel's get_buffer/buffer_updated call these when the
+    #    connection is not up yet (handshake) or a big frame is arriving
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def _updated(self, nbytes: int) -> None:
+        ch = self.ch
         try:
-            if self._big_mv is not None:
-                self._big_fill += nbytes
-                if self._big_fill == len(self._big_mv):
-                    big = self._big_mv
-                    buf = self._big
-                    assert buf is not None
-                    self._big = self._big_mv = None
-                    self._big_fill = 0
-                    self.received += 1
-                    try:
-                        self._frame(big)
-                    finally:
-                        big.release() if _getrefcount(big) <= 3 else None
-                        del big
-                        self._spares.append(buf)
-                        if len(self._spares) > 2:
-                            del self._spares[0]
-                        self.spare_used = True
+            if self.ch.big_mv is not None:
+                self.ch.big_fill += nbytes
+                if self.ch.big_fill == len(self.ch.big_mv):
+                    self._big_done()
                 return
-            self._w += nbytes
+            ch.w += nbytes
             self._parse()
-            if self._receiving_big():
-                self._r = self._w = 0
-        except ProtocolError as e:
-            self.abort("protocol error from %s: %s" % (self.peer or "unknown peer", e))
-        except hs.HandshakeError as e:
-            self.abort("handshake with %s failed: %s" % (self.peer or "unknown peer", e))
-        except Exception as e:   # a bug or a malformed term: this connection only
-            _log.exception("pyotp dist: closing the connection to %s after an error", self.peer)
-            self.abort("error: %r" % (e,))
+        except BaseException as e:
+            self._failed(e)
 
-    def _receiving_big(self) -> bool:
-        return self._big_mv is not None
+    def _failed(self, e: BaseException) -> None:
+        """Receiving raised: close this connection (only) with the reason."""
+        if isinstance(e, ProtocolError):
+            self.abort("protocol error from %s: %s" % (self.peer or "unknown peer", e))
+        elif isinstance(e, hs.HandshakeError):
+            self.abort("handshake with %s failed: %s" % (self.peer or "unknown peer", e))
+        elif isinstance(e, Exception):   # a bug or a malformed term
+            _log.error("pyotp dist: closing the connection to %s after an error", self.peer,
+                       exc_info=e)
+            self.abort("error: %r" % (e,))
+        else:
+            raise e
+
+    def _big_done(self) -> None:
+        big = self.ch.big_mv
+        buf = self._big
+        assert big is not None and buf is not None
+        self._big = self.ch.big_mv = None
+        self.ch.big_fill = 0
+        self.ch.received += 1
+        try:
+            self._frame(big)
+        finally:
+            big.release() if _getrefcount(big) <= 3 else None
+            del big
+            self._spares.append(buf)
+            if len(self._spares) > 2:
+                del self._spares[0]
+            self.spare_used = True
 
     def _parse(self) -> None:
-        mv = self._mv
-        buf = self._buf
+        """Handshake messages (2-byte length prefix), until the connection is up."""
+        ch = self.ch
+        buf = ch.rbuf
         while self.state != CLOSED:
             if self.state == UP:
-                self._parse_up()
+                ch.resume()
                 break
-            r = self._r
-            avail = self._w - r
+            r = ch.r
+            avail = ch.w - r
             if avail < 2:
                 break
             n = (buf[r] << 8) | buf[r + 1]
             if avail - 2 < n:
                 break
-            self._r = r + 2 + n
+            ch.r = r + 2 + n
             if n == 0:
                 raise hs.HandshakeError("empty handshake message")
-            self._handshake(bytes(mv[r + 2:r + 2 + n]))
-        if self._r == self._w:
-            self._r = self._w = 0
+            self._handshake(bytes(buf[r + 2:r + 2 + n]))
+        if ch.r == ch.w:
+            ch.r = ch.w = 0
 
-    def _parse_up(self) -> None:
-        """Connected frames, with the common SEND / REG_SEND path inline (this loop is the
-        receive hot path: one Python frame for a whole read's worth of messages)."""
-        mv = self._mv
-        buf = self._buf
-        r = self._r
-        w = self._w
-        k = self.kernel
-        dec = decode_with_version
-        py = self.python
-        deliver = _dist_deliver
-        virtual = k.virtual
-        count = 0
-        try:
-            while w - r >= 4:
-                n = _U32(buf, r)[0]
-                if n == 0:
-                    r += 4
-                    count += 1
-                    continue
-                end = r + 4 + n
-                if end > w:
-                    if n >= BIG_FRAME:
-                        if n > MAX_FRAME:
-                            raise ProtocolError("frame of %d bytes exceeds the limit" % n)
-                        self._start_big(n, mv[r + 4:w])
-                        r = w
-                    break
-                count += 1
-                if buf[r + 4] == 112:
-                    try:
-                        ctrl, off = dec(mv, r + 5)
-                        if type(ctrl) is tuple and off < end:
-                            op = ctrl[0]
-                            if op == 6 and len(ctrl) == 4:
-                                msg, e2 = dec(mv, off, python=py)
-                                if e2 == end:
-                                    r = end
-                                    name = ctrl[3]
-                                    h = virtual.get(name)
-                                    if h is not None:
-                                        h(self, msg)
-                                    elif type(name) is Atom:
-                                        deliver(name, msg)
-                                    else:
-                                        raise ProtocolError("REG_SEND to %r" % (name,))
-                                    if self.state != UP:
-                                        break
-                                    continue
-                            elif (op == 2 or op == 22) and len(ctrl) == 3:
-                                msg, e2 = dec(mv, off, python=py)
-                                if e2 == end:
-                                    r = end
-                                    if type(msg) is tuple and len(msg) == 2 and type(msg[0]) is Reference:
-                                        k.deliver(self, ctrl[2], msg)
-                                    else:
-                                        deliver(ctrl[2], msg)
-                                    if self.state != UP:
-                                        break
-                                    continue
-                    except DecodeError:
-                        pass            # the general path below reports it precisely
-                self._r = r = end
-                self._frame(mv[end - n:end])
-                if self.state != UP:
-                    break
-        finally:
-            self._r = r
-            self.received += count
+    def _start_big(self) -> None:
+        """The channel met the head of a frame of BIG_FRAME bytes or more: it gets a
+        buffer of its own, which the transport fills directly."""
+        ch = self.ch
+        r = ch.r
+        n = _U32(ch.rbuf, r)[0]
+        if n > MAX_FRAME:
+            raise ProtocolError("frame of %d bytes exceeds the limit" % n)
+        self._take_big(n, memoryview(ch.rbuf)[r + 4:ch.w])
+        ch.r = ch.w = 0
 
-    def _start_big(self, n: int, have: memoryview) -> None:
+    def _take_big(self, n: int, have: memoryview) -> None:
         # reuse a recent big buffer when nothing decoded from it is alive any more (its
         # only references: the spare list, `sp` and getrefcount's argument): no allocation and,
         # above all, no page faults on fresh memory. Two are kept, because the process
@@ -373,25 +300,23 @@ class Connection(asyncio.BufferedProtocol):
             if n <= len(sp) <= 2 * n and _getrefcount(sp) == 3:
                 del spares[i]
                 self._big = sp
-                self._big_mv = memoryview(sp)[:n]
+                self.ch.big_mv = memoryview(sp)[:n]
                 break
         if self._big is None:
             self._big = bytearray(n)
-            self._big_mv = memoryview(self._big)
-        mvb = self._big_mv
+            self.ch.big_mv = memoryview(self._big)
+        mvb = self.ch.big_mv
         assert mvb is not None
         mvb[0:len(have)] = have
-        self._big_fill = len(have)
+        self.ch.big_fill = len(have)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         was = self.state
         self.state = CLOSED
+        self.ch.stop()
         if self._hs_timer is not None:
             self._hs_timer.cancel()
             self._hs_timer = None
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
         reason = self.close_reason or (exc and str(exc)) or "connection closed"
         if was == UP:
             self.kernel.conn_down(self, reason)
@@ -411,6 +336,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.close_reason is None:
             self.close_reason = reason
             _log.warning("pyotp dist: %s", reason)
+        self.ch.stop()
         if self.transport is not None:
             self.transport.abort()
         else:  # pragma: no cover
@@ -422,7 +348,8 @@ class Connection(asyncio.BufferedProtocol):
             return
         if self.close_reason is None:
             self.close_reason = reason
-        self._flush()
+        self.ch.flush_now()
+        self.ch.stop()
         if self.transport is not None:
             self.transport.close()
 
@@ -549,6 +476,7 @@ class Connection(asyncio.BufferedProtocol):
         self.payload_exits = bool(both & hs.EXIT_PAYLOAD)
         self.unlink_id = bool(both & hs.UNLINK_ID)
         self.state = UP
+        self.ch.start(self.transport, self.peer, self.python, self.kernel.kernel_pid)
         self.kernel.conn_up(self)
 
     # -- receiving -------------------------------------------------------------------------
@@ -676,98 +604,44 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._flush)
-
     def flush_now(self) -> None:
-        """Write what is queued at once (for a call or a reply: someone is waiting for it,
-        so it does not wait for the end of the loop turn like a burst of sends)."""
-        h = self._flush_handle
-        if h is not None:
-            h.cancel()
-        self._flush()
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        buf = self._wbuf
-        if buf and self.transport is not None and self.state == UP:
-            self._wbuf = bytearray()
-            self.transport.write(buf)
-            self.wrote = True
+        """Write what is queued at once."""
+        self.ch.flush_now()
 
     def control(self, ctrl: Tuple[Any, ...], msg: Any = _NO_MSG) -> None:
         """Queue a frame: ``'p'`` + control term (+ payload term). Raises (and queues
         nothing) if a term cannot be encoded."""
-        buf = self._wbuf
-        start = len(buf)
-        buf += _HEADER
-        try:
-            encode_term_into(buf, ctrl)
-            if msg is not _NO_MSG:
-                encode_term_into(buf, msg, self.python)
-        except BaseException:
-            del buf[start:]
-            raise
-        _pack_into(">I", buf, start, len(buf) - start - 4)
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._flush)
+        self.ch.control(ctrl, msg)
 
     def _write_big(self, ctrl: Tuple[Any, ...], msg: Any) -> None:
+        """A python-mode payload holding large buffers: its chunks go to the transport
+        as they are (the channel calls this)."""
         head = bytearray(_HEADER)
         encode_term_into(head, ctrl)
         chunks: List[Any] = term_to_iovec(msg, python=True)
         total = len(head) - 4 + sum(len(c) if not isinstance(c, memoryview) else c.nbytes for c in chunks)
         _pack_into(">I", head, 0, total)
-        self._flush()
+        self.ch.flush_now()
         if self.transport is not None and self.state == UP:
             self.transport.writelines([head] + chunks)
-            self.wrote = True
+            self.ch.wrote = True
 
     def send_tick(self) -> None:
         if self.transport is not None and self.state == UP:
-            self._flush()
+            self.ch.flush_now()
             self.transport.write(_TICK)
 
     # the operations, as the kernel calls them
 
     def send(self, to: Pid, msg: Any) -> None:
-        if self.python and _maybe_big(msg):
-            self._write_big((SEND, _EMPTY, to), msg)
-            return
-        self.control((SEND, _EMPTY, to), msg)
+        self.ch.send(to, msg)
 
     def reg_send(self, frm: Pid, name: Any, msg: Any) -> None:
-        if self.python and _maybe_big(msg):
-            self._write_big((REG_SEND, frm, _EMPTY, Atom(name)), msg)
-            return
-        self.control((REG_SEND, frm, _EMPTY, Atom(name)), msg)
+        self.ch.reg_send(frm, name, msg)
 
     def send_named(self, name: str, msg: Any) -> None:
-        """REG_SEND from the node (the hot path of ``pyotp.send((name, node), msg)``): the
-        frame head (length placeholder, 'p', control term) is encoded once per name."""
-        head = self._reg_heads.get(name)
-        if head is None:
-            hb = bytearray(_HEADER)
-            encode_term_into(hb, (REG_SEND, self.kernel.kernel_pid, _EMPTY, Atom(name)))
-            head = bytes(hb)
-            if len(self._reg_heads) > 1024:
-                self._reg_heads.clear()
-            self._reg_heads[name] = head
-        if self.python and _maybe_big(msg):
-            self._write_big((REG_SEND, self.kernel.kernel_pid, _EMPTY, Atom(name)), msg)
-            return
-        buf = self._wbuf
-        start = len(buf)
-        buf += head
-        try:
-            encode_term_into(buf, msg, self.python)
-        except BaseException:
-            del buf[start:]
-            raise
-        _pack_into(">I", buf, start, len(buf) - start - 4)
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._flush)
+        """REG_SEND from the node (``pyotp.send((name, node), msg)``)."""
+        self.ch.send_named(name, msg)
 
     def link(self, frm: Pid, to: Pid) -> None:
         self.control((LINK, frm, to))

@@ -617,6 +617,7 @@ class NetKernel:
             conn.abort("node stopping")
             return
         self.conns[name] = conn
+        _core._dist_channel_up(name, conn.ch)
         p = self.pending.pop(name, None)
         _log.info("pyotp dist: connected to %s (%s%s)", name, "pyotp" if conn.pyotp else "erlang",
                   ", hidden" if conn.hidden else "")
@@ -786,18 +787,13 @@ class NetKernel:
         if node == self.name:           # stale pid of an earlier incarnation
             _core._dist_down(frm, ref, to, "noproc")
             return
+        c = self.conns.get(node)
+        if c is not None:
+            c.ch.call(frm, to, ref, request)
+            return
         self.calls[ref] = (frm, to, node)
         target = _wire_target(to)
         msg = (A_GEN_CALL, (frm, ref), request)
-        c = self.conns.get(node)
-        if c is not None:
-            c.monitor(frm, target, ref)
-            if type(to) is Pid:
-                c.send(to, msg)
-            else:
-                c.reg_send(frm, to[0], msg)
-            c.flush_now()
-            return
         self._queue(node, "monitor", (frm, target, ref))
         if type(to) is Pid:
             self._queue(node, "send", (to, msg))
@@ -807,8 +803,7 @@ class NetKernel:
     def _op_reply(self, frm: Any, to: Pid, arg: Any) -> None:
         c = self.conns.get(to.node)
         if c is not None:
-            c.send(to, arg)
-            c.flush_now()
+            c.ch.reply(to, arg)
 
     def _op_link(self, frm: Pid, to: Pid, arg: Any) -> None:
         if to.node == self.name:
@@ -864,27 +859,12 @@ class NetKernel:
     # -- signals from the wire -------------------------------------------------------------
 
     def deliver(self, conn: Connection, to: Any, msg: Any) -> None:
-        if type(msg) is tuple and len(msg) == 2 and type(msg[0]) is Reference:
-            ref = msg[0]
-            entry = self.calls.pop(ref, None)
-            if entry is not None:
-                caller, target, _node = entry
-                w = _core._dist_remote_wait(caller)
-                if w is not None and w[0] == ref:
-                    _core._dist_deliver(caller, msg)
-                conn.demonitor(caller, _wire_target(target), ref)
-                return
-        _core._dist_deliver(to, msg)
+        conn.ch.deliver(to, msg)
 
     def deliver_name(self, conn: Connection, frm: Any, name: Any, msg: Any) -> None:
         if type(name) is not Atom and type(name) is not str:
             raise ProtocolError("REG_SEND to %r, which is not an atom" % (name,))
-        if self.virtual:
-            h = self.virtual.get(name)
-            if h is not None:
-                h(conn, msg)
-                return
-        _core._dist_deliver(str(name), msg)
+        conn.ch.deliver_name(name, msg)
 
     def deliver_alias(self, conn: Connection, alias: Any, msg: Any) -> None:
         # We do not advertise ALIAS; a peer that sends to an alias anyway is answering a
@@ -908,21 +888,12 @@ class NetKernel:
         _core._dist_exit(frm, to, reason, linked)
 
     def on_monitor(self, conn: Connection, frm: Pid, target: Any, ref: Reference) -> None:
-        if type(target) is Atom:
-            t: Any = str(target)
-        elif type(target) is Pid:
-            t = target
-        else:
+        if type(target) is not Atom and type(target) is not Pid:
             raise ProtocolError("MONITOR_P of %r" % (target,))
-        got = _core._dist_monitor(frm, t, ref)
-        if got is None:
-            conn.down(target, frm, ref, "noproc")
-        elif type(target) is Atom:
-            self.name_monitors[ref] = (target, conn.peer)  # type: ignore[assignment]
+        conn.ch.monitor_in(frm, target, ref)
 
     def on_demonitor(self, conn: Connection, frm: Pid, target: Any, ref: Reference) -> None:
-        self.name_monitors.pop(ref, None)
-        _core._dist_demonitor(str(target) if type(target) is Atom else target, ref)
+        conn.ch.demonitor_in(frm, target, ref)
 
     def on_down(self, conn: Connection, frm: Any, to: Any, ref: Any, raw_reason: Any) -> None:
         entry = self.calls.pop(ref, None)

@@ -1,0 +1,479 @@
+# dist_channel.pyx: the compiled data path of one distribution connection.
+#
+# Owns: everything per message once a connection is up. Receiving: complete frames are
+# parsed out of the connection's receive buffer and the frequent control messages
+# (SEND, SEND_SENDER, REG_SEND, MONITOR_P, DEMONITOR_P, and replies to remote calls) are
+# dispatched here. Sending: frames are encoded straight into one bytearray that is
+# written once per loop turn, or at once for a call or a reply (someone waits for it).
+# The core's send/call/reply reach the channel of the destination node directly
+# (`_dist_channels`), without a Python-level hop.
+# Invariants:
+#  - Loop thread only. A node's channel is in `_dist_channels` exactly while its
+#    connection is up (the Connection adds it when the handshake completes and removes it
+#    when it goes down).
+#  - The fast path never reports an error: any frame it does not fully understand (other
+#    operations, a malformed term, an undecodable payload) goes, whole and untouched, to
+#    the Python Connection (`conn._frame(view)`), which validates it and reports precisely.
+#  - `wbuf` holds only complete frames: an encoding error leaves it as it was.
+
+from libc.string cimport memmove
+
+cdef enum:
+    _DC_SEND = 2
+    _DC_REG_SEND = 6
+    _DC_MONITOR_P = 19
+    _DC_DEMONITOR_P = 20
+    _DC_SEND_SENDER = 22
+    _DC_BIG = 1 << 16         # python-mode payloads holding a buffer this large go by iovec
+
+cdef object _DC_EMPTY = Atom("")
+cdef object _DC_GEN_CALL = Atom("$gen_call")
+cdef object _DC_NO_MSG = object()
+cdef dict _dist_channels = {}    # node name -> DistChannel, while connected
+
+_dist_no_msg = _DC_NO_MSG
+
+
+def _dist_channel_up(node, DistChannel ch):
+    """The connection to `node` completed its handshake: route to its channel."""
+    _dist_channels[node] = ch
+
+
+def _dist_channel_down(node, DistChannel ch):
+    if _dist_channels.get(node) is ch:
+        del _dist_channels[node]
+
+
+cdef inline DistChannel _dc_for(object dest):
+    """The channel for a remote pid or (name, node), when this thread may use it."""
+    cdef object node
+    if not _dist_channels or _sched is None or pyotp_thread_id() != _sched.loop_tid:
+        return None
+    if type(dest) is Pid:
+        node = (<Pid>dest)._node
+    elif type(dest) is tuple and len(<tuple>dest) == 2:
+        node = (<tuple>dest)[1]
+    else:
+        return None
+    return <DistChannel>_dist_channels.get(node)
+
+
+cdef int _remote_send(object to, object msg) except -1:
+    """Send to a remote pid or (name, node)."""
+    cdef DistChannel ch = _dc_for(to)
+    if ch is None:
+        _remote_hook("send", None, to, msg)
+    elif type(to) is Pid:
+        ch.send(to, msg)
+    else:
+        ch.send_named((<tuple>to)[0], msg)
+    return 0
+
+
+cdef int _remote_reply(object to, object msg) except -1:
+    cdef DistChannel ch = _dc_for(to)
+    if ch is None:
+        _remote_hook("reply", None, to, msg)
+    else:
+        ch.reply(to, msg)
+    return 0
+
+
+cdef int _remote_call(object frm, object to, object ref, object request) except -1:
+    cdef DistChannel ch = _dc_for(to)
+    if ch is None:
+        _remote_handler("call", frm, to, (ref, request))
+    else:
+        ch.call(frm, to, ref, request)
+    return 0
+
+
+cdef bint _dc_maybe_big(object msg) except -1:
+    """Does this python-mode payload (or one of its top-level elements) hold a large
+    buffer (a numpy array, bytes, ...)? Those are written as chunks, without a copy."""
+    cdef object t = type(msg)
+    cdef object x, tx
+    if t is tuple or t is list:
+        if len(msg) > 8:
+            return False
+        for x in msg:
+            tx = type(x)
+            if tx is int or tx is str or tx is Atom or tx is float or tx is Pid:
+                continue
+            if tx is bytes or tx is bytearray:
+                if len(x) >= _DC_BIG:
+                    return True
+            elif getattr(x, "nbytes", 0) >= _DC_BIG:
+                return True
+        return False
+    if t is int or t is str or t is Atom or t is float:
+        return False
+    if t is bytes or t is bytearray:
+        return len(msg) >= _DC_BIG
+    return getattr(msg, "nbytes", 0) >= _DC_BIG
+
+
+cdef inline object _dc_wire_target(object dest):
+    """A monitor/send target as it goes on the wire: a pid, or the name as an atom."""
+    if type(dest) is Pid:
+        return dest
+    return Atom(dest[0])
+
+
+cdef class DistChannel:
+    """The per-message half of a distribution connection (internal: made and driven by
+    ``pyotp.dist.connection.Connection``).
+
+    >>> ch = DistChannel(conn, loop, kernel.calls, kernel.name_monitors, kernel.virtual, 1 << 18)
+    >>> ch.start(transport, "b@127.0.0.1", False, kernel.kernel_pid)
+    """
+    cdef public object conn           # the Python Connection: handshake, big and rare frames
+    cdef public object transport
+    cdef public object peer           # the peer's node name
+    cdef public bint python           # payloads use the python extension
+    cdef public bint up
+    cdef public Py_ssize_t received   # frames received, ticks included (tick check)
+    cdef public bint wrote            # something was written since the last tick check
+    cdef public bytearray rbuf        # the shared receive buffer; bytes [r, w) are unparsed
+    cdef object rmv                   # a view of rbuf, kept: get_buffer hands out its slices
+    cdef public Py_ssize_t r
+    cdef public Py_ssize_t w
+    cdef public object big_mv         # a big frame's own buffer while it arrives (Connection)
+    cdef public Py_ssize_t big_fill
+    cdef object loop
+    cdef bint feeding                 # inside feed(): it writes what is queued when done
+    cdef bytearray wbuf
+    cdef object flush_handle
+    cdef object flush_cb
+    cdef dict calls                   # the kernel's: ref -> (caller, server, node)
+    cdef dict name_monitors           # the kernel's: ref -> (name atom, node)
+    cdef dict virtual                 # the kernel's: name -> handler(conn, msg)
+    cdef object kernel_pid
+    cdef dict reg_heads               # name -> encoded head of a REG_SEND frame
+
+    def __init__(self, conn, loop, dict calls, dict name_monitors, dict virtual, Py_ssize_t bufsize):
+        self.conn = conn
+        self.rbuf = bytearray(bufsize)
+        self.rmv = memoryview(self.rbuf)
+        self.loop = loop
+        self.calls = calls
+        self.name_monitors = name_monitors
+        self.virtual = virtual
+        self.wbuf = bytearray()
+        self.flush_cb = self._flush
+        self.reg_heads = {}
+
+    def start(self, transport, peer, bint python, kernel_pid):
+        """The handshake is done: frames may flow. ``kernel_pid`` (net_kernel) is the
+        sender of REG_SENDs from the node itself."""
+        self.kernel_pid = kernel_pid
+        self.transport = transport
+        self.peer = peer
+        self.python = python
+        self.up = True
+
+    def stop(self):
+        """The connection is going down: nothing more is written or dispatched."""
+        self.up = False
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        if self.peer is not None:
+            _dist_channel_down(self.peer, self)
+
+    # -- sending -----------------------------------------------------------------------
+
+    cdef Py_ssize_t _open(self) except -1:
+        cdef Py_ssize_t start = _etf_ba_size(self.wbuf)
+        cdef unsigned char* p
+        _etf_ba_resize(self.wbuf, start + 5)
+        p = <unsigned char*>_etf_ba_str(self.wbuf) + start
+        p[0] = 0
+        p[1] = 0
+        p[2] = 0
+        p[3] = 0
+        p[4] = 112
+        return start
+
+    cdef int _close(self, Py_ssize_t start) except -1:
+        cdef Py_ssize_t n = _etf_ba_size(self.wbuf) - start - 4
+        if n > <Py_ssize_t>0xFFFFFFFF:
+            _etf_ba_resize(self.wbuf, start)
+            raise ValueError("a distribution frame of %d bytes exceeds 4 GiB" % n)
+        _etf_wr32(<unsigned char*>_etf_ba_str(self.wbuf) + start, <uint32_t>n)
+        if self.flush_handle is None and not self.feeding:
+            self.flush_handle = self.loop.call_soon(self.flush_cb)
+        return 0
+
+    cdef int _frame(self, object ctrl, object msg) except -1:
+        """Queue 'p' + ctrl (+ msg unless _DC_NO_MSG)."""
+        cdef Py_ssize_t start = self._open()
+        try:
+            _etf_append(self.wbuf, ctrl, False)
+            if msg is not _DC_NO_MSG:
+                _etf_append(self.wbuf, msg, self.python)
+        except BaseException:
+            _etf_ba_resize(self.wbuf, start)
+            raise
+        return self._close(start)
+
+    def control(self, ctrl, msg=_DC_NO_MSG):
+        """Queue a frame: 'p' + control term (+ payload term). Raises, queueing nothing,
+        when a term cannot be encoded."""
+        self._frame(ctrl, msg)
+
+    cpdef send(self, to, msg):
+        """SEND ``msg`` to the remote pid ``to``."""
+        if self.python and _dc_maybe_big(msg):
+            self.conn._write_big((_DC_SEND, _DC_EMPTY, to), msg)
+        else:
+            self._frame((_DC_SEND, _DC_EMPTY, to), msg)
+
+    cpdef reg_send(self, frm, name, msg):
+        """REG_SEND from the local pid ``frm`` to the peer's registered ``name``."""
+        cdef tuple ctrl = (_DC_REG_SEND, frm, _DC_EMPTY, Atom(name))
+        if self.python and _dc_maybe_big(msg):
+            self.conn._write_big(ctrl, msg)
+        else:
+            self._frame(ctrl, msg)
+
+    cpdef send_named(self, name, msg):
+        """REG_SEND from the node (``pyotp.send((name, node), msg)``): the frame head is
+        encoded once per name."""
+        cdef object head = self.reg_heads.get(name)
+        cdef bytearray hb
+        cdef Py_ssize_t start
+        if self.python and _dc_maybe_big(msg):
+            self.conn._write_big((_DC_REG_SEND, self.kernel_pid, _DC_EMPTY, Atom(name)), msg)
+            return
+        if head is None:
+            hb = bytearray(b"\x00\x00\x00\x00p")
+            _etf_append(hb, (_DC_REG_SEND, self.kernel_pid, _DC_EMPTY, Atom(name)), False)
+            head = bytes(hb)
+            if len(self.reg_heads) > 1024:
+                self.reg_heads.clear()
+            self.reg_heads[name] = head
+        start = _etf_ba_size(self.wbuf)
+        self.wbuf += <bytes>head
+        try:
+            _etf_append(self.wbuf, msg, self.python)
+        except BaseException:
+            _etf_ba_resize(self.wbuf, start)
+            raise
+        self._close(start)
+
+    cpdef call(self, frm, to, ref, request):
+        """A GenServer call from local ``frm`` to the remote server ``to`` (pid or
+        (name, node)): MONITOR_P then the '$gen_call', written at once. The reply and a
+        DOWN are matched by ``ref`` in the kernel's call table."""
+        cdef Py_ssize_t mark = _etf_ba_size(self.wbuf)
+        self.calls[ref] = (frm, to, self.peer)
+        try:
+            self._frame((_DC_MONITOR_P, frm, _dc_wire_target(to), ref), _DC_NO_MSG)
+            msg = (_DC_GEN_CALL, (frm, ref), request)
+            if type(to) is Pid:
+                self.send(to, msg)
+            else:
+                self.reg_send(frm, to[0], msg)
+        except BaseException:
+            if _etf_ba_size(self.wbuf) > mark:
+                _etf_ba_resize(self.wbuf, mark)
+            self.calls.pop(ref, None)
+            raise
+        self.flush_now()
+
+    cpdef reply(self, to, msg):
+        """A GenServer reply to a remote caller: written at once."""
+        self.send(to, msg)
+        self.flush_now()
+
+    def _flush(self):
+        self.flush_handle = None
+        self._write()
+
+    cpdef flush_now(self):
+        """Write what is queued now instead of at the end of the loop turn."""
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        self._write()
+
+    cdef int _write(self) except -1:
+        cdef bytearray b = self.wbuf
+        if _etf_ba_size(b) and self.up and self.transport is not None:
+            self.wbuf = bytearray()
+            self.transport.write(b)
+            self.wrote = True
+        return 0
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        """asyncio.BufferedProtocol.get_buffer: where the transport writes the next read."""
+        cdef char* p
+        if self.big_mv is not None:
+            return self.big_mv[self.big_fill:]
+        if self.r and _etf_ba_size(self.rbuf) - self.w < 8192:
+            p = _etf_ba_str(self.rbuf)
+            memmove(p, p + self.r, self.w - self.r)
+            self.w -= self.r
+            self.r = 0
+        return self.rmv[self.w:]
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        """asyncio.BufferedProtocol.buffer_updated: ``nbytes`` more bytes arrived."""
+        if self.big_mv is not None or not self.up:
+            self.conn._updated(nbytes)
+            return
+        self.w += nbytes
+        try:
+            self._feed()
+        except BaseException as e:
+            self.conn._failed(e)
+
+    def resume(self):
+        """The handshake just completed: dispatch the frames already received."""
+        self._feed()
+
+    cdef int _feed(self) except -1:
+        self.r = self._dispatch(self.r, self.w)
+        if self.r == self.w:
+            self.r = self.w = 0
+        elif self.up and self.w - self.r >= 4 and \
+                _etf_rd32(<const unsigned char*>_etf_ba_str(self.rbuf) + self.r) >= _DC_BIG:
+            self.conn._start_big()
+        return 0
+
+    cdef Py_ssize_t _dispatch(self, Py_ssize_t r, Py_ssize_t w) except -1:
+        """Dispatch the complete frames in ``rbuf[r:w]``; return the offset of the first
+        byte not consumed (the start of an incomplete frame). Stops early when the
+        channel goes down."""
+        cdef bytearray buf = self.rbuf
+        cdef uint32_t n
+        cdef Py_ssize_t end
+        cdef Py_ssize_t count = 0
+        cdef Scheduler s = _sched
+        # Processes woken by these frames run right after them, in this same callback
+        # (as timers do): claiming the scheduler's wakeup saves a loop iteration per read.
+        cdef bint claimed = s is not None and pyotp_cas_int(&s.wake_pending, 0, 1)
+        self.feeding = True
+        try:
+            while w - r >= 4 and self.up:
+                n = _etf_rd32(<const unsigned char*>_etf_ba_str(buf) + r)
+                if n == 0:
+                    r += 4
+                    count += 1
+                    continue
+                end = r + 4 + <Py_ssize_t>n
+                if end > w:
+                    break
+                count += 1
+                if not self._hot(buf, r + 4, end):
+                    self.r = end      # the slow path may raise: the frame is consumed
+                    self.conn._frame(self.rmv[r + 4:end])
+                r = end
+        finally:
+            self.received += count
+            try:
+                if claimed:
+                    s.run_turn()
+            finally:
+                self.feeding = False
+                self._write()     # what this read (and the processes it woke) queued here
+        return r
+
+    cdef bint _hot(self, bytearray buf, Py_ssize_t start, Py_ssize_t end) except -1:
+        """Dispatch one frame if it is a frequent, well-formed one; False otherwise."""
+        cdef const unsigned char* base = <const unsigned char*>_etf_ba_str(buf)
+        cdef _EtfDec d
+        cdef tuple t
+        cdef Py_ssize_t k
+        cdef long op
+        if base[start] != 112:
+            return False
+        _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
+        try:
+            ctrl = _etf_dec_versioned(&d)
+        except Exception:
+            return False
+        if type(ctrl) is not tuple:
+            return False
+        t = <tuple>ctrl
+        k = len(t)
+        if k < 3 or type(t[0]) is not int:
+            return False
+        op = t[0]
+        if (op == _DC_SEND or op == _DC_SEND_SENDER) and k == 3:
+            msg = self._payload(&d, buf)
+            if msg is _DC_NO_MSG:
+                return False
+            self.deliver(t[2], msg)
+            return True
+        if op == _DC_REG_SEND and k == 4 and type(t[3]) is Atom:
+            msg = self._payload(&d, buf)
+            if msg is _DC_NO_MSG:
+                return False
+            self.deliver_name(t[3], msg)
+            return True
+        if d.pos != end or k != 4 or type(t[1]) is not Pid:
+            return False
+        if op == _DC_MONITOR_P and (type(t[2]) is Atom or type(t[2]) is Pid):
+            self.monitor_in(t[1], t[2], t[3])
+            return True
+        if op == _DC_DEMONITOR_P:
+            self.demonitor_in(t[1], t[2], t[3])
+            return True
+        return False
+
+    cdef object _payload(self, _EtfDec* d, bytearray buf):
+        """The message term that ends the frame, or _DC_NO_MSG (for the slow path)."""
+        cdef Py_ssize_t end = d.end
+        if d.pos >= end:
+            return _DC_NO_MSG
+        d.python = self.python
+        try:
+            msg = _etf_dec_versioned(d)
+        except Exception:
+            msg = _DC_NO_MSG
+        finally:
+            Py_XDECREF(d.view)
+            d.view = NULL
+        if d.pos != end:
+            return _DC_NO_MSG
+        return msg
+
+    cpdef deliver(self, to, msg):
+        """A message for local ``to`` (pid or name). A reply to one of our remote calls
+        wakes the caller (if it still waits) and ends the call's monitor."""
+        cdef object entry
+        if type(msg) is tuple and len(<tuple>msg) == 2 and type((<tuple>msg)[0]) is Reference and self.calls:
+            ref = (<tuple>msg)[0]
+            entry = self.calls.pop(ref, None)
+            if entry is not None:
+                caller = (<tuple>entry)[0]
+                if _dist_awaits(caller, ref):
+                    _dist_deliver_c(caller, msg)
+                self._frame((_DC_DEMONITOR_P, caller, _dc_wire_target((<tuple>entry)[1]), ref), _DC_NO_MSG)
+                return
+        _dist_deliver_c(to, msg)
+
+    cpdef deliver_name(self, name, msg):
+        """REG_SEND to the registered ``name`` (an atom): a virtual process of the
+        distribution layer (net_kernel, rex, ...) or a local process."""
+        h = self.virtual.get(name)
+        if h is not None:
+            h(self.conn, msg)
+        else:
+            _dist_deliver_c(name, msg)
+
+    cpdef monitor_in(self, frm, target, ref):
+        """MONITOR_P from the remote ``frm`` on a local pid or name (an atom)."""
+        got = _dist_monitor_c(frm, str(target) if type(target) is Atom else target, ref)
+        if got is None:
+            self.conn.down(target, frm, ref, "noproc")
+        elif type(target) is Atom:
+            self.name_monitors[ref] = (target, self.peer)
+
+    cpdef demonitor_in(self, frm, target, ref):
+        self.name_monitors.pop(ref, None)
+        _dist_demonitor_c(str(target) if type(target) is Atom else target, ref)
