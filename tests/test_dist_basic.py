@@ -233,6 +233,68 @@ def test_exit_signals_from_remote(peer):
     assert run(main) is True
 
 
+def test_fast_and_slow_frames_keep_their_order(peer):
+    # the agent's echo and "done" are SENDs (the compiled path), the exit signal between
+    # them an EXIT2 (the Python path): written in one burst, they arrive in order
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        agent_pid = await spawn_agent(peer.name)
+        me = pyotp.self()
+        pyotp.send(agent_pid, ("cmd", "echo", 1))
+        pyotp.send(agent_pid, ("cmd", "exit_signal", me, "x"))
+        pyotp.send(agent_pid, ("cmd", "echo", 2))
+        got = [await pyotp.receive(timeout=10) for _ in range(4)]
+        pyotp.send(agent_pid, ("cmd", "exit", "normal"))
+        return got, agent_pid
+    got, agent_pid = run(main)
+    assert got == [("echo", 1), ("EXIT", agent_pid, "x"), ("done", "exit_signal"), ("echo", 2)]
+
+
+def test_burst_of_small_medium_and_big_frames_arrives_whole_and_in_order(peer):
+    # frames that straddle reads, one bigger than the shared receive buffer's big-frame
+    # threshold in the middle of small ones
+    payloads = [b"a", os.urandom(40_000), b"b", os.urandom(300_000), ("c", 3), os.urandom(70_000), b"d"]
+
+    async def main():
+        agent_pid = await spawn_agent(peer.name)
+        for p in payloads:
+            pyotp.send(agent_pid, ("cmd", "echo", p))
+        got = [(await pyotp.receive(timeout=10))[1] for _ in payloads]
+        pyotp.send(agent_pid, ("cmd", "exit", "normal"))
+        return got
+    assert run(main) == payloads
+
+
+def test_call_with_an_unencodable_request_raises_and_loses_nothing(peer):
+    import threading
+
+    async def main():
+        srv = ("echo", peer.name)
+        out = []
+        try:      # not connected yet: the request is checked before it is queued
+            await GenServer.call(srv, threading.Lock())
+        except Exception as e:
+            out.append(str(e))
+        assert await Node.connect(peer.name)
+        GenServer.cast(srv, "queued before")    # still in the send buffer when the call fails
+        try:
+            await GenServer.call(srv, threading.Lock())
+            err = "no error"
+        except Exception as e:
+            err = str(e)
+        casts = await GenServer.call(srv, "casts")
+        after = await GenServer.call(srv, "after")
+        # the failed call left no monitor behind on the server
+        echo = await rpc.call(peer.name, "pyotp", "whereis", ["echo"])
+        info = await rpc.call(peer.name, "pyotp", "process_info", [echo])
+        return out + [err], casts[-1], after, info["monitored_by"]
+    errs, last_cast, after, info = run(main)
+    assert len(errs) == 2 and all("pickle" in e and "lock" in e for e in errs), errs
+    assert last_cast == "queued before"
+    assert after == ("echo", "after", peer.name)
+    assert info == []
+
+
 def test_rpc_results_and_errors(peer):
     async def main():
         n = peer.name

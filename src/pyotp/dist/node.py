@@ -42,7 +42,7 @@ import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 from .. import _core
-from ..etf import Atom, ImproperList, Pid, Reference
+from ..etf import Atom, ImproperList, Pid, Reference, encode_term_into
 from ..gen_server import GenServer
 from . import epmd as _epmd
 from . import handshake as hs
@@ -791,6 +791,9 @@ class NetKernel:
         if c is not None:
             c.ch.call(frm, to, ref, request)
             return
+        # queued until connected: a request that cannot be encoded fails now, in the
+        # caller, rather than being dropped at connect time (a timeout for the caller)
+        encode_term_into(bytearray(), request, True)
         self.calls[ref] = (frm, to, node)
         target = _wire_target(to)
         msg = (A_GEN_CALL, (frm, ref), request)
