@@ -25,6 +25,8 @@ cdef extern from "platform.h":
     long pyotp_load_int(long* p) nogil
     double pyotp_monotonic_ms() nogil
     unsigned long pyotp_thread_id() nogil
+    int pyotp_spin_readable(int fd, double max_us) nogil
+    long pyotp_recv_nb(int fd, char* buf, size_t n) nogil
 
 cdef extern from "Python.h":
     ctypedef enum PySendResult:

@@ -158,6 +158,40 @@ static inline double pyotp_monotonic_ms(void) {
 }
 #endif
 
+/* Busy-waiting on a socket (the distribution receive path, like BEAM's scheduler busy
+ * wait): pyotp_spin_readable polls with a non-blocking MSG_PEEK for at most max_us
+ * microseconds and returns 1 when bytes are waiting, 0 otherwise (time is up, EOF, an
+ * error, or no support on this platform: the event loop then sees the socket as usual).
+ * pyotp_recv_nb is a non-blocking recv: > 0 bytes read, else nothing was consumed that
+ * the event loop would have needed. Both run without the GIL. */
+#if defined(_WIN32)
+static inline int pyotp_spin_readable(int fd, double max_us) { (void)fd; (void)max_us; return 0; }
+static inline long pyotp_recv_nb(int fd, char *buf, size_t n) { (void)fd; (void)buf; (void)n; return -1; }
+#else
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <errno.h>
+static inline int pyotp_spin_readable(int fd, double max_us) {
+    char c;
+    double deadline = pyotp_monotonic_ms() + max_us / 1000.0;
+    for (;;) {
+        ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0)
+            return 1;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return 0;
+        if (pyotp_monotonic_ms() >= deadline)
+            return 0;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+static inline long pyotp_recv_nb(int fd, char *buf, size_t n) {
+    return (long)recv(fd, buf, n, MSG_DONTWAIT);
+}
+#endif
+
 #if defined(_WIN32)
 #define pyotp_thread_id() ((unsigned long)GetCurrentThreadId())
 #else

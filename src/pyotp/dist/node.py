@@ -69,6 +69,7 @@ A_NOT_ALLOWED = Atom("not_allowed")
 A_REX = Atom("rex")
 A_OK = Atom("ok")
 A_GEN_CALL = Atom("$gen_call")
+BUSY_WAIT_US = 100.0       # Node.start's default busy_wait (microseconds)
 A_GEN_CAST = Atom("$gen_cast")
 A_NOTSUP = Atom("notsup")
 A_BADARG = Atom("badarg")
@@ -294,7 +295,7 @@ class NetKernel:
     def __init__(self, name: str, cookie: str, *, hidden: bool, listen_host: str, port: int,
                  net_ticktime: float, epmd: Union[str, int], tls: Any,
                  rpc_allow: Optional[Iterable[str]], setup_time: float,
-                 python_payloads: bool) -> None:
+                 python_payloads: bool, busy_wait: float = BUSY_WAIT_US) -> None:
         if not isinstance(name, str) or name.count("@") != 1 or not all(name.split("@")):
             raise DistError("node name must look like 'name@host', got %r" % (name,))
         if not isinstance(cookie, str) or not cookie:
@@ -305,6 +306,9 @@ class NetKernel:
             raise DistError("epmd must be 'auto', 'none' or a port number, got %r" % (epmd,))
         if epmd == "none" and not port:
             raise DistError("epmd='none' needs a fixed port (port=...)")
+        if isinstance(busy_wait, bool) or not isinstance(busy_wait, (int, float)) \
+                or not 0 <= busy_wait <= 10_000:
+            raise DistError("busy_wait must be microseconds from 0 to 10000, got %r" % (busy_wait,))
         self.name = name
         self.alive, self.host = name.split("@")
         self.cookie = cookie
@@ -319,6 +323,7 @@ class NetKernel:
         self.rpc_allow = None if rpc_allow is None else frozenset(rpc_allow)
         self.setup_time = setup_time
         self.python_payloads = python_payloads
+        self.busy_wait = float(busy_wait)
         self.loop = asyncio.get_running_loop()
         self.loop_tid = threading.get_ident()
         self.creation = 0
@@ -1188,7 +1193,8 @@ class Node:
     async def start(name: str, *, cookie: str, hidden: bool = False, listen_host: str = "127.0.0.1",
                     port: int = 0, net_ticktime: float = 60, epmd: Union[str, int] = "auto",
                     tls: Any = None, rpc_allow: Optional[Iterable[str]] = None,
-                    setup_time: float = 7.0, python_payloads: bool = True) -> str:
+                    setup_time: float = 7.0, python_payloads: bool = True,
+                    busy_wait: float = BUSY_WAIT_US) -> str:
         """Make this node distributed as ``name`` ("alive@host").
 
         - ``cookie``: the shared secret (compared in constant time).
@@ -1206,6 +1212,11 @@ class Node:
           None allows any module (the cookie is full trust, as in Erlang).
         - ``python_payloads``: between two pyotp nodes, send exact Python values (the
           codec's python=True extension); False sends plain ETF.
+        - ``busy_wait``: microseconds a connection may spin (without the GIL, nothing
+          else runnable) for its next read when one is due at once: after a remote call
+          is written, or when reads arrive in quick succession. Like BEAM's scheduler
+          busy wait (``+sbwt``): lower latency for chatty links at the price of CPU;
+          0 disables it. TLS connections never spin.
 
         Returns the node name.
 
@@ -1219,7 +1230,8 @@ class Node:
             raise DistError("Node.start needs a running pyotp node (inside pyotp.run or Runtime)")
         k = NetKernel(name, cookie, hidden=hidden, listen_host=listen_host, port=port,
                       net_ticktime=net_ticktime, epmd=epmd, tls=tls, rpc_allow=rpc_allow,
-                      setup_time=setup_time, python_payloads=python_payloads)
+                      setup_time=setup_time, python_payloads=python_payloads,
+                      busy_wait=busy_wait)
         await k.start()
         _kernel = k
         try:
