@@ -21,6 +21,9 @@ separate OS processes):
 
 * ``pyotp->pyotp``: this process is node A (``Runtime.start_thread()``), B is a pyotp node
   in a child process (``tests/dist_roles.py:role_sink_bench``).
+* ``pyotp->pyotp(busy_wait=0)`` (dist-call only): the same with the connection's busy
+  wait off on both sides (``Node.start(busy_wait=0)``; A's setting is the one its
+  kernel has when it connects), to show what the busy wait buys.
 * ``pyotp->beam``: B is ``erl`` running ``bench/erlang/distpeer.erl``'s sink.
 * ``beam->beam``: both ends Erlang (``distpeer.erl`` driver and sink): the same work,
   measured inside the Erlang driver.
@@ -98,6 +101,18 @@ class _A:
         self.rt.call_in_loop(pyotp.spawn, body)
         return done.result(timeout)
 
+    def connect_busy_wait(self, peer: str, us: float) -> None:
+        """Connect to peer with this busy wait on A's side (internal knob: Node.start's
+        busy_wait is per node, and this process can only be one node)."""
+        from pyotp.dist.node import kernel
+        k = self.rt.call_in_loop(kernel)
+        W.check(peer not in k.conns, "already connected to %s" % peer)
+        old, k.busy_wait = k.busy_wait, us
+        try:
+            W.check(self.run(Node.connect, peer), "cannot connect to %s" % peer)
+        finally:
+            k.busy_wait = old
+
     def stop(self) -> None:
         self.rt.call_in_loop(Node.stop)
         self.rt.stop()
@@ -113,6 +128,13 @@ def node_a():
 @pytest.fixture(scope="module")
 def py_b():
     with NodeProc("sinkpy", role="dist_roles:role_sink_bench") as b:
+        b.expect("ready")
+        yield b
+
+
+@pytest.fixture(scope="module")
+def py_b0():
+    with NodeProc("sinkpy0", role="dist_roles:role_sink_bench", busy_wait=0) as b:
         b.expect("ready")
         yield b
 
@@ -266,7 +288,7 @@ async def _tcp_echo(port: int, n: int) -> None:
 CASES = [
     ("dist-oneway", "pyotp->pyotp"), ("dist-oneway", "pyotp->beam"), ("dist-oneway", "beam->beam"),
     ("dist-oneway", "beam->beam(distbench)"),
-    ("dist-call", "pyotp->pyotp"), ("dist-call", "pyotp->beam"), ("dist-call", "beam->beam"),
+    ("dist-call", "pyotp->pyotp"), ("dist-call", "pyotp->pyotp(busy_wait=0)"), ("dist-call", "pyotp->beam"), ("dist-call", "beam->beam"),
     ("dist-call", "beam->beam(distbench)"), ("dist-call", "tcp-echo"),
     ("dist-numpy-100MB", "pyotp->pyotp"), ("dist-numpy-100MB", "pyotp->beam"),
     ("dist-numpy-100MB", "beam->beam"),
@@ -308,14 +330,18 @@ def test_dist(benchmark: Any, mode: str, group: str, impl: str, request: Any) ->
         return
 
     if impl.startswith("pyotp"):
-        sink = request.getfixturevalue("py_b") if impl == "pyotp->pyotp" else request.getfixturevalue("erl_sink")
+        if impl == "pyotp->pyotp(busy_wait=0)":
+            sink = request.getfixturevalue("py_b0")
+            a.connect_busy_wait(sink.name, 0)
+        else:
+            sink = request.getfixturevalue("py_b") if impl == "pyotp->pyotp" else request.getfixturevalue("erl_sink")
         dest = ("sink", sink.name)
         W.check(a.run(Node.connect, sink.name), "cannot connect to %s" % sink.name)
         if group == "dist-oneway":
             fn: Callable[[], Any] = lambda: a.run(_oneway, dest, n)
             ops: float = n
         elif group == "dist-call":
-            req = "ping" if impl == "pyotp->pyotp" else Atom("ping")
+            req = Atom("ping") if impl == "pyotp->beam" else "ping"
             fn = lambda: a.run(_calls, dest, n, req)
             ops = n
         else:

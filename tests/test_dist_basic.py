@@ -295,6 +295,36 @@ def test_call_with_an_unencodable_request_raises_and_loses_nothing(peer):
     assert info == []
 
 
+def test_busy_wait_option_is_validated():
+    async def main():
+        errors = []
+        for bad in (-1, "fast", True, 20_000):
+            try:
+                await Node.start(unique("bw"), cookie=COOKIE, busy_wait=bad)
+                errors.append("accepted %r" % (bad,))
+            except DistError as e:
+                errors.append("busy_wait" in str(e))
+        name = await Node.start(unique("bw"), cookie=COOKIE, busy_wait=0)   # nothing left started
+        await Node.stop()
+        return errors, name.startswith("bw")
+    assert pyotp.run(main) == ([True] * 4, True)
+
+
+def test_calls_and_bursts_without_busy_wait(peer):
+    async def main():
+        srv = ("echo", peer.name)
+        replies = [await GenServer.call(srv, i) for i in range(200)]
+        agent_pid = await spawn_agent(peer.name)
+        for i in range(500):
+            pyotp.send(agent_pid, ("cmd", "echo", i))
+        echoed = [(await pyotp.receive(timeout=10))[1] for _ in range(500)]
+        pyotp.send(agent_pid, ("cmd", "exit", "normal"))
+        return replies, echoed
+    replies, echoed = run(main, busy_wait=0)
+    assert replies == [("echo", i, peer.name) for i in range(200)]
+    assert echoed == list(range(500))
+
+
 def test_rpc_results_and_errors(peer):
     async def main():
         n = peer.name

@@ -205,6 +205,7 @@ class DistChannel:
     up: bool
     received: int
     wrote: bool
+    spin_us: float
     rbuf: bytearray
     r: int
     w: int

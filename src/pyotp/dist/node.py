@@ -39,7 +39,7 @@ import random
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 from .. import _core
 from ..etf import Atom, ImproperList, Pid, Reference, encode_term_into
@@ -286,6 +286,17 @@ def _chars(chars: Any) -> str:
 
 # ---------------------------------------------------------------------------------------
 # The kernel
+
+
+class _Done:
+    """An awaitable that is already complete (what ``Node.stop`` returns)."""
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())   # type: ignore[return-value]
+
+
+_DONE = _Done()
 
 
 class NetKernel:
@@ -1245,16 +1256,18 @@ class Node:
         return name
 
     @staticmethod
-    def stop() -> None:
+    def stop() -> "_Done":
         """Stop distribution: close every connection (peers see nodedown; local links and
-        monitors to remote processes get ``noconnection``), unregister from EPMD.
+        monitors to remote processes get ``noconnection``), unregister from EPMD. The
+        work is done when it returns; the result may be awaited (``await Node.stop()``)
+        or ignored.
 
-        >>> Node.stop()
+        >>> await Node.stop()
         """
         global _kernel
         k = _kernel
         if k is None:
-            return
+            return _DONE
         try:
             from . import global_names, pg
             global_names._stop()
@@ -1262,6 +1275,7 @@ class Node:
         finally:
             _kernel = None
             k.stop()
+        return _DONE
 
     @staticmethod
     def self() -> str:
