@@ -15,7 +15,7 @@ import pyotp
 from pyotp import Exit, GenServer
 from pyotp.dist import DistError, Node, abcast, multi_call, rpc, run_node
 from dist_helpers import COOKIE, NodeProc, unique
-from dist_roles import Echo, Point, agent
+from dist_roles import Echo, Point, agent, exiter
 
 
 # ---------------------------------------------------------------------------------------
@@ -134,6 +134,34 @@ def test_spawn_link_and_remote_crash_reason(peer):
         return await pyotp.receive(lambda m: m[0] == "EXIT", timeout=10), pid
     (tag, frm, reason), pid = run(main)
     assert (tag, frm, reason) == ("EXIT", pid, ("shutdown", "bye"))
+
+
+def test_spawn_monitor_gives_the_real_reason_and_can_be_demonitored(peer):
+    async def main():
+        # a process that dies at once: the monitor came with it, so the reason is its own
+        pid1, ref1 = await Node.spawn_monitor(peer.name, exiter, ("shutdown", "quick"))
+        down1 = await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10)
+        # demonitor: its death then delivers nothing
+        me = pyotp.self()
+        pid2, ref2 = await Node.spawn_monitor(peer.name, agent, me, False)
+        await pyotp.receive(lambda m: m[0] == "agent_up", timeout=10)
+        pyotp.demonitor(ref2)
+        pyotp.send(pid2, ("cmd", "exit", "bye"))
+        pyotp.send(pid2, "after exit")              # lost: the agent is gone
+        pid3, ref3 = await Node.spawn_monitor(peer.name, exiter, "third")
+        down3 = await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10)
+        return (pid1, ref1, down1), ref2, (pid3, ref3, down3)
+    (pid1, ref1, down1), ref2, (pid3, ref3, down3) = run(main)
+    assert pid1.node == peer.name and down1 == ("DOWN", ref1, "process", pid1, ("shutdown", "quick"))
+    assert down3 == ("DOWN", ref3, "process", pid3, "third")   # first DOWN after ref2's: none for ref2
+
+
+def test_spawn_monitor_on_this_node():
+    async def main():
+        pid, ref = await Node.spawn_monitor(Node.self(), exiter, "local")
+        return await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10), pid, ref
+    down, pid, ref = run(main)
+    assert down == ("DOWN", ref, "process", pid, "local")
 
 
 def test_spawn_errors(peer):

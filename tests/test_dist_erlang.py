@@ -146,6 +146,8 @@ halt().
         out["down"] = await pyotp.receive(timeout=10)
         spawned = await Node.spawn_link(n, ("erlang", "exit"), Atom("bye"))
         out["spawn_link"] = await pyotp.receive(lambda m: m[0] == "EXIT", timeout=10)
+        mpid, mref = await Node.spawn_monitor(n, ("erlang", "exit"), Atom("at_once"))
+        out["spawn_monitor"] = (await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10), mpid, mref)
         try:
             await GenServer.call(("no_such_server", n), "x", timeout=5)
         except Exit as e:
@@ -165,6 +167,8 @@ halt().
     assert out["link"] == ("EXIT", srv, ("shutdown", "x"))
     assert out["down"] == ("DOWN", ref, "process", other, "gone")
     assert out["spawn_link"] == ("EXIT", spawned, "bye")
+    down, mpid, mref = out["spawn_monitor"]
+    assert down == ("DOWN", mref, "process", mpid, "at_once") and mpid.node == n
     assert out["call_noproc"] == "noproc"
     assert out["nodedown"] == ("nodedown", n)
 

@@ -354,16 +354,18 @@ cdef class DistChannel:
         reads arrive in quick succession. Sleeping in the event loop and being woken
         costs more than the wait itself at these gaps; BEAM's schedulers spin likewise
         before they sleep. Nothing else is runnable meanwhile (the run queue is empty),
-        and after a bounded number of rounds the event loop gets its turn back."""
+        and after 64 reads or 2 ms here the event loop gets its turn back (timers, other
+        connections)."""
         cdef int rounds, ok, fd = self.fd
         cdef double spin = self.spin_us
+        cdef double until = pyotp_monotonic_ms() + 2.0
         cdef long got
         cdef char* p
         cdef Scheduler s
         for rounds in range(64):
             s = _sched
             if not (busy or self.called) or not self.up or self.big_mv is not None \
-                    or s is None or pyotp_mpsc_nonempty(&s.rq):
+                    or s is None or pyotp_mpsc_nonempty(&s.rq) or pyotp_monotonic_ms() > until:
                 return 0
             with nogil:
                 ok = pyotp_spin_readable(fd, spin)

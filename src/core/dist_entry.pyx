@@ -88,6 +88,19 @@ cdef object _dist_monitor_c(object remote_pid, object target, object ref):
     return p.pid
 
 
+def _dist_add_monitor(local_pid, target, ref):
+    """A monitor the peer set up for local_pid on its process `target` (SPAWN_REQUEST's
+    monitor option): record it so the DOWN tagged `ref` is delivered. False when
+    local_pid is dead."""
+    cdef Process w = _local_proc(local_pid)
+    if w is None:
+        return False
+    if w.monitors is None:
+        w.monitors = {}
+    w.monitors[ref] = target
+    return True
+
+
 def _dist_demonitor(target, ref):
     _dist_demonitor_c(target, ref)
 

@@ -974,6 +974,12 @@ class NetKernel:
                 if flags & SPAWN_FLAG_LINK and frm is not None:
                     if not _core._dist_link(result, frm):
                         conn.exit(frm, result, "noproc", True)
+                if flags & SPAWN_FLAG_MONITOR and frm is not None:
+                    # the peer monitors the new process for frm, tagged with the request ref
+                    if _core._dist_add_monitor(frm, result, req):
+                        self.monitors[req] = (frm, result, cast(str, conn.peer))
+                    else:
+                        conn.demonitor(frm, result, req)
                 if not fut.done():
                     fut.set_result(result)
             elif not fut.done():
@@ -988,7 +994,9 @@ class NetKernel:
                 if not r.future.done():
                     r.future.set_result((A_BADRPC, result if result != "badarg" else A_NOTSUP))
 
-    async def spawn(self, node: str, fn: Any, args: Sequence[Any], link: bool) -> Pid:
+    async def spawn(self, node: str, fn: Any, args: Sequence[Any], link: bool,
+                    monitor: bool = False) -> Any:
+        """Node.spawn/spawn_link/spawn_monitor: a pid, or (pid, ref) with ``monitor``."""
         if callable(fn) and not isinstance(fn, tuple):
             m, f = fn.__module__, fn.__qualname__
             if "." in f or "<" in f:
@@ -1001,11 +1009,14 @@ class NetKernel:
         try:
             me = _core.self()
         except _core.CallbackError:
-            if link:
-                raise DistError("Node.spawn_link must be called inside a pyotp process") from None
+            if link or monitor:
+                raise DistError("Node.%s must be called inside a pyotp process"
+                                % ("spawn_link" if link else "spawn_monitor")) from None
             me = None
         if node == self.name:
             fnobj = _resolve(m, f)
+            if monitor:
+                return _core.spawn_monitor(_as_async, fnobj, tuple(args))
             pid = _core.spawn(_as_async, fnobj, tuple(args))
             if link:
                 _core.link(pid)
@@ -1019,9 +1030,10 @@ class NetKernel:
         fut: "asyncio.Future[Any]" = self.loop.create_future()
         self.spawns[req] = (fut, me, node)
         frm = me if me is not None else self.kernel_pid
-        c.spawn_request(req, frm, self.gl_pid, (Atom(m), Atom(f), len(args)),
-                        [A_LINK] if link else [], list(args))
-        return cast(Pid, await fut)
+        opts = ([A_LINK] if link else []) + ([A_MONITOR] if monitor else [])
+        c.spawn_request(req, frm, self.gl_pid, (Atom(m), Atom(f), len(args)), opts, list(args))
+        pid = cast(Pid, await fut)
+        return (pid, req) if monitor else pid
 
     # -- rpc -------------------------------------------------------------------------------
 
@@ -1399,7 +1411,7 @@ class Node:
 
         >>> pid = await Node.spawn("b@127.0.0.1", workers.echo, "hello")
         """
-        return await kernel().spawn(node, fn, args, False)
+        return cast(Pid, await kernel().spawn(node, fn, args, False))
 
     @staticmethod
     async def spawn_link(node: str, fn: Any, *args: Any) -> Pid:
@@ -1407,7 +1419,18 @@ class Node:
 
         >>> pid = await Node.spawn_link("b@127.0.0.1", workers.loop)
         """
-        return await kernel().spawn(node, fn, args, True)
+        return cast(Pid, await kernel().spawn(node, fn, args, True))
+
+    @staticmethod
+    async def spawn_monitor(node: str, fn: Any, *args: Any) -> Tuple[Pid, Reference]:
+        """Like spawn, monitored by the calling process (which must be a pyotp process);
+        returns ``(pid, ref)``. The monitor is set up together with the process (Erlang's
+        ``spawn_request`` with the ``monitor`` option), so even a process that dies at
+        once gives its real exit reason: ``("DOWN", ref, "process", pid, reason)``.
+
+        >>> pid, ref = await Node.spawn_monitor("b@127.0.0.1", workers.job, 42)
+        """
+        return cast(Tuple[Pid, Reference], await kernel().spawn(node, fn, args, False, True))
 
 
 async def _external_call(server: Any, request: Any, timeout: Optional[float]) -> Any:
