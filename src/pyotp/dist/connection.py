@@ -216,9 +216,9 @@ class Connection(asyncio.BufferedProtocol):
     def _updated(self, nbytes: int) -> None:
         ch = self.ch
         try:
-            if self.ch.big_mv is not None:
-                self.ch.big_fill += nbytes
-                if self.ch.big_fill == len(self.ch.big_mv):
+            if ch.big_mv is not None:
+                ch.big_fill += nbytes
+                if ch.big_fill == len(ch.big_mv):
                     self._big_done()
                 return
             ch.w += nbytes
@@ -240,12 +240,13 @@ class Connection(asyncio.BufferedProtocol):
             raise e
 
     def _big_done(self) -> None:
-        big = self.ch.big_mv
+        ch = self.ch
+        big = ch.big_mv
         buf = self._big
         assert big is not None and buf is not None
-        self._big = self.ch.big_mv = None
-        self.ch.big_fill = 0
-        self.ch.received += 1
+        self._big = ch.big_mv = None
+        ch.big_fill = 0
+        ch.received += 1
         try:
             self._frame(big)
         finally:
