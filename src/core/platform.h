@@ -158,6 +158,17 @@ static inline double pyotp_monotonic_ms(void) {
 }
 #endif
 
+/* A pause hint for spin loops (lets the sibling hyperthread run, saves power). */
+#if defined(_MSC_VER) && !defined(__clang__) && (defined(_M_X64) || defined(_M_IX86))
+#define pyotp_cpu_relax() _mm_pause()
+#elif defined(__x86_64__) || defined(__i386__)
+#define pyotp_cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define pyotp_cpu_relax() __asm__ __volatile__("yield")
+#else
+#define pyotp_cpu_relax() ((void)0)
+#endif
+
 /* Busy-waiting on a socket (the distribution receive path, like BEAM's scheduler busy
  * wait): pyotp_spin_readable polls with a non-blocking MSG_PEEK for at most max_us
  * microseconds and returns 1 when bytes are waiting, 0 otherwise (time is up, EOF, an
@@ -182,9 +193,7 @@ static inline int pyotp_spin_readable(int fd, double max_us) {
             return 0;
         if (pyotp_monotonic_ms() >= deadline)
             return 0;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
+        pyotp_cpu_relax();
     }
 }
 static inline long pyotp_recv_nb(int fd, char *buf, size_t n) {
