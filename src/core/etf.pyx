@@ -186,8 +186,31 @@ cdef class ImproperList:
         return (ImproperList, (self.items, self.tail))
 
 
+cdef class _EtfValue:
+    """Equality, hashing and pickling shared by the codec's plain value classes: a value
+    is its constructor arguments (``_args``), and equals only a value of its own type."""
+
+    cdef tuple _args(self):
+        raise NotImplementedError
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._args() == (<_EtfValue>other)._args()
+
+    def __ne__(self, other):
+        r = self.__eq__(other)
+        return r if r is NotImplemented else not r
+
+    def __hash__(self):
+        return hash((type(self).__name__,) + self._args())
+
+    def __reduce__(self):
+        return (type(self), self._args())
+
+
 @cython.final
-cdef class BitString:
+cdef class BitString(_EtfValue):
     """An Erlang bitstring whose size is not a whole number of bytes: ``<<5:3>>``.
 
     ``data`` holds the bits high-aligned (as Erlang does); ``bits`` (1..8) says how many
@@ -219,27 +242,15 @@ cdef class BitString:
         """Total number of bits: ``(len(data) - 1) * 8 + bits``."""
         return (len(self.data) - 1) * 8 + self.bits
 
-    def __eq__(self, other):
-        if type(other) is not BitString:
-            return NotImplemented
-        return self.bits == (<BitString>other).bits and self.data == (<BitString>other).data
-
-    def __ne__(self, other):
-        r = self.__eq__(other)
-        return r if r is NotImplemented else not r
-
-    def __hash__(self):
-        return hash(("BitString", self.data, self.bits))
+    cdef tuple _args(self):
+        return (self.data, self.bits)
 
     def __repr__(self):
         return "BitString(%r, %d)" % (self.data, self.bits)
 
-    def __reduce__(self):
-        return (BitString, (self.data, self.bits))
-
 
 @cython.final
-cdef class Port:
+cdef class Port(_EtfValue):
     """An Erlang port identifier, ``#Port<0.7>``. pyotp has no ports of its own; this
     carries ports that Erlang nodes send, so they can be sent back unchanged.
 
@@ -257,28 +268,15 @@ cdef class Port:
         self.id = id
         self.creation = creation
 
-    def __eq__(self, other):
-        if type(other) is not Port:
-            return NotImplemented
-        cdef Port o = <Port>other
-        return self.id == o.id and self.creation == o.creation and self.node == o.node
-
-    def __ne__(self, other):
-        r = self.__eq__(other)
-        return r if r is NotImplemented else not r
-
-    def __hash__(self):
-        return hash(("Port", self.node, self.id, self.creation))
+    cdef tuple _args(self):
+        return (str(self.node), self.id, self.creation)
 
     def __repr__(self):
-        return "Port(%r, %d, %d)" % (str(self.node), self.id, self.creation)
-
-    def __reduce__(self):
-        return (Port, (str(self.node), self.id, self.creation))
+        return "Port(%r, %d, %d)" % self._args()
 
 
 @cython.final
-cdef class ExportFun:
+cdef class ExportFun(_EtfValue):
     """An external fun, Erlang's ``fun Module:Function/Arity`` (EXPORT_EXT).
 
     >>> ExportFun("lists", "map", 2)
@@ -297,28 +295,15 @@ cdef class ExportFun:
         self.function = _etf_Atom(function)
         self.arity = arity
 
-    def __eq__(self, other):
-        if type(other) is not ExportFun:
-            return NotImplemented
-        cdef ExportFun o = <ExportFun>other
-        return self.arity == o.arity and self.module == o.module and self.function == o.function
-
-    def __ne__(self, other):
-        r = self.__eq__(other)
-        return r if r is NotImplemented else not r
-
-    def __hash__(self):
-        return hash(("ExportFun", self.module, self.function, self.arity))
+    cdef tuple _args(self):
+        return (str(self.module), str(self.function), self.arity)
 
     def __repr__(self):
-        return "ExportFun(%r, %r, %d)" % (str(self.module), str(self.function), self.arity)
-
-    def __reduce__(self):
-        return (ExportFun, (str(self.module), str(self.function), self.arity))
+        return "ExportFun(%r, %r, %d)" % self._args()
 
 
 @cython.final
-cdef class OpaqueFun:
+cdef class OpaqueFun(_EtfValue):
     """A local Erlang fun (NEW_FUN_EXT), kept as its exact bytes (tag 112 included) so it
     can be sent back to Erlang unchanged. It cannot be called from Python.
 
@@ -349,26 +334,14 @@ cdef class OpaqueFun:
         """The module the fun was defined in (an Atom)."""
         return decode_term(self.data, 30)[0]
 
-    def __eq__(self, other):
-        if type(other) is not OpaqueFun:
-            return NotImplemented
-        return self.data == (<OpaqueFun>other).data
-
-    def __ne__(self, other):
-        r = self.__eq__(other)
-        return r if r is NotImplemented else not r
-
-    def __hash__(self):
-        return hash(("OpaqueFun", self.data))
+    cdef tuple _args(self):
+        return (self.data,)
 
     def __repr__(self):
         try:
             return "<OpaqueFun %s/%d, %d bytes>" % (self.module, self.arity, len(self.data))
         except Exception:
             return "<OpaqueFun %d bytes>" % len(self.data)
-
-    def __reduce__(self):
-        return (OpaqueFun, (self.data,))
 
 
 @cython.final

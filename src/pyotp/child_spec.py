@@ -286,6 +286,18 @@ def validate_children(specs: Iterable[Any], auto_shutdown: Optional[str]) -> Lis
     return out
 
 
+def callback_module(cls: type, base: type, arg: Any, options: Dict[str, Any],
+                    returning: str) -> Tuple[type, Any]:
+    """``start_link`` of a supervisor module (a subclass of ``base``): its options come
+    from its ``init``, which it must define. Returns ``(module, init_arg)``."""
+    if options:
+        raise TypeError("%s.start_link takes only (arg, name=, timeout=); its options come "
+                        "from its init: unexpected %s" % (cls.__qualname__, ", ".join(options)))
+    if cls.init is base.init:  # type: ignore[attr-defined]
+        raise TypeError("%s must define init(self, arg) returning %s" % (cls.__qualname__, returning))
+    return cls, arg
+
+
 def check_intensity(max_restarts: Any, max_seconds: Any) -> None:
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
         raise ChildSpecError("invalid max_restarts %r: expected an int >= 0" % (max_restarts,))

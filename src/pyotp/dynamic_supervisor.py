@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 from . import _core
 from ._core import Pid, Reference, StartError
 from .child_spec import (Child, ChildSpecError, RestartIntensity, SupervisorError, _is_down, _override,
-                         check_intensity, is_shutdown_reason, report, report_started,
+                         callback_module, check_intensity, is_shutdown_reason, report, report_started,
                          start_child_fn, unlink_flush, validate_child)
 from .gen_server import GenServer
 
@@ -341,13 +341,8 @@ class DynamicSupervisor:
             module = None
             init_arg: Any = result
         else:
-            if options:
-                raise TypeError("%s.start_link takes only (arg, name=, timeout=); its options come "
-                                "from its init: unexpected %s" % (cls.__qualname__, ", ".join(options)))
-            if cls.init is DynamicSupervisor.init:
-                raise TypeError("%s must define init(self, arg) returning DynamicSupervisor.init(...)"
-                                % cls.__qualname__)
-            module, init_arg = cls, arg
+            module, init_arg = callback_module(cls, DynamicSupervisor, arg, options,
+                                               "DynamicSupervisor.init(...)")
         return cast(Optional[Pid], await _DynamicSupervisorServer.start_link(
             (module, init_arg, name), name=name, timeout=timeout))
 

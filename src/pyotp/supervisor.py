@@ -68,9 +68,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 from . import _core
 from ._core import Pid, StartError
 from .child_spec import (RESTARTING, Child, ChildSpecError, RestartIntensity, SupervisorError,
-                         _expand, _override, check_intensity, child_spec, is_shutdown_reason,
-                         report, report_started, shutdown_child, start_child_fn,
-                         validate_child, validate_children)
+                         _expand, _override, callback_module, check_intensity, child_spec,
+                         is_shutdown_reason, report, report_started, shutdown_child,
+                         start_child_fn, validate_child, validate_children)
 from .gen_server import GenServer
 
 _log = logging.getLogger("pyotp")
@@ -450,13 +450,8 @@ class Supervisor:
             module = None
             init_arg: Any = result
         else:
-            if options:
-                raise TypeError("%s.start_link takes only (arg, name=, timeout=); its options come "
-                                "from its init: unexpected %s" % (cls.__qualname__, ", ".join(options)))
-            if cls.init is Supervisor.init:
-                raise TypeError("%s must define init(self, arg) returning Supervisor.init(children, "
-                                "strategy=...)" % cls.__qualname__)
-            module, init_arg = cls, arg
+            module, init_arg = callback_module(cls, Supervisor, arg, options,
+                                               "Supervisor.init(children, strategy=...)")
         return cast(Optional[Pid], await _SupervisorServer.start_link((module, init_arg, name), name=name,
                                                                       timeout=timeout))
 
