@@ -25,6 +25,7 @@ cdef extern from "platform.h":
     long pyotp_load_int(long* p) nogil
     double pyotp_monotonic_ms() nogil
     unsigned long pyotp_thread_id() nogil
+    int PYOTP_CAN_SPIN
     int pyotp_spin_readable(int fd, double max_us) nogil
     long pyotp_recv_nb(int fd, char* buf, size_t n) nogil
 

@@ -174,7 +174,7 @@ cdef class DistChannel:
         self.kernel_pid = kernel_pid
         self.transport = transport
         self.fd = -1
-        if transport.get_extra_info("ssl_object") is None:
+        if PYOTP_CAN_SPIN and transport.get_extra_info("ssl_object") is None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 self.fd = sock.fileno()

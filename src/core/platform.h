@@ -176,9 +176,11 @@ static inline double pyotp_monotonic_ms(void) {
  * pyotp_recv_nb is a non-blocking recv: > 0 bytes read, else nothing was consumed that
  * the event loop would have needed. Both run without the GIL. */
 #if defined(_WIN32)
+#define PYOTP_CAN_SPIN 0    /* SOCKET handles are not ints: connections never spin */
 static inline int pyotp_spin_readable(int fd, double max_us) { (void)fd; (void)max_us; return 0; }
 static inline long pyotp_recv_nb(int fd, char *buf, size_t n) { (void)fd; (void)buf; (void)n; return -1; }
 #else
+#define PYOTP_CAN_SPIN 1
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <errno.h>

@@ -1239,7 +1239,7 @@ class Node:
           else runnable) for its next read when one is due at once: after a remote call
           is written, or when reads arrive in quick succession. Like BEAM's scheduler
           busy wait (``+sbwt``): lower latency for chatty links at the price of CPU;
-          0 disables it. TLS connections never spin.
+          0 disables it. TLS connections (and Windows) never spin.
 
         Returns the node name.
 
