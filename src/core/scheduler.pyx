@@ -495,14 +495,16 @@ cdef void _coro_failed(Process p, BaseException e) except *:
 # External waiters: callers that are not processes (an asyncio task in a hosted node, or
 # another OS thread) get a PK_EXTERNAL stand-in whose wake resolves a future or a lock.
 
+from _thread import allocate_lock as _new_lock
+
+
 cdef class _ThreadWaiter:
     cdef object lock
     cdef public object value
     cdef public object exc
 
     def __cinit__(self):
-        import threading
-        self.lock = threading.Lock()
+        self.lock = _new_lock()
         self.lock.acquire()
 
     def wait(self, timeout):
