@@ -6,8 +6,10 @@ LOCK = flock /tmp/pyotp-build.lock
 build:
 	$(LOCK) $(PY) setup.py build_ext --inplace -q
 
+# cython -a of the core, one report for all components (build/annotate/core.html) and the
+# heaviest Python-API lines of each printed (tools/annotate.py; `... annotate.py etf` for one)
 annotate:
-	$(LOCK) env PYOTP_ANNOTATE=1 $(PY) setup.py build_ext --inplace -q
+	$(PY) tools/annotate.py
 
 test: build
 	PYTHONPATH=src $(PY) -m pytest -q tests

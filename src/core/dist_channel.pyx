@@ -93,10 +93,13 @@ cdef bint _dc_maybe_big(object msg) except -1:
     buffer (a numpy array, bytes, ...)? Those are written as chunks, without a copy."""
     cdef object t = type(msg)
     cdef object x, tx
+    cdef Py_ssize_t i, n
     if t is tuple or t is list:
-        if len(msg) > 8:
+        n = len(msg)
+        if n > 8:
             return False
-        for x in msg:
+        for i in range(n):
+            x = (<tuple>msg)[i] if t is tuple else (<list>msg)[i]
             tx = type(x)
             if tx is int or tx is str or tx is Atom or tx is float or tx is Pid:
                 continue
