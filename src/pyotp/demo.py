@@ -7,12 +7,20 @@ A one-screen summary (processes, messages/s, restarts, chat deliveries, breaker 
 refreshes twice a second; the demo ends by itself after ``--seconds`` (default 6) or runs
 until Ctrl-C with ``--forever``.
 
+Then (unless ``--no-distribution``) the node becomes distributed and starts a second node
+in a child process: an rpc into it, a second of remote GenServer calls, and the child
+killed with SIGKILL, which this node sees as ``("nodedown", peer)``.
+
 >>> python -m pyotp demo --seconds 3
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import random
+import secrets
+import subprocess
 import sys
 import time
 from typing import Any, Dict, List
@@ -154,7 +162,7 @@ def _summary(stats: Dict[str, Any], rate: float, elapsed: float, tty: bool) -> s
     return ("\x1b[H\x1b[2J" + text) if tty else text + "\n"
 
 
-async def demo_main(seconds: float, forever: bool, users: int) -> Dict[str, Any]:
+async def demo_main(seconds: float, forever: bool, users: int, distribution: bool = True) -> Dict[str, Any]:
     _RoomNames.table.clear()
     await Supervisor.start_link([
         {"id": "pubsub", "start": (_start_pubsub, ())},
@@ -183,8 +191,63 @@ async def demo_main(seconds: float, forever: bool, users: int) -> Dict[str, Any]
         sys.stdout.write(_summary(stats, (n - last_n) / (now - last_t), now - t0, tty))
         sys.stdout.flush()
         last_t, last_n = now, n
+    if distribution:
+        stats["distribution"] = await two_nodes()
     print("\ndemo finished: stopping the supervision tree")
     return stats
+
+
+class Echo(GenServer):
+    """The peer node's server: answers every call with its request."""
+
+    def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
+        return ("reply", req, state)
+
+
+def run_peer(name: str, cookie: str) -> None:
+    """The second node of the demo (a child process): serves ``demo_echo`` until killed."""
+    async def main() -> None:
+        await Echo.start(None, name="demo_echo")
+        print("ready", flush=True)
+        await pyotp.receive(lambda m: m == "stop")
+    pyotp.run(main, node=name, cookie=cookie)
+
+
+async def two_nodes(seconds: float = 1.0) -> Dict[str, Any]:
+    """This node and a peer in a child process: rpc, remote calls, nodedown on SIGKILL."""
+    from .dist import Node, rpc
+    cookie = secrets.token_hex(8)
+    me = "pyotp_demo_%d@127.0.0.1" % os.getpid()
+    peer = "pyotp_demo_peer_%d@127.0.0.1" % os.getpid()
+    await Node.start(me, cookie=cookie)
+    proc = subprocess.Popen([sys.executable, "-c", "from pyotp.demo import run_peer; run_peer(%r, %r)"
+                             % (peer, cookie)], stdout=subprocess.PIPE, text=True)
+    out: Dict[str, Any] = {"peer": peer}
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
+        if line.strip() != "ready":
+            raise RuntimeError("the peer node did not start (exit status %s)" % proc.wait())
+        print("\ntwo nodes: %s and %s (a child process)" % (me, peer))
+        Node.monitor_nodes(True)
+        out["peer_os_pid"] = await rpc.call(peer, "os", "getpid", [])
+        print("  rpc.call(peer, 'os', 'getpid', []) -> %d (the child's pid: %d)"
+              % (out["peer_os_pid"], proc.pid))
+        n, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            for _ in range(100):
+                n += await GenServer.call(("demo_echo", peer), 1)
+        out["calls_per_s"] = n / (time.monotonic() - t0)
+        print("  remote GenServer.call: %s calls/s" % format(int(out["calls_per_s"]), ","))
+        proc.kill()
+        out["nodedown"] = await pyotp.receive(lambda m: m == ("nodedown", peer), timeout=10)
+        print("  peer killed with SIGKILL: this node got %r" % (out["nodedown"],))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        await Node.stop()
+    return out
 
 
 async def _named(start: Any, name: str) -> Any:
@@ -199,12 +262,13 @@ async def _start_room(room: str) -> Any:
     return await Room.start_link(room, name=("via", _RoomNames, room))
 
 
-def run_demo(seconds: float = 6.0, forever: bool = False, users: int = 40) -> Dict[str, Any]:
+def run_demo(seconds: float = 6.0, forever: bool = False, users: int = 40,
+             distribution: bool = True) -> Dict[str, Any]:
     """Run the demo on a fresh node; returns the final counters (used by its test)."""
     import logging
     logging.getLogger("pyotp").setLevel(logging.CRITICAL)   # the crashes are the point
     try:
-        return pyotp.run(demo_main, seconds, forever, users)  # type: ignore[no-any-return]
+        return pyotp.run(demo_main, seconds, forever, users, distribution)  # type: ignore[no-any-return]
     except KeyboardInterrupt:
         print("\ninterrupted")
         return {}
@@ -215,6 +279,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long to run (default 6); ignored with --forever")
     parser.add_argument("--forever", action="store_true", help="run until Ctrl-C")
     parser.add_argument("--users", type=int, default=40, help="simulated chat users (default 40)")
+    parser.add_argument("--no-distribution", action="store_true",
+                        help="skip the second part (a peer node in a child process)")
 
 
 def _register() -> None:
@@ -226,7 +292,7 @@ def _register() -> None:
         if args.users < 1 or args.seconds <= 0:
             from .cli import CliError
             raise CliError("--users must be >= 1 and --seconds > 0")
-        run_demo(args.seconds, args.forever, args.users)
+        run_demo(args.seconds, args.forever, args.users, not args.no_distribution)
         return 0
 
 
