@@ -99,8 +99,17 @@ def test_remote_call_errors(peer):
             out.append("unexpected message")
         except TimeoutError:
             out.append("no stray reply")
+        # a call that times out ends its monitor at once (OTP's gen:call demonitors), not
+        # when a reply comes (this one never does) or at the next tick
+        try:
+            await GenServer.call(("echo", peer.name), ("later", "never", 3600), timeout=0.05)
+        except Exit as e:
+            out.append(e.reason[0])
+        echo = await rpc.call(peer.name, "pyotp", "whereis", ["echo"])
+        out.append((await rpc.call(peer.name, "pyotp", "process_info", [echo]))["monitored_by"])
         return out
-    assert run(main) == ["noproc", "timeout", ("echo", "after", peer.name), "no stray reply"]
+    assert run(main) == ["noproc", "timeout", ("echo", "after", peer.name), "no stray reply",
+                         "timeout", []]
 
 
 def test_send_to_pid_and_name(peer):

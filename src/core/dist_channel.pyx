@@ -88,6 +88,21 @@ cdef int _remote_call(object frm, object to, object ref, object request) except 
     return 0
 
 
+cdef int _remote_call_gave_up(object caller, object ref, object server) except -1:
+    """A call to a remote server timed out: end its monitor at once, as OTP's gen:call
+    does. The entry stays, with node None, so that a late reply is still recognised and
+    dropped (a decoded ref is not the caller's alias object); the tick removes it."""
+    cdef DistChannel ch = _dc_for(server)
+    cdef object entry
+    if ch is None:
+        return 0
+    entry = ch.calls.get(ref)
+    if entry is not None and (<tuple>entry)[2] is not None:
+        ch.calls[ref] = ((<tuple>entry)[0], (<tuple>entry)[1], None)
+        ch._frame((_DC_DEMONITOR_P, caller, _dc_wire_target(server), ref), _DC_NO_MSG)
+    return 0
+
+
 cdef bint _dc_maybe_big(object msg) except -1:
     """Does this python-mode payload (or one of its top-level elements) hold a large
     buffer (a numpy array, bytes, ...)? Those are written as chunks, without a copy."""
@@ -152,7 +167,7 @@ cdef class DistChannel:
     cdef bytearray wbuf
     cdef object flush_handle
     cdef object flush_cb
-    cdef dict calls                   # the kernel's: ref -> (caller, server, node)
+    cdef dict calls                   # the kernel's: ref -> (caller, server, node or None)
     cdef dict name_monitors           # the kernel's: ref -> (name atom, node)
     cdef dict virtual                 # the kernel's: name -> handler(conn, msg)
     cdef object kernel_pid
@@ -513,7 +528,9 @@ cdef class DistChannel:
                 caller = (<tuple>entry)[0]
                 if _dist_awaits(caller, ref):
                     _dist_deliver_c(caller, msg)
-                self._frame((_DC_DEMONITOR_P, caller, _dc_wire_target((<tuple>entry)[1]), ref), _DC_NO_MSG)
+                if (<tuple>entry)[2] is not None:     # else: demonitored when it gave up
+                    self._frame((_DC_DEMONITOR_P, caller, _dc_wire_target((<tuple>entry)[1]), ref),
+                                _DC_NO_MSG)
                 return
         _dist_deliver_c(to, msg)
 

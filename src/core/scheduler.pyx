@@ -336,7 +336,13 @@ cdef void _call_timed_out(Process p) except *:
         return
     if target is not None and target.monitored_by is not None:
         target.monitored_by.pop(p.wait_ref, None)
+    cdef object ref = p.wait_ref
+    cdef object server = None
+    if target is None and p.wait_kind == WK_CALL and p.wait_info is not None:
+        server = (<tuple>p.wait_info)[0]
     _wake(p, None, Exit(("timeout", _call_mfa(p))))
+    if server is not None and _dist_channels:
+        _remote_call_gave_up(p.pid, ref, server)
 
 
 # ---------------------------------------------------------------------------------------

@@ -341,7 +341,10 @@ class NetKernel:
         self.conns: Dict[str, Connection] = {}
         self.pending: Dict[str, _Pending] = {}
         self.accepting: Dict[str, Connection] = {}
-        self.calls: Dict[Reference, Tuple[Pid, Any, str]] = {}
+        # remote calls: ref -> (caller, server, node). node None: the caller timed out and
+        # the monitor was ended then; the entry stays so that a late reply is recognised
+        # and dropped, until the tick removes it
+        self.calls: Dict[Reference, Tuple[Pid, Any, Optional[str]]] = {}
         self.monitors: Dict[Reference, Tuple[Pid, Any, str]] = {}
         self.name_monitors: Dict[Reference, Tuple[Atom, str]] = {}
         self.spawns: Dict[Reference, Tuple["asyncio.Future[Any]", Optional[Pid], str]] = {}
@@ -744,7 +747,7 @@ class NetKernel:
                 w = _core._dist_remote_wait(caller)
                 if w is None or w[0] != ref:
                     del self.calls[ref]
-                    cc = self.conns.get(node)
+                    cc = self.conns.get(node) if node is not None else None
                     if cc is not None:
                         cc.demonitor(caller, _wire_target(target), ref)
 
