@@ -107,9 +107,18 @@ def test_remote_call_errors(peer):
             out.append(e.reason[0])
         echo = await rpc.call(peer.name, "pyotp", "whereis", ["echo"])
         out.append((await rpc.call(peer.name, "pyotp", "process_info", [echo]))["monitored_by"])
+        # so does a caller killed while it waits
+        async def caller():
+            await GenServer.call(("echo", peer.name), ("later", "never", 3600), timeout=None)
+        victim, vref = pyotp.spawn_monitor(caller)
+        while not (await rpc.call(peer.name, "pyotp", "process_info", [echo]))["monitored_by"]:
+            pass                # the call's monitor is in place once the server sees it
+        pyotp.exit(victim, "kill")
+        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == vref, timeout=10)
+        out.append((await rpc.call(peer.name, "pyotp", "process_info", [echo]))["monitored_by"])
         return out
     assert run(main) == ["noproc", "timeout", ("echo", "after", peer.name), "no stray reply",
-                         "timeout", []]
+                         "timeout", [], []]
 
 
 def test_send_to_pid_and_name(peer):

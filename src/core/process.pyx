@@ -317,6 +317,8 @@ cdef void _do_exit(Process p, object reason) except *:
         _gen_ack(p, ("error", reason))
     if p.wait == W_REPLY and p.wait_target is not None and p.wait_target.monitored_by is not None:
         p.wait_target.monitored_by.pop(p.wait_ref, None)
+    elif p.wait == W_REPLY and p.wait_kind == WK_CALL and p.wait_info is not None and _dist_channels:
+        _remote_call_gave_up(p.pid, p.wait_ref, (<tuple>p.wait_info)[0])   # died in a remote call
     p.wait = W_NONE
     if p.links:
         links = p.links
