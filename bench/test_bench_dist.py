@@ -25,6 +25,8 @@ separate OS processes):
   wait off on both sides (``Node.start(busy_wait=0)``; A's setting is the one its
   kernel has when it connects), to show what the busy wait buys.
 * ``pyotp->beam``: B is ``erl`` running ``bench/erlang/distpeer.erl``'s sink.
+* ``beam->pyotp``: the Erlang driver (``distpeer.erl``) against the pyotp sink, timed
+  inside the Erlang driver.
 * ``beam->beam``: both ends Erlang (``distpeer.erl`` driver and sink): the same work,
   measured inside the Erlang driver.
 * ``beam->beam(distbench)``: the reference tool ``distbench.erl`` (``$PYOTP_DISTBENCH_ERL``,
@@ -286,12 +288,13 @@ async def _tcp_echo(port: int, n: int) -> None:
 # the cases
 
 CASES = [
-    ("dist-oneway", "pyotp->pyotp"), ("dist-oneway", "pyotp->beam"), ("dist-oneway", "beam->beam"),
-    ("dist-oneway", "beam->beam(distbench)"),
-    ("dist-call", "pyotp->pyotp"), ("dist-call", "pyotp->pyotp(busy_wait=0)"), ("dist-call", "pyotp->beam"), ("dist-call", "beam->beam"),
-    ("dist-call", "beam->beam(distbench)"), ("dist-call", "tcp-echo"),
+    ("dist-oneway", "pyotp->pyotp"), ("dist-oneway", "pyotp->beam"), ("dist-oneway", "beam->pyotp"),
+    ("dist-oneway", "beam->beam"), ("dist-oneway", "beam->beam(distbench)"),
+    ("dist-call", "pyotp->pyotp"), ("dist-call", "pyotp->pyotp(busy_wait=0)"), ("dist-call", "pyotp->beam"),
+    ("dist-call", "beam->pyotp"), ("dist-call", "beam->beam"), ("dist-call", "beam->beam(distbench)"),
+    ("dist-call", "tcp-echo"),
     ("dist-numpy-100MB", "pyotp->pyotp"), ("dist-numpy-100MB", "pyotp->beam"),
-    ("dist-numpy-100MB", "beam->beam"),
+    ("dist-numpy-100MB", "beam->pyotp"), ("dist-numpy-100MB", "beam->beam"),
 ]
 
 
@@ -358,8 +361,8 @@ def test_dist(benchmark: Any, mode: str, group: str, impl: str, request: Any) ->
         return
 
     driver = request.getfixturevalue("erl_driver")
-    if impl == "beam->beam":
-        sink = request.getfixturevalue("erl_sink")
+    if impl in ("beam->beam", "beam->pyotp"):
+        sink = request.getfixturevalue("erl_sink" if impl == "beam->beam" else "py_b")
         cmd = {"dist-oneway": "oneway %d %s" % (n, sink.name), "dist-call": "call %d %s" % (n, sink.name),
                "dist-numpy-100MB": "big %s" % sink.name}[group]
         times: List[float] = []

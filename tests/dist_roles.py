@@ -9,6 +9,7 @@ import os
 import pyotp
 from pyotp import Exit, GenServer
 from pyotp.dist import Node
+from pyotp.etf import Atom
 from dist_helpers import emit, stdin_line
 
 
@@ -186,14 +187,16 @@ async def role_idle():
 # -- benchmark peers (bench/test_bench_dist.py) ------------------------------------------
 
 class Sink(GenServer):
-    """Counts messages; ("done", pid) -> pid gets ("count", n) and the count resets."""
+    """Counts messages; ("done", pid) -> pid gets ("count", n) and the count resets. The
+    tags are atoms (equal to the str for pyotp callers), so an Erlang driver can use it
+    too (bench/erlang/distpeer.erl matches {count, N} and pong)."""
 
     def init(self, arg):
         return ("ok", 0)
 
     def handle_info(self, msg, n):
         if type(msg) is tuple and len(msg) == 2 and msg[0] == "done":
-            pyotp.send(msg[1], ("count", n))
+            pyotp.send(msg[1], (Atom("count"), n))
             return ("noreply", 0)
         if type(msg) is tuple and len(msg) == 3 and msg[0] == "array":
             arr = msg[2]
@@ -202,7 +205,7 @@ class Sink(GenServer):
         return ("noreply", n + 1)
 
     def handle_call(self, req, from_, n):
-        return ("reply", "pong", n)
+        return ("reply", Atom("pong"), n)
 
 
 async def role_sink_bench():
