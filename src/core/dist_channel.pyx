@@ -6,11 +6,12 @@
 # dispatched here. Sending: frames are encoded straight into one bytearray that is
 # written once per loop turn, or at once for a call or a reply (someone waits for it).
 # The core's send/call/reply reach the channel of the destination node directly
-# (`_dist_channels`), without a Python-level hop.
+# (`_dist_channels`), without a Python-level hop. Processes woken by a read run at the end
+# of that read; a busy link may poll its socket briefly for the next read (busy wait).
 # Invariants:
 #  - Loop thread only. A node's channel is in `_dist_channels` exactly while its
-#    connection is up (the Connection adds it when the handshake completes and removes it
-#    when it goes down).
+#    connection is up (the kernel adds it in conn_up, after its duplicate checks; the
+#    channel removes itself in stop(), when the connection closes or is aborted).
 #  - The fast path never reports an error: any frame it does not fully understand (other
 #    operations, a malformed term, an undecodable payload) goes, whole and untouched, to
 #    the Python Connection (`conn._frame(view)`), which validates it and reports precisely.
@@ -89,9 +90,10 @@ cdef int _remote_call(object frm, object to, object ref, object request) except 
 
 
 cdef int _remote_call_gave_up(object caller, object ref, object server) except -1:
-    """A call to a remote server timed out: end its monitor at once, as OTP's gen:call
-    does. The entry stays, with node None, so that a late reply is still recognised and
-    dropped (a decoded ref is not the caller's alias object); the tick removes it."""
+    """A call to a remote server ended without its reply (timeout, or the caller died):
+    end its monitor at once, as OTP does. The entry stays, with node None, so that a late
+    reply is still recognised and dropped (a decoded ref is not the caller's alias
+    object); the tick removes it."""
     cdef DistChannel ch = _dc_for(server)
     cdef object entry
     if ch is None:
@@ -159,11 +161,11 @@ cdef class DistChannel:
     cdef public object big_mv         # a big frame's own buffer while it arrives (Connection)
     cdef public Py_ssize_t big_fill
     cdef public double spin_us        # busy-wait budget after a busy read (0: never)
-    cdef int fd                       # the plain TCP socket, or -1 (TLS: no busy wait)
+    cdef int fd                       # the plain TCP socket, or -1 (TLS, Windows: no busy wait)
     cdef double last_read             # when the previous read arrived (ms)
     cdef bint called                  # a call was written since this read arrived
     cdef object loop
-    cdef bint feeding                 # inside feed(): it writes what is queued when done
+    cdef bint feeding                 # inside _dispatch(): it writes what is queued when done
     cdef bytearray wbuf
     cdef object flush_handle
     cdef object flush_cb
