@@ -452,6 +452,7 @@ def _node_detach():
         s.timer_handle.cancel()
     s.closed = True
     _sched = None
+    _dist_channels.clear()      # a channel never outlives its node's scheduler
 
 
 def _node_running():
