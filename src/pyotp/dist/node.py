@@ -8,9 +8,11 @@ between ``Node.start`` and ``Node.stop``. It owns:
 - the table of connections (``conns``) and of connections being set up (``pending``:
   signals sent meanwhile are queued and replayed in order once the node is up, or turned
   into ``noconnection`` exits / DOWNs if it never comes up);
-- the core's remote-signal handler (``_set_remote_handler``): every send, link, monitor,
-  exit signal and GenServer call that involves a remote pid arrives here and leaves as a
-  control message;
+- the core's remote-signal handler (``_set_remote_handler``): every link, monitor, exit
+  signal that involves a remote pid arrives here and leaves as a control message, and so
+  do sends, calls and replies while their node is not connected or from another thread
+  (once a node is connected, the core hands those straight to its connection's compiled
+  channel, ``_core.DistChannel``, registered here in ``conn_up``);
 - the bookkeeping the wire needs and the core does not keep: calls in flight (so a reply
   wakes the right caller, a late reply is dropped, and the remote monitor is removed),
   monitors we hold on remote processes (for the DOWN's object), spawn and rpc requests
@@ -25,7 +27,7 @@ other threads (the remote handler, for ``pyotp.send`` from a thread) hops to the
 >>> async def main():
 ...     await Node.start("a@127.0.0.1", cookie="secret")
 ...     print(await Node.ping("b@127.0.0.1"))
-...     Node.stop()
+...     await Node.stop()
 >>> pyotp.run(main)
 pong
 """
@@ -1212,7 +1214,7 @@ class Node:
     ...     Node.self()
     ...     await Node.connect("b@127.0.0.1")
     ...     Node.list()
-    ...     Node.stop()
+    ...     await Node.stop()
     """
 
     @staticmethod
