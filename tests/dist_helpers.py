@@ -53,6 +53,12 @@ def unique(prefix: str) -> str:
     return "%s%dn%d@%s" % (prefix, os.getpid(), next(_counter), HOST)
 
 
+def unique_short(prefix: str) -> str:
+    """Like unique, as a short name: at this machine's host name without its domain (what
+    ``erl -sname`` uses)."""
+    return "%s%dn%d@%s" % (prefix, os.getpid(), next(_counter), socket.gethostname().split(".")[0])
+
+
 def ensure_epmd() -> None:
     """Make sure an EPMD that outlives the test nodes listens on 4369 (the system
     ``epmd -daemon`` if installed, else pyotp's EPMD in a helper process), so a test that
@@ -194,15 +200,17 @@ class NodeProc:
 
 
 class ErlNode:
-    """An Erlang node (``erl -name``) in a child process evaluating ``expr`` (Erlang
-    source; it should print lines with ``io:format("@@tag ~p~n", [V])`` and end with
-    ``halt()``). Fails clearly when ``erl`` is missing (CI installs erlang-base)."""
+    """An Erlang node (``erl -name``, or ``-sname`` with ``short=True``) in a child process
+    evaluating ``expr`` (Erlang source; it should print lines with
+    ``io:format("@@tag ~p~n", [V])`` and end with ``halt()``). Fails clearly when ``erl``
+    is missing (CI installs erlang-base)."""
 
     def __init__(self, prefix: str, expr: str, *, cookie: str = COOKIE, hidden: bool = False,
                  ticktime: Optional[int] = None, name: Optional[str] = None,
-                 extra_args: Optional[List[str]] = None) -> None:
+                 extra_args: Optional[List[str]] = None, short: bool = False) -> None:
         self.extra_args = extra_args or []
-        self.name = name or unique(prefix)
+        self.short = short
+        self.name = name or (unique_short(prefix) if short else unique(prefix))
         self.expr = expr
         self.cookie = cookie
         self.hidden = hidden
@@ -215,7 +223,10 @@ class ErlNode:
     def start(self) -> "ErlNode":
         erl = require_erl()
         ensure_epmd()
-        cmd = [erl, "-name", self.name, "-setcookie", self.cookie, "-noshell"]
+        if self.short:
+            cmd = [erl, "-sname", self.name.split("@")[0], "-setcookie", self.cookie, "-noshell"]
+        else:
+            cmd = [erl, "-name", self.name, "-setcookie", self.cookie, "-noshell"]
         if self.hidden:
             cmd.append("-hidden")
         if self.ticktime:

@@ -11,7 +11,7 @@ import asyncio
 import pyotp
 from pyotp import Atom, Exit, GenServer
 from pyotp.dist import Node, rpc, run_node
-from dist_helpers import COOKIE, ErlNode, require_erl, unique
+from dist_helpers import COOKIE, ErlNode, require_erl, unique, unique_short
 
 
 class PyServ(GenServer):
@@ -190,3 +190,34 @@ halt().
             assert erl.expect("watching") == "ok"
             py.kill()
             assert erl.expect("nodedown") == "ok"
+
+
+def test_short_names_both_ways():
+    # `erl -sname` nodes and a pyotp node named alive@shorthost see each other
+    require_erl()
+    me = unique_short("pys")
+    script = r'''
+register(es, self()),
+io:format("@@ping ~w~n", [net_adm:ping(list_to_atom("%s"))]),
+receive {hello, From} -> From ! {hi, node()} after 10000 -> ok end,
+receive bye -> ok after 10000 -> ok end,
+halt().
+''' % me
+    erl = ErlNode("es", script, short=True)
+
+    async def main():
+        erl.start()
+        erl_ping = await in_thread(erl.expect, "ping")
+        pong = await Node.ping(erl.name)
+        pyotp.send(("es", erl.name), (Atom("hello"), pyotp.self()))
+        hi = await pyotp.receive(timeout=10)
+        pyotp.send(("es", erl.name), Atom("bye"))    # halt() would drop unsent output
+        return erl_ping, pong, hi
+    try:
+        # all interfaces: the short host name may resolve to the machine's address
+        erl_ping, pong, hi = run_node(main, node=me, cookie=COOKIE, listen_host="0.0.0.0")
+    finally:
+        erl.kill()
+    assert "@" in me and "." not in me.split("@")[1]
+    assert (erl_ping, pong) == ("pong", "pong")
+    assert hi == ("hi", erl.name)
