@@ -212,6 +212,28 @@ def test_simultaneous_connect_larger_peer_wins_and_gets_queued_messages(node):
     p.close()
 
 
+def test_monitor_by_a_non_pid_closes_the_connection_and_leaves_no_monitor(node, good):
+    rt, name, port = node
+    p = RawPeer(port)
+    p.handshake(name)
+    ref = Reference(p.name, p.creation, (7, 8, 9))
+    p.send_frame(b"p" + term_to_binary((19, Atom("not_a_pid"), Atom("net_kernel"), ref)))
+    p.sock.settimeout(TIMEOUT)
+    try:
+        while p.sock.recv(65536):
+            pass
+        closed = True                   # EOF: the node closed this connection
+    except ConnectionError:
+        closed = True
+    except socket.timeout:
+        closed = False
+    p.close()
+    assert closed
+    nk = rt.call_in_loop(lambda: pyotp.whereis("net_kernel"))
+    assert rt.call_in_loop(lambda: pyotp.process_info(nk)["monitored_by"]) == []
+    _still_serving(node, good)
+
+
 # -- fuzzing -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

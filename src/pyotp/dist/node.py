@@ -912,8 +912,8 @@ class NetKernel:
         _core._dist_exit(frm, to, reason, linked)
 
     def on_monitor(self, conn: Connection, frm: Pid, target: Any, ref: Reference) -> None:
-        if type(target) is not Atom and type(target) is not Pid:
-            raise ProtocolError("MONITOR_P of %r" % (target,))
+        if type(frm) is not Pid or (type(target) is not Atom and type(target) is not Pid):
+            raise ProtocolError("MONITOR_P of %r by %r" % (target, frm))
         conn.ch.monitor_in(frm, target, ref)
 
     def on_demonitor(self, conn: Connection, frm: Pid, target: Any, ref: Reference) -> None:
