@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-import threading
 from typing import Any, Optional, Tuple
 
 import pytest

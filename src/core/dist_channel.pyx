@@ -274,7 +274,7 @@ cdef class DistChannel:
         cdef bytearray hb
         cdef Py_ssize_t start
         if self.python and _dc_maybe_big(msg):
-            self.conn._write_big((_DC_REG_SEND, self.kernel_pid, _DC_EMPTY, Atom(name)), msg)
+            self.reg_send(self.kernel_pid, name, msg)
             return
         if head is None:
             hb = bytearray(b"\x00\x00\x00\x00p")
@@ -341,15 +341,20 @@ cdef class DistChannel:
 
     def get_buffer(self, Py_ssize_t sizehint):
         """asyncio.BufferedProtocol.get_buffer: where the transport writes the next read."""
-        cdef char* p
         if self.big_mv is not None:
             return self.big_mv[self.big_fill:]
-        if self.r and _etf_ba_size(self.rbuf) - self.w < 8192:
+        if _etf_ba_size(self.rbuf) - self.w < 8192:
+            self._compact()
+        return self.rmv[self.w:]
+
+    cdef void _compact(self) noexcept:
+        """Move the unparsed bytes [r, w) to the start of the receive buffer."""
+        cdef char* p
+        if self.r:
             p = _etf_ba_str(self.rbuf)
             memmove(p, p + self.r, self.w - self.r)
             self.w -= self.r
             self.r = 0
-        return self.rmv[self.w:]
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """asyncio.BufferedProtocol.buffer_updated: ``nbytes`` more bytes arrived."""
@@ -380,7 +385,6 @@ cdef class DistChannel:
         cdef double spin = self.spin_us
         cdef double until = pyotp_monotonic_ms() + 2.0
         cdef long got
-        cdef char* p
         cdef Scheduler s
         for rounds in range(64):
             s = _sched
@@ -391,11 +395,7 @@ cdef class DistChannel:
                 ok = pyotp_spin_readable(fd, spin)
             if not ok:
                 return 0
-            if self.r:
-                p = _etf_ba_str(self.rbuf)
-                memmove(p, p + self.r, self.w - self.r)
-                self.w -= self.r
-                self.r = 0
+            self._compact()
             if _etf_ba_size(self.rbuf) - self.w < 4096:
                 return 0            # a large frame is building up: the loop reads it
             got = pyotp_recv_nb(fd, _etf_ba_str(self.rbuf) + self.w, _etf_ba_size(self.rbuf) - self.w)

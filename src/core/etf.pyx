@@ -108,8 +108,6 @@ cdef bytes _ETF_MARKER = b"\x77\x06$pyotp"
 
 # Names from terms.pyx, bound once so the hot paths do not look them up by name.
 cdef object _etf_Atom = Atom
-cdef object _etf_make_pid = _make_pid
-cdef object _etf_make_reference = _make_reference
 cdef object _etf_pickle_dumps = _etf_pickle.dumps
 cdef object _etf_pickle_loads = _etf_pickle.loads
 
@@ -1499,15 +1497,13 @@ cdef inline bint _etf_is_local_node(object node):
 
 
 cdef object _etf_pid(object node, uint32_t id, uint32_t serial, uint32_t creation):
-    """A decoded pid. Pids naming this node go through terms.pyx's _make_pid so they
-    resolve to the live process; for any other node _make_pid is exactly
-    Pid(node, id, serial, creation), built here without the Python call and without
-    re-wrapping the (already cached) node Atom: this is the distribution hot path."""
+    """A decoded pid. Pids naming this node go through terms.pyx's _make_pid (a C call)
+    so they resolve to the live process; for any other node _make_pid is exactly
+    Pid(node, id, serial, creation), built here without re-wrapping the (already cached)
+    node Atom: this is the distribution hot path."""
     cdef Pid pid
     if _etf_is_local_node(node):
-        if creation == _local_creation:
-            return _local_pid(id, serial)
-        return _etf_make_pid(node, id, serial, creation)
+        return _make_pid(node, id, serial, creation)
     pid = Pid.__new__(Pid)
     pid._node = node
     pid.id = id
@@ -1519,17 +1515,8 @@ cdef object _etf_pid(object node, uint32_t id, uint32_t serial, uint32_t creatio
 cdef object _etf_ref(object node, uint32_t creation, tuple ids):
     """A decoded reference; same split as _etf_pid (local ones via _make_reference)."""
     cdef Reference ref
-    cdef uint64_t a, b, c
     if _etf_is_local_node(node):
-        if creation == _local_creation and len(ids) == 3:
-            a = ids[0]
-            b = ids[1]
-            c = ids[2]
-            if a < (1 << 18) and b < (1ULL << 32) and c < (1 << 14):
-                ref = _new_ref()    # the same layout as _make_reference, without the call
-                ref.n = a | (b << 18) | (c << 50)
-                return ref
-        return _etf_make_reference(node, creation, ids)
+        return _make_reference(node, creation, ids)
     ref = Reference.__new__(Reference)
     ref._node = node
     ref._creation = creation

@@ -108,7 +108,7 @@ cdef class Pid:
         return "#PID<%s.%d.%d>" % (self._node, self.id, self.serial)
 
 
-def _make_pid(node, id, serial, creation):
+cpdef object _make_pid(object node, object id, object serial, object creation):
     """Rebuild a pid (pickling, codecs): a pid naming this node resolves to the local process."""
     if node == _local_node and creation == _local_creation:
         return _local_pid(id, serial)
@@ -177,7 +177,7 @@ cdef class Reference:
         return "#Ref<%s.%s>" % (self._node, ".".join(str(x) for x in reversed(i)))
 
 
-def _make_reference(node, creation, ids):
+cpdef object _make_reference(object node, object creation, object ids):
     ids = tuple(ids)
     # only ids that fit the local 64-bit counter layout (18 + 32 + 14 bits) are rebuilt as
     # local refs; anything else (an Erlang ref from a node with our name) keeps its words

@@ -49,10 +49,8 @@ _U32 = struct.Struct(">I").unpack_from
 _getrefcount = sys.getrefcount
 _HEADER = b"\x00\x00\x00\x00p"
 _TICK = b"\x00\x00\x00\x00"
-_EMPTY = Atom("")
 
 BUF_SIZE = 1 << 18          # shared receive buffer
-BIG_FRAME = 1 << 16         # frames this long or longer get their own buffer
 MAX_FRAME = (1 << 31) - 1   # post-handshake frame size limit (authenticated peers only)
 
 # control message operations (dist.h)
@@ -280,7 +278,7 @@ class Connection(asyncio.BufferedProtocol):
             ch.r = ch.w = 0
 
     def _start_big(self) -> None:
-        """The channel met the head of a frame of BIG_FRAME bytes or more: it gets a
+        """The channel met the head of a frame of 64 KiB or more: it gets a
         buffer of its own, which the transport fills directly."""
         ch = self.ch
         r = ch.r

@@ -44,11 +44,11 @@ import traceback
 from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 from .. import _core
-from ..etf import Atom, ImproperList, Pid, Reference, encode_term_into
+from ..etf import Atom, Pid, Reference, encode_term_into
 from ..gen_server import GenServer
 from . import epmd as _epmd
 from . import handshake as hs
-from .connection import UP, Connection, ProtocolError, from_erl, to_erl
+from .connection import Connection, ProtocolError, from_erl, to_erl
 
 _log = logging.getLogger("pyotp.dist")
 
