@@ -1019,7 +1019,15 @@ class NetKernel:
                                 % ("spawn_link" if link else "spawn_monitor")) from None
             me = None
         if node == self.name:
-            fnobj = _resolve(m, f)
+            if callable(fn):
+                fnobj = fn
+            elif not self.allowed(m):
+                raise DistError("spawn of %s:%s refused: not_allowed" % (m, f))
+            else:
+                try:
+                    fnobj = _resolve(m, f)
+                except _Undef:
+                    raise DistError("spawn of %s:%s failed: undef" % (m, f)) from None
             if monitor:
                 return _core.spawn_monitor(_as_async, fnobj, tuple(args))
             pid = _core.spawn(_as_async, fnobj, tuple(args))
@@ -1105,12 +1113,41 @@ def _printable(reason: Any) -> Any:
     return ("unencodable_reason", repr(reason))
 
 
+class _Undef(Exception):
+    """m:f is not a function rpc may run (Erlang's ``undef``)."""
+
+
 def _resolve(m: str, f: str) -> Any:
-    mod = importlib.import_module(m)
-    obj: Any = mod
-    for part in f.split("."):
-        obj = getattr(obj, part)
-    return obj
+    """The function rpc/spawn runs for ``m:f``, as Erlang's M:F names an exported function of
+    module M: ``f`` is a plain public name (no dots, no leading ``_``) whose module-level
+    value is callable and is the module's own: defined there (its ``__module__`` is ``m``;
+    a C function whose ``__self__`` is the module counts too) or exported explicitly in
+    the module's ``__all__``. Anything else raises _Undef; errors raised while importing
+    ``m`` propagate."""
+    if not f.isidentifier() or f.startswith("_") or not _is_module_name(m):
+        raise _Undef
+    try:
+        mod = importlib.import_module(m)
+    except ImportError as e:
+        if e.name is not None and (e.name == m or m.startswith(e.name + ".")):
+            raise _Undef from None      # the module itself (or a parent package) is missing
+        raise
+    obj = mod.__dict__.get(f, _MISSING)
+    if obj is _MISSING or not callable(obj):
+        raise _Undef
+    if getattr(obj, "__module__", None) == mod.__name__ or getattr(obj, "__self__", None) is mod:
+        return obj
+    exported = mod.__dict__.get("__all__")
+    if isinstance(exported, (list, tuple)) and f in exported:
+        return obj
+    raise _Undef
+
+
+_MISSING = object()
+
+
+def _is_module_name(m: str) -> bool:
+    return bool(m) and all(part.isidentifier() for part in m.split("."))
 
 
 async def _as_async(fn: Any, args: Tuple[Any, ...]) -> Any:
@@ -1129,9 +1166,7 @@ async def _apply(k: NetKernel, m: Any, f: Any, a: Any, eref: Any, pyotp_peer: bo
         return (eref, A_ERROR, (A_NOT_ALLOWED, Atom(m)), [])
     try:
         fn = _resolve(m, f)
-    except (ImportError, AttributeError) as e:
-        if isinstance(e, ImportError) and e.name not in (None, m) and not m.startswith((e.name or "") + "."):
-            return _error_reason(eref, e, pyotp_peer)
+    except _Undef:
         return (eref, A_ERROR, A_UNDEF, [(Atom(m), Atom(f), list(a), [])])
     except Exception as e:
         return _error_reason(eref, e, pyotp_peer)
@@ -1193,8 +1228,8 @@ async def _spawned_process(k: NetKernel, m: str, f: str, args: List[Any]) -> Any
         raise _core.Exit(("not_allowed", m))
     try:
         fn = _resolve(m, f)
-    except (ImportError, AttributeError):
-        raise _core.Exit(("undef", [(m, f, args)])) from None
+    except _Undef:
+        raise _core.Exit(("undef", [(m, f, args, [])])) from None
     r = fn(*args)
     if inspect.isawaitable(r):
         r = await r
