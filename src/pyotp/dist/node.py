@@ -44,7 +44,7 @@ import traceback
 from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 from .. import _core
-from ..etf import Atom, Pid, Reference, encode_term_into
+from ..etf import Atom, Pid, Reference, SafeUnpickler, encode_term_into
 from ..gen_server import GenServer
 from . import epmd as _epmd
 from . import handshake as hs
@@ -308,7 +308,8 @@ class NetKernel:
     def __init__(self, name: str, cookie: str, *, hidden: bool, listen_host: str, port: int,
                  net_ticktime: float, epmd: Union[str, int], tls: Any,
                  rpc_allow: Optional[Iterable[str]], setup_time: float,
-                 python_payloads: bool, busy_wait: float = BUSY_WAIT_US) -> None:
+                 python_payloads: Union[bool, Iterable[str]],
+                 busy_wait: float = BUSY_WAIT_US) -> None:
         if not isinstance(name, str) or name.count("@") != 1 or not all(name.split("@")):
             raise DistError("node name must look like 'name@host', got %r" % (name,))
         if not isinstance(cookie, str) or not cookie:
@@ -335,7 +336,10 @@ class NetKernel:
         self.server_ssl, self.client_ssl = _make_tls(tls)
         self.rpc_allow = None if rpc_allow is None else frozenset(rpc_allow)
         self.setup_time = setup_time
-        self.python_payloads = python_payloads
+        # None: no Python payloads (a pickle from a peer closes its connection)
+        self.unpickler: Optional[SafeUnpickler] = (
+            None if python_payloads is False or python_payloads is None
+            else SafeUnpickler(() if python_payloads is True else python_payloads))
         self.busy_wait = float(busy_wait)
         self.loop = asyncio.get_running_loop()
         self.loop_tid = threading.get_ident()
@@ -488,6 +492,8 @@ class NetKernel:
 
     def flags_for(self, peer_is_pyotp: bool, peer_published: Optional[bool] = None) -> int:
         f = hs.OUR_FLAGS | hs.PYOTP
+        if self.unpickler is not None:
+            f |= hs.PYOTP_PICKLE
         if not self.hidden and peer_is_pyotp and peer_published is not False:
             f |= hs.PUBLISHED
         return f
@@ -930,7 +936,7 @@ class NetKernel:
         r = self.rpcs.pop(ref, None)
         if r is not None:
             if not r.future.done():
-                r.future.set_result(_rpc_result(r.eref, raw_reason, conn.pyotp))
+                r.future.set_result(_rpc_result(r.eref, raw_reason, conn.python))
             return
         m = self.monitors.pop(ref, None)
         if m is not None:
@@ -1208,7 +1214,7 @@ def _rpc_result(eref: Any, reason: Any, pyotp_peer: bool) -> Any:
 async def _erpc_process(k: NetKernel, peer: Optional[str], frm: Optional[Pid], req: Any, eref: Any,
                         m: Any, f: Any, a: Any) -> None:
     c = k.conns.get(peer) if peer is not None else None
-    pyotp_peer = c.pyotp if c is not None else True
+    pyotp_peer = c.python if c is not None else True
     result = await _apply(k, m, f, a, eref, pyotp_peer)
     if frm is not None and peer is not None:
         k.erpc_done(_core.self(), peer, frm, req, result)
@@ -1256,7 +1262,7 @@ class Node:
     async def start(name: str, *, cookie: str, hidden: bool = False, listen_host: str = "127.0.0.1",
                     port: int = 0, net_ticktime: float = 60, epmd: Union[str, int] = "auto",
                     tls: Any = None, rpc_allow: Optional[Iterable[str]] = None,
-                    setup_time: float = 7.0, python_payloads: bool = True,
+                    setup_time: float = 7.0, python_payloads: Union[bool, Iterable[str]] = False,
                     busy_wait: float = BUSY_WAIT_US) -> str:
         """Make this node distributed as ``name`` ("alive@host").
 
@@ -1271,10 +1277,20 @@ class Node:
           too, or on what ``Node.set_peer_port`` says).
         - ``tls``: None, ``(server_ssl_context, client_ssl_context)`` or a dict with
           ``certfile``, ``keyfile``, ``cafile`` (mutual TLS), optional ``verify``.
-        - ``rpc_allow``: modules (and their submodules) that rpc/spawn requests may run;
-          None allows any module (the cookie is full trust, as in Erlang).
-        - ``python_payloads``: between two pyotp nodes, send exact Python values (the
-          codec's python=True extension); False sends plain ETF.
+        - ``rpc_allow``: modules (and their submodules) whose functions rpc/spawn requests
+          may run; None allows any module (the cookie is full trust, as in Erlang). Either
+          way an rpc ``M:F`` runs only a function of module ``M`` itself: a public name
+          defined there or listed in its ``__all__`` (never a dotted name, a ``_`` name or
+          something the module imported); anything else is ``undef``.
+        - ``python_payloads``: pickled Python values between two pyotp nodes (values
+          plain ETF cannot carry: sets, exceptions, class instances, numpy arrays). Off
+          (False) by default; True accepts the fixed safe set of ``pyotp.etf.SAFE_GLOBALS``;
+          a list of module names (``["numpy", "myapp.models"]``) accepts their classes
+          and functions too. Pickles flow only when both nodes enable this; they are
+          decoded by ``pyotp.etf.SafeUnpickler``, and a pickle naming anything else
+          closes the connection. Without it, ``str`` still arrives as ``str`` between
+          pyotp nodes, and sending a value ETF cannot carry raises TypeError. See
+          docs/distribution.md, "Security".
         - ``busy_wait``: microseconds a connection may spin (without the GIL, nothing
           else runnable) for its next read when one is due at once: after a remote call
           is written, or when reads arrive in quick succession. Like BEAM's scheduler
