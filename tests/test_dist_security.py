@@ -12,6 +12,7 @@ import os
 import pytest
 
 import pyotp
+from pyotp import GenServer
 from pyotp.dist import DistError, Node, rpc, run_node
 from dist_helpers import COOKIE, ErlNode, NodeProc, require_erl, unique
 
@@ -164,3 +165,138 @@ halt().
     assert out["node"] == "{badrpc,{'EXIT',{{not_allowed,erlang},[]}}}"
     assert out["ok"] == "3"
     assert not os.path.exists(marker)
+
+
+# ---------------------------------------------------------------------------------------
+# Python payloads: off by default, both sides, restricted unpickler
+
+
+class Evil:
+    """Pickles as a call of os.system: unpickling it anywhere runs the command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, ("touch " + self.marker,))
+
+
+def _conn(node):
+    from pyotp.dist import node as _node
+    return _node._kernel.conns[node]
+
+
+async def _attack(peer, dest_name, value, force=False):
+    """Send ``value`` to ``dest_name`` on ``peer``, pickled (``force``: even though the
+    connection did not agree on pickles, as a hostile peer would), and wait until the
+    peer drops the connection."""
+    Node.monitor_nodes(True)
+    assert await Node.connect(peer)
+    c = _conn(peer)
+    if force:
+        c.ch.python = 1
+    pyotp.send((dest_name, peer), value)
+    down = await pyotp.receive(lambda m: m == ("nodedown", peer), timeout=10)
+    Node.monitor_nodes(False)
+    return down, c.close_reason
+
+
+@pytest.fixture(scope="module")
+def peer_off():
+    with NodeProc("boff", role="dist_roles:role_peer") as b:
+        b.expect("ready")
+        yield b
+
+
+@pytest.fixture(scope="module")
+def peer_on():
+    with NodeProc("bon", role="dist_roles:role_peer", python_payloads=True) as b:
+        b.expect("ready")
+        yield b
+
+
+@pytest.fixture(scope="module")
+def peer_numpy():
+    with NodeProc("bnp", role="dist_roles:role_peer", python_payloads=["numpy"]) as b:
+        b.expect("ready")
+        yield b
+
+
+def _log_count(proc, text):
+    with proc.cond:
+        return sum(text in line for line in proc.log)
+
+
+def _wait_log_count(proc, text, n):
+    """Wait until ``text`` appears in ``n`` lines of the node's output."""
+    with proc.cond:
+        assert proc.cond.wait_for(lambda: sum(text in line for line in proc.log) >= n, 30), \
+            "".join(proc.log)
+
+
+@pytest.mark.parametrize("dest", ["echo", "nobody_registered_here"])
+def test_pickled_os_system_is_refused_and_closes_the_connection(peer_on, tmp_path, dest):
+    marker = str(tmp_path / "marker")
+    text = "Python payload refused: it names posix.system, which is not in python_payloads"
+    before = _log_count(peer_on, text)
+
+    async def main():
+        assert await Node.connect(peer_on.name)
+        assert _conn(peer_on.name).python        # both sides enabled pickles
+        return await _attack(peer_on.name, dest, Evil(marker))
+    down, _ = run(main, python_payloads=True)
+    assert down == ("nodedown", peer_on.name)
+    _wait_log_count(peer_on, text, before + 1)
+    assert not os.path.exists(marker)
+
+
+def test_a_peers_flag_alone_does_not_enable_pickles(peer_off, tmp_path):
+    """This node enables Python payloads, the peer does not: no pickles either way; str
+    still arrives as str; a hostile node that sends a pickle anyway is disconnected."""
+    marker = str(tmp_path / "marker")
+    text = "Python payload refused: this node does not accept pickled values"
+    before = _log_count(peer_off, text)
+
+    async def main():
+        srv = ("echo", peer_off.name)
+        reply = await GenServer.call(srv, ("h\u00e9", b"b", (1, 2.5)))
+        c = _conn(peer_off.name)
+        with pytest.raises(TypeError, match="Python payloads are off on this connection"):
+            await GenServer.call(srv, {1, 2})
+        flags = (c.pyotp, c.python)
+        down = await _attack(peer_off.name, "nobody_registered_here", Evil(marker), force=True)
+        return reply, flags, down[0]
+    reply, flags, down = run(main, python_payloads=True)
+    assert reply[:2] == ("echo", ("h\u00e9", b"b", (1, 2.5))) and type(reply[1][0]) is str
+    assert flags == (True, False)
+    assert down == ("nodedown", peer_off.name)
+    _wait_log_count(peer_off, text, before + 1)
+    assert not os.path.exists(marker)
+
+
+def test_configured_module_round_trips(peer_numpy):
+    np = pytest.importorskip("numpy")
+
+    async def main():
+        srv = ("echo", peer_numpy.name)
+        small = np.arange(10, dtype=np.int32)
+        big = np.arange(1 << 15, dtype=np.float64)            # out-of-band buffer
+        r = await GenServer.call(srv, [small, big, {1, 2}, KeyError("k")])
+        return small, big, r
+    small, big, r = run(main, python_payloads=["numpy"])
+    got = r[1]
+    assert (got[0] == small).all() and got[0].dtype == small.dtype
+    assert (got[1] == big).all()
+    assert got[2] == {1, 2} and type(got[3]) is KeyError and got[3].args == ("k",)
+
+
+def test_class_of_an_unconfigured_module_is_refused(peer_numpy):
+    from dist_roles import Point
+    text = "Python payload refused: it names dist_roles.Point, which is not in python_payloads"
+    before = _log_count(peer_numpy, text)
+
+    async def main():
+        return await _attack(peer_numpy.name, "echo", Point(1, 2))
+    down, _ = run(main, python_payloads=["numpy", "dist_roles"])
+    assert down == ("nodedown", peer_numpy.name)
+    _wait_log_count(peer_numpy, text, before + 1)
