@@ -300,3 +300,63 @@ def test_class_of_an_unconfigured_module_is_refused(peer_numpy):
     down, _ = run(main, python_payloads=["numpy", "dist_roles"])
     assert down == ("nodedown", peer_numpy.name)
     _wait_log_count(peer_numpy, text, before + 1)
+
+
+# ---------------------------------------------------------------------------------------
+# SafeUnpickler itself (no nodes)
+
+
+def _global_call(module, name, arg="true"):
+    """A protocol-0 pickle that calls module.name(arg) on load."""
+    return ("c%s\n%s\n(S'%s'\ntR." % (module, name, arg)).encode()
+
+
+def test_safe_unpickler_round_trips_the_safe_set():
+    import collections
+    import datetime
+    import decimal
+    import pickle
+    from pyotp.etf import Atom, BitString, ImproperList, SafeUnpickler
+    values = [{1, 2}, frozenset([3]), 1 + 2j, range(1, 9, 2), slice(1, 5), bytearray(b"ab"),
+              collections.OrderedDict(a=1), collections.deque([1, 2]),
+              collections.defaultdict(list, {"k": [1]}), datetime.datetime(2024, 1, 2, 3, 4, 5),
+              datetime.date(2024, 1, 2), datetime.timedelta(seconds=3),
+              datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc), decimal.Decimal("1.25"),
+              Ellipsis, Atom("ok"), BitString(b"\xff", 3), ImproperList([1], 2)]
+    u = SafeUnpickler()
+    for v in values:
+        assert u.loads(pickle.dumps(v, 5)) == v, v
+    for exc in (KeyError("k"), OSError(2, "no"), pyotp.Exit(("shutdown", 1))):
+        out = u.loads(pickle.dumps(exc, 5))
+        assert type(out) is type(exc) and out.args == exc.args
+    assert u.loads(pickle.dumps(pyotp.Exit("why"), 5)).reason == "why"
+
+
+@pytest.mark.parametrize("module,name", [
+    ("os", "system"), ("posix", "system"), ("subprocess", "getoutput"), ("builtins", "eval"),
+    ("builtins", "exec"), ("builtins", "getattr"), ("builtins", "__import__"),
+    ("builtins", "open"), ("copyreg", "_reconstructor"), ("pyotp._core", "Atom"),
+    ("importlib", "import_module"), ("sec_roles", "system"), ("sec_roles", "os"),
+    ("sec_roles", "safe_add.__globals__"), ("pyotp.dist.node", "_resolve"),
+])
+def test_safe_unpickler_refuses(module, name, tmp_path):
+    from pyotp.etf import PayloadRefused, SafeUnpickler
+    u = SafeUnpickler(["sec_roles", "numpy"])
+    with pytest.raises(PayloadRefused, match=r"names %s\.%s" % (module, name.replace(".", r"\."))):
+        u.loads(_global_call(module, name, "touch " + str(tmp_path / "marker")))
+    assert not (tmp_path / "marker").exists()
+
+
+def test_safe_unpickler_allows_configured_modules_only():
+    from pyotp.etf import PayloadRefused, SafeUnpickler
+    import sec_roles
+    assert SafeUnpickler(["sec_roles"]).loads(b"csec_roles\nsafe_add\n(I1\nI2\ntR.") == 3
+    with pytest.raises(PayloadRefused, match="sec_roles.safe_add, which is not in python_payloads"):
+        SafeUnpickler(["sec_rol"]).loads(b"csec_roles\nsafe_add\n(I1\nI2\ntR.")
+    with pytest.raises(AttributeError):           # allowed module, missing name: not a refusal
+        SafeUnpickler(["sec_roles"]).loads(b"csec_roles\nno_such\n(tR.")
+    with pytest.raises(TypeError):
+        SafeUnpickler("numpy")
+    with pytest.raises(ValueError, match="not a module name"):
+        SafeUnpickler(["os.path; rm"])
+    assert sec_roles.safe_add(1, 1) == 2
