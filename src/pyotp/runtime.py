@@ -131,28 +131,30 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     loop = _new_loop(use_uvloop)
 
     async def _amain() -> Any:
-        async with Runtime(shutdown_timeout=shutdown_timeout) as rt:
-            stop: "asyncio.Future[int]" = loop.create_future()
+        stop: "asyncio.Future[int]" = loop.create_future()
 
-            def on_signal(signum: int) -> None:
-                if not stop.done():
-                    stop.set_result(signum)
+        def on_signal(signum: int) -> None:
+            if not stop.done():
+                stop.set_result(signum)
 
-            with _signals.stop_on_signals(loop, on_signal):
+        # the handlers cover the whole life of the node, its final shutdown included
+        with _signals.stop_on_signals(loop, on_signal):
+            async with Runtime(shutdown_timeout=shutdown_timeout) as rt:
                 task = asyncio.ensure_future(rt.run_process(main, *args))
                 await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
-                if not stop.done():
-                    return task.result()
-                signum = stop.result()
-                _log.info("pyotp: received %s, shutting down", _signals.signal_name(signum))
-                await rt.shutdown()    # inside the block: a second signal exits at once
-            if task.done():
-                task.exception()       # main was stopped by the shutdown: not an error
-            else:
-                task.cancel()
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
+                if stop.done():
+                    _log.info("pyotp: received %s, shutting down",
+                              _signals.signal_name(stop.result()))
+                    await rt.shutdown()
+        if not stop.done():
+            return task.result()
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()           # main was stopped by the shutdown: not an error
+        if stop.result() == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + stop.result())
 
     try:
         return loop.run_until_complete(_amain())
