@@ -141,7 +141,7 @@ class SafeUnpickler:
 
     def __init__(self, modules: _Iterable[str] = ()) -> None:
         if isinstance(modules, str):
-            raise TypeError("SafeUnpickler(modules) takes a list of module names, not a str")
+            raise TypeError("python_payloads (SafeUnpickler) takes a list of module names, not a str")
         mods = tuple(modules)
         for m in mods:
             if not isinstance(m, str) or not m or not all(p.isidentifier() for p in m.split(".")):
