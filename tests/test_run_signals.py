@@ -4,7 +4,6 @@ signal while stopping exits at once. Each case runs a script in a child process 
 for its output lines (no sleeps)."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -69,3 +68,19 @@ def test_second_signal_exits_at_once():
     out, err = p.communicate(timeout=60)   # the slow terminate would take 120 s
     assert p.returncode == 128 + signal.SIGINT
     assert out == "" and "received SIGINT again while stopping, exiting now" in err
+
+
+def test_off_the_main_thread_no_handlers_are_installed():
+    import threading
+
+    import pyotp
+
+    async def main():
+        return "done"
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    out = []
+    t = threading.Thread(target=lambda: out.append(pyotp.run(main)))
+    t.start()
+    t.join(60)
+    assert out == ["done"]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
