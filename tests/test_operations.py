@@ -62,8 +62,9 @@ class RunProc(NodeProc):
         return self
 
 
-def pyotp_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pyotp"] + list(args), env=child_env(),
+def pyotp_cli(*args: str, home: Optional[str] = None) -> subprocess.CompletedProcess:
+    env = child_env({"HOME": home} if home else None)
+    return subprocess.run([sys.executable, "-m", "pyotp"] + list(args), env=env,
                           capture_output=True, text=True, timeout=WAIT)
 
 
@@ -332,8 +333,11 @@ def test_handlers_in_process():
 # rpc and stop from the command line; init:stop and halt
 
 @pytest.mark.erlang
-def test_cli_rpc_exit_codes():
+def test_cli_rpc_exit_codes(tmp_path):
     with RunProc("cr") as n:
+        (tmp_path / ".erlang.cookie").write_text(COOKIE + "\n")
+        r = pyotp_cli("rpc", n.name, "erlang", "node", home=str(tmp_path))   # cookie from the file
+        assert (r.returncode, r.stdout) == (0, "Atom(%r)\n" % n.name), r
         r = pyotp_cli("rpc", n.name, "erlang", "whereis", "worker_first", "--cookie", COOKIE)
         assert r.returncode == 0 and r.stdout.startswith("#PID<"), r
         r = pyotp_cli("rpc", n.name, "erlang", "no_such", "--cookie", COOKIE)
@@ -477,6 +481,22 @@ def test_remsh_console(tmp_path):
             assert os.path.exists(tmp_path / ".pyotp_remsh_history")
     finally:
         os.environ.pop("PYOTP_TEST_HOME", None)
+
+
+@pytest.mark.erlang
+def test_remsh_leaves_when_the_node_goes_away(tmp_path):
+    import pexpect
+    with RunProc("rl", ["--console"]) as n:
+        c = _remsh(n.name)
+        c.expect(">>> ")
+        c.sendline("import sys; sys.stdout.write('SLEEPING\\n'); sys.stdout.flush(); "
+                   "await asyncio.sleep(3600)")
+        n.wait_log("SLEEPING")
+        n.kill()
+        c.expect("lost the console")
+        c.expect(pexpect.EOF)
+        c.close()
+        assert c.exitstatus == 1
 
 
 @pytest.mark.erlang

@@ -15,7 +15,6 @@ and completion) whose statements run inside the target node: see
 from __future__ import annotations
 
 import ast
-import asyncio
 import code
 import concurrent.futures
 import functools
@@ -136,8 +135,15 @@ class RemoteConsole(code.InteractiveConsole):
             try:
                 return fut.result()
             except KeyboardInterrupt:
-                self._call(("cancel", self.session), CONSOLE_TIMEOUT)
+                try:
+                    self._call(("cancel", self.session), CONSOLE_TIMEOUT)
+                except Exception:
+                    pass      # the eval's own reply says what happened to the node
                 self.write("\nKeyboardInterrupt\n")
+            except Exception as e:
+                reason = getattr(e, "reason", e)
+                self.write("pyotp remsh: lost the console (%r)\n" % (reason,))
+                raise SystemExit(1) from None
 
     def _show(self, reply: Any) -> None:
         if type(reply) is not tuple or not reply:
@@ -207,13 +213,21 @@ def run_remsh(target: str, cookie: str) -> int:
                                             hidden=True))
         server = (NAME, target)
 
-        def call(req: Any, timeout: Optional[float]) -> Any:
-            return node.call_in_loop(_core.call, server, req, timeout)
+        def submit(req: Any, timeout: Optional[float] = None) -> "concurrent.futures.Future[Any]":
+            # the call runs in a pyotp process: its monitor on the console server turns a
+            # lost connection into a noconnection exit at once
+            done: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
 
-        def submit(req: Any) -> "concurrent.futures.Future[Any]":
-            async def go() -> Any:
-                return await _core.call(server, req, None)
-            return asyncio.run_coroutine_threadsafe(go(), node._loop)
+            async def caller() -> None:
+                try:
+                    done.set_result(await _core.call(server, req, timeout))
+                except Exception as e:
+                    done.set_exception(e)
+            node.call_in_loop(_core.spawn, caller)
+            return done
+
+        def call(req: Any, timeout: Optional[float]) -> Any:
+            return submit(req, timeout).result()
 
         try:
             ok, session, banner = call(("open",), CONSOLE_TIMEOUT)

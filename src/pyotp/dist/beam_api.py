@@ -61,7 +61,7 @@ def _badarg(m: str, f: str, args: List[Any]) -> "_core.Exit":
 
 def _atom_arg(m: str, f: str, args: List[Any]) -> str:
     """An argument Erlang gives as an atom (a pyotp peer may pass a plain str)."""
-    if not isinstance(args[0], str) or isinstance(args[0], (bytes, bytearray)):
+    if not isinstance(args[0], str):
         raise _badarg(m, f, args)
     return str(args[0])
 
@@ -191,7 +191,7 @@ def _process_info2(pid: Any, spec: Any) -> Any:
     args = [pid, spec]
     info = _core.process_info(_local_pid("process_info", args))
     items = spec if isinstance(spec, list) else [spec]
-    out = []
+    out: List[Any] = []
     for i in items:
         if not isinstance(i, str):
             raise _badarg("erlang", "process_info", args)

@@ -11,7 +11,8 @@ registered and a console's first call fails with ``noproc``, which ``remsh`` rep
 Requests (GenServer.call to ``("pyotp_console", node)``):
 
 - ``("open",)`` -> ``("ok", session, banner)``: a fresh namespace holding ``pyotp``,
-  ``asyncio``, ``Node``, ``GenServer``, ``rpc``, ``whereis`` and ``registered``.
+  ``asyncio``, ``Node``, ``GenServer``, ``rpc``, ``whereis`` and ``registered``. At most
+  ``MAX_SESSIONS`` idle sessions are kept (the oldest go first).
 - ``("eval", session, source)`` -> ``("ok", output, shown)`` | ``("error", output,
   traceback)`` | ``("cancelled", output)``: the statement(s) run in a fresh pyotp process
   (so ``await pyotp.receive()`` works) with top-level ``await``, like ``python -m
@@ -43,6 +44,7 @@ __all__ = ["NAME", "ConsoleServer", "start", "stop"]
 NAME = "pyotp_console"
 FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 MAX_COMPLETIONS = 500
+MAX_SESSIONS = 64     # a client that vanished without "close" leaves its session behind
 FILENAME = "<remsh>"
 
 _pid: Optional[_core.Pid] = None
@@ -63,7 +65,8 @@ async def _run(source: str, ns: Dict[str, Any]) -> Any:
     tree = ast.parse(source, FILENAME, "exec")
     last: Optional[ast.Expression] = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+        last = ast.Expression(tree.body[-1].value)
+        del tree.body[-1]
     code = compile(tree, FILENAME, "exec", flags=FLAGS)
     r = eval(code, ns)
     if code.co_flags & inspect.CO_COROUTINE:
@@ -120,30 +123,32 @@ class ConsoleServer(GenServer):
         running: Dict[int, Tuple[Any, Any, Any]] = state[1]
         op = req[0] if type(req) is tuple and req else None
         if op == "open":
-            sid = next(_ids)
-            sessions[sid] = _namespace()
-            return ("reply", ("ok", sid, "pyotp %s console on %s (Ctrl-C cancels, Ctrl-D leaves)"
+            new = next(_ids)
+            for old in [s for s in sessions if s not in running][:max(0, len(sessions) - MAX_SESSIONS + 1)]:
+                del sessions[old]
+            sessions[new] = _namespace()
+            return ("reply", ("ok", new, "pyotp %s console on %s (Ctrl-C cancels, Ctrl-D leaves)"
                               % (_version(), _core.local_node())), state)
-        sid = req[1] if type(req) is tuple and len(req) >= 2 else None
+        sid: Any = req[1] if type(req) is tuple and len(req) >= 2 else None
         if op == "eval" and len(req) == 3 and isinstance(req[2], str):
-            ns = sessions.get(sid)  # type: ignore[arg-type]
+            ns = sessions.get(sid)
             if ns is None:
                 return ("reply", ("error", "", "no console session %r\n" % (sid,)), state)
             if sid in running:
                 return ("reply", ("error", "", "a statement is already running\n"), state)
             pid, ref = _core.spawn_monitor(_statement, _core.self(), sid, ns, req[2])
-            running[sid] = (pid, from_, ref)     # type: ignore[index]
+            running[sid] = (pid, from_, ref)   
             return ("noreply", state)
         if op == "cancel":
-            r = running.get(sid)  # type: ignore[arg-type]
+            r = running.get(sid)
             if r is not None:
                 _core.exit(r[0], "kill")
             return ("reply", r is not None, state)
         if op == "complete" and len(req) == 3 and isinstance(req[2], str):
-            return ("reply", _complete(sessions.get(sid), req[2]), state)  # type: ignore[arg-type]
+            return ("reply", _complete(sessions.get(sid), req[2]), state)
         if op == "close":
-            sessions.pop(sid, None)  # type: ignore[arg-type]
-            r = running.get(sid)  # type: ignore[arg-type]
+            sessions.pop(sid, None)
+            r = running.get(sid)
             if r is not None:
                 _core.exit(r[0], "kill")
             return ("reply", "ok", state)
@@ -190,7 +195,7 @@ def _version() -> str:
 async def start() -> _core.Pid:
     """Start the console service (``Node.start(console=True)`` calls it)."""
     global _pid
-    pid = await ConsoleServer.start(None, name=NAME)
+    pid: _core.Pid = await ConsoleServer.start(None, name=NAME)
     _pid = pid
     return pid
 
