@@ -278,6 +278,11 @@ def test_erl_call_gets_beam_shapes_from_a_pyotp_node():
         diff = compatible(got[1], want[1], "process_info")
         assert diff is None, "%s\npyotp: %r\nBEAM:  %r" % (diff, got[1], want[1])
         assert len(got[1]) == len(want[1])
+        # Erlang's spawn(Node, M, F, A) (a SPAWN_REQUEST of the function itself) too
+        spawn = ("{_, R} = spawn_monitor('%s', erlang, whereis, [rex]), "
+                 "receive {'DOWN', R, process, _, Why} -> Why end.\n")
+        assert erl_call(beam.name, expr=spawn % py.name) == erl_call(beam.name, expr=spawn % beam.name) \
+            == "{ok, normal}"
         for g, w in zip(got[1], want[1]):
             # each result is the same kind of term, item for item (a list of pairs keeps
             # BEAM's keys and order)
