@@ -415,13 +415,13 @@ def test_init_stop_ends_a_plain_pyotp_run_node():
 # ---------------------------------------------------------------------------------------
 # the console, under a pseudo-terminal
 
-def _remsh(node: str, cookie: str = COOKIE) -> Any:
+def _remsh(node: str, home: Any, cookie: str = COOKIE) -> Any:
     try:
         import pexpect
     except ImportError:
         raise AssertionError("the console tests drive a pty with pexpect: pip install pexpect "
                              "(it is in the test extras)") from None
-    env = child_env({"HOME": os.environ.get("PYOTP_TEST_HOME", "/nonexistent-home")})
+    env = child_env({"HOME": str(home)})     # the history file goes there
     c = pexpect.spawn(sys.executable, ["-m", "pyotp", "remsh", node, "--cookie", cookie],
                       env=env, encoding="utf-8", timeout=WAIT, dimensions=(24, 200))
     return c
@@ -430,69 +430,65 @@ def _remsh(node: str, cookie: str = COOKIE) -> Any:
 @pytest.mark.erlang
 def test_remsh_console(tmp_path):
     import pexpect
-    os.environ["PYOTP_TEST_HOME"] = str(tmp_path)
-    try:
-        with RunProc("rc", ["--console"]) as n:
-            c = _remsh(n.name)
-            c.expect(r"console on %s" % re.escape(n.name))
-            c.expect(">>> ")
-            # define a function (a compound statement over several lines)
-            c.sendline("def double(x):")
-            c.expect(r"\.\.\. ")
-            c.sendline("    return 2 * x")
-            c.expect(r"\.\.\. ")
-            c.sendline("")
-            c.expect(">>> ")
-            c.sendline("double(21)")
-            c.expect("\r\n42\r\n")
-            c.expect(">>> ")
-            # call a GenServer of the running application
-            c.sendline("await GenServer.call('worker_second', 'tag')")
-            c.expect("'second'")
-            c.expect(">>> ")
-            # await a receive in the statement's own process
-            c.sendline("pyotp.send(pyotp.self(), ('hello', 7)); await pyotp.receive()")
-            c.expect(r"\('hello', 7\)")
-            c.expect(">>> ")
-            # Ctrl-C out of a long sleep: the node says when the statement is running
-            c.sendline("import sys; sys.stdout.write('SLEEPING\\n'); sys.stdout.flush(); "
-                       "await asyncio.sleep(3600); woke = True")
-            n.wait_log("SLEEPING")
-            c.sendintr()
-            c.expect("KeyboardInterrupt")
-            c.expect(">>> ")
-            c.sendline("'woke' in dir(), double(5)")
-            c.expect(r"\(False, 10\)")
-            c.expect(">>> ")
-            # errors come back as tracebacks, print output comes back, the session lives on
-            c.sendline("print('out', 1); 1 / 0")
-            c.expect("out 1")
-            c.expect("ZeroDivisionError")
-            c.expect(">>> ")
-            # completion from the node's namespace
-            c.send("doub\t")
-            c.expect("double")
-            c.sendline("1)")      # rlcompleter completes a callable with "("
-            c.expect("\r\n2\r\n")
-            c.expect(">>> ")
-            # Ctrl-D leaves without touching the node
-            c.sendeof()
-            c.expect(pexpect.EOF)
-            c.close()
-            assert c.exitstatus == 0
-            assert n.proc is not None and n.proc.poll() is None
-            r = pyotp_cli("rpc", n.name, "erlang", "whereis", "worker_first", "--cookie", COOKIE)
-            assert r.returncode == 0, r
-            assert os.path.exists(tmp_path / ".pyotp_remsh_history")
-    finally:
-        os.environ.pop("PYOTP_TEST_HOME", None)
+    with RunProc("rc", ["--console"]) as n:
+        c = _remsh(n.name, tmp_path)
+        c.expect(r"console on %s" % re.escape(n.name))
+        c.expect(">>> ")
+        # define a function (a compound statement over several lines)
+        c.sendline("def double(x):")
+        c.expect(r"\.\.\. ")
+        c.sendline("    return 2 * x")
+        c.expect(r"\.\.\. ")
+        c.sendline("")
+        c.expect(">>> ")
+        c.sendline("double(21)")
+        c.expect("\r\n42\r\n")
+        c.expect(">>> ")
+        # call a GenServer of the running application
+        c.sendline("await GenServer.call('worker_second', 'tag')")
+        c.expect("'second'")
+        c.expect(">>> ")
+        # await a receive in the statement's own process
+        c.sendline("pyotp.send(pyotp.self(), ('hello', 7)); await pyotp.receive()")
+        c.expect(r"\('hello', 7\)")
+        c.expect(">>> ")
+        # Ctrl-C out of a long sleep: the node says when the statement is running
+        c.sendline("import sys; sys.stdout.write('SLEEPING\\n'); sys.stdout.flush(); "
+                   "await asyncio.sleep(3600); woke = True")
+        n.wait_log("SLEEPING")
+        c.sendintr()
+        c.expect("KeyboardInterrupt")
+        c.expect(">>> ")
+        c.sendline("'woke' in dir(), double(5)")
+        c.expect(r"\(False, 10\)")
+        c.expect(">>> ")
+        # errors come back as tracebacks, print output comes back, the session lives on
+        c.sendline("print('out', 1); 1 / 0")
+        c.expect("out 1")
+        c.expect("ZeroDivisionError")
+        c.expect(">>> ")
+        # completion from the node's namespace
+        c.send("doub\t")
+        c.expect("double")
+        c.sendline("1)")      # rlcompleter completes a callable with "("
+        c.expect("\r\n2\r\n")
+        c.expect(">>> ")
+        # Ctrl-D leaves without touching the node
+        c.sendeof()
+        c.expect(pexpect.EOF)
+        c.close()
+        assert c.exitstatus == 0
+        assert n.proc is not None and n.proc.poll() is None
+        r = pyotp_cli("rpc", n.name, "erlang", "whereis", "worker_first", "--cookie", COOKIE)
+        assert r.returncode == 0, r
+        assert "double(21)" in (tmp_path / ".pyotp_remsh_history").read_text()
 
 
 @pytest.mark.erlang
 def test_remsh_leaves_when_the_node_goes_away(tmp_path):
     import pexpect
     with RunProc("rl", ["--console"]) as n:
-        c = _remsh(n.name)
+        c = _remsh(n.name, tmp_path)
         c.expect(">>> ")
         c.sendline("import sys; sys.stdout.write('SLEEPING\\n'); sys.stdout.flush(); "
                    "await asyncio.sleep(3600)")
@@ -508,7 +504,7 @@ def test_remsh_leaves_when_the_node_goes_away(tmp_path):
 def test_remsh_refused_without_console(tmp_path):
     import pexpect
     with RunProc("rn") as n:
-        c = _remsh(n.name)
+        c = _remsh(n.name, tmp_path)
         c.expect("does not run the console service")
         c.expect(pexpect.EOF)
         c.close()
