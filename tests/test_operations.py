@@ -357,6 +357,25 @@ def test_cli_rpc_exit_codes(tmp_path):
         assert r.returncode == 2 and "name@host" in r.stderr, r
 
 
+def test_cli_over_tls(tmp_path):
+    """A node run with --tls-* is reached by rpc/stop given the same files, not without."""
+    from test_dist_epmd_tls import _make_certs
+    tls = _make_certs(tmp_path)
+    opts = ["--tls-certfile", tls["certfile"], "--tls-keyfile", tls["keyfile"],
+            "--tls-cafile", tls["cafile"]]
+    n = RunProc("tl", opts).start()
+    try:
+        r = pyotp_cli("rpc", n.name, "erlang", "whereis", "worker_third", "--cookie", COOKIE, *opts)
+        assert r.returncode == 0 and r.stdout.startswith("#PID<"), r
+        r = pyotp_cli("rpc", n.name, "erlang", "node", "--cookie", COOKIE, "--timeout", "5")
+        assert r.returncode == 1 and "nodedown" in r.stderr, r
+        r = pyotp_cli("stop", n.name, "--cookie", COOKIE, *opts)
+        assert r.returncode == 0, r
+        _assert_stopped_in_order(n, "init:stop")
+    finally:
+        n.kill()
+
+
 def _assert_stopped_in_order(n: NodeProc, how: str) -> None:
     assert n.wait() == 0
     out = "".join(n.log)

@@ -37,7 +37,7 @@ distributed; ``init:stop()`` from another node (``python -m pyotp stop NAME@HOST
 
 ``remsh``, ``rpc``, ``stop`` (docs/operations.md)::
 
-    python -m pyotp remsh NAME@HOST [--cookie C]
+    python -m pyotp remsh NAME@HOST [--cookie C] [--tls-certfile PEM --tls-keyfile PEM --tls-cafile PEM]
     python -m pyotp rpc NAME@HOST module function [arg ...] [--cookie C] [--timeout S]
     python -m pyotp stop NAME@HOST [--cookie C]
 
@@ -233,6 +233,7 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--console", action="store_true",
                    help="with --name: let `python -m pyotp remsh` run Python code in this node "
                         "(full trust for whoever has the cookie; off by default)")
+    _tls_arguments(p)
 
 
 @subcommand("run", "start an application and run until SIGINT/SIGTERM", _run_arguments)
@@ -253,9 +254,10 @@ def run_command(args: argparse.Namespace) -> int:
     cls = load_application_class(args.application)
     dist: Dict[str, Any] = {}
     if args.name:
-        dist = {"node": args.name, "cookie": _cookie(args.cookie), "console": args.console}
-    elif args.cookie or args.console:
-        raise CliError("--cookie and --console need --name NAME@HOST")
+        dist = {"node": args.name, "cookie": _cookie(args.cookie), "console": args.console,
+                "tls": _tls(args)}
+    elif args.cookie or args.console or _tls(args):
+        raise CliError("--cookie, --console and --tls-* need --name NAME@HOST")
     status: int = run(_serve, cls, args.type, env, shutdown_timeout=args.shutdown_timeout, **dist)
     return status
 
@@ -360,9 +362,32 @@ def _cookie(explicit: Optional[str]) -> str:
         raise CliError(str(e)) from None
 
 
+def _tls_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-certfile", metavar="PEM",
+                   help="distribution over TLS: this node's certificate (see docs/distribution.md)")
+    p.add_argument("--tls-keyfile", metavar="PEM", help="with --tls-certfile: its private key")
+    p.add_argument("--tls-cafile", metavar="PEM",
+                   help="with --tls-certfile: the CA that signs the peers' certificates")
+
+
+def _tls(args: argparse.Namespace) -> Optional[Dict[str, str]]:
+    """Node.start's tls dict from the --tls-* options (None: plain TCP)."""
+    if not args.tls_certfile:
+        if args.tls_keyfile or args.tls_cafile:
+            raise CliError("--tls-keyfile and --tls-cafile need --tls-certfile")
+        return None
+    tls = {"certfile": args.tls_certfile}
+    for key in ("keyfile", "cafile"):
+        value = getattr(args, "tls_" + key)
+        if value:
+            tls[key] = value
+    return tls
+
+
 def _target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("node", metavar="NAME@HOST", help="the running node")
     p.add_argument("--cookie", metavar="COOKIE", help="the node's cookie (default: ~/.erlang.cookie)")
+    _tls_arguments(p)
 
 
 def _check_target(node: str) -> None:
@@ -385,7 +410,7 @@ def remsh_command(args: argparse.Namespace) -> int:
     """``python -m pyotp remsh``: see the module documentation."""
     from .remsh import run_remsh
     _check_target(args.node)
-    return run_remsh(args.node, _cookie(args.cookie))
+    return run_remsh(args.node, _cookie(args.cookie), tls=_tls(args))
 
 
 @subcommand("rpc", "call module:function(args) on a running node, print the result", _rpc_arguments)
@@ -394,7 +419,7 @@ def rpc_command(args: argparse.Namespace) -> int:
     from .remsh import parse_arg, rpc_once
     _check_target(args.node)
     r = rpc_once(args.node, _cookie(args.cookie), args.module, args.function,
-                 [parse_arg(a) for a in args.args], args.timeout)
+                 [parse_arg(a) for a in args.args], args.timeout, tls=_tls(args))
     if type(r) is tuple and len(r) == 2 and r[0] == "badrpc":
         print("pyotp rpc: badrpc: %r" % (r[1],), file=sys.stderr, flush=True)
         return 1
@@ -407,7 +432,7 @@ def stop_command(args: argparse.Namespace) -> int:
     """``python -m pyotp stop``: see the module documentation."""
     from .remsh import rpc_once
     _check_target(args.node)
-    r = rpc_once(args.node, _cookie(args.cookie), "init", "stop", [], 30.0)
+    r = rpc_once(args.node, _cookie(args.cookie), "init", "stop", [], 30.0, tls=_tls(args))
     if r == "ok":
         return 0
     if type(r) is tuple and len(r) == 2 and r[0] == "badrpc" and r[1] == "nodedown":

@@ -2,9 +2,9 @@
 ``stop`` (the subcommands are declared in ``pyotp.cli``; this module does the work).
 
 Each command starts a short-lived hidden pyotp node named ``pyotp_cli_<pid>@<host of the
-target>`` with the target's cookie (``--cookie``, else ``~/.erlang.cookie`` as Erlang does)
-and talks to the target through the distribution, so the cookie (and TLS, where used)
-guard these commands like any other connection.
+target>`` with the target's cookie (``--cookie``, else ``~/.erlang.cookie`` as Erlang does) and,
+for a node that uses TLS, the ``--tls-*`` files; it talks to the target through the
+distribution, so the cookie and TLS guard these commands like any other connection.
 
 ``remsh`` runs an interactive console (``code.InteractiveConsole`` with readline history
 and completion) whose statements run inside the target node: see
@@ -79,7 +79,7 @@ def client_name(target: str) -> str:
 
 
 def rpc_once(target: str, cookie: str, module: str, function: str, args: List[Any],
-             timeout: Optional[float]) -> Any:
+             timeout: Optional[float], tls: Any = None) -> Any:
     """``rpc:call(target, module, function, args)`` from a fresh hidden node; the result
     (``("badrpc", reason)`` on failure, as rpc.call gives).
 
@@ -92,7 +92,7 @@ def rpc_once(target: str, cookie: str, module: str, function: str, args: List[An
     async def main() -> Any:
         return await rpc.call(target, module, function, args, timeout=timeout)
 
-    return runtime.run(main, node=client_name(target), cookie=cookie, hidden=True)
+    return runtime.run(main, node=client_name(target), cookie=cookie, hidden=True, tls=tls)
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def _setup_readline(console: RemoteConsole) -> Callable[[], None]:
     return save
 
 
-def run_remsh(target: str, cookie: str) -> int:
+def run_remsh(target: str, cookie: str, tls: Any = None) -> int:
     """Open the console on ``target``; returns the exit status (0 after Ctrl-D, 1 when the
     node cannot be reached or does not run the console service)."""
     from . import _core
@@ -210,7 +210,7 @@ def run_remsh(target: str, cookie: str) -> int:
     node = NodeThread()
     try:
         node.call_in_loop(functools.partial(Node.start, client_name(target), cookie=cookie,
-                                            hidden=True))
+                                            hidden=True, tls=tls))
         server = (NAME, target)
 
         def submit(req: Any, timeout: Optional[float] = None) -> "concurrent.futures.Future[Any]":
