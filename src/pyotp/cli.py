@@ -29,6 +29,22 @@ Exit status: 0 after a signal; 1 if an application fails to start or a permanent
 abnormally exiting transient) application terminates; 2 for usage errors (bad
 ``module:Class``, not an Application, missing or invalid configuration); 128+signal
 number if a second signal arrives while stopping (the process exits at once).
+
+With ``--name NAME@HOST`` (and ``--cookie``, default ``~/.erlang.cookie``) the node is
+distributed; ``init:stop()`` from another node (``python -m pyotp stop NAME@HOST``,
+``erl_call -a 'init stop []'``) stops it as SIGTERM does. ``--console`` lets
+``python -m pyotp remsh`` run code in it.
+
+``remsh``, ``rpc``, ``stop`` (docs/operations.md)::
+
+    python -m pyotp remsh NAME@HOST [--cookie C] [--tls-certfile PEM --tls-keyfile PEM --tls-cafile PEM]
+    python -m pyotp rpc NAME@HOST module function [arg ...] [--cookie C] [--timeout S]
+    python -m pyotp stop NAME@HOST [--cookie C]
+
+``rpc`` prints the result's ``repr`` and exits 0, or prints the ``badrpc`` reason on stderr
+and exits 1; each argument is a Python literal, else an atom (``erlang whereis rex``).
+``stop`` exits 0 once the node accepted ``init:stop()``, 1 if it cannot be reached.
+``remsh`` exits 0 after Ctrl-D, 1 if the node cannot be reached or runs no console.
 """
 from __future__ import annotations
 
@@ -210,6 +226,14 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="after the applications stopped, how long leftover processes get "
                         "before they are killed (default: 5)")
+    p.add_argument("--name", metavar="NAME@HOST",
+                   help="make the node distributed under this name (see docs/operations.md)")
+    p.add_argument("--cookie", metavar="COOKIE",
+                   help="with --name: the distribution cookie (default: ~/.erlang.cookie)")
+    p.add_argument("--console", action="store_true",
+                   help="with --name: let `python -m pyotp remsh` run Python code in this node "
+                        "(full trust for whoever has the cookie; off by default)")
+    _tls_arguments(p)
 
 
 @subcommand("run", "start an application and run until SIGINT/SIGTERM", _run_arguments)
@@ -228,7 +252,13 @@ def run_command(args: argparse.Namespace) -> int:
     except _config.ConfigError as e:
         raise CliError(str(e)) from None
     cls = load_application_class(args.application)
-    status: int = run(_serve, cls, args.type, env, shutdown_timeout=args.shutdown_timeout)
+    dist: Dict[str, Any] = {}
+    if args.name:
+        dist = {"node": args.name, "cookie": _cookie(args.cookie), "console": args.console,
+                "tls": _tls(args)}
+    elif args.cookie or args.console or _tls(args):
+        raise CliError("--cookie, --console and --tls-* need --name NAME@HOST")
+    status: int = run(_serve, cls, args.type, env, shutdown_timeout=args.shutdown_timeout, **dist)
     return status
 
 
@@ -263,5 +293,102 @@ async def _serve(cls: "AppClass", restart_type: str, env: str) -> int:
             _say("pyotp: stopped %s (application %s terminated; stopped %s)"
                  % (cls.name, reason[1], ", ".join(stopped) or "nothing"))
             return 1
+        if type(reason) is tuple and len(reason) == 2 and reason[0] in ("init", "halt"):
+            # a remote init:stop() / halt(): pyotp.dist.beam_api
+            why = "init:stop" if reason[0] == "init" else "halt(%s)" % (reason[1],)
+            _say("pyotp: stopped %s (%s; stopped %s)" % (cls.name, why, ", ".join(stopped)))
+            return 0
         _say("pyotp: stopped %s (%r; stopped %s)" % (cls.name, reason, ", ".join(stopped)))
         return 0
+
+
+# ---------------------------------------------------------------------------------------
+# remsh, rpc, stop: operating a running node (the work is in pyotp.remsh)
+
+def _cookie(explicit: Optional[str]) -> str:
+    from .remsh import CookieError, read_cookie
+    try:
+        return read_cookie(explicit)
+    except CookieError as e:
+        raise CliError(str(e)) from None
+
+
+def _tls_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-certfile", metavar="PEM",
+                   help="distribution over TLS: this node's certificate (see docs/distribution.md)")
+    p.add_argument("--tls-keyfile", metavar="PEM", help="with --tls-certfile: its private key")
+    p.add_argument("--tls-cafile", metavar="PEM",
+                   help="with --tls-certfile: the CA that signs the peers' certificates")
+
+
+def _tls(args: argparse.Namespace) -> Optional[Dict[str, str]]:
+    """Node.start's tls dict from the --tls-* options (None: plain TCP)."""
+    if not args.tls_certfile:
+        if args.tls_keyfile or args.tls_cafile:
+            raise CliError("--tls-keyfile and --tls-cafile need --tls-certfile")
+        return None
+    tls = {"certfile": args.tls_certfile}
+    for key in ("keyfile", "cafile"):
+        value = getattr(args, "tls_" + key)
+        if value:
+            tls[key] = value
+    return tls
+
+
+def _target_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node", metavar="NAME@HOST", help="the running node")
+    p.add_argument("--cookie", metavar="COOKIE", help="the node's cookie (default: ~/.erlang.cookie)")
+    _tls_arguments(p)
+
+
+def _check_target(node: str) -> None:
+    if node.count("@") != 1 or not all(node.split("@")):
+        raise CliError("node name must look like name@host, got %r" % node)
+
+
+def _rpc_arguments(p: argparse.ArgumentParser) -> None:
+    _target_arguments(p)
+    p.add_argument("module")
+    p.add_argument("function")
+    p.add_argument("args", nargs="*", metavar="ARG",
+                   help="a Python literal (42, 'text', [1, 2]), else an atom")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up after this long (exit status 1; default: wait)")
+
+
+@subcommand("remsh", "open a Python console inside a running node", _target_arguments)
+def remsh_command(args: argparse.Namespace) -> int:
+    """``python -m pyotp remsh``: see the module documentation."""
+    from .remsh import run_remsh
+    _check_target(args.node)
+    return run_remsh(args.node, _cookie(args.cookie), tls=_tls(args))
+
+
+@subcommand("rpc", "call module:function(args) on a running node, print the result", _rpc_arguments)
+def rpc_command(args: argparse.Namespace) -> int:
+    """``python -m pyotp rpc``: see the module documentation."""
+    from .remsh import parse_arg, rpc_once
+    _check_target(args.node)
+    r = rpc_once(args.node, _cookie(args.cookie), args.module, args.function,
+                 [parse_arg(a) for a in args.args], args.timeout, tls=_tls(args))
+    if type(r) is tuple and len(r) == 2 and r[0] == "badrpc":
+        print("pyotp rpc: badrpc: %r" % (r[1],), file=sys.stderr, flush=True)
+        return 1
+    print(repr(r), flush=True)
+    return 0
+
+
+@subcommand("stop", "stop a running node (init:stop(): its normal shutdown)", _target_arguments)
+def stop_command(args: argparse.Namespace) -> int:
+    """``python -m pyotp stop``: see the module documentation."""
+    from .remsh import rpc_once
+    _check_target(args.node)
+    r = rpc_once(args.node, _cookie(args.cookie), "init", "stop", [], 30.0, tls=_tls(args))
+    if r == "ok":
+        return 0
+    if type(r) is tuple and len(r) == 2 and r[0] == "badrpc" and r[1] == "nodedown":
+        print("pyotp stop: error: cannot connect to %s (is it running? same cookie?)" % args.node,
+              file=sys.stderr, flush=True)
+    else:
+        print("pyotp stop: error: %s answered %r" % (args.node, r), file=sys.stderr, flush=True)
+    return 1

@@ -15,6 +15,7 @@ See docs/distribution.md for the type mapping and the wire extension.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Awaitable, Callable, Optional
 
 from . import rpc
@@ -31,23 +32,40 @@ def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie:
              use_uvloop: Optional[bool] = None, shutdown_timeout: float = 5.0, **dist: Any) -> Any:
     """``pyotp.run`` for a distributed node: start distribution as ``node`` (keyword
     arguments as for ``Node.start``), run ``main(*args)`` as the first process, return
-    its result; distribution stops before the other processes are shut down.
+    its result; distribution stops before the other processes are shut down. If ``main``
+    does not await ``Application.await_system_stop()``, a remote ``init:stop()`` (or
+    ``python -m pyotp stop``) ends it with exit reason ``shutdown`` and this returns None.
 
     >>> async def main():
     ...     return await Node.ping("b@127.0.0.1")
     >>> run_node(main, node="a@127.0.0.1", cookie="secret")
     'pong'
     """
-    from .. import runtime
+    from .. import _core, runtime
+    from . import beam_api
+    stopped: list = []  # type: ignore[type-arg]
+
+    def stop_main(main_pid: Any, reason: Any) -> bool:
+        # init:stop / halt when main does not await Application.await_system_stop()
+        stopped.append(reason)
+        _core.exit(main_pid, "shutdown")
+        return True
 
     async def wrapper() -> Any:
         await Node.start(node, cookie=cookie, **dist)
+        undo = beam_api.on_stop(functools.partial(stop_main, _core.self()))
         try:
             return await main(*args)
         finally:
+            undo()
             Node.stop()
 
-    return runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout)
+    try:
+        return runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout)
+    except _core.Exit as e:
+        if stopped and e.reason == "shutdown":
+            return None      # stopped on request (init:stop, halt): a normal end
+        raise
 
 
 from . import global_names, pg  # noqa: E402  (they import .node)

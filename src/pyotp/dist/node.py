@@ -46,6 +46,7 @@ from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Seq
 from .. import _core
 from ..etf import Atom, Pid, Reference, SafeUnpickler, encode_term_into
 from ..gen_server import GenServer
+from . import beam_api
 from . import epmd as _epmd
 from . import handshake as hs
 from .connection import Connection, ProtocolError, from_erl, to_erl
@@ -1171,7 +1172,7 @@ async def _apply(k: NetKernel, m: Any, f: Any, a: Any, eref: Any, pyotp_peer: bo
     if not k.allowed(m):
         return (eref, A_ERROR, (A_NOT_ALLOWED, Atom(m)), [])
     try:
-        fn = _resolve(m, f)
+        fn = beam_api.lookup(m, f, a) or _resolve(m, f)
     except _Undef:
         return (eref, A_ERROR, A_UNDEF, [(Atom(m), Atom(f), list(a), [])])
     except Exception as e:
@@ -1233,7 +1234,7 @@ async def _spawned_process(k: NetKernel, m: str, f: str, args: List[Any]) -> Any
     if not k.allowed(m):
         raise _core.Exit(("not_allowed", m))
     try:
-        fn = _resolve(m, f)
+        fn = beam_api.lookup(m, f, args) or _resolve(m, f)
     except _Undef:
         raise _core.Exit(("undef", [(m, f, args, [])])) from None
     r = fn(*args)
@@ -1263,7 +1264,7 @@ class Node:
                     port: int = 0, net_ticktime: float = 60, epmd: Union[str, int] = "auto",
                     tls: Any = None, rpc_allow: Optional[Iterable[str]] = None,
                     setup_time: float = 7.0, python_payloads: Union[bool, Iterable[str]] = False,
-                    busy_wait: float = BUSY_WAIT_US) -> str:
+                    busy_wait: float = BUSY_WAIT_US, console: bool = False) -> str:
         """Make this node distributed as ``name`` ("alive@host").
 
         - ``cookie``: the shared secret (compared in constant time).
@@ -1296,6 +1297,9 @@ class Node:
           is written, or when reads arrive in quick succession. Like BEAM's scheduler
           busy wait (``+sbwt``): lower latency for chatty links at the price of CPU;
           0 disables it. TLS connections (and Windows) never spin.
+        - ``console``: run the console service, so ``python -m pyotp remsh`` can run
+          Python code in this node (off by default; whoever has the cookie gets full
+          control, as with Erlang's remote shell; see docs/operations.md).
 
         Returns the node name.
 
@@ -1317,6 +1321,9 @@ class Node:
             from . import global_names, pg
             await global_names._start(k)
             await pg._start(k)
+            if console:
+                from . import console as _console
+                await _console.start()
         except BaseException:
             _kernel = None
             k.stop()
@@ -1337,9 +1344,10 @@ class Node:
         if k is None:
             return _DONE
         try:
-            from . import global_names, pg
+            from . import console, global_names, pg
             global_names._stop()
             pg._stop()
+            console.stop()
         finally:
             _kernel = None
             k.stop()
