@@ -87,7 +87,8 @@ class _A:
     def __init__(self) -> None:
         self.rt = pyotp.Runtime.start_thread()
         self.name = unique("bench")
-        self.rt.call_in_loop(lambda: Node.start(self.name, cookie=COOKIE))
+        # the numpy case pickles arrays: both nodes accept numpy's classes
+        self.rt.call_in_loop(lambda: Node.start(self.name, cookie=COOKIE, python_payloads=["numpy"]))
 
     def run(self, fn: Callable[..., Any], *args: Any, timeout: float = 600) -> Any:
         """Run the async fn(*args) as a process on A; return its result."""
@@ -124,7 +125,7 @@ def node_a():
 
 @pytest.fixture(scope="module")
 def py_b():
-    with NodeProc("sinkpy", role="dist_roles:role_sink_bench") as b:
+    with NodeProc("sinkpy", role="dist_roles:role_sink_bench", python_payloads=["numpy"]) as b:
         b.expect("ready")
         yield b
 

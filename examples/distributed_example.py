@@ -6,8 +6,8 @@ The demo starts node ``store`` as a separate OS process (this same file, ``--rol
 store``), then makes the current process node ``client`` and, from there:
 
 1. calls the ``KV`` GenServer registered as ``"kv"`` on ``store`` by ``("kv", node)``:
-   put/get of Python values (a ``set`` and a ``str`` arrive as themselves: between pyotp
-   nodes values travel exactly);
+   put/get of Python values (a ``set`` and a ``str`` arrive as themselves: both nodes
+   start with ``python_payloads=True``, so values of the fixed safe set travel exactly);
 2. runs a function there by rpc (``os.getpid``) and spawns a process there by name
    (``Node.spawn(node, square_and_reply, ...)``), which answers back to a local pid;
 3. monitors the remote server, kills the ``store`` process, and receives
@@ -82,7 +82,7 @@ def demo() -> Dict[str, Any]:
     store = NodeProcess(__file__, "store", node_name("store"), COOKIE)
     try:
         store.wait_for("READY")
-        return run_node(client, store, node=node_name("client"), cookie=COOKIE)
+        return run_node(client, store, node=node_name("client"), cookie=COOKIE, python_payloads=True)
     finally:
         store.kill()
 

@@ -110,5 +110,7 @@ def role_main(roles: Dict[str, Callable[..., Awaitable[Any]]], argv: Optional[Li
     if not ns.role:
         return False
     from pyotp.dist import run_node
-    run_node(roles[ns.role], *ns.args, node=ns.node, cookie=ns.cookie)
+    # python_payloads=True: Python values of the fixed safe set (sets, exceptions, ...)
+    # cross the wire when the other node enables it too (docs/distribution.md, "Security")
+    run_node(roles[ns.role], *ns.args, node=ns.node, cookie=ns.cookie, python_payloads=True)
     return True

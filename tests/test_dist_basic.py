@@ -22,14 +22,20 @@ from dist_roles import Echo, Point, agent, exiter
 # fixtures
 
 
+# exact Python values between the nodes: both accept pickles of numpy and dist_roles
+# (Point) besides the safe set (tests/test_dist_security.py covers the default, off)
+PAYLOADS = ["numpy", "dist_roles"]
+
+
 @pytest.fixture(scope="module")
 def peer():
-    with NodeProc("b", role="dist_roles:role_peer") as b:
+    with NodeProc("b", role="dist_roles:role_peer", python_payloads=PAYLOADS) as b:
         b.expect("ready")
         yield b
 
 
 def run(main, *args, **kw):
+    kw.setdefault("python_payloads", PAYLOADS)
     return run_node(main, *args, node=unique("a"), cookie=COOKIE, **kw)
 
 

@@ -145,12 +145,14 @@ cdef class DistChannel:
     ``pyotp.dist.connection.Connection``).
 
     >>> ch = DistChannel(conn, loop, kernel.calls, kernel.name_monitors, kernel.virtual, 1 << 18)
-    >>> ch.start(transport, "b@127.0.0.1", False, kernel.kernel_pid)
+    >>> ch.start(transport, "b@127.0.0.1", 0, None, kernel.kernel_pid)
     """
     cdef public object conn           # the Python Connection: handshake, big and rare frames
     cdef public object transport
     cdef public object peer           # the peer's node name
-    cdef public bint python           # payloads use the python extension
+    cdef public int python            # payloads: 0 plain ETF, 1 python extension with
+                                      # pickles, 2 python extension without pickles
+    cdef public object loads          # python mode: loads(payload, buffers) for pickles
     cdef public bint up
     cdef public Py_ssize_t received   # frames received, ticks included (tick check)
     cdef public bint wrote            # something was written since the last tick check
@@ -187,9 +189,14 @@ cdef class DistChannel:
         self.flush_cb = self._flush
         self.reg_heads = {}
 
-    def start(self, transport, peer, bint python, kernel_pid):
-        """The handshake is done: frames may flow. ``kernel_pid`` (net_kernel) is the
-        sender of REG_SENDs from the node itself."""
+    def start(self, transport, peer, int python, loads, kernel_pid):
+        """The handshake is done: frames may flow. ``python``: 0 plain ETF (Erlang
+        peers), 1 python extension with pickles decoded by ``loads(payload, buffers)``
+        (the node's restricted unpickler), 2 python extension without pickles (``loads``
+        refuses them). ``kernel_pid`` (net_kernel) is the sender of REG_SENDs from the
+        node itself."""
+        if python < 0 or python > 2 or (python and not callable(loads)):
+            raise ValueError("DistChannel.start: python must be 0, 1 or 2 (with a loads callable)")
         self.kernel_pid = kernel_pid
         self.transport = transport
         self.fd = -1
@@ -199,6 +206,7 @@ cdef class DistChannel:
                 self.fd = sock.fileno()
         self.peer = peer
         self.python = python
+        self.loads = loads
         self.up = True
 
     def stop(self):
@@ -253,7 +261,7 @@ cdef class DistChannel:
 
     cpdef send(self, to, msg):
         """SEND ``msg`` to the remote pid ``to``."""
-        if self.python and _dc_maybe_big(msg):
+        if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
             self.conn._write_big((_DC_SEND, _DC_EMPTY, to), msg)
         else:
             self._frame((_DC_SEND, _DC_EMPTY, to), msg)
@@ -261,7 +269,7 @@ cdef class DistChannel:
     cpdef reg_send(self, frm, name, msg):
         """REG_SEND from the local pid ``frm`` to the peer's registered ``name``."""
         cdef tuple ctrl = (_DC_REG_SEND, frm, _DC_EMPTY, Atom(name))
-        if self.python and _dc_maybe_big(msg):
+        if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
             self.conn._write_big(ctrl, msg)
         else:
             self._frame(ctrl, msg)
@@ -272,7 +280,7 @@ cdef class DistChannel:
         cdef object head = self.reg_heads.get(name)
         cdef bytearray hb
         cdef Py_ssize_t start
-        if self.python and _dc_maybe_big(msg):
+        if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
             self.reg_send(self.kernel_pid, name, msg)
             return
         if head is None:
@@ -511,7 +519,8 @@ cdef class DistChannel:
         cdef Py_ssize_t end = d.end
         if d.pos >= end:
             return _DC_NO_MSG
-        d.python = self.python
+        d.python = self.python != 0
+        d.loads = <PyObject*>self.loads if self.python else NULL
         try:
             msg = _etf_dec_versioned(d)
         except Exception:

@@ -95,6 +95,11 @@ cdef enum:
     _ETF_DEPTH = 10000          # nesting limit, both directions
     _ETF_STACK_BUF = 512        # encoder's on-stack first buffer
     _ETF_OOB_MIN = 65536        # python mode: pickle buffers this big travel out of band
+    # encoder python levels (_EtfEnc.python): off, on, and on without pickle (between
+    # pyotp nodes that have not both configured Python payloads: exact str, no pickles)
+    _ETF_PY_OFF = 0
+    _ETF_PY_ON = 1
+    _ETF_PY_NOPICKLE = 2
     _ETF_AC_SIZE = 4096         # atom cache slots (power of two)
 
 ETF_MAX_DEPTH = _ETF_DEPTH
@@ -480,7 +485,7 @@ cdef struct _EtfEnc:
     unsigned char* heap       # owned PyMem block, or NULL
     PyObject* bytearray       # borrowed: data lives in this bytearray, or NULL
     PyObject* chunks          # borrowed list: iovec mode, or NULL
-    int python
+    int python                # _ETF_PY_OFF / _ETF_PY_ON / _ETF_PY_NOPICKLE
     int keymode               # encoding (part of) a map key
 
 
@@ -1048,6 +1053,10 @@ cdef int _etf_enc_pickle(_EtfEnc* e, object x) except -1:
     cdef _EtfOOB oob = _EtfOOB()
     cdef unsigned char* p
     cdef Py_ssize_t nb, i
+    if e.python == _ETF_PY_NOPICKLE:
+        raise TypeError("cannot send %s to this node: it is no Erlang term and Python payloads "
+                        "are off on this connection (both nodes need python_payloads)"
+                        % type(x).__qualname__)
     try:
         payload = _etf_pickle_dumps(x, 5, buffer_callback=oob)
     except Exception as exc:
@@ -1243,7 +1252,7 @@ cdef int _etf_enc_binary_str(_EtfEnc* e, object x) except -1:
     return _etf_enc_binary(e, u, n)
 
 
-cdef inline void _etf_enc_init(_EtfEnc* e, unsigned char* stackbuf, Py_ssize_t cap, bint python) noexcept:
+cdef inline void _etf_enc_init(_EtfEnc* e, unsigned char* stackbuf, Py_ssize_t cap, int python) noexcept:
     e.data = stackbuf
     e.len = 0
     e.cap = cap
@@ -1313,7 +1322,7 @@ def encode_term_into(bytearray buf, term, bint python=False):
     return _etf_append(buf, term, python)
 
 
-cdef Py_ssize_t _etf_append(bytearray buf, object term, bint python) except -1:
+cdef Py_ssize_t _etf_append(bytearray buf, object term, int python) except -1:
     """encode_term_into's body, for the core's distribution channel."""
     cdef _EtfEnc e
     cdef Py_ssize_t old = _etf_ba_size(buf)
@@ -1372,6 +1381,7 @@ cdef struct _EtfDec:
     Py_ssize_t pos
     int python
     int keymode
+    PyObject* loads     # python mode: borrowed loads(payload, buffers) callable, or NULL (pickle.loads)
     PyObject* owner
     PyObject* view
     Py_ssize_t zoff
@@ -1620,6 +1630,8 @@ cdef object _etf_dec_pyext(_EtfDec* d, Py_ssize_t arity, Py_ssize_t start, Py_ss
     else:
         _etf_fail(d, start, "malformed $pyotp extension term (kind %d, arity %d)" % (kind, arity))
     try:
+        if d.loads != NULL:
+            return (<object>d.loads)(payload, bufs)
         if bufs is None:
             return _etf_pickle_loads(payload)
         return _etf_pickle_loads(payload, buffers=bufs)
@@ -2169,6 +2181,7 @@ cdef inline void _etf_dec_init(_EtfDec* d, const unsigned char* buf, Py_ssize_t 
     d.pos = pos
     d.python = python
     d.keymode = 0
+    d.loads = NULL
     d.owner = owner
     d.view = NULL
     d.zoff = -1
@@ -2201,6 +2214,7 @@ cdef object _etf_dec_compressed(_EtfDec* d):
                   % (PyBytes_GET_SIZE(body), size))
     d.pos = d.end - len(z.unused_data)
     _etf_dec_init(&sub, <const unsigned char*>PyBytes_AS_STRING(body), size, 0, d.python, <PyObject*>body)
+    sub.loads = d.loads
     sub.zoff = off
     try:
         term = _etf_dec(&sub)
@@ -2222,7 +2236,8 @@ cdef object _etf_dec_versioned(_EtfDec* d):
     return _etf_dec(d)
 
 
-cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versioned, bint whole):
+cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versioned, bint whole,
+                        object loads=None):
     """Shared body of the public decoders: returns term (whole) or (term, new_offset)."""
     cdef _EtfDec d
     cdef Py_buffer view
@@ -2234,6 +2249,8 @@ cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versio
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         have_view = True
         _etf_dec_init(&d, <const unsigned char*>view.buf, view.len, offset, python, <PyObject*>data)
+    if loads is not None:
+        d.loads = <PyObject*>loads
     try:
         if offset < 0 or offset > d.end:
             raise IndexError("offset %d outside the %d-byte buffer" % (offset, d.end))
@@ -2249,18 +2266,20 @@ cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versio
             PyBuffer_Release(&view)
 
 
-def binary_to_term(data, *, bint python=False):
+def binary_to_term(data, *, bint python=False, loads=None):
     """Decode one whole External Term Format value (``131`` first; compressed terms are
     inflated). ``data`` is bytes, bytearray or memoryview; bytes after the term are an
     error. Raises DecodeError for malformed input. ``python=True`` also decodes
-    python-extension terms (this runs pickle: only for authenticated pyotp peers);
-    their large buffers are zero-copy views of ``data``.
+    python-extension terms; their large buffers are zero-copy views of ``data``. Pickled
+    values go to ``loads(payload, buffers)`` (``buffers`` None or a list), by default
+    plain ``pickle.loads``, which runs whatever the data asks for: for data you did not
+    make, pass ``pyotp.etf.SafeUnpickler(...).loads`` (what distribution uses).
 
     >>> binary_to_term(b"\\x83h\\x02w\\x02oka\\x01")
     (Atom('ok'), 1)
     """
     cdef _EtfDec d
-    if type(data) is bytes and not python:
+    if type(data) is bytes and not python and loads is None:
         # fast path: no buffer to release, no memoryview can be made
         _etf_dec_init(&d, <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
                       0, 0, <PyObject*>data)
@@ -2268,17 +2287,19 @@ def binary_to_term(data, *, bint python=False):
         if d.pos != d.end:
             _etf_fail(&d, d.pos, "%d bytes of trailing garbage after the term" % (d.end - d.pos))
         return term
-    return _etf_decode(data, 0, python, 1, 1)
+    return _etf_decode(data, 0, python, 1, 1, loads)
 
 
-def decode_term(data, Py_ssize_t offset=0, *, bint python=False):
+def decode_term(data, Py_ssize_t offset=0, *, bint python=False, loads=None):
     """Decode one term that starts at ``offset`` with its tag (no version byte). Returns
-    ``(term, new_offset)``; bytes after the term are left for the caller."""
-    return _etf_decode(data, offset, python, 0, 0)
+    ``(term, new_offset)``; bytes after the term are left for the caller. ``python`` and
+    ``loads`` as for binary_to_term."""
+    return _etf_decode(data, offset, python, 0, 0, loads)
 
 
-def decode_with_version(data, Py_ssize_t offset=0, *, bint python=False):
+def decode_with_version(data, Py_ssize_t offset=0, *, bint python=False, loads=None):
     """Decode ``131`` + one term (possibly compressed) at ``offset``; returns
     ``(term, new_offset)``. For distribution frames, where a control term and a message
-    follow each other, each with its own version byte."""
-    return _etf_decode(data, offset, python, 1, 0)
+    follow each other, each with its own version byte. ``python`` and ``loads`` as for
+    binary_to_term."""
+    return _etf_decode(data, offset, python, 1, 0, loads)

@@ -23,6 +23,18 @@ class Atom(str):
     def __repr__(self):
         return "Atom(%s)" % str.__repr__(self)
 
+    def __reduce__(self):
+        # a function, not the class: pyotp's restricted unpickler then never hands a
+        # payload this (mutable) class, whose attributes a crafted BUILD could set
+        return (_make_atom, (str(self),))
+
+
+def _make_atom(name):
+    """Atom(name) for unpickling (see Atom.__reduce__)."""
+    if type(name) is not str:
+        raise TypeError("an atom is made from a str, not %s" % type(name).__name__)
+    return Atom(name)
+
 
 cdef object _local_node = Atom("nonode@nohost")
 cdef uint32_t _local_creation = 0

@@ -34,15 +34,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import importlib
 import logging
 import os
-import signal
 import sys
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+from . import _signals
 
 if TYPE_CHECKING:
     from .application import AppClass
@@ -232,43 +232,6 @@ def run_command(args: argparse.Namespace) -> int:
     return status
 
 
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:  # pragma: no cover
-        return "signal %d" % signum
-
-
-def _install_signal_handlers(loop: asyncio.AbstractEventLoop,
-                             on_signal: Callable[[int], None]) -> Callable[[], None]:
-    """SIGINT and SIGTERM call ``on_signal(signum)`` on the loop thread. Returns a function
-    that restores the previous handlers."""
-    sigs = [signal.SIGINT, signal.SIGTERM]
-    undo: List[Callable[[], Any]] = []
-    for sig in sigs:
-        try:
-            loop.add_signal_handler(sig, on_signal, int(sig))
-            undo.append(functools.partial(loop.remove_signal_handler, sig))
-        except (NotImplementedError, RuntimeError, ValueError):
-            # Windows event loops (and non-main threads) have no add_signal_handler: a
-            # plain handler that hands over to the loop thread.
-            def handler(signum: int, frame: Any) -> None:
-                loop.call_soon_threadsafe(on_signal, signum)
-            try:
-                old = signal.signal(sig, handler)
-            except (ValueError, OSError):  # pragma: no cover - not the main thread
-                continue
-            undo.append(functools.partial(signal.signal, sig, old))
-
-    def restore() -> None:
-        for u in undo:
-            try:
-                u()
-            except Exception:  # pragma: no cover
-                pass
-    return restore
-
-
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -276,24 +239,14 @@ def _say(msg: str) -> None:
 async def _serve(cls: "AppClass", restart_type: str, env: str) -> int:
     from .application import Application, ApplicationStartError
 
-    loop = asyncio.get_running_loop()
-    got: List[int] = []
-
     def on_signal(signum: int) -> None:
-        got.append(signum)
-        name = _signal_name(signum)
-        if len(got) == 1:
-            _say("pyotp: received %s, stopping %s" % (name, cls.name))
-            Application.system_stop(("signal", name))
-        else:
-            print("pyotp: received %s again while stopping, exiting now" % name,
-                  file=sys.stderr, flush=True)
-            os._exit(128 + signum)
+        _say("pyotp: received %s, stopping %s" % (_signals.signal_name(signum), cls.name))
+        Application.system_stop(("signal", _signals.signal_name(signum)))
 
-    restore = _install_signal_handlers(loop, on_signal)
-    try:
+    # the first signal stops the applications in order (a second one exits at once)
+    with _signals.stop_on_signals(asyncio.get_running_loop(), on_signal):
         try:
-            started = await Application.ensure_all_started(cls, type=restart_type)
+            await Application.ensure_all_started(cls, type=restart_type)
         except ApplicationStartError as e:
             print("pyotp run: error: %s" % e, file=sys.stderr, flush=True)
             return 1
@@ -312,5 +265,3 @@ async def _serve(cls: "AppClass", restart_type: str, env: str) -> int:
             return 1
         _say("pyotp: stopped %s (%r; stopped %s)" % (cls.name, reason, ", ".join(stopped)))
         return 0
-    finally:
-        restore()

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 from typing import Any, Awaitable, Callable, Optional, cast
 
-from . import _core
+from . import _core, _signals
 from ._core import Exit
 
 _log = logging.getLogger("pyotp")
@@ -102,6 +103,15 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     everything down in order (like ``asyncio.run``). uvloop is used when installed unless
     ``use_uvloop=False``.
 
+    Signals (main thread only): SIGINT or SIGTERM stops the node in order, as when ``main``
+    returns: every process is asked to stop, newest first, so supervisors stop their
+    children and behaviours run ``terminate`` (``shutdown_timeout`` seconds, then the rest
+    is killed). Then SIGINT raises ``KeyboardInterrupt`` (as ``asyncio.run`` does) and
+    SIGTERM raises ``SystemExit(128 + SIGTERM)`` (exit status 143, what a shell reports
+    for a process killed by SIGTERM). A second signal while stopping exits the process
+    at once (``os._exit(128 + signum)``, no further cleanup). ``python -m pyotp run``
+    uses the same mechanism (``pyotp._signals``).
+
     >>> async def main():
     ...     pid = await Counter.start_link(0)
     ...     GenServer.cast(pid, "inc")
@@ -121,8 +131,30 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     loop = _new_loop(use_uvloop)
 
     async def _amain() -> Any:
-        async with Runtime(shutdown_timeout=shutdown_timeout) as rt:
-            return await rt.run_process(main, *args)
+        stop: "asyncio.Future[int]" = loop.create_future()
+
+        def on_signal(signum: int) -> None:
+            if not stop.done():
+                stop.set_result(signum)
+
+        # the handlers cover the whole life of the node, its final shutdown included
+        with _signals.stop_on_signals(loop, on_signal):
+            async with Runtime(shutdown_timeout=shutdown_timeout) as rt:
+                task = asyncio.ensure_future(rt.run_process(main, *args))
+                await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+                if stop.done():
+                    _log.info("pyotp: received %s, shutting down",
+                              _signals.signal_name(stop.result()))
+                    await rt.shutdown()
+        if not stop.done():
+            return task.result()
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()           # main was stopped by the shutdown: not an error
+        if stop.result() == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + stop.result())
 
     try:
         return loop.run_until_complete(_amain())

@@ -24,8 +24,10 @@ Design notes (invariants):
   codec's chunks (numpy buffers are not copied).
 - A malformed frame (bad framing, bad ETF, an unknown control message shape) closes this
   connection with a logged reason; it never raises into the loop, never stops the node.
-  A python-mode payload that fails to unpickle (a class the receiver cannot import) drops
-  that one message with a log line; the connection stays up.
+  A pickled payload that names a global the node does not allow (its restricted
+  unpickler, docs/distribution.md "Security") closes the connection with a logged reason
+  naming it, wherever the message was addressed; one that fails to unpickle otherwise (an
+  allowed module the receiver lacks) drops that one message with a log line.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ import sys
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from .. import _core
-from ..etf import Atom, DecodeError, Pid, Reference, decode_with_version, encode_term_into, term_to_iovec
+from ..etf import (Atom, DecodeError, PayloadRefused, Pid, Reference, decode_with_version, encode_term_into,
+                   no_pickles, term_to_iovec)
 from . import handshake as hs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,8 +150,9 @@ class Connection(asyncio.BufferedProtocol):
         self.peer_flags = 0
         self.peer_creation = 0
         self.expect_pyotp = peer_is_pyotp     # initiator: EPMD said the peer is pyotp
-        self.pyotp = False                    # both sides set the PYOTP flag
-        self.python = False                   # message payloads use python=True
+        self.pyotp = False                    # both sides set the PYOTP flag: exact str
+        self.python = False                   # both accept pickled Python payloads
+        self.loads: Any = None                # how this side decodes a pickle
         self.hidden = True
         self.payload_exits = False
         self.unlink_id = False
@@ -470,12 +474,17 @@ class Connection(asyncio.BufferedProtocol):
             self._hs_timer = None
         both = self.our_flags & self.peer_flags
         self.pyotp = bool(both & hs.PYOTP)
-        self.python = self.pyotp and self.kernel.python_payloads
+        # pickles only when both sides configured them: our bit is set only when this
+        # node has an unpickler, so a peer's bit alone changes nothing here
+        unpickler = self.kernel.unpickler
+        self.python = self.pyotp and bool(both & hs.PYOTP_PICKLE) and unpickler is not None
+        self.loads = unpickler.loads if self.python and unpickler is not None else no_pickles
         self.hidden = not (both & hs.PUBLISHED)
         self.payload_exits = bool(both & hs.EXIT_PAYLOAD)
         self.unlink_id = bool(both & hs.UNLINK_ID)
         self.state = UP
-        self.ch.start(self.transport, self.peer, self.python, self.kernel.kernel_pid)
+        self.ch.start(self.transport, self.peer, 1 if self.python else 2 if self.pyotp else 0,
+                      self.loads if self.pyotp else None, self.kernel.kernel_pid)
         self.kernel.conn_up(self)
 
     # -- receiving -------------------------------------------------------------------------
@@ -584,8 +593,10 @@ class Connection(asyncio.BufferedProtocol):
         if off >= len(mv):
             raise ProtocolError("control message lacks its payload")
         try:
-            msg, end = decode_with_version(mv, off, python=self.python)
+            msg, end = decode_with_version(mv, off, python=self.pyotp, loads=self.loads)
         except DecodeError as e:
+            if isinstance(e.__cause__, PayloadRefused):
+                raise ProtocolError(str(e.__cause__)) from None
             if e.__cause__ is not None and not isinstance(e.__cause__, DecodeError):
                 _log.error("pyotp dist: dropped a message from %s: %s", self.peer, e)
                 return _NO_MSG
@@ -596,10 +607,10 @@ class Connection(asyncio.BufferedProtocol):
 
     def reason_in(self, r: Any) -> Any:
         """An exit reason as received, adapted for the core (see from_erl)."""
-        return r if self.pyotp else from_erl(r)
+        return r if self.python else from_erl(r)
 
     def _reason(self, r: Any) -> Any:
-        return r if self.pyotp else from_erl(r)
+        return r if self.python else from_erl(r)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -681,7 +692,7 @@ class Connection(asyncio.BufferedProtocol):
         self.control((SPAWN_REPLY, req, to, flags, result))
 
     def _out_reason(self, reason: Any) -> Any:
-        if self.pyotp:
+        if self.python:
             return reason
         return to_erl(reason)
 

@@ -59,8 +59,13 @@ ALIAS = 1 << 35
 PYOTP = 1 << 56
 """pyotp's own flag bit: set by pyotp nodes only (Erlang ignores flag bits it does not
 know). When both sides set it, message payloads on that connection use the ETF codec's
-``python=True`` extension (exact Python values), decoded only after the handshake has
-authenticated the peer with the cookie. See docs/distribution.md, "Wire extension"."""
+python extension for exact ``str`` values (no pickles unless PYOTP_PICKLE is set by both
+too). See docs/distribution.md, "Wire extension"."""
+
+PYOTP_PICKLE = 1 << 57
+"""Set by a pyotp node started with ``python_payloads``: it accepts pickled Python values
+(through its restricted unpickler). Pickles flow on a connection only when both sides set
+it; a peer's bit alone never makes this node decode a pickle."""
 
 MANDATORY_25 = (EXTENDED_REFERENCES | FUN_TAGS | NEW_FUN_TAGS | EXTENDED_PIDS_PORTS
                 | EXPORT_PTR_TAG | BIT_BINARIES | NEW_FLOATS | UTF8_ATOMS | MAP_TAG

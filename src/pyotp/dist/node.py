@@ -44,7 +44,7 @@ import traceback
 from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 from .. import _core
-from ..etf import Atom, Pid, Reference, encode_term_into
+from ..etf import Atom, Pid, Reference, SafeUnpickler, encode_term_into
 from ..gen_server import GenServer
 from . import epmd as _epmd
 from . import handshake as hs
@@ -308,7 +308,8 @@ class NetKernel:
     def __init__(self, name: str, cookie: str, *, hidden: bool, listen_host: str, port: int,
                  net_ticktime: float, epmd: Union[str, int], tls: Any,
                  rpc_allow: Optional[Iterable[str]], setup_time: float,
-                 python_payloads: bool, busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT) -> None:
+                 python_payloads: Union[bool, Iterable[str]],
+                 busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT) -> None:
         if not isinstance(name, str) or name.count("@") != 1 or not all(name.split("@")):
             raise DistError("node name must look like 'name@host', got %r" % (name,))
         if not isinstance(cookie, str) or not cookie:
@@ -336,7 +337,10 @@ class NetKernel:
         self.server_ssl, self.client_ssl = _make_tls(tls)
         self.rpc_allow = None if rpc_allow is None else frozenset(rpc_allow)
         self.setup_time = setup_time
-        self.python_payloads = python_payloads
+        # None: no Python payloads (a pickle from a peer closes its connection)
+        self.unpickler: Optional[SafeUnpickler] = (
+            None if python_payloads is False or python_payloads is None
+            else SafeUnpickler(() if python_payloads is True else python_payloads))
         self.busy_wait = busy_wait
         self.loop = asyncio.get_running_loop()
         self.loop_tid = threading.get_ident()
@@ -490,6 +494,8 @@ class NetKernel:
 
     def flags_for(self, peer_is_pyotp: bool, peer_published: Optional[bool] = None) -> int:
         f = hs.OUR_FLAGS | hs.PYOTP
+        if self.unpickler is not None:
+            f |= hs.PYOTP_PICKLE
         if not self.hidden and peer_is_pyotp and peer_published is not False:
             f |= hs.PUBLISHED
         return f
@@ -932,7 +938,7 @@ class NetKernel:
         r = self.rpcs.pop(ref, None)
         if r is not None:
             if not r.future.done():
-                r.future.set_result(_rpc_result(r.eref, raw_reason, conn.pyotp))
+                r.future.set_result(_rpc_result(r.eref, raw_reason, conn.python))
             return
         m = self.monitors.pop(ref, None)
         if m is not None:
@@ -1021,7 +1027,15 @@ class NetKernel:
                                 % ("spawn_link" if link else "spawn_monitor")) from None
             me = None
         if node == self.name:
-            fnobj = _resolve(m, f)
+            if callable(fn):
+                fnobj = fn
+            elif not self.allowed(m):
+                raise DistError("spawn of %s:%s refused: not_allowed" % (m, f))
+            else:
+                try:
+                    fnobj = _resolve(m, f)
+                except _Undef:
+                    raise DistError("spawn of %s:%s failed: undef" % (m, f)) from None
             if monitor:
                 return _core.spawn_monitor(_as_async, fnobj, tuple(args))
             pid = _core.spawn(_as_async, fnobj, tuple(args))
@@ -1107,12 +1121,41 @@ def _printable(reason: Any) -> Any:
     return ("unencodable_reason", repr(reason))
 
 
+class _Undef(Exception):
+    """m:f is not a function rpc may run (Erlang's ``undef``)."""
+
+
 def _resolve(m: str, f: str) -> Any:
-    mod = importlib.import_module(m)
-    obj: Any = mod
-    for part in f.split("."):
-        obj = getattr(obj, part)
-    return obj
+    """The function rpc/spawn runs for ``m:f``, as Erlang's M:F names an exported function of
+    module M: ``f`` is a plain public name (no dots, no leading ``_``) whose module-level
+    value is callable and is the module's own: defined there (its ``__module__`` is ``m``;
+    a C function whose ``__self__`` is the module counts too) or exported explicitly in
+    the module's ``__all__``. Anything else raises _Undef; errors raised while importing
+    ``m`` propagate."""
+    if not f.isidentifier() or f.startswith("_") or not _is_module_name(m):
+        raise _Undef
+    try:
+        mod = importlib.import_module(m)
+    except ImportError as e:
+        if e.name is not None and (e.name == m or m.startswith(e.name + ".")):
+            raise _Undef from None      # the module itself (or a parent package) is missing
+        raise
+    obj = mod.__dict__.get(f, _MISSING)
+    if obj is _MISSING or not callable(obj):
+        raise _Undef
+    if getattr(obj, "__module__", None) == mod.__name__ or getattr(obj, "__self__", None) is mod:
+        return obj
+    exported = mod.__dict__.get("__all__")
+    if isinstance(exported, (list, tuple)) and f in exported:
+        return obj
+    raise _Undef
+
+
+_MISSING = object()
+
+
+def _is_module_name(m: str) -> bool:
+    return bool(m) and all(part.isidentifier() for part in m.split("."))
 
 
 async def _as_async(fn: Any, args: Tuple[Any, ...]) -> Any:
@@ -1131,9 +1174,7 @@ async def _apply(k: NetKernel, m: Any, f: Any, a: Any, eref: Any, pyotp_peer: bo
         return (eref, A_ERROR, (A_NOT_ALLOWED, Atom(m)), [])
     try:
         fn = _resolve(m, f)
-    except (ImportError, AttributeError) as e:
-        if isinstance(e, ImportError) and e.name not in (None, m) and not m.startswith((e.name or "") + "."):
-            return _error_reason(eref, e, pyotp_peer)
+    except _Undef:
         return (eref, A_ERROR, A_UNDEF, [(Atom(m), Atom(f), list(a), [])])
     except Exception as e:
         return _error_reason(eref, e, pyotp_peer)
@@ -1175,7 +1216,7 @@ def _rpc_result(eref: Any, reason: Any, pyotp_peer: bool) -> Any:
 async def _erpc_process(k: NetKernel, peer: Optional[str], frm: Optional[Pid], req: Any, eref: Any,
                         m: Any, f: Any, a: Any) -> None:
     c = k.conns.get(peer) if peer is not None else None
-    pyotp_peer = c.pyotp if c is not None else True
+    pyotp_peer = c.python if c is not None else True
     result = await _apply(k, m, f, a, eref, pyotp_peer)
     if frm is not None and peer is not None:
         k.erpc_done(_core.self(), peer, frm, req, result)
@@ -1195,8 +1236,8 @@ async def _spawned_process(k: NetKernel, m: str, f: str, args: List[Any]) -> Any
         raise _core.Exit(("not_allowed", m))
     try:
         fn = _resolve(m, f)
-    except (ImportError, AttributeError):
-        raise _core.Exit(("undef", [(m, f, args)])) from None
+    except _Undef:
+        raise _core.Exit(("undef", [(m, f, args, [])])) from None
     r = fn(*args)
     if inspect.isawaitable(r):
         r = await r
@@ -1223,7 +1264,7 @@ class Node:
     async def start(name: str, *, cookie: str, hidden: bool = False, listen_host: str = "127.0.0.1",
                     port: int = 0, net_ticktime: float = 60, epmd: Union[str, int] = "auto",
                     tls: Any = None, rpc_allow: Optional[Iterable[str]] = None,
-                    setup_time: float = 7.0, python_payloads: bool = True,
+                    setup_time: float = 7.0, python_payloads: Union[bool, Iterable[str]] = False,
                     busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT) -> str:
         """Make this node distributed as ``name`` ("alive@host").
 
@@ -1238,10 +1279,20 @@ class Node:
           too, or on what ``Node.set_peer_port`` says).
         - ``tls``: None, ``(server_ssl_context, client_ssl_context)`` or a dict with
           ``certfile``, ``keyfile``, ``cafile`` (mutual TLS), optional ``verify``.
-        - ``rpc_allow``: modules (and their submodules) that rpc/spawn requests may run;
-          None allows any module (the cookie is full trust, as in Erlang).
-        - ``python_payloads``: between two pyotp nodes, send exact Python values (the
-          codec's python=True extension); False sends plain ETF.
+        - ``rpc_allow``: modules (and their submodules) whose functions rpc/spawn requests
+          may run; None allows any module (the cookie is full trust, as in Erlang). Either
+          way an rpc ``M:F`` runs only a function of module ``M`` itself: a public name
+          defined there or listed in its ``__all__`` (never a dotted name, a ``_`` name or
+          something the module imported); anything else is ``undef``.
+        - ``python_payloads``: pickled Python values between two pyotp nodes (values
+          plain ETF cannot carry: sets, exceptions, class instances, numpy arrays). Off
+          (False) by default; True accepts the fixed safe set of ``pyotp.etf.SAFE_GLOBALS``;
+          a list of module names (``["numpy", "myapp.models"]``) accepts their classes
+          and functions too. Pickles flow only when both nodes enable this; they are
+          decoded by ``pyotp.etf.SafeUnpickler``, and a pickle naming anything else
+          closes the connection. Without it, ``str`` still arrives as ``str`` between
+          pyotp nodes, and sending a value ETF cannot carry raises TypeError. See
+          docs/distribution.md, "Security".
         - ``busy_wait``: how long a connection may spin (without the GIL, nothing else
           runnable) for its next read when one is due at once: after a remote call is
           written, or when reads arrive in quick succession. Like BEAM's scheduler busy
