@@ -18,6 +18,9 @@ import pytest
 from bench import workloads as W
 
 _RESULTS: List[Dict[str, Any]] = []
+# Records of the bench files with their own groups (test_bench_busy.py): printed at the end
+# as "group impl rate unit [note]".
+EXTRA_RESULTS: List[Dict[str, Any]] = []
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -63,9 +66,14 @@ def run_benchmark(benchmark: Any, workload: str, impl: str, mode: str) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    tr = terminalreporter
+    if EXTRA_RESULTS:
+        tr.section("pyotp bench: other groups (same run)")
+        for r in EXTRA_RESULTS:
+            tr.write_line("  %-18s %-34s %12.0f %s   %s" % (r["group"], r["impl"], r["rate"], r["unit"],
+                                                          r.get("note", "")))
     if not _RESULTS:
         return
-    tr = terminalreporter
     tr.section("pyotp bench: rates (ops / median round)")
     for w in W.WORKLOADS.values():
         rows = [r for r in _RESULTS if r["workload"] == w.id]

@@ -22,8 +22,8 @@ separate OS processes):
 * ``pyotp->pyotp``: this process is node A (``Runtime.start_thread()``), B is a pyotp node
   in a child process (``tests/dist_roles.py:role_sink_bench``).
 * ``pyotp->pyotp(busy_wait=0)`` (dist-call only): the same with the connection's busy
-  wait off on both sides (``Node.start(busy_wait=0)``; A's setting is the one its
-  kernel has when it connects), to show what the busy wait buys.
+  wait off on both sides (``Node.start(busy_wait=0)`` for B, A's process-wide waiting
+  policy set to "none" for the case), to show what the busy wait buys.
 * ``pyotp->beam``: B is ``erl`` running ``bench/erlang/distpeer.erl``'s sink.
 * ``beam->pyotp``: the Erlang driver (``distpeer.erl``) against the pyotp sink, timed
   inside the Erlang driver.
@@ -103,17 +103,13 @@ class _A:
         self.rt.call_in_loop(pyotp.spawn, body)
         return done.result(timeout)
 
-    def connect_busy_wait(self, peer: str, us: float) -> None:
-        """Connect to peer with this busy wait on A's side (internal knob: Node.start's
-        busy_wait is per node, and this process can only be one node)."""
-        from pyotp.dist.node import kernel
-        k = self.rt.call_in_loop(kernel)
-        W.check(peer not in k.conns, "already connected to %s" % peer)
-        old, k.busy_wait = k.busy_wait, us
-        try:
-            W.check(self.run(Node.connect, peer), "cannot connect to %s" % peer)
-        finally:
-            k.busy_wait = old
+    def busy_wait(self, setting: Any) -> Any:
+        """Set A's waiting policy (the process-wide one Node.start configures; this
+        process can only be one node); returns the previous setting."""
+        policy = pyotp._core.wait_policy()
+        old = policy.setting
+        self.rt.call_in_loop(policy.configure, setting)
+        return old
 
     def stop(self) -> None:
         self.rt.call_in_loop(Node.stop)
@@ -335,7 +331,7 @@ def test_dist(benchmark: Any, mode: str, group: str, impl: str, request: Any) ->
     if impl.startswith("pyotp"):
         if impl == "pyotp->pyotp(busy_wait=0)":
             sink = request.getfixturevalue("py_b0")
-            a.connect_busy_wait(sink.name, 0)
+            request.addfinalizer(lambda old=a.busy_wait("none"): a.busy_wait(old))
         else:
             sink = request.getfixturevalue("py_b") if impl == "pyotp->pyotp" else request.getfixturevalue("erl_sink")
         dest = ("sink", sink.name)

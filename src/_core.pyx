@@ -12,6 +12,7 @@
 - core/api.pyx       the public process API (spawn, send, receive, ...)
 - core/dist_entry.pyx entry points for signals arriving from other nodes
 - core/etf.pyx       the External Term Format codec
+- core/wait_policy.pyx how long a thread may spin before it sleeps (busy wait)
 - core/dist_channel.pyx the per-message data path of a distribution connection
 """
 include "core/decl.pxi"
@@ -25,4 +26,5 @@ include "core/gen_server.pyx"
 include "core/api.pyx"
 include "core/dist_entry.pyx"
 include "core/etf.pyx"
+include "core/wait_policy.pyx"
 include "core/dist_channel.pyx"

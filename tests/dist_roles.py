@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import pyotp
 from pyotp import Exit, GenServer
@@ -205,6 +206,8 @@ class Sink(GenServer):
         return ("noreply", n + 1)
 
     def handle_call(self, req, from_, n):
+        if req == "policy":             # the sink node's waiting policy (bench diagnostics)
+            return ("reply", pyotp._core.wait_policy().info(), n)
         return ("reply", Atom("pong"), n)
 
 
@@ -212,6 +215,32 @@ async def role_sink_bench():
     await Sink.start(None, name="sink")
     emit("ready", Node.self())
     await pyotp.receive(lambda m: m == "stop")
+
+
+async def role_call_driver():
+    """The pyotp side of bench/test_bench_busy.py's driver (distpeer.erl's driver/0 is the
+    BEAM side): reads commands, prints ``@@result Seconds`` for each.
+    ``call N Node``: N sequential calls ``ping`` to {sink, Node};
+    ``paced N Node Ms``: the same with a pause of Ms milliseconds before each call."""
+    emit("ready", Node.self())
+    while True:
+        words = (await stdin_line()).split()
+        if not words or words[0] == "quit":
+            return
+        if words[0] == "policy":       # ours, and the sink's when a node is given
+            mine = pyotp._core.wait_policy().info()
+            theirs = await GenServer.call(("sink", words[1]), "policy") if len(words) > 1 else None
+            emit("policy", (mine, theirs))
+            continue
+        n, dest = int(words[1]), ("sink", words[2])
+        pause = float(words[3]) / 1000.0 if words[0] == "paced" else 0.0
+        t0 = time.perf_counter()
+        for _ in range(n):
+            if pause:
+                await pyotp.sleep(pause)
+            r = await GenServer.call(dest, "ping", 30)
+            assert r == "pong", r
+        emit("result", "%f" % (time.perf_counter() - t0))
 
 
 async def blast(dest_name, node, n, me):

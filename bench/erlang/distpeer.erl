@@ -6,6 +6,7 @@
 %% driver/0: reads commands on stdin and prints "@@result Seconds" for each:
 %%   oneway N Node   send N small messages {msg, I} to {sink, Node}, then wait for the count
 %%   call N Node     N gen_server:call({sink, Node}, ping)
+%%   paced N Node Ms the same with a pause of Ms milliseconds before each call
 %%   big Node        send a 100 MB binary to {sink, Node}, then wait for the count
 %%   distbench N Node  run distbench:run(Node, N) (the reference tool, when loaded) and print
 %%                   its output on one "@@distbench ..." line
@@ -35,6 +36,8 @@ driver_loop() ->
             case string:lexemes(string:trim(Line), " ") of
                 ["oneway", N, Node] -> result(fun() -> oneway(list_to_integer(N), list_to_atom(Node)) end);
                 ["call", N, Node] -> result(fun() -> calls(list_to_integer(N), list_to_atom(Node)) end);
+                ["paced", N, Node, Ms] ->
+                    result(fun() -> paced(list_to_integer(N), list_to_atom(Node), list_to_integer(Ms)) end);
                 ["big", Node] -> result(fun() -> big(list_to_atom(Node)) end);
                 ["distbench", N, Node] ->
                     Text = capture(fun() -> distbench:run(list_to_atom(Node), list_to_integer(N)) end),
@@ -62,6 +65,9 @@ send_n(Dest, I) -> Dest ! {msg, I}, send_n(Dest, I - 1).
 
 calls(0, _) -> ok;
 calls(N, Node) -> pong = gen_server:call({sink, Node}, ping), calls(N - 1, Node).
+
+paced(0, _, _) -> ok;
+paced(N, Node, Ms) -> timer:sleep(Ms), pong = gen_server:call({sink, Node}, ping), paced(N - 1, Node, Ms).
 
 big(Node) ->
     Bin = persistent_bin(),

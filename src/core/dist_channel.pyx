@@ -162,7 +162,6 @@ cdef class DistChannel:
     cdef public Py_ssize_t w
     cdef public object big_mv         # a big frame's own buffer while it arrives (Connection)
     cdef public Py_ssize_t big_fill
-    cdef public double spin_us        # busy-wait budget after a busy read (0: never)
     cdef int fd                       # the plain TCP socket, or -1 (TLS, Windows: no busy wait)
     cdef double last_read             # when the previous read arrived (ms)
     cdef bint called                  # a call was written since this read arrived
@@ -370,13 +369,13 @@ cdef class DistChannel:
             self.conn._updated(nbytes)
             return
         cdef double now = pyotp_monotonic_ms()
-        cdef bint busy = (now - self.last_read) * 1000.0 < 4.0 * self.spin_us
+        cdef bint busy = (now - self.last_read) * 1000.0 < 4.0 * _wait_policy.max_us
         self.last_read = now
         self.called = False
         self.w += nbytes
         try:
             self._feed()
-            if self.fd >= 0 and self.spin_us > 0.0:
+            if self.fd >= 0 and _wait_policy.mode != _WP_NONE:
                 self._spin(busy)
         except BaseException as e:
             self.conn._failed(e)
@@ -390,7 +389,7 @@ cdef class DistChannel:
         and after 64 reads or 2 ms here the event loop gets its turn back (timers, other
         connections)."""
         cdef int rounds, ok, fd = self.fd
-        cdef double spin = self.spin_us
+        cdef double spin, t0
         cdef double until = pyotp_monotonic_ms() + 2.0
         cdef long got
         cdef Scheduler s
@@ -399,8 +398,13 @@ cdef class DistChannel:
             if not (busy or self.called) or not self.up or self.big_mv is not None \
                     or s is None or pyotp_mpsc_nonempty(&s.rq) or pyotp_monotonic_ms() > until:
                 return 0
+            spin = _wait_policy.budget_us()     # the runtime's policy: 0 when it does not pay
+            if spin <= 0.0:
+                return 0
+            t0 = pyotp_monotonic_ms()
             with nogil:
                 ok = pyotp_spin_readable(fd, spin)
+            _wait_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
             if not ok:
                 return 0
             self._compact()

@@ -179,7 +179,7 @@ cdef class Scheduler:
 
     # -- timers ------------------------------------------------------------------------
 
-    cdef void arm_timer(self) except *:
+    cdef void arm_timer(self, double at_least=0.0) except *:
         cdef int64_t nxt = self.wheel.next_event()
         if nxt < 0:
             return
@@ -189,7 +189,7 @@ cdef class Scheduler:
             self.timer_handle.cancel()
         self.armed_tick = nxt
         cdef double delay = (<double>nxt - self.wheel.now_ms()) / 1000.0
-        self.timer_handle = self.loop.call_later(delay if delay > 0 else 0, self.timer_cb)
+        self.timer_handle = self.loop.call_later(delay if delay > at_least else at_least, self.timer_cb)
 
     cdef inline void timer_inserted(self, Timer t) except *:
         if t.expires < self.armed_tick:
@@ -210,7 +210,13 @@ cdef class Scheduler:
             if pyotp_cas_int(&self.wake_pending, 0, 1):
                 self.run_turn()
                 return
-        self.arm_timer()
+            self.arm_timer()
+        else:
+            # Woken before the next tick is due: the loop's clock has millisecond
+            # granularity (libuv) and fired a little early. Re-arming with the sub-ms rest
+            # would spin through zero-timeout polls until the tick passes; wait the rest of
+            # a millisecond instead (a timer never fires early either way).
+            self.arm_timer(0.001)
 
     cdef Timer start_timer(self, int kind, double seconds, object dest, object msg, Process proc):
         cdef Timer t = Timer.__new__(Timer)

@@ -179,7 +179,6 @@ class Connection(asyncio.BufferedProtocol):
         # the transport calls these for every read: the compiled ones
         self.get_buffer = ch.get_buffer            # type: ignore[method-assign]
         self.buffer_updated = ch.buffer_updated    # type: ignore[method-assign]
-        ch.spin_us = kernel.busy_wait
 
     @property
     def received(self) -> int:

@@ -72,7 +72,7 @@ A_NOT_ALLOWED = Atom("not_allowed")
 A_REX = Atom("rex")
 A_OK = Atom("ok")
 A_GEN_CALL = Atom("$gen_call")
-BUSY_WAIT_US = 100.0       # Node.start's default busy_wait (microseconds)
+BUSY_WAIT_DEFAULT = "auto"  # Node.start's default busy_wait (see core/wait_policy.pyx)
 A_GEN_CAST = Atom("$gen_cast")
 A_NOTSUP = Atom("notsup")
 A_BADARG = Atom("badarg")
@@ -310,7 +310,7 @@ class NetKernel:
                  net_ticktime: float, epmd: Union[str, int], tls: Any,
                  rpc_allow: Optional[Iterable[str]], setup_time: float,
                  python_payloads: Union[bool, Iterable[str]],
-                 busy_wait: float = BUSY_WAIT_US) -> None:
+                 busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT) -> None:
         if not isinstance(name, str) or name.count("@") != 1 or not all(name.split("@")):
             raise DistError("node name must look like 'name@host', got %r" % (name,))
         if not isinstance(cookie, str) or not cookie:
@@ -321,9 +321,10 @@ class NetKernel:
             raise DistError("epmd must be 'auto', 'none' or a port number, got %r" % (epmd,))
         if epmd == "none" and not port:
             raise DistError("epmd='none' needs a fixed port (port=...)")
-        if isinstance(busy_wait, bool) or not isinstance(busy_wait, (int, float)) \
-                or not 0 <= busy_wait <= 10_000:
-            raise DistError("busy_wait must be microseconds from 0 to 10000, got %r" % (busy_wait,))
+        try:
+            _core._wp_parse(busy_wait)
+        except (TypeError, ValueError) as e:
+            raise DistError(str(e)) from None
         self.name = name
         self.alive, self.host = name.split("@")
         self.cookie = cookie
@@ -341,7 +342,7 @@ class NetKernel:
         self.unpickler: Optional[SafeUnpickler] = (
             None if python_payloads is False or python_payloads is None
             else SafeUnpickler(() if python_payloads is True else python_payloads))
-        self.busy_wait = float(busy_wait)
+        self.busy_wait = busy_wait
         self.loop = asyncio.get_running_loop()
         self.loop_tid = threading.get_ident()
         self.creation = 0
@@ -376,6 +377,7 @@ class NetKernel:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        _core.wait_policy().configure(self.busy_wait)
         self.server = await self.loop.create_server(
             lambda: Connection(self, False), self.listen_host, self.port,
             ssl=self.server_ssl, reuse_address=True)
@@ -1264,7 +1266,7 @@ class Node:
                     port: int = 0, net_ticktime: float = 60, epmd: Union[str, int] = "auto",
                     tls: Any = None, rpc_allow: Optional[Iterable[str]] = None,
                     setup_time: float = 7.0, python_payloads: Union[bool, Iterable[str]] = False,
-                    busy_wait: float = BUSY_WAIT_US, console: bool = False) -> str:
+                    busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT, console: bool = False) -> str:
         """Make this node distributed as ``name`` ("alive@host").
 
         - ``cookie``: the shared secret (compared in constant time).
@@ -1292,11 +1294,14 @@ class Node:
           closes the connection. Without it, ``str`` still arrives as ``str`` between
           pyotp nodes, and sending a value ETF cannot carry raises TypeError. See
           docs/distribution.md, "Security".
-        - ``busy_wait``: microseconds a connection may spin (without the GIL, nothing
-          else runnable) for its next read when one is due at once: after a remote call
-          is written, or when reads arrive in quick succession. Like BEAM's scheduler
-          busy wait (``+sbwt``): lower latency for chatty links at the price of CPU;
-          0 disables it. TLS connections (and Windows) never spin.
+        - ``busy_wait``: how long a connection may spin (without the GIL, nothing else
+          runnable) for its next read when one is due at once: after a remote call is
+          written, or when reads arrive in quick succession. Like BEAM's scheduler busy
+          wait (``+sbwt``). ``"auto"`` (default): up to 100 us, only while spinning pays
+          and the machine has a free core (see docs/distribution.md, "Busy or small
+          machines"); ``"none"`` (or 0): never; a number: always that many microseconds
+          (0..10000). One policy for the whole process: the last ``Node.start`` sets it.
+          TLS connections (and Windows) never spin.
         - ``console``: run the console service, so ``python -m pyotp remsh`` can run
           Python code in this node (off by default; whoever has the cookie gets full
           control, as with Erlang's remote shell; see docs/operations.md).

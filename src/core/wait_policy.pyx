@@ -1,0 +1,249 @@
+# wait_policy.pyx: the one component that decides whether, and for how long, a thread of
+# this runtime may spin before it sleeps (BEAM's scheduler busy wait, `+sbwt`).
+#
+# Owns: the spin budget of every place that polls before sleeping (today the distribution
+# channels' read spin; any new spinner asks here too), the measured outcome of past spins,
+# and the machine facts that make spinning harmful: usable CPUs (affinity and cgroup v2
+# `cpu.max` quota), runnable threads machine-wide (/proc/loadavg), and this thread's
+# involuntary context switches.
+# Why: spinning wins only when the awaited peer runs on another, otherwise idle core. When
+# the cores are busy (a one-CPU container, a busy loop beside the nodes, a pool with a node
+# on every core) the spinner holds the core its peer needs, and throughput collapses ~8x.
+# Invariants:
+#  - Loop thread only (one policy per runtime process; channels call it with the GIL).
+#  - budget_us() is O(1) and allocation-free except at a probe (at most every PROBE_MS),
+#    which reads two small files and one getrusage. Machine facts count only when they
+#    persist: two crowded probes in a row, preemptions as a rate per probe interval.
+#  - mode "none" never spins; a fixed number always spins that long (the user asked for
+#    it); "auto" spins at most AUTO_MAX_US and only while: more than one CPU is usable, the
+#    machine is not oversubscribed, spins have been succeeding (consecutive misses back
+#    off exponentially), and the budget follows the waits that succeeded (4x their
+#    moving average), so a spin never lasts much longer than a reply usually takes.
+
+cdef enum:
+    _WP_NONE = 0
+    _WP_FIXED = 1
+    _WP_AUTO = 2
+
+cdef double _WP_AUTO_MAX_US = 100.0     # auto's ceiling: today's default busy_wait
+cdef double _WP_MIN_US = 5.0            # a budget below this cannot catch a reply
+cdef double _WP_PROBE_MS = 50.0         # machine facts are re-read this often while spinning
+cdef double _WP_CPUS_MS = 1000.0        # affinity and quota: re-read this often (on change)
+cdef double _WP_BACKOFF_MAX_MS = 1000.0
+cdef long _WP_NIVCSW_LIMIT = 2          # involuntary switches per probe that mean contention
+
+
+def _wp_read_machine():
+    """The real probe: (usable_cpus, online_cpus, runnable_threads, involuntary_switches).
+    Any fact the platform does not offer is None."""
+    import os
+    online = os.cpu_count() or 1
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = online
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            usable = min(usable, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    runnable = None
+    try:
+        with open("/proc/loadavg") as f:
+            runnable = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    nivcsw = None
+    try:
+        import resource
+        nivcsw = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+    except (ImportError, AttributeError, OSError):
+        pass
+    return usable, online, runnable, nivcsw
+
+
+def _wp_parse(setting):
+    """busy_wait setting -> (mode, microseconds); ValueError/TypeError naming the problem."""
+    if setting is None or setting == "auto":
+        return _WP_AUTO, _WP_AUTO_MAX_US
+    if setting == "none":
+        return _WP_NONE, 0.0
+    if isinstance(setting, bool) or not isinstance(setting, (int, float)):
+        raise TypeError('busy_wait must be "auto", "none" or microseconds (a number), got %r'
+                        % (setting,))
+    if not 0 <= setting <= 10_000:
+        raise ValueError("busy_wait must be microseconds from 0 to 10000, got %r" % (setting,))
+    if setting == 0:
+        return _WP_NONE, 0.0
+    return _WP_FIXED, float(setting)
+
+
+cdef class WaitPolicy:
+    """How long a thread may spin before sleeping; see the file's header.
+
+    ``WaitPolicy(setting="auto", clock=None, probe=None)``: ``setting`` is "auto", "none" or
+    microseconds (0..10000). ``clock`` (ms, float) and ``probe`` (a function returning
+    ``(usable_cpus, online_cpus, runnable_threads, involuntary_switches)``) replace the real
+    ones in tests.
+
+    >>> p = WaitPolicy("auto")
+    >>> p.info()["mode"]
+    'auto'
+    """
+    cdef int mode
+    cdef double max_us
+    cdef double budget             # current auto budget (us)
+    cdef double avg_wait           # moving average of successful waits (us)
+    cdef int misses                # consecutive spins that ended without data
+    cdef double off_until          # ms: no spinning before this (back-off)
+    cdef double next_probe         # ms
+    cdef double next_cpus          # ms
+    cdef int usable, online
+    cdef long last_nivcsw
+    cdef double last_probe         # ms
+    cdef int crowded               # consecutive probes that saw more runnable threads than CPUs
+    cdef bint oversub
+    cdef str reason
+    cdef object clock
+    cdef object probe
+    cdef long long spins, hits, total_misses
+    cdef double spun_us
+    cdef readonly object setting
+
+    def __init__(self, setting="auto", clock=None, probe=None):
+        if clock is not None and not callable(clock):
+            raise TypeError("WaitPolicy: clock must be callable, got %r" % (clock,))
+        if probe is not None and not callable(probe):
+            raise TypeError("WaitPolicy: probe must be callable, got %r" % (probe,))
+        self.clock = clock
+        self.probe = probe
+        self.usable = self.online = 0
+        self.last_nivcsw = -1
+        self.configure(setting)
+
+    def configure(self, setting):
+        """Change the setting ("auto", "none" or microseconds); statistics restart."""
+        mode, us = _wp_parse(setting)
+        self.setting = setting
+        self.mode = mode
+        self.max_us = us
+        self.budget = us
+        self.avg_wait = 0.0
+        self.misses = 0
+        self.off_until = 0.0
+        self.next_probe = 0.0
+        self.next_cpus = 0.0
+        self.oversub = False
+        self.crowded = 0
+        self.last_probe = 0.0
+        self.reason = "" if mode == _WP_AUTO else ("off" if mode == _WP_NONE else "fixed")
+        self.spins = self.hits = self.total_misses = 0
+        self.spun_us = 0.0
+
+    cdef inline double _now(self) except? -1.0:
+        if self.clock is None:
+            return pyotp_monotonic_ms()
+        return float(self.clock())
+
+    cdef int _probe(self, double now) except -1:
+        cdef object facts = _wp_read_machine() if self.probe is None else self.probe()
+        usable, online, runnable, nivcsw = facts
+        if now >= self.next_cpus or self.usable == 0:
+            self.usable = int(usable) if usable else 1
+            self.online = int(online) if online else self.usable
+            self.next_cpus = now + _WP_CPUS_MS
+        self.next_probe = now + _WP_PROBE_MS
+        # preemptions per probe interval, however long ago the previous probe was
+        cdef double span = max(now - self.last_probe, _WP_PROBE_MS) if self.last_probe else _WP_PROBE_MS
+        cdef long switched = -1
+        if nivcsw is not None and self.last_nivcsw >= 0:
+            switched = <long>((int(nivcsw) - self.last_nivcsw) * _WP_PROBE_MS / span + 0.5)
+        self.last_probe = now
+        # a single crowded sample is often a passing kernel thread: two in a row count
+        self.crowded = self.crowded + 1 if runnable is not None and int(runnable) > self.online else 0
+        if self.usable <= 1:
+            self.oversub, self.reason = True, "one usable CPU"
+        elif self.crowded >= 2:
+            # more runnable threads than cores (ours counted): a spin takes a core from
+            # someone, often the very peer whose reply it waits for
+            self.oversub, self.reason = True, "oversubscribed (%d runnable, %d CPUs)" % (
+                int(runnable), self.online)
+        elif switched > _WP_NIVCSW_LIMIT:
+            self.oversub, self.reason = True, "preempted (%d involuntary switches per %d ms)" % (
+                switched, <int>_WP_PROBE_MS)
+        else:
+            self.oversub, self.reason = False, ""
+        if nivcsw is not None:
+            self.last_nivcsw = int(nivcsw)
+        return 0
+
+    cpdef double budget_us(self) except -1.0:
+        """Microseconds the caller may spin now (0: sleep at once)."""
+        cdef double now
+        if self.mode != _WP_AUTO:
+            return self.max_us
+        now = self._now()
+        if now >= self.next_probe:
+            self._probe(now)
+        if self.oversub or now < self.off_until:
+            return 0.0
+        return self.budget
+
+    cpdef int record(self, bint got, double waited_us) except -1:
+        """The outcome of one spin: data arrived (``got``) after ``waited_us``."""
+        cdef double backoff
+        self.spins += 1
+        self.spun_us += waited_us
+        if got:
+            self.hits += 1
+            self.misses = 0
+            self.off_until = 0.0
+            self.avg_wait = waited_us if self.avg_wait == 0.0 else \
+                0.875 * self.avg_wait + 0.125 * waited_us
+        else:
+            self.total_misses += 1
+            self.misses += 1
+        if self.mode != _WP_AUTO:
+            return 0
+        if got:
+            self.budget = min(self.max_us, max(_WP_MIN_US, 4.0 * self.avg_wait))
+        else:
+            # each consecutive miss doubles the pause (1, 2, 4 ... ms, at most 1 s); one
+            # success ends it. A miss also means the waits got longer: widen the budget
+            # back to the ceiling so a slower peer is still caught when spinning resumes.
+            backoff = min(_WP_BACKOFF_MAX_MS, <double>(1 << min(self.misses - 1, 10)))
+            self.off_until = self._now() + backoff
+            self.budget = self.max_us
+        return 0
+
+    @property
+    def spinning(self):
+        """Whether a spin would be allowed now (``budget_us() > 0``)."""
+        return self.budget_us() > 0.0
+
+    def info(self):
+        """The policy's state, for operators and tests:
+        ``{"mode", "spinning", "reason", "budget_us", "usable_cpus", "spins", "hits",
+        "misses", "spun_us"}``."""
+        cdef double b = self.budget_us()
+        cdef str reason = self.reason
+        if self.mode == _WP_AUTO and b == 0.0 and not self.oversub:
+            reason = "backing off after %d missed spins" % self.misses
+        return {"mode": ("none", "fixed", "auto")[self.mode], "spinning": b > 0.0,
+                "reason": reason, "budget_us": b, "usable_cpus": self.usable or None,
+                "spins": self.spins, "hits": self.hits, "misses": self.total_misses,
+                "spun_us": self.spun_us}
+
+
+cdef WaitPolicy _wait_policy = WaitPolicy("auto")
+
+
+def wait_policy():
+    """The runtime's one waiting policy (configured by ``Node.start(busy_wait=...)``).
+
+    >>> wait_policy().info()["mode"]
+    'auto'
+    """
+    return _wait_policy
