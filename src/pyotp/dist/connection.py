@@ -125,7 +125,8 @@ def _check_shape(ctrl: Tuple[Any, ...], has_payload: bool) -> None:
     if len(ctrl) != len(spec) + 1:
         raise ProtocolError("%s should have %d elements: %.200r" % (name, len(spec) + 1, ctrl))
     if payload != has_payload:
-        raise ProtocolError("%s %s a payload: %.200r" % (name, "lacks" if payload else "with", ctrl))
+        raise ProtocolError("%s %s: %.200r" % (
+            name, "lacks its payload" if payload else "carries a payload it should not", ctrl))
     for i in range(len(spec)):
         c = spec[i]
         if c == "*":
