@@ -379,3 +379,33 @@ def test_limit_options_are_checked(node, option, value, exc):
                       net_ticktime=60, epmd="auto", tls=None, rpc_allow=None, setup_time=7.0,
                       python_payloads=True, **{option: value})
     node[0].call_in_loop(main)
+
+
+def test_a_failed_simultaneous_handshake_makes_the_node_dial_again(node):
+    """A connection that claims the name of a node we are dialling (and wins the tie
+    break, as OTP's rule says) makes us drop our attempt; when it then fails, never
+    having proven the cookie, the node dials again instead of giving up."""
+    rt, name, port = node
+    fake = "z" + unique("sim")                  # sorts after the node's name: theirs wins
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(2)
+    lst.settimeout(TIMEOUT)
+    reg = rt.call_in_loop(epmd.register, fake.split("@")[0], lst.getsockname()[1])
+    try:
+        rt.call_in_loop(lambda: pyotp.send(("inbox", fake), "queued"))   # the node dials
+        first, _ = lst.accept()
+        first.settimeout(TIMEOUT)
+        assert first.recv(2)                    # its name message is on its way
+        claim = RawPeer(port, name=fake)
+        claim.sock.sendall(hs.send_name(hs.OUR_FLAGS, claim.creation, claim.name))
+        assert claim.read2() == b"sok_simultaneous"
+        claim.close()                           # never proves the cookie
+        again, _ = lst.accept()                 # the node dials once more
+        again.settimeout(TIMEOUT)
+        assert again.recv(2)
+        again.close()
+        first.close()
+    finally:
+        rt.call_in_loop(reg.close)
+        lst.close()
