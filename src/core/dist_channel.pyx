@@ -199,7 +199,10 @@ cdef class DistChannel:
         self.flush_cb = None
         self.big_mv = None
         if self.rmv is not None:
-            self.rmv.release()
+            try:
+                self.rmv.release()
+            except BufferError:     # still exported: it goes with its last reference
+                pass
             self.rmv = None
         self.rbuf = bytearray()
         self.wbuf = bytearray()

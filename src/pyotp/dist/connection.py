@@ -30,7 +30,8 @@ Design notes (invariants):
   is written at once). Large python-mode payloads go out with ``writelines`` of the
   codec's chunks (numpy buffers are not copied).
 - A malformed frame (bad framing, bad ETF, an unknown control operation, a control
-  message of the wrong arity or element types) closes this connection with a logged reason; it never raises into the loop, never stops the node.
+  message of the wrong arity or element types) closes this connection with a logged
+  reason; it never raises into the loop, never stops the node.
   A python-mode payload that fails to unpickle (a class the receiver cannot import) drops
   that one message with a log line; the connection stays up.
 """
@@ -109,7 +110,7 @@ SHAPES = {
     UNLINK_ID: ("ipp", False), UNLINK_ID_ACK: ("ipp", False),
 }
 _OP_NAMES = {v: k for k, v in globals().items()
-             if k.isupper() and type(v) is int and v in SHAPES and k != "BUF_SIZE"}
+             if k.isupper() and type(v) is int and v in SHAPES}
 
 
 def _check_shape(ctrl: Tuple[Any, ...], has_payload: bool) -> None:
