@@ -589,7 +589,7 @@ class NetKernel:
 
     def attempt_started(self, conn: Connection) -> None:
         p = self.pending.get(conn.peer)  # type: ignore[arg-type]
-        if p is None or p.superseded:
+        if p is None or p.superseded or (p.attempt is not None and p.attempt is not conn):
             conn.superseded = True
             conn.abort("no longer wanted")
             return
@@ -650,6 +650,8 @@ class NetKernel:
                         p.superseded = False
                         if p.timer is not None:
                             p.timer.cancel()
+                        if p.task is not None and not p.task.done():
+                            p.task.cancel()
                         p.timer = self.loop.call_later(self.setup_time + 0.5, self._pending_timeout, p)
                         p.task = self.loop.create_task(self._connect_task(p))
             return
