@@ -409,3 +409,13 @@ def test_a_failed_simultaneous_handshake_makes_the_node_dial_again(node):
     finally:
         rt.call_in_loop(reg.close)
         lst.close()
+
+
+def test_decode_with_version_refuses_a_compressed_term_over_max_inflated():
+    from pyotp.etf import DecodeError, decode_with_version
+    data = term_to_binary(b"x" * 1000, compressed=True)
+    assert decode_with_version(data, max_inflated=1005)[0] == b"x" * 1000
+    with pytest.raises(DecodeError, match="over the limit of 1004"):
+        decode_with_version(data, max_inflated=1004)
+    with pytest.raises(ValueError, match="max_inflated"):
+        decode_with_version(data, max_inflated=-1)

@@ -2294,7 +2294,7 @@ def decode_with_version(data, Py_ssize_t offset=0, *, bint python=False,
 
     >>> decode_with_version(term_to_binary(b"x" * 100, compressed=True), max_inflated=50)
     Traceback (most recent call last):
-    DecodeError: compressed term inflates to 106 bytes, over the limit of 50 at offset 1
+    DecodeError: compressed term inflates to 105 bytes, over the limit of 50 at offset 1
     """
     if max_inflated < 0:
         raise ValueError("max_inflated must be >= 0, got %d" % max_inflated)
