@@ -419,3 +419,20 @@ def test_decode_with_version_refuses_a_compressed_term_over_max_inflated():
         decode_with_version(data, max_inflated=1004)
     with pytest.raises(ValueError, match="max_inflated"):
         decode_with_version(data, max_inflated=-1)
+
+
+def test_pyotp_run_passes_the_limits_to_node_start():
+    """pyotp.run(node=...) takes the limits (checked in a child: one node per process)."""
+    import subprocess
+    import sys
+    from dist_helpers import child_env
+    code = ("import pyotp\n"
+            "async def main():\n"
+            "    return 'started'\n"
+            "try:\n"
+            "    pyotp.run(main, node=%r, cookie='c', epmd='none', port=1, max_handshakes=0)\n"
+            "except ValueError as e:\n"
+            "    print('refused:', e)\n" % unique("run"))
+    out = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert "refused: max_handshakes must be from 1" in out.stdout, out.stderr
