@@ -162,6 +162,7 @@ cdef class DistChannel:
     cdef public Py_ssize_t w
     cdef public object big_mv         # a big frame's own buffer while it arrives (Connection)
     cdef public Py_ssize_t big_fill
+    cdef public Py_ssize_t max_inflated   # the largest compressed term (tag 80) accepted, inflated
     cdef int fd                       # the plain TCP socket, or -1 (TLS, Windows: no busy wait)
     cdef double last_read             # when the previous read arrived (ms)
     cdef bint called                  # a call was written since this read arrived
@@ -188,6 +189,31 @@ cdef class DistChannel:
         self.wbuf = bytearray()
         self.flush_cb = self._flush
         self.reg_heads = {}
+        self.max_inflated = 0xFFFFFFFF
+
+    def release(self):
+        """The connection is closed: drop the buffers and the references back to it (the
+        connection and this channel must not form a cycle left to the cyclic GC)."""
+        self.stop()
+        self.conn = None
+        self.transport = None
+        self.flush_cb = None
+        self.big_mv = None
+        if self.rmv is not None:
+            try:
+                self.rmv.release()
+            except BufferError:     # still exported: it goes with its last reference
+                pass
+            self.rmv = None
+        self.rbuf = bytearray()
+        self.wbuf = bytearray()
+        self.r = self.w = self.big_fill = 0
+        self.reg_heads = {}
+
+    def resize(self, bytearray buf, Py_ssize_t size):
+        """Resize ``buf`` in place (BufferError while something views it): a big frame's
+        buffer grows as its bytes arrive."""
+        _etf_ba_resize(buf, size)
 
     def start(self, transport, peer, int python, loads, kernel_pid):
         """The handshake is done: frames may flow. ``python``: 0 plain ETF (Erlang
@@ -238,7 +264,7 @@ cdef class DistChannel:
             _etf_ba_resize(self.wbuf, start)
             raise ValueError("a distribution frame of %d bytes exceeds 4 GiB" % n)
         _etf_wr32(<unsigned char*>_etf_ba_str(self.wbuf) + start, <uint32_t>n)
-        if self.flush_handle is None and not self.feeding:
+        if self.flush_handle is None and not self.feeding and self.flush_cb is not None:
             self.flush_handle = self.loop.call_soon(self.flush_cb)
         return 0
 
@@ -349,6 +375,8 @@ cdef class DistChannel:
     def get_buffer(self, Py_ssize_t sizehint):
         """asyncio.BufferedProtocol.get_buffer: where the transport writes the next read."""
         if self.big_mv is not None:
+            if self.big_fill == len(self.big_mv):
+                self.conn._grow_big()      # full, the frame is not: it grows as bytes come
             return self.big_mv[self.big_fill:]
         if _etf_ba_size(self.rbuf) - self.w < 8192:
             self._compact()
@@ -481,6 +509,7 @@ cdef class DistChannel:
         if base[start] != 112:
             return False
         _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
+        d.zmax = self.max_inflated
         try:
             ctrl = _etf_dec_versioned(&d)
         except Exception:
@@ -492,24 +521,25 @@ cdef class DistChannel:
         if k < 3 or type(t[0]) is not int:
             return False
         op = t[0]
-        if (op == _DC_SEND or op == _DC_SEND_SENDER) and k == 3:
+        if (op == _DC_SEND or (op == _DC_SEND_SENDER and type(t[1]) is Pid)) and k == 3 \
+                and type(t[2]) is Pid:
             msg = self._payload(&d, buf)
             if msg is _DC_NO_MSG:
                 return False
             self.deliver(t[2], msg)
             return True
-        if op == _DC_REG_SEND and k == 4 and type(t[3]) is Atom:
+        if op == _DC_REG_SEND and k == 4 and type(t[3]) is Atom and type(t[1]) is Pid:
             msg = self._payload(&d, buf)
             if msg is _DC_NO_MSG:
                 return False
             self.deliver_name(t[3], msg)
             return True
-        if d.pos != end or k != 4 or type(t[1]) is not Pid:
+        if d.pos != end or k != 4 or type(t[1]) is not Pid or type(t[3]) is not Reference:
             return False
         if op == _DC_MONITOR_P and (type(t[2]) is Atom or type(t[2]) is Pid):
             self.monitor_in(t[1], t[2], t[3])
             return True
-        if op == _DC_DEMONITOR_P:
+        if op == _DC_DEMONITOR_P and (type(t[2]) is Atom or type(t[2]) is Pid):
             self.demonitor_in(t[1], t[2], t[3])
             return True
         return False

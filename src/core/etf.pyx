@@ -1386,6 +1386,7 @@ cdef struct _EtfDec:
     PyObject* view
     Py_ssize_t zoff
     int funs            # NEW_FUN nesting (each level is one C recursion)
+    Py_ssize_t zmax     # a compressed term may inflate to at most this many bytes
 
 
 cdef object _etf_where(_EtfDec* d, Py_ssize_t off):
@@ -2186,6 +2187,7 @@ cdef inline void _etf_dec_init(_EtfDec* d, const unsigned char* buf, Py_ssize_t 
     d.view = NULL
     d.zoff = -1
     d.funs = 0
+    d.zmax = 0xFFFFFFFF
 
 
 cdef object _etf_dec_compressed(_EtfDec* d):
@@ -2198,6 +2200,10 @@ cdef object _etf_dec_compressed(_EtfDec* d):
     _etf_need(d, 4, b"uncompressed size")
     size = _etf_rd32(d.buf + d.pos)
     d.pos += 4
+    if <Py_ssize_t>size > d.zmax:
+        # refused before inflating anything (and zlib never inflates past size + 1)
+        _etf_fail(d, off, "compressed term inflates to %d bytes, over the limit of %d"
+                  % (size, d.zmax))
     z = _etf_zlib.decompressobj()
     src = memoryview(<object>d.owner)
     if src.ndim != 1 or src.format != "B":
@@ -2237,7 +2243,7 @@ cdef object _etf_dec_versioned(_EtfDec* d):
 
 
 cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versioned, bint whole,
-                        object loads=None):
+                        object loads=None, Py_ssize_t zmax=0xFFFFFFFF):
     """Shared body of the public decoders: returns term (whole) or (term, new_offset)."""
     cdef _EtfDec d
     cdef Py_buffer view
@@ -2251,6 +2257,7 @@ cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versio
         _etf_dec_init(&d, <const unsigned char*>view.buf, view.len, offset, python, <PyObject*>data)
     if loads is not None:
         d.loads = <PyObject*>loads
+    d.zmax = zmax
     try:
         if offset < 0 or offset > d.end:
             raise IndexError("offset %d outside the %d-byte buffer" % (offset, d.end))
@@ -2297,9 +2304,18 @@ def decode_term(data, Py_ssize_t offset=0, *, bint python=False, loads=None):
     return _etf_decode(data, offset, python, 0, 0, loads)
 
 
-def decode_with_version(data, Py_ssize_t offset=0, *, bint python=False, loads=None):
+def decode_with_version(data, Py_ssize_t offset=0, *, bint python=False, loads=None,
+                        Py_ssize_t max_inflated=0xFFFFFFFF):
     """Decode ``131`` + one term (possibly compressed) at ``offset``; returns
     ``(term, new_offset)``. For distribution frames, where a control term and a message
     follow each other, each with its own version byte. ``python`` and ``loads`` as for
-    binary_to_term."""
-    return _etf_decode(data, offset, python, 1, 0, loads)
+    binary_to_term. A compressed term that declares more than ``max_inflated`` bytes is a
+    DecodeError (nothing is inflated).
+
+    >>> decode_with_version(term_to_binary(b"x" * 100, compressed=True), max_inflated=50)
+    Traceback (most recent call last):
+    DecodeError: compressed term inflates to 105 bytes, over the limit of 50 at offset 1
+    """
+    if max_inflated < 0:
+        raise ValueError("max_inflated must be >= 0, got %d" % max_inflated)
+    return _etf_decode(data, offset, python, 1, 0, loads, max_inflated)

@@ -11,10 +11,17 @@ Design notes (invariants):
   messages (``_frame``, which the channel hands every frame it does not handle) and
   the validation and error reports.
 - Receiving: the transport writes straight into our buffer (``get_buffer``). A frame of
-  64 KiB or more gets a buffer of its own, allocated once at its exact size, so the bytes
-  of a large message are copied exactly once (kernel -> that buffer) and python-mode
-  out-of-band buffers (numpy arrays) can stay zero-copy views of it. The shared receive
-  buffer is therefore only ever viewed by frames the decoder copies out of.
+  64 KiB or more gets a buffer of its own (a recent one reused, or a new one that grows
+  geometrically, in place, as the bytes arrive: a frame header alone never allocates
+  what it announces), so python-mode out-of-band buffers (numpy arrays) can stay
+  zero-copy views of it. The shared receive buffer is therefore only ever viewed by
+  frames the decoder copies out of. A frame over ``max_frame_size`` closes the
+  connection.
+- Nothing a peer sends before it has proven the cookie changes the node's state: an
+  incoming handshake reserves no name, and one that answers ``alive`` replaces the old
+  connection only once it is authenticated (``NetKernel.conn_up``).
+- A closed connection breaks its reference cycle with its channel and drops its buffers
+  at once (``connection_lost``), so its memory is freed by reference counting.
 - Handshake messages are handled synchronously inside ``buffer_updated``, so the switch
   from 2-byte to 4-byte framing happens exactly at the last handshake message: bytes the
   peer sent right after it, in the same TCP segment, are parsed as connected frames.
@@ -22,8 +29,9 @@ Design notes (invariants):
   loop turn schedules a flush, so a burst of sends becomes one write (a call or a reply
   is written at once). Large python-mode payloads go out with ``writelines`` of the
   codec's chunks (numpy buffers are not copied).
-- A malformed frame (bad framing, bad ETF, an unknown control message shape) closes this
-  connection with a logged reason; it never raises into the loop, never stops the node.
+- A malformed frame (bad framing, bad ETF, an unknown control operation, a control
+  message of the wrong arity or element types) closes this connection with a logged
+  reason; it never raises into the loop, never stops the node.
   A pickled payload that names a global the node does not allow (its restricted
   unpickler, docs/distribution.md "Security") closes the connection with a logged reason
   naming it, wherever the message was addressed; one that fails to unpickle otherwise (an
@@ -54,7 +62,7 @@ _HEADER = b"\x00\x00\x00\x00p"
 _TICK = b"\x00\x00\x00\x00"
 
 BUF_SIZE = 1 << 18          # shared receive buffer
-MAX_FRAME = (1 << 31) - 1   # post-handshake frame size limit (authenticated peers only)
+FIRST_BIG = 1 << 20         # a new big-frame buffer starts this large (or twice what came)
 
 # control message operations (dist.h)
 LINK = 1
@@ -86,6 +94,54 @@ ALIAS_SEND = 33
 ALIAS_SEND_TT = 34
 UNLINK_ID = 35
 UNLINK_ID_ACK = 36
+
+# The shape of every control message pyotp accepts: op -> (what follows the op, one
+# letter per element, and whether a payload term follows). p: a pid, a: an atom, x: a pid
+# or an atom (a process or a registered name), r: a reference, i: an integer, *: any term
+# (unused fields, trace tokens, reasons, MFAs). Anything else closes the connection.
+SHAPES = {
+    LINK: ("pp", False), SEND: ("*p", True), EXIT: ("pp*", False), UNLINK: ("pp", False),
+    REG_SEND: ("p*a", True), GROUP_LEADER: ("pp", False), EXIT2: ("pp*", False),
+    SEND_TT: ("*p*", True), EXIT_TT: ("pp**", False), REG_SEND_TT: ("p*a*", True),
+    EXIT2_TT: ("pp**", False), MONITOR_P: ("pxr", False), DEMONITOR_P: ("pxr", False),
+    MONITOR_P_EXIT: ("xpr*", False), SEND_SENDER: ("pp", True), SEND_SENDER_TT: ("pp*", True),
+    PAYLOAD_EXIT: ("pp", True), PAYLOAD_EXIT_TT: ("pp*", True), PAYLOAD_EXIT2: ("pp", True),
+    PAYLOAD_EXIT2_TT: ("pp*", True), PAYLOAD_MONITOR_P_EXIT: ("xpr", True),
+    SPAWN_REQUEST: ("rpp**", True), SPAWN_REQUEST_TT: ("rpp***", True),
+    SPAWN_REPLY: ("rpi*", False), SPAWN_REPLY_TT: ("rpi**", False),
+    ALIAS_SEND: ("pr", True), ALIAS_SEND_TT: ("pr*", True),
+    UNLINK_ID: ("ipp", False), UNLINK_ID_ACK: ("ipp", False),
+}
+_OP_NAMES = {v: k for k, v in globals().items()
+             if k.isupper() and type(v) is int and v in SHAPES}
+
+
+def _check_shape(ctrl: Tuple[Any, ...], has_payload: bool) -> None:
+    """Raise ProtocolError unless ``ctrl`` (a tuple with an int first) is a control
+    message pyotp knows, with its elements of the right types, and a payload term follows
+    exactly when its operation carries one."""
+    op = ctrl[0]
+    shape = SHAPES.get(op)
+    if shape is None:
+        raise ProtocolError("unknown control message operation %d: %.200r" % (op, ctrl))
+    spec, payload = shape
+    name = _OP_NAMES.get(op, str(op))
+    if len(ctrl) != len(spec) + 1:
+        raise ProtocolError("%s should have %d elements: %.200r" % (name, len(spec) + 1, ctrl))
+    if payload != has_payload:
+        raise ProtocolError("%s %s: %.200r" % (
+            name, "lacks its payload" if payload else "carries a payload it should not", ctrl))
+    for i in range(len(spec)):
+        c = spec[i]
+        if c == "*":
+            continue
+        t = type(ctrl[i + 1])
+        if not ((c == "p" and t is Pid) or (c == "a" and t is Atom) or (c == "r" and t is Reference)
+                or (c == "x" and (t is Pid or t is Atom)) or (c == "i" and t is int)):
+            raise ProtocolError("%s: element %d is not %s: %.200r" % (
+                name, i + 1, {"p": "a pid", "a": "an atom", "r": "a reference",
+                              "x": "a pid or an atom", "i": "an integer"}[c], ctrl))
+
 
 # handshake states
 (HS_NAME, HS_STATUS, HS_ALIVE, HS_CHALLENGE, HS_COMPLEMENT, HS_REPLY, HS_ACK, UP,
@@ -161,6 +217,8 @@ class Connection(asyncio.BufferedProtocol):
         self.close_reason: Any = None
         self.refused_nok = False
         self.superseded = False               # our attempt lost a simultaneous connect
+        self.replaces = False                 # answered 'alive' with true: replaces the
+                                              # old connection once authenticated
         self.our_flags = 0
         self._my_challenge = 0
         self._peer_challenge = 0
@@ -168,6 +226,9 @@ class Connection(asyncio.BufferedProtocol):
         self._v5 = False
         # receive side (the shared buffer is the channel's)
         self._big: Optional[bytearray] = None
+        self._big_need = 0                      # the size of the big frame arriving
+        self.max_frame = kernel.max_frame_size
+        self.max_inflated = kernel.max_inflated_size
         self._spares: List[bytearray] = []      # recent big-frame buffers, for reuse
         self.spare_used = False
         self.last_checked = 0
@@ -179,6 +240,7 @@ class Connection(asyncio.BufferedProtocol):
         # the transport calls these for every read: the compiled ones
         self.get_buffer = ch.get_buffer            # type: ignore[method-assign]
         self.buffer_updated = ch.buffer_updated    # type: ignore[method-assign]
+        ch.max_inflated = kernel.max_inflated_size
 
     @property
     def received(self) -> int:
@@ -198,6 +260,10 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if not self.initiator and not self.kernel.admit(self):
+            self.abort("too many connections in their handshake (max_handshakes=%d): "
+                       "refused one" % self.kernel.max_handshakes, log=False)
+            return
         try:
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -219,7 +285,7 @@ class Connection(asyncio.BufferedProtocol):
         try:
             if ch.big_mv is not None:
                 ch.big_fill += nbytes
-                if ch.big_fill == len(ch.big_mv):
+                if ch.big_fill == self._big_need:
                     self._big_done()
                 return
             ch.w += nbytes
@@ -286,9 +352,10 @@ class Connection(asyncio.BufferedProtocol):
         ch = self.ch
         r = ch.r
         n = _U32(ch.rbuf, r)[0]
-        if n > MAX_FRAME:
-            raise ProtocolError("frame of %d bytes exceeds the limit" % n)
-        self._take_big(n, memoryview(ch.rbuf)[r + 4:ch.w])
+        if n > self.max_frame:
+            raise ProtocolError("a frame of %d bytes exceeds max_frame_size (%d)" % (n, self.max_frame))
+        with memoryview(ch.rbuf) as rmv:
+            self._take_big(n, rmv[r + 4:ch.w])
         ch.r = ch.w = 0
 
     def _take_big(self, n: int, have: memoryview) -> None:
@@ -306,12 +373,33 @@ class Connection(asyncio.BufferedProtocol):
                 self.ch.big_mv = memoryview(sp)[:n]
                 break
         if self._big is None:
-            self._big = bytearray(n)
+            # what the header announces is not trusted: the buffer grows as bytes come
+            self._big = bytearray(min(n, max(FIRST_BIG, 2 * len(have))))
             self.ch.big_mv = memoryview(self._big)
+        self._big_need = n
         mvb = self.ch.big_mv
         assert mvb is not None
         mvb[0:len(have)] = have
         self.ch.big_fill = len(have)
+
+    def _grow_big(self) -> None:
+        """The big frame's buffer is full but the frame is not: make it up to four times
+        larger (in place when nothing else views it, so the bytes are not copied). The
+        channel's get_buffer calls this, when the transport holds no view of it."""
+        ch = self.ch
+        buf = self._big
+        assert buf is not None and ch.big_mv is not None
+        size = min(self._big_need, 4 * len(buf))
+        mv = ch.big_mv
+        ch.big_mv = None
+        try:
+            mv.release()
+            ch.resize(buf, size)
+        except BufferError:      # something still views it: move to a new buffer
+            new = bytearray(size)
+            new[:ch.big_fill] = memoryview(buf)[:ch.big_fill]
+            self._big = buf = new
+        ch.big_mv = memoryview(buf)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         was = self.state
@@ -321,10 +409,17 @@ class Connection(asyncio.BufferedProtocol):
             self._hs_timer.cancel()
             self._hs_timer = None
         reason = self.close_reason or (exc and str(exc)) or "connection closed"
-        if was == UP:
-            self.kernel.conn_down(self, reason)
-        else:
-            self.kernel.attempt_failed(self, reason)
+        try:
+            if was == UP:
+                self.kernel.conn_down(self, reason)
+            else:
+                self.kernel.attempt_failed(self, reason)
+        finally:
+            # free the buffers now and break the cycle with the channel, so that this
+            # connection goes with its last reference, not at the next cyclic collection
+            self.ch.release()
+            self._big = None
+            self._spares = []
 
     def pause_writing(self) -> None:  # the peer is slow: the transport buffers for us
         pass
@@ -332,13 +427,14 @@ class Connection(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         pass
 
-    def abort(self, reason: str) -> None:
-        """Close this connection at once (logged)."""
+    def abort(self, reason: str, log: bool = True) -> None:
+        """Close this connection at once (logged unless ``log`` is False)."""
         if self.state == CLOSED:
             return
         if self.close_reason is None:
             self.close_reason = reason
-            _log.warning("pyotp dist: %s", reason)
+            if log:
+                _log.warning("pyotp dist: %s", reason)
         self.ch.stop()
         if self.transport is not None:
             self.transport.abort()
@@ -397,7 +493,8 @@ class Connection(asyncio.BufferedProtocol):
             self._send_challenge()
         elif st == HS_ALIVE:                                # acceptor: answer to 'alive'
             if msg == b"strue":
-                self.kernel.replace_old(self.peer)  # type: ignore[arg-type]
+                # the old connection stays until this one has proven the cookie
+                self.replaces = True
                 self._send_challenge()
             else:
                 self.close_reason = "peer declined (alive)"
@@ -495,105 +592,66 @@ class Connection(asyncio.BufferedProtocol):
                 raise ProtocolError("distribution header frame (atom cache) was not negotiated")
             raise ProtocolError("unknown frame type %d" % mv[0])
         try:
-            ctrl, off = decode_with_version(mv, 1)
+            ctrl, off = decode_with_version(mv, 1, max_inflated=self.max_inflated)
         except DecodeError as e:
             raise ProtocolError("bad control message: %s" % e) from None
         if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
             raise ProtocolError("control message is not a tuple with an operation: %r" % (ctrl,))
+        _check_shape(ctrl, off < len(mv))
         op = ctrl[0]
-        n = len(ctrl)
         k = self.kernel
-        if op == SEND or op == SEND_SENDER:
-            if n != 3:
-                raise ProtocolError("bad SEND %r" % (ctrl,))
+        if op == SEND or op == SEND_SENDER or op == SEND_TT or op == SEND_SENDER_TT:
             msg = self._payload(mv, off)
             if msg is not _NO_MSG:
                 k.deliver(self, ctrl[2], msg)
-        elif op == REG_SEND:
-            if n != 4:
-                raise ProtocolError("bad REG_SEND %r" % (ctrl,))
+        elif op == REG_SEND or op == REG_SEND_TT:
             msg = self._payload(mv, off)
             if msg is not _NO_MSG:
                 k.deliver_name(self, ctrl[1], ctrl[3], msg)
         elif op == LINK:
-            self._need(ctrl, 3)
             k.on_link(self, ctrl[1], ctrl[2])
         elif op == EXIT or op == EXIT2:
-            self._need(ctrl, 4)
             k.on_exit(self, ctrl[1], ctrl[2], self._reason(ctrl[3]), op == EXIT)
-        elif op == PAYLOAD_EXIT or op == PAYLOAD_EXIT2:
-            self._need(ctrl, 3)
+        elif op == PAYLOAD_EXIT or op == PAYLOAD_EXIT2 or op == PAYLOAD_EXIT_TT or op == PAYLOAD_EXIT2_TT:
             r = self._payload(mv, off)
             if r is not _NO_MSG:
-                k.on_exit(self, ctrl[1], ctrl[2], self._reason(r), op == PAYLOAD_EXIT)
+                k.on_exit(self, ctrl[1], ctrl[2], self._reason(r),
+                          op == PAYLOAD_EXIT or op == PAYLOAD_EXIT_TT)
         elif op == EXIT_TT or op == EXIT2_TT:
-            self._need(ctrl, 5)
             k.on_exit(self, ctrl[1], ctrl[2], self._reason(ctrl[4]), op == EXIT_TT)
-        elif op == PAYLOAD_EXIT_TT or op == PAYLOAD_EXIT2_TT:
-            self._need(ctrl, 4)
-            r = self._payload(mv, off)
-            if r is not _NO_MSG:
-                k.on_exit(self, ctrl[1], ctrl[2], self._reason(r), op == PAYLOAD_EXIT_TT)
         elif op == MONITOR_P:
-            self._need(ctrl, 4)
             k.on_monitor(self, ctrl[1], ctrl[2], ctrl[3])
         elif op == DEMONITOR_P:
-            self._need(ctrl, 4)
             k.on_demonitor(self, ctrl[1], ctrl[2], ctrl[3])
         elif op == MONITOR_P_EXIT:
-            self._need(ctrl, 5)
             k.on_down(self, ctrl[1], ctrl[2], ctrl[3], ctrl[4])
         elif op == PAYLOAD_MONITOR_P_EXIT:
-            self._need(ctrl, 4)
             r = self._payload(mv, off)
             if r is not _NO_MSG:
                 k.on_down(self, ctrl[1], ctrl[2], ctrl[3], r)
         elif op == UNLINK_ID:
-            self._need(ctrl, 4)
             k.on_unlink(self, ctrl[2], ctrl[3])
             self.control((UNLINK_ID_ACK, ctrl[1], ctrl[3], ctrl[2]))
-        elif op == UNLINK_ID_ACK:
-            self._need(ctrl, 4)
         elif op == UNLINK:
-            self._need(ctrl, 3)
             k.on_unlink(self, ctrl[1], ctrl[2])
-        elif op == SEND_TT or op == SEND_SENDER_TT:
-            self._need(ctrl, 4)
-            msg = self._payload(mv, off)
-            if msg is not _NO_MSG:
-                k.deliver(self, ctrl[2], msg)
-        elif op == REG_SEND_TT:
-            self._need(ctrl, 5)
-            msg = self._payload(mv, off)
-            if msg is not _NO_MSG:
-                k.deliver_name(self, ctrl[1], ctrl[3], msg)
         elif op == SPAWN_REQUEST or op == SPAWN_REQUEST_TT:
-            self._need(ctrl, 6 if op == SPAWN_REQUEST else 7)
             args = self._payload(mv, off)
             if args is not _NO_MSG:
                 k.on_spawn_request(self, ctrl[1], ctrl[2], ctrl[3], ctrl[4], ctrl[5], args)
         elif op == SPAWN_REPLY or op == SPAWN_REPLY_TT:
-            self._need(ctrl, 5 if op == SPAWN_REPLY else 6)
             k.on_spawn_reply(self, ctrl[1], ctrl[2], ctrl[3], ctrl[4])
         elif op == ALIAS_SEND or op == ALIAS_SEND_TT:
             msg = self._payload(mv, off)
-            if msg is not _NO_MSG and n >= 3:
+            if msg is not _NO_MSG:
                 k.deliver_alias(self, ctrl[2], msg)
-        elif op == GROUP_LEADER:
-            pass
-        else:
-            _log.info("pyotp dist: ignoring control message %d from %s", op, self.peer)
-
-    @staticmethod
-    def _need(ctrl: Tuple[Any, ...], n: int) -> None:
-        if len(ctrl) != n:
-            raise ProtocolError("control message %r should have %d elements" % (ctrl, n))
+        # UNLINK_ID_ACK, GROUP_LEADER: nothing to do once their shape is checked
 
     def _payload(self, mv: memoryview, off: int) -> Any:
         if off >= len(mv):
             raise ProtocolError("control message lacks its payload")
         try:
-            msg, end = decode_with_version(mv, off, python=self.pyotp, loads=self.loads)
+            msg, end = decode_with_version(mv, off, python=self.pyotp, loads=self.loads,
+                                           max_inflated=self.max_inflated)
         except DecodeError as e:
             if isinstance(e.__cause__, PayloadRefused):
                 raise ProtocolError(str(e.__cause__)) from None

@@ -243,15 +243,28 @@ async def names(host: str = "127.0.0.1", *, port: Optional[int] = None,
 # The server
 
 
+MAX_PER_HOST = 128        # EpmdServer: registrations from one address
+MAX_CONNECTIONS = 512     # EpmdServer: connections at once (registrations hold theirs)
+
+
 class EpmdServer:
     """An in-process EPMD (ALIVE2_REQ, PORT_PLEASE2_REQ, NAMES_REQ), for hosts where no
     EPMD runs. Erlang nodes can use it as well as pyotp nodes.
 
-    >>> srv = await EpmdServer.start("127.0.0.1", 4369)
+    Bounded: at most ``max_per_host`` registrations from one address (more get the
+    ALIVE2 error answer) and ``max_connections`` connections at once (more are closed at
+    once), so that registrations cannot use up the hosting node's file descriptors.
+
+    >>> srv = await EpmdServer.start("127.0.0.1", 4369, max_per_host=16)
     >>> srv.close()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_host: int = MAX_PER_HOST, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.max_per_host = max_per_host
+        self.max_connections = max_connections
+        self.connections = 0
+        self._per_host: Dict[str, int] = {}
+        self._refused = 0
         self.nodes: Dict[str, EpmdEntry] = {}
         self._owners: Dict[str, asyncio.StreamWriter] = {}
         self._creation = random.randint(1, 0x7FFFFFFF)
@@ -260,10 +273,17 @@ class EpmdServer:
         self.host = ""
 
     @classmethod
-    async def start(cls, host: str = "127.0.0.1", port: Optional[int] = None) -> "EpmdServer":
+    async def start(cls, host: str = "127.0.0.1", port: Optional[int] = None, *,
+                    max_per_host: int = MAX_PER_HOST,
+                    max_connections: int = MAX_CONNECTIONS) -> "EpmdServer":
         """Listen on host:port (port 0 picks a free one; see ``.port``). Raises OSError if
         the port is taken."""
-        self = cls()
+        for opt, v in (("max_per_host", max_per_host), ("max_connections", max_connections)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError("%s must be an int, got %r" % (opt, v))
+            if v < 1:
+                raise ValueError("%s must be >= 1, got %d" % (opt, v))
+        self = cls(max_per_host, max_connections)
         port = default_port() if port is None else port
         self._server = await asyncio.start_server(self._client, host, port, reuse_address=True)
         self.host = host
@@ -280,9 +300,22 @@ class EpmdServer:
         self._owners.clear()
         self.nodes.clear()
 
+    def _refuse(self, what: str) -> None:
+        self._refused += 1
+        if self._refused & (self._refused - 1) == 0:       # 1, 2, 4, ...: not a log flood
+            _log.warning("pyotp EPMD: refused %s (%d refusals so far)", what, self._refused)
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= self.max_connections:
+            self._refuse("a connection: %d open (max_connections)" % self.connections)
+            writer.transport.abort()
+            return
+        self.connections += 1
         registered: Optional[str] = None
+        host = ""
         try:
+            peer = writer.get_extra_info("peername")
+            host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
             head = await asyncio.wait_for(reader.readexactly(2), 10.0)
             (n,) = struct.unpack(">H", head)
             if n == 0:
@@ -290,9 +323,15 @@ class EpmdServer:
             body = await asyncio.wait_for(reader.readexactly(n), 10.0)
             op = body[0]
             if op == ALIVE2_REQ:
+                if self._per_host.get(host, 0) >= self.max_per_host:
+                    self._refuse("a registration from %s: it has %d (max_per_host)"
+                                 % (host, self._per_host[host]))
+                    writer.write(struct.pack(">BBI", ALIVE2_X_RESP, 1, 0))
+                    return
                 registered = self._alive2(body, writer)
                 if registered is None:
                     return
+                self._per_host[host] = self._per_host.get(host, 0) + 1
                 while await reader.read(4096):        # held open while the node lives
                     pass
             elif op == PORT_PLEASE2_REQ:
@@ -306,6 +345,13 @@ class EpmdServer:
                 IndexError, UnicodeDecodeError):
             pass
         finally:
+            self.connections -= 1
+            if registered is not None:
+                left = self._per_host.get(host, 0) - 1
+                if left > 0:
+                    self._per_host[host] = left
+                else:
+                    self._per_host.pop(host, None)
             if registered is not None and self._owners.get(registered) is writer:
                 del self._owners[registered]
                 self.nodes.pop(registered, None)

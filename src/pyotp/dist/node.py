@@ -41,7 +41,8 @@ import random
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union, cast
+from typing import (Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Set, Tuple, Union,
+                    cast)
 
 from .. import _core
 from ..etf import Atom, Pid, Reference, SafeUnpickler, encode_term_into
@@ -73,6 +74,10 @@ A_REX = Atom("rex")
 A_OK = Atom("ok")
 A_GEN_CALL = Atom("$gen_call")
 BUSY_WAIT_DEFAULT = "auto"  # Node.start's default busy_wait (see core/wait_policy.pyx)
+# Node.start's default limits (docs/distribution.md, "Limits")
+MAX_FRAME_SIZE = 256 << 20        # bytes of one frame after the handshake
+MAX_INFLATED_SIZE = 64 << 20      # bytes a compressed term (tag 80) may inflate to
+MAX_HANDSHAKES = 64               # incoming connections in their handshake at once
 A_GEN_CAST = Atom("$gen_cast")
 A_NOTSUP = Atom("notsup")
 A_BADARG = Atom("badarg")
@@ -93,6 +98,14 @@ class DistError(RuntimeError):
     Traceback (most recent call last):
     DistError: the node is not distributed: call await Node.start(...) first
     """
+
+
+def _check_limit(option: str, value: Any, lo: int, hi: int) -> None:
+    """A Node.start limit: an int in [lo, hi], else TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int, got %r" % (option, value))
+    if not lo <= value <= hi:
+        raise ValueError("%s must be from %d to %d, got %d" % (option, lo, hi, value))
 
 
 def kernel() -> "NetKernel":
@@ -161,7 +174,7 @@ def _make_tls(tls: Any) -> Tuple[Any, Any]:
 
 class _Pending:
     """A node being connected: queued signals and whoever waits for the outcome."""
-    __slots__ = ("node", "ops", "future", "attempt", "task", "timer", "superseded")
+    __slots__ = ("node", "ops", "future", "attempt", "task", "timer", "superseded", "redialed")
 
     def __init__(self, node: str, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
@@ -171,6 +184,7 @@ class _Pending:
         self.task: Optional["asyncio.Task[None]"] = None
         self.timer: Optional[asyncio.TimerHandle] = None
         self.superseded = False
+        self.redialed = False
 
 
 class _Rpc:
@@ -310,7 +324,11 @@ class NetKernel:
                  net_ticktime: float, epmd: Union[str, int], tls: Any,
                  rpc_allow: Optional[Iterable[str]], setup_time: float,
                  python_payloads: Union[bool, Iterable[str]],
-                 busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT) -> None:
+                 busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT,
+                 max_frame_size: int = MAX_FRAME_SIZE, max_inflated_size: int = MAX_INFLATED_SIZE,
+                 max_handshakes: int = MAX_HANDSHAKES,
+                 epmd_max_per_host: int = _epmd.MAX_PER_HOST,
+                 epmd_max_connections: int = _epmd.MAX_CONNECTIONS) -> None:
         if not isinstance(name, str) or name.count("@") != 1 or not all(name.split("@")):
             raise DistError("node name must look like 'name@host', got %r" % (name,))
         if not isinstance(cookie, str) or not cookie:
@@ -325,6 +343,17 @@ class NetKernel:
             _core._wp_parse(busy_wait)
         except (TypeError, ValueError) as e:
             raise DistError(str(e)) from None
+        _check_limit("max_frame_size", max_frame_size, 1 << 16, 0xFFFFFFFF)
+        _check_limit("max_inflated_size", max_inflated_size, 0, 0xFFFFFFFF)
+        _check_limit("max_handshakes", max_handshakes, 1, 1 << 20)
+        _check_limit("epmd_max_per_host", epmd_max_per_host, 1, 1 << 20)
+        _check_limit("epmd_max_connections", epmd_max_connections, 1, 1 << 20)
+        self.max_frame_size = max_frame_size
+        self.max_inflated_size = max_inflated_size
+        self.max_handshakes = max_handshakes
+        self.epmd_limits = {"max_per_host": epmd_max_per_host,
+                            "max_connections": epmd_max_connections}
+        self._refused_handshakes = 0
         self.name = name
         self.alive, self.host = name.split("@")
         self.cookie = cookie
@@ -348,7 +377,9 @@ class NetKernel:
         self.creation = 0
         self.conns: Dict[str, Connection] = {}
         self.pending: Dict[str, _Pending] = {}
-        self.accepting: Dict[str, Connection] = {}
+        # incoming connections in their handshake: they reserve nothing (no name) until
+        # they prove the cookie; at most max_handshakes at once
+        self.handshaking: Set[Connection] = set()
         # remote calls: ref -> (caller, server, node). node None: the caller timed out and
         # the monitor was ended then; the entry stays so that a late reply is recognised
         # and dropped, until the tick removes it
@@ -415,7 +446,8 @@ class NetKernel:
             if "no EPMD" not in str(e):
                 raise
             try:
-                self.epmd_server = await _epmd.EpmdServer.start(self.epmd_host, self.epmd_port)
+                self.epmd_server = await _epmd.EpmdServer.start(self.epmd_host, self.epmd_port,
+                                                              **self.epmd_limits)
                 _log.info("pyotp dist: no EPMD was running; started pyotp's own on %s:%d",
                           self.epmd_host, self.epmd_port)
             except OSError as oe:
@@ -442,7 +474,8 @@ class NetKernel:
                     if "no EPMD" not in str(e):
                         raise
                     try:
-                        self.epmd_server = await _epmd.EpmdServer.start(self.epmd_host, self.epmd_port)
+                        self.epmd_server = await _epmd.EpmdServer.start(self.epmd_host, self.epmd_port,
+                                                              **self.epmd_limits)
                     except OSError:
                         pass
                     reg = await _epmd.register(self.alive, self.port, host=self.epmd_host, port=self.epmd_port)
@@ -469,7 +502,7 @@ class NetKernel:
             self.server.close()
         for p in list(self.pending.values()):
             self._fail_pending(p, "node stopping")
-        for c in list(self.accepting.values()):
+        for c in list(self.handshaking):
             c.abort("node stopping")
         for name, c in list(self.conns.items()):
             c.close("node stopping")
@@ -520,9 +553,10 @@ class NetKernel:
         if p is None:
             p = _Pending(node, self.loop)
             self.pending[node] = p
-            if node in self.accepting:
+            if self._incoming(node):
                 # that node is connecting to us right now: wait for its handshake instead of
-                # racing it with a second connection (its queued signals go out on it)
+                # racing it with a second connection (its queued signals go out on it); if
+                # that handshake fails, we dial (attempt_failed)
                 p.superseded = True
             else:
                 p.task = self.loop.create_task(self._connect_task(p))
@@ -564,50 +598,71 @@ class NetKernel:
 
     def attempt_started(self, conn: Connection) -> None:
         p = self.pending.get(conn.peer)  # type: ignore[arg-type]
-        if p is None or p.superseded:
+        if p is None or p.superseded or (p.attempt is not None and p.attempt is not conn):
             conn.superseded = True
             conn.abort("no longer wanted")
             return
         p.attempt = conn
 
+    def admit(self, conn: Connection) -> bool:
+        """A connection was accepted: may it start its handshake (max_handshakes)?"""
+        if len(self.handshaking) >= self.max_handshakes:
+            self._refused_handshakes += 1
+            if self._refused_handshakes & (self._refused_handshakes - 1) == 0:   # 1, 2, 4, ...
+                _log.warning("pyotp dist: %d connections are in their handshake "
+                             "(max_handshakes); refused %d connection(s) so far",
+                             len(self.handshaking), self._refused_handshakes)
+            return False
+        self.handshaking.add(conn)
+        return True
+
+    def _incoming(self, name: str, but: Optional[Connection] = None) -> bool:
+        """Is an incoming handshake from ``name`` in progress (other than ``but``)?"""
+        return any(c.peer == name and c is not but for c in self.handshaking)
+
     def accept_status(self, conn: Connection) -> str:
+        # Nothing here changes the node's state for good before the peer proves the
+        # cookie: names are not reserved and connections are not replaced (conn_up).
         name = conn.peer
         assert name is not None
         if self.stopping or name == self.name:
             return "not_allowed"
         if name in self.conns:
             return "alive"
-        other = self.accepting.get(name)
-        if other is not None and other is not conn:
-            return "nok"
         p = self.pending.get(name)
         if p is not None and not p.superseded:
             if self.name > name:
                 return "nok"           # our own attempt wins
-            p.superseded = True        # theirs wins: drop ours, keep the queued signals
+            # theirs wins (OTP's rule): drop ours, keep the queued signals; should this
+            # handshake fail, attempt_failed dials again
+            p.superseded = True
             if p.attempt is not None:
                 p.attempt.superseded = True
                 p.attempt.abort("simultaneous connect from %s: theirs wins" % name)
                 p.attempt = None
-            self.accepting[name] = conn
             return "ok_simultaneous"
-        self.accepting[name] = conn
         return "ok"
-
-    def replace_old(self, name: str) -> None:
-        old = self.conns.pop(name, None)
-        if old is not None:
-            old.abort("replaced by a new connection from %s" % name)
-            self._node_down(name, "replaced")
 
     def attempt_failed(self, conn: Connection, reason: Any) -> None:
         name = conn.peer
         if not conn.initiator:
-            if name is not None and self.accepting.get(name) is conn:
-                del self.accepting[name]
+            self.handshaking.discard(conn)
+            if name is not None:
                 p = self.pending.get(name)
-                if p is not None and p.superseded:
-                    self._fail_pending(p, reason)
+                if p is not None and p.superseded and not self._incoming(name):
+                    # the handshake we waited for failed (or was not the real node's):
+                    # dial ourselves, once, with a fresh setup time
+                    if p.redialed or self.stopping:
+                        self._fail_pending(p, reason)
+                    else:
+                        p.redialed = True
+                        p.superseded = False
+                        if p.timer is not None:
+                            p.timer.cancel()
+                        if p.task is not None and not p.task.done():
+                            p.task.cancel()
+                        p.timer = self.loop.call_later(self.setup_time + 0.5, self._pending_timeout, p)
+                        p.task = self.loop.create_task(self._connect_task(p))
             return
         p = self.pending.get(name)  # type: ignore[arg-type]
         if p is None or p.attempt is not conn:
@@ -635,20 +690,30 @@ class NetKernel:
             self._node_down(p.node, reason, was_up=False)
 
     def conn_up(self, conn: Connection) -> None:
+        """``conn`` proved the cookie: only now may it take the name."""
         name = conn.peer
         assert name is not None
-        if self.accepting.get(name) is conn:
-            del self.accepting[name]
-        old = self.conns.get(name)
-        if old is not None and old is not conn:
-            conn.abort("duplicate connection to %s" % name)
-            return
+        self.handshaking.discard(conn)
         if self.stopping:
             conn.abort("node stopping")
             return
+        old = self.conns.get(name)
+        if old is not None and old is not conn:
+            if not conn.replaces:
+                conn.abort("duplicate connection to %s" % name)
+                return
+            # the peer answered 'alive' with true and is authenticated: the old
+            # connection is stale (the peer restarted before we noticed)
+            del self.conns[name]
+            old.abort("replaced by a new connection from %s" % name)
+            self._node_down(name, "replaced")
         self.conns[name] = conn
         _core._dist_channel_up(name, conn.ch)
         p = self.pending.pop(name, None)
+        if p is not None and p.attempt is not None and p.attempt is not conn:
+            p.attempt.superseded = True
+            p.attempt.abort("connected to %s by its own connection" % name)
+            p.attempt = None
         _log.info("pyotp dist: connected to %s (%s%s)", name, "pyotp" if conn.pyotp else "erlang",
                   ", hidden" if conn.hidden else "")
         if p is not None:
@@ -1266,7 +1331,11 @@ class Node:
                     port: int = 0, net_ticktime: float = 60, epmd: Union[str, int] = "auto",
                     tls: Any = None, rpc_allow: Optional[Iterable[str]] = None,
                     setup_time: float = 7.0, python_payloads: Union[bool, Iterable[str]] = False,
-                    busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT, console: bool = False) -> str:
+                    busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT,
+                    console: bool = False, max_frame_size: int = MAX_FRAME_SIZE,
+                    max_inflated_size: int = MAX_INFLATED_SIZE, max_handshakes: int = MAX_HANDSHAKES,
+                    epmd_max_per_host: int = _epmd.MAX_PER_HOST,
+                    epmd_max_connections: int = _epmd.MAX_CONNECTIONS) -> str:
         """Make this node distributed as ``name`` ("alive@host").
 
         - ``cookie``: the shared secret (compared in constant time).
@@ -1305,6 +1374,14 @@ class Node:
         - ``console``: run the console service, so ``python -m pyotp remsh`` can run
           Python code in this node (off by default; whoever has the cookie gets full
           control, as with Erlang's remote shell; see docs/operations.md).
+        - Limits (docs/distribution.md, "Limits"; a bad value is a TypeError or
+          ValueError naming the option): ``max_frame_size`` (bytes of one frame after the
+          handshake, default 256 MiB, at least 64 KiB), ``max_inflated_size`` (bytes a
+          compressed term may inflate to, default 64 MiB), ``max_handshakes`` (incoming
+          connections in their handshake at once, default 64), ``epmd_max_per_host`` and
+          ``epmd_max_connections`` (for the EPMD this node may host: registrations from
+          one address, default 128, and connections at once, default 512). A peer over a
+          limit has its connection closed, with a logged reason.
 
         Returns the node name.
 
@@ -1319,7 +1396,10 @@ class Node:
         k = NetKernel(name, cookie, hidden=hidden, listen_host=listen_host, port=port,
                       net_ticktime=net_ticktime, epmd=epmd, tls=tls, rpc_allow=rpc_allow,
                       setup_time=setup_time, python_payloads=python_payloads,
-                      busy_wait=busy_wait)
+                      busy_wait=busy_wait, max_frame_size=max_frame_size,
+                      max_inflated_size=max_inflated_size, max_handshakes=max_handshakes,
+                      epmd_max_per_host=epmd_max_per_host,
+                      epmd_max_connections=epmd_max_connections)
         await k.start()
         _kernel = k
         try:
