@@ -400,6 +400,8 @@ def apply_after(seconds, fn, *args):
     >>> t = pyotp.apply_after(1.0, print, "later")
     """
     cdef Scheduler s = _need_sched()
+    if not callable(fn):
+        raise TypeError("apply_after expects a callable, got %r" % (fn,))
     return s.start_timer(TK_CALLBACK, _seconds(seconds, "apply_after"), fn, args, None)
 
 

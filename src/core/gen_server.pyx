@@ -34,6 +34,7 @@ cdef object _OK = "ok"
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class GenSpec:
     """The callbacks of one behaviour class, resolved once."""
     cdef object cls
@@ -463,8 +464,9 @@ cdef object _external_call(object server, object request, object timeout):
     return fut
 
 
-def _thread_call_start(server, request, timeout, _ThreadWaiter waiter):
+def _thread_call_start(server, request, timeout, _ThreadWaiter waiter not None):
     """Runs on the loop thread for a blocking call made from another thread."""
+    _on_loop_thread(_need_sched(), "_thread_call_start")
     cdef Process proxy = _external_caller(waiter)
     try:
         _begin_call(proxy, server, request, timeout)
@@ -481,6 +483,10 @@ def _thread_call_start(server, request, timeout, _ThreadWaiter waiter):
 def _thread_call(server, request, timeout=5.0):
     """Blocking GenServer.call from a thread that is not the node's loop thread."""
     cdef Scheduler s = _need_sched()
+    if pyotp_thread_id() == s.loop_tid:
+        raise RuntimeError("a blocking GenServer call on the node's own loop thread would "
+                           "deadlock: await GenServer.call(...) instead")
+    _timeout_arg(timeout, "call")
     cdef _ThreadWaiter w = _ThreadWaiter()
     s.loop.call_soon_threadsafe(_thread_call_start, server, request, timeout, w)
     return w.wait(None if timeout is None or timeout == "infinity" else timeout + 5.0)
@@ -496,6 +502,7 @@ def _sys_request(server, fn, timeout=5.0):
         _begin_call(p, server, fn, timeout, K_SYS)
         return _suspended()
     cdef Scheduler s = _need_sched()
+    _on_loop_thread(s, "a pyotp.sys request")
     fut = s.loop.create_future()
     cdef Process proxy = _external_caller(fut)
     try:
