@@ -73,6 +73,30 @@ def spawn_monitor(fn, *args):
     return (p.pid, _monitor(me, p.pid))
 
 
+def spawn_opt(fn, *args, link=False, monitor=False, max_mailbox=None):
+    """Like spawn, with options (Erlang's ``spawn_opt``): ``link=True`` links it to the
+    caller, ``monitor=True`` monitors it and returns ``(pid, ref)``, ``max_mailbox`` sets
+    its mailbox limit (see ``process_flag("max_mailbox", ...)``).
+
+    >>> pid = pyotp.spawn_opt(worker, 1, max_mailbox=10_000)
+    >>> pid, ref = pyotp.spawn_opt(worker, 2, monitor=True, max_mailbox={"size": 100, "kill": False})
+    """
+    cdef Process me = None
+    cdef tuple spec = None
+    if link or monitor:
+        me = _self_proc("spawn_opt(link/monitor)")
+    if max_mailbox is not None:
+        spec = _mbx_parse(max_mailbox, "spawn_opt")
+    cdef Process p = _spawn(fn, args)
+    if spec is not None:
+        _mbx_set(p, spec)
+    if link:
+        _link(me, p.pid)
+    if monitor:
+        return (p.pid, _monitor(me, p.pid))
+    return p.pid
+
+
 def send(dest, msg):
     """Send ``msg`` to a pid, a registered name, ``(name, node)``, ``("global", name)`` or
     ``("via", module, key)``. Returns msg. Sending to a dead pid does nothing (OTP); to an
@@ -287,14 +311,29 @@ def exit(pid_or_reason, reason=_MISSING):
 
 
 def process_flag(flag, value):
-    """Set a process flag and return its old value; supports ``"trap_exit"``.
+    """Set a process flag of the calling process and return its old value.
+
+    - ``"trap_exit"``: exit signals become ``("EXIT", from, reason)`` messages.
+    - ``"max_mailbox"``: a limit on the messages queued in the mailbox, in the spirit of
+      OTP's ``max_heap_size``: an int (0: no limit), or a dict ``{"size": n, "kill": bool,
+      "log": bool}`` (both default True). Past the limit the process is killed with reason
+      ``("max_mailbox", n)`` (``kill``) and an error is logged (``log``); with
+      ``kill=False`` a warning is logged once. The old value comes back as such a dict.
 
     >>> pyotp.process_flag("trap_exit", True)
     False
+    >>> pyotp.process_flag("max_mailbox", 100_000)
+    {'size': 0, 'kill': True, 'log': True}
     """
     cdef Process p = _self_proc("process_flag")
+    cdef dict old_mbx
+    if flag == "max_mailbox":
+        spec = _mbx_parse(value, "process_flag")
+        old_mbx = _mbx_get(p.mb.limit, p.mbx_kill or p.mb.limit == 0, p.mbx_log or p.mb.limit == 0)
+        _mbx_set(p, spec)
+        return old_mbx
     if flag != "trap_exit":
-        raise BadArg("process_flag: unsupported flag %r" % (flag,))
+        raise BadArg("process_flag: unsupported flag %r (trap_exit, max_mailbox)" % (flag,))
     old = p.trap_exit
     p.trap_exit = bool(value)
     return old
@@ -434,12 +473,21 @@ def read_timer(timer):
 # ---------------------------------------------------------------------------------------
 # Node lifecycle (driven by pyotp.runtime)
 
-def _node_attach(loop):
-    """Start the node's scheduler on `loop` (the calling thread must be the loop's)."""
+def _node_attach(loop, max_mailbox=None):
+    """Start the node's scheduler on `loop` (the calling thread must be the loop's);
+    ``max_mailbox`` is the default of every process it spawns (None: no limit)."""
     global _sched
+    cdef tuple spec = None
     if _sched is not None:
         raise RuntimeError("a pyotp node is already running in this OS process")
-    _sched = Scheduler(loop)
+    if max_mailbox is not None:
+        spec = _mbx_parse(max_mailbox, "max_mailbox")
+    cdef Scheduler s = Scheduler(loop)
+    if spec is not None:
+        s.mbx_size = spec[0]
+        s.mbx_kill = spec[1]
+        s.mbx_log = spec[2]
+    _sched = s
 
 
 def _node_detach():

@@ -577,10 +577,11 @@ def cast(server, request):
 # ---------------------------------------------------------------------------------------
 # Start and stop
 
-def _gen_start(cls, arg, name, bint link, timeout):
+def _gen_start(cls, arg, name, bint link, timeout, max_mailbox=None):
     """Internal (GenServer.start/start_link): spawn a behaviour process, run init in it,
     and return an awaitable of ("ok", pid) | "ignore" | ("error", reason)."""
     cdef Scheduler s = _need_sched()
+    cdef tuple mbx = None if max_mailbox is None else _mbx_parse(max_mailbox, "start")
     cdef Process caller = _caller_for_wait("GenServer.start_link()")
     cdef Process p
     cdef object existing, fut = None
@@ -597,6 +598,8 @@ def _gen_start(cls, arg, name, bint link, timeout):
         fut = s.loop.create_future()
         caller = _external_caller(fut)
     p = s.new_process(PK_GEN)
+    if mbx is not None:
+        _mbx_set(p, mbx)
     p.spec = spec
     p.mod = cls.__new__(cls)
     p.init_arg = arg

@@ -40,13 +40,14 @@ class Runtime:
     and whatever has not stopped after ``shutdown_timeout`` seconds is killed.
     """
 
-    def __init__(self, *, shutdown_timeout: float = 5.0) -> None:
+    def __init__(self, *, shutdown_timeout: float = 5.0, max_mailbox: Any = None) -> None:
         self.shutdown_timeout = shutdown_timeout
+        self.max_mailbox = max_mailbox
         self.loop: Optional[asyncio.AbstractEventLoop] = None
 
     async def __aenter__(self) -> "Runtime":
         self.loop = asyncio.get_running_loop()
-        _core._node_attach(self.loop)
+        _core._node_attach(self.loop, self.max_mailbox)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -97,10 +98,11 @@ class Runtime:
 
 def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bool] = None,
         shutdown_timeout: float = 5.0, node: Optional[str] = None, cookie: Optional[str] = None,
-        **dist: Any) -> Any:
+        max_mailbox: Any = None, **dist: Any) -> Any:
     """Start a node, run ``main(*args)`` as its first process, return its result, then shut
     everything down in order (like ``asyncio.run``). uvloop is used when installed unless
-    ``use_uvloop=False``.
+    ``use_uvloop=False``. ``max_mailbox`` is the default mailbox limit of every process
+    (None, the default: no limit; the values of ``pyotp.process_flag("max_mailbox", ...)``).
 
     >>> async def main():
     ...     pid = await Counter.start_link(0)
@@ -115,13 +117,13 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
         if cookie is None:
             raise TypeError("pyotp.run(node=%r) needs cookie=... (the distribution secret)" % (node,))
         return run_node(main, *args, node=node, cookie=cookie, use_uvloop=use_uvloop,
-                        shutdown_timeout=shutdown_timeout, **dist)
+                        shutdown_timeout=shutdown_timeout, max_mailbox=max_mailbox, **dist)
     if dist or cookie is not None:
         raise TypeError("cookie and distribution options need node='name@host'")
     loop = _new_loop(use_uvloop)
 
     async def _amain() -> Any:
-        async with Runtime(shutdown_timeout=shutdown_timeout) as rt:
+        async with Runtime(shutdown_timeout=shutdown_timeout, max_mailbox=max_mailbox) as rt:
             return await rt.run_process(main, *args)
 
     try:

@@ -28,7 +28,8 @@ __all__ = ["Node", "rpc", "multi_call", "abcast", "run_node", "DistError", "Epmd
 
 
 def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie: str,
-             use_uvloop: Optional[bool] = None, shutdown_timeout: float = 5.0, **dist: Any) -> Any:
+             use_uvloop: Optional[bool] = None, shutdown_timeout: float = 5.0,
+             max_mailbox: Any = None, **dist: Any) -> Any:
     """``pyotp.run`` for a distributed node: start distribution as ``node`` (keyword
     arguments as for ``Node.start``), run ``main(*args)`` as the first process, return
     its result; distribution stops before the other processes are shut down.
@@ -47,7 +48,8 @@ def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie:
         finally:
             Node.stop()
 
-    return runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout)
+    return runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout,
+                       max_mailbox=max_mailbox)
 
 
 from . import global_names, pg  # noqa: E402  (they import .node)
