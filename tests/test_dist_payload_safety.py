@@ -153,3 +153,32 @@ def test_out_of_band_buffer_from_a_small_frame_owns_its_memory(peer):
     before, after = run_node(main, node=unique("a"), cookie=COOKIE, **PY)
     assert before == b"A" * 100
     assert after == before
+
+
+ENCODE_INTO_RESIZE = r'''
+from pyotp.etf import encode_term_into
+buf = bytearray(b"p" * 10)
+
+class Grows:
+    def __reduce__(self):
+        buf.extend(b"x" * 1_000_000)     # would move the storage the encoder writes into
+        return (str, ("a",))
+
+try:
+    encode_term_into(buf, [b"y" * 100, Grows(), b"z" * 100_000], python=True)
+    print("encoded")
+except Exception as e:
+    print(type(e).__name__, type(e.__cause__).__name__, bytes(buf) == b"p" * 10)
+'''
+
+
+def test_encode_term_into_target_cannot_be_resized_by_the_encoder():
+    import subprocess
+    import sys
+    from pathutil import child_pythonpath
+    import os
+    proc = subprocess.run([sys.executable, "-c", ENCODE_INTO_RESIZE], capture_output=True,
+                          text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=child_pythonpath()))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["TypeError", "BufferError", "True"]
