@@ -9,15 +9,24 @@ cdef object _MISSING = object()
 
 
 cdef inline Process _self_proc(str what):
-    if _current is None:
+    cdef Process p = _current_here()
+    if p is None:
         raise CallbackError("%s must be called inside a pyotp process" % what)
-    return _current
+    return p
 
 
 cdef inline void _on_loop_thread(Scheduler s, str what) except *:
     if pyotp_thread_id() != s.loop_tid:
         raise RuntimeError("%s must run on the node's loop thread; from other threads use "
                            "the node handle (pyotp.Runtime.start_thread())" % what)
+
+
+cdef inline Scheduler _loop_sched(str what):
+    """The scheduler, for code that changes or walks the node's state (timer wheel,
+    process table, mailboxes): only its loop thread may."""
+    cdef Scheduler s = _need_sched()
+    _on_loop_thread(s, what)
+    return s
 
 
 def self():
@@ -236,7 +245,7 @@ def whereis(name):
 
 def registered():
     """All locally registered names."""
-    return list(_need_sched().names)
+    return list(_loop_sched("registered").names)
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,7 +365,7 @@ cdef object _local_pid(object id, object serial):
 
 def processes():
     """The pids of all live processes on this node, oldest first."""
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("processes")
     return [(<Process>p).pid for p in s.procs.values()]
 
 
@@ -379,6 +388,9 @@ def process_info(pid):
     """
     if type(pid) is not Pid or not (<Pid>pid).is_local():
         raise BadArg("process_info: %r is not a local pid" % (pid,))
+    if _sched is None:
+        return None
+    _on_loop_thread(_sched, "process_info")      # it reads the mailbox (loop thread only)
     cdef Process p = (<Pid>pid)._proc
     if not _alive(p):
         return None
@@ -419,7 +431,7 @@ def send_after(dest, msg, seconds):
 
     >>> t = pyotp.send_after(pyotp.self(), "tick", 1.0)
     """
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("send_after")
     return s.start_timer(TK_SEND, _seconds(seconds, "send_after"), dest, msg, None)
 
 
@@ -428,7 +440,7 @@ def start_timer(dest, msg, seconds):
 
     >>> t = pyotp.start_timer(pyotp.self(), "poll", 0.5)
     """
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("start_timer")
     return s.start_timer(TK_START, _seconds(seconds, "start_timer"), dest, msg, None)
 
 
@@ -438,7 +450,7 @@ def apply_after(seconds, fn, *args):
 
     >>> t = pyotp.apply_after(1.0, print, "later")
     """
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("apply_after")
     if not callable(fn):
         raise TypeError("apply_after expects a callable, got %r" % (fn,))
     return s.start_timer(TK_CALLBACK, _seconds(seconds, "apply_after"), fn, args, None)
@@ -452,7 +464,7 @@ def cancel_timer(timer):
     """
     if type(timer) is not Timer:
         raise BadArg("cancel_timer: %r is not a timer" % (timer,))
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("cancel_timer")
     cdef double left = s.wheel.remaining(<Timer>timer, False)
     if not s.wheel.cancel(<Timer>timer):
         return False
@@ -466,7 +478,7 @@ def read_timer(timer):
     """
     if type(timer) is not Timer:
         raise BadArg("read_timer: %r is not a timer" % (timer,))
-    cdef double left = _need_sched().wheel.remaining(<Timer>timer)
+    cdef double left = _loop_sched("read_timer").wheel.remaining(<Timer>timer)
     return False if left < 0 else left
 
 
@@ -496,6 +508,7 @@ def _node_detach():
     cdef Scheduler s = _sched
     if s is None:
         return
+    _on_loop_thread(s, "_node_detach")
     for p in list(s.procs.values()):
         _schedule_exit(<Process>p, _KILLED)
     if s.timer_handle is not None:
@@ -512,7 +525,7 @@ def _node_running():
 def _shutdown_all(reason="shutdown"):
     """Ask every process to stop, newest first: behaviours get a stop request (their
     terminate runs), others an exit signal. Returns a future resolved when none is left."""
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("_shutdown_all")
     fut = s.loop.create_future()
     if not s.procs:
         fut.set_result(None)
@@ -527,7 +540,7 @@ def _shutdown_all(reason="shutdown"):
 
 
 def _kill_all():
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("_kill_all")
     for p in reversed(list(s.procs.values())):
         _schedule_exit(<Process>p, _KILLED)
 
@@ -540,7 +553,7 @@ def _await_exit(pid):
 
 
 cdef object _gen_stop_monitor(object pid):
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("_await_exit")
     cdef Process t = (<Pid>pid)._proc if type(pid) is Pid else None
     fut = s.loop.create_future()
     if not _alive(t):
@@ -555,5 +568,5 @@ cdef object _gen_stop_monitor(object pid):
 
 def _stats():
     """Counters for tests and the demo."""
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("_stats")
     return {"processes": len(s.procs), "timers": s.wheel.count, "dispatched": s.dispatched}

@@ -440,7 +440,7 @@ def call(server, request, timeout=5.0):
 
     >>> n = await GenServer.call(counter, "get")
     """
-    cdef Process p = _current
+    cdef Process p = _current_here()
     if p is not None:
         if p.sync_cb:
             _caller_for_wait("GenServer.call()")
@@ -495,7 +495,7 @@ def _thread_call(server, request, timeout=5.0):
 def _sys_request(server, fn, timeout=5.0):
     """Internal (pyotp.sys): run fn(mod, state) -> (reply, new_state) inside a behaviour
     process between two messages and await the reply."""
-    cdef Process p = _current
+    cdef Process p = _current_here()
     if p is not None:
         if p.sync_cb:
             _caller_for_wait("a pyotp.sys request")

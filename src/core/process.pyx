@@ -131,6 +131,8 @@ cdef class Process:
         Task.cancel). Returns False if the process is dead."""
         if self.status == ST_DEAD:
             return False
+        if _sched is not None:
+            _on_loop_thread(_sched, "Process.cancel")
         self.cancel_requests += 1
         _cancel_wait(self, msg)
         return True

@@ -659,10 +659,21 @@ cdef inline Scheduler _need_sched():
     return _sched
 
 
-cdef Process _caller_for_wait(str what):
-    """The process that is about to wait, or a fresh external stand-in. Raises the
-    'make it async' error for plain callbacks."""
+cdef inline Process _current_here():
+    """The running process when the caller is its code; None elsewhere, and on every other
+    OS thread: `_current` is global and other threads run (the GIL switches) while a
+    process step is in progress, but they must never act as that process (its mailbox has
+    one consumer, the loop thread)."""
     cdef Process p = _current
+    if p is not None and (_sched is None or pyotp_thread_id() != _sched.loop_tid):
+        return None
+    return p
+
+
+cdef Process _caller_for_wait(str what):
+    """The process that is about to wait, or None (the caller is not a process). Raises
+    the 'make it async' error for plain callbacks."""
+    cdef Process p = _current_here()
     if p is not None:
         if p.sync_cb:
             raise CallbackError(
