@@ -143,7 +143,7 @@ def test_node_wide_default():
 
 
 def test_sends_from_other_threads_are_counted_and_the_kill_happens_on_the_loop():
-    node = pyotp.Runtime.start_thread(use_uvloop=False)
+    node = pyotp.Runtime.start_thread(use_uvloop=False, max_mailbox=50)
     got: "queue.Queue[object]" = queue.Queue()
 
     async def watcher(victim):
@@ -153,6 +153,12 @@ def test_sends_from_other_threads_are_counted_and_the_kill_happens_on_the_loop()
 
     try:
         victim = node.call_in_loop(lambda: pyotp.spawn_opt(idle, max_mailbox=1000))
+        default = node.spawn(idle)      # the handle's node-wide default (below) applies
+        node.spawn(watcher, default)
+        assert got.get(timeout=10) == "watching"
+        for i in range(51):
+            node.send(default, i)
+        assert got.get(timeout=10) == ("max_mailbox", 50)
         node.spawn(watcher, victim)
         assert got.get(timeout=10) == "watching"
         for i in range(5000):
@@ -185,3 +191,5 @@ def test_bad_values_are_clear_errors(bad):
     assert pyotp.run(main) == [True, True, True]
     with pytest.raises(BadArg, match="max_mailbox"):
         pyotp.run(idle, max_mailbox=bad)
+    with pytest.raises(BadArg, match="max_mailbox"):
+        pyotp.Runtime.start_thread(use_uvloop=False, max_mailbox=bad)

@@ -84,7 +84,7 @@ class Runtime:
         raise Exit(reason)
 
     @staticmethod
-    def start_thread(*, use_uvloop: Optional[bool] = None) -> "NodeThread":
+    def start_thread(*, use_uvloop: Optional[bool] = None, max_mailbox: Any = None) -> "NodeThread":
         """Run a node in a background thread; returns a handle whose methods block.
 
         >>> node = pyotp.Runtime.start_thread()
@@ -93,7 +93,7 @@ class Runtime:
         0
         >>> node.stop()
         """
-        return NodeThread(use_uvloop)
+        return NodeThread(use_uvloop, max_mailbox=max_mailbox)
 
 
 def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bool] = None,
@@ -149,7 +149,8 @@ class NodeThread:
     >>> node.stop()
     """
 
-    def __init__(self, use_uvloop: Optional[bool] = None) -> None:
+    def __init__(self, use_uvloop: Optional[bool] = None, *, max_mailbox: Any = None) -> None:
+        self._max_mailbox = max_mailbox
         self._loop = _new_loop(use_uvloop)
         self._ready = threading.Event()
         self._done: Optional[asyncio.Future[None]] = None
@@ -170,7 +171,7 @@ class NodeThread:
     async def _amain(self) -> None:
         self._done = self._loop.create_future()
         try:
-            async with Runtime():
+            async with Runtime(max_mailbox=self._max_mailbox):
                 self._ready.set()
                 await self._done
         except BaseException as e:  # pragma: no cover - surfaced to the starter
