@@ -251,24 +251,28 @@ cdef class DistChannel:
 
     cdef int _reentered(self) except -1:
         raise RuntimeError(
-            "re-entrant use of the connection to %s: something called while a message for it "
-            "was being encoded (a __reduce__, __index__ or finalizer) sent on it; that send "
-            "and the one being encoded fail" % (self.peer,))
+            "re-entrant use of the connection to %s: code that ran while a message for it was "
+            "being encoded (a __reduce__, __index__ or finalizer) sent on it; both sends fail"
+            % (self.peer,))
 
-    cdef Py_ssize_t _encoding(self) except -1:
+    cdef inline Py_ssize_t _encoding(self) except -1:
         """A frame starts at the end of wbuf: refuse re-entry, mark it."""
         if self.enc_at >= 0:
             self._reentered()
         self.enc_at = _etf_ba_size(self.wbuf)
-        self.enc_sent = 0
         return self.enc_at
 
-    cdef Py_ssize_t _encoded(self, Py_ssize_t start, bint ok, bint was_up) except -1:
-        """The frame at `start` is encoded (ok) or failed. Cut what a flush during the
-        encoding already wrote; drop the frame if it failed or its connection went down
-        meanwhile (then raise). Returns the frame's start in wbuf."""
-        cdef Py_ssize_t sent = self.enc_sent
+    cdef inline Py_ssize_t _encoded(self, Py_ssize_t start, bint ok, bint was_up) except -1:
+        """The frame at `start` is encoded (ok) or failed. Returns its start in wbuf."""
         self.enc_at = -1
+        if ok and self.enc_sent == 0 and (self.up or not was_up):
+            return start          # the usual case: nothing called back
+        return self._encoded_slow(start, ok, was_up)
+
+    cdef Py_ssize_t _encoded_slow(self, Py_ssize_t start, bint ok, bint was_up) except -1:
+        """Cut what a flush during the encoding already wrote; drop the frame if it failed
+        or its connection went down meanwhile (then raise)."""
+        cdef Py_ssize_t sent = self.enc_sent
         self.enc_sent = 0
         if sent:
             del self.wbuf[:sent]
