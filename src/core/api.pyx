@@ -9,15 +9,24 @@ cdef object _MISSING = object()
 
 
 cdef inline Process _self_proc(str what):
-    if _current is None:
+    cdef Process p = _current_here()
+    if p is None:
         raise CallbackError("%s must be called inside a pyotp process" % what)
-    return _current
+    return p
 
 
 cdef inline void _on_loop_thread(Scheduler s, str what) except *:
     if pyotp_thread_id() != s.loop_tid:
         raise RuntimeError("%s must run on the node's loop thread; from other threads use "
                            "the node handle (pyotp.Runtime.start_thread())" % what)
+
+
+cdef inline Scheduler _loop_sched(str what):
+    """The scheduler, for code that changes or walks the node's state (timer wheel,
+    process table, mailboxes): only its loop thread may."""
+    cdef Scheduler s = _need_sched()
+    _on_loop_thread(s, what)
+    return s
 
 
 def self():
@@ -71,6 +80,30 @@ def spawn_monitor(fn, *args):
     cdef Process me = _self_proc("spawn_monitor")
     cdef Process p = _spawn(fn, args)
     return (p.pid, _monitor(me, p.pid))
+
+
+def spawn_opt(fn, *args, link=False, monitor=False, max_mailbox=None):
+    """Like spawn, with options (Erlang's ``spawn_opt``): ``link=True`` links it to the
+    caller, ``monitor=True`` monitors it and returns ``(pid, ref)``, ``max_mailbox`` sets
+    its mailbox limit (see ``process_flag("max_mailbox", ...)``).
+
+    >>> pid = pyotp.spawn_opt(worker, 1, max_mailbox=10_000)
+    >>> pid, ref = pyotp.spawn_opt(worker, 2, monitor=True, max_mailbox={"size": 100, "kill": False})
+    """
+    cdef Process me = None
+    cdef tuple spec = None
+    if link or monitor:
+        me = _self_proc("spawn_opt(link/monitor)")
+    if max_mailbox is not None:
+        spec = _mbx_parse(max_mailbox, "spawn_opt")
+    cdef Process p = _spawn(fn, args)
+    if spec is not None:
+        _mbx_set(p, spec)
+    if link:
+        _link(me, p.pid)
+    if monitor:
+        return (p.pid, _monitor(me, p.pid))
+    return p.pid
 
 
 def send(dest, msg):
@@ -212,7 +245,7 @@ def whereis(name):
 
 def registered():
     """All locally registered names."""
-    return list(_need_sched().names)
+    return list(_loop_sched("registered").names)
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,14 +320,29 @@ def exit(pid_or_reason, reason=_MISSING):
 
 
 def process_flag(flag, value):
-    """Set a process flag and return its old value; supports ``"trap_exit"``.
+    """Set a process flag of the calling process and return its old value.
+
+    - ``"trap_exit"``: exit signals become ``("EXIT", from, reason)`` messages.
+    - ``"max_mailbox"``: a limit on the messages queued in the mailbox, in the spirit of
+      OTP's ``max_heap_size``: an int (0: no limit), or a dict ``{"size": n, "kill": bool,
+      "log": bool}`` (both default True). Past the limit the process is killed with reason
+      ``("max_mailbox", n)`` (``kill``) and an error is logged (``log``); with
+      ``kill=False`` a warning is logged once. The old value comes back as such a dict.
 
     >>> pyotp.process_flag("trap_exit", True)
     False
+    >>> pyotp.process_flag("max_mailbox", 100_000)
+    {'size': 0, 'kill': True, 'log': True}
     """
     cdef Process p = _self_proc("process_flag")
+    cdef dict old_mbx
+    if flag == "max_mailbox":
+        spec = _mbx_parse(value, "process_flag")
+        old_mbx = _mbx_get(p.mb.limit, p.mbx_kill or p.mb.limit == 0, p.mbx_log or p.mb.limit == 0)
+        _mbx_set(p, spec)
+        return old_mbx
     if flag != "trap_exit":
-        raise BadArg("process_flag: unsupported flag %r" % (flag,))
+        raise BadArg("process_flag: unsupported flag %r (trap_exit, max_mailbox)" % (flag,))
     old = p.trap_exit
     p.trap_exit = bool(value)
     return old
@@ -317,7 +365,7 @@ cdef object _local_pid(object id, object serial):
 
 def processes():
     """The pids of all live processes on this node, oldest first."""
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("processes")
     return [(<Process>p).pid for p in s.procs.values()]
 
 
@@ -340,6 +388,9 @@ def process_info(pid):
     """
     if type(pid) is not Pid or not (<Pid>pid).is_local():
         raise BadArg("process_info: %r is not a local pid" % (pid,))
+    if _sched is None:
+        return None
+    _on_loop_thread(_sched, "process_info")      # it reads the mailbox (loop thread only)
     cdef Process p = (<Pid>pid)._proc
     if not _alive(p):
         return None
@@ -380,7 +431,7 @@ def send_after(dest, msg, seconds):
 
     >>> t = pyotp.send_after(pyotp.self(), "tick", 1.0)
     """
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("send_after")
     return s.start_timer(TK_SEND, _seconds(seconds, "send_after"), dest, msg, None)
 
 
@@ -389,7 +440,7 @@ def start_timer(dest, msg, seconds):
 
     >>> t = pyotp.start_timer(pyotp.self(), "poll", 0.5)
     """
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("start_timer")
     return s.start_timer(TK_START, _seconds(seconds, "start_timer"), dest, msg, None)
 
 
@@ -399,7 +450,9 @@ def apply_after(seconds, fn, *args):
 
     >>> t = pyotp.apply_after(1.0, print, "later")
     """
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("apply_after")
+    if not callable(fn):
+        raise TypeError("apply_after expects a callable, got %r" % (fn,))
     return s.start_timer(TK_CALLBACK, _seconds(seconds, "apply_after"), fn, args, None)
 
 
@@ -411,7 +464,7 @@ def cancel_timer(timer):
     """
     if type(timer) is not Timer:
         raise BadArg("cancel_timer: %r is not a timer" % (timer,))
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("cancel_timer")
     cdef double left = s.wheel.remaining(<Timer>timer, False)
     if not s.wheel.cancel(<Timer>timer):
         return False
@@ -425,19 +478,28 @@ def read_timer(timer):
     """
     if type(timer) is not Timer:
         raise BadArg("read_timer: %r is not a timer" % (timer,))
-    cdef double left = _need_sched().wheel.remaining(<Timer>timer)
+    cdef double left = _loop_sched("read_timer").wheel.remaining(<Timer>timer)
     return False if left < 0 else left
 
 
 # ---------------------------------------------------------------------------------------
 # Node lifecycle (driven by pyotp.runtime)
 
-def _node_attach(loop):
-    """Start the node's scheduler on `loop` (the calling thread must be the loop's)."""
+def _node_attach(loop, max_mailbox=None):
+    """Start the node's scheduler on `loop` (the calling thread must be the loop's);
+    ``max_mailbox`` is the default of every process it spawns (None: no limit)."""
     global _sched
+    cdef tuple spec = None
     if _sched is not None:
         raise RuntimeError("a pyotp node is already running in this OS process")
-    _sched = Scheduler(loop)
+    if max_mailbox is not None:
+        spec = _mbx_parse(max_mailbox, "max_mailbox")
+    cdef Scheduler s = Scheduler(loop)
+    if spec is not None:
+        s.mbx_size = spec[0]
+        s.mbx_kill = spec[1]
+        s.mbx_log = spec[2]
+    _sched = s
 
 
 def _node_detach():
@@ -446,6 +508,7 @@ def _node_detach():
     cdef Scheduler s = _sched
     if s is None:
         return
+    _on_loop_thread(s, "_node_detach")
     for p in list(s.procs.values()):
         _schedule_exit(<Process>p, _KILLED)
     if s.timer_handle is not None:
@@ -462,7 +525,7 @@ def _node_running():
 def _shutdown_all(reason="shutdown"):
     """Ask every process to stop, newest first: behaviours get a stop request (their
     terminate runs), others an exit signal. Returns a future resolved when none is left."""
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("_shutdown_all")
     fut = s.loop.create_future()
     if not s.procs:
         fut.set_result(None)
@@ -477,7 +540,7 @@ def _shutdown_all(reason="shutdown"):
 
 
 def _kill_all():
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("_kill_all")
     for p in reversed(list(s.procs.values())):
         _schedule_exit(<Process>p, _KILLED)
 
@@ -490,7 +553,7 @@ def _await_exit(pid):
 
 
 cdef object _gen_stop_monitor(object pid):
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("_await_exit")
     cdef Process t = (<Pid>pid)._proc if type(pid) is Pid else None
     fut = s.loop.create_future()
     if not _alive(t):
@@ -505,5 +568,5 @@ cdef object _gen_stop_monitor(object pid):
 
 def _stats():
     """Counters for tests and the demo."""
-    cdef Scheduler s = _need_sched()
+    cdef Scheduler s = _loop_sched("_stats")
     return {"processes": len(s.procs), "timers": s.wheel.count, "dispatched": s.dispatched}

@@ -23,6 +23,7 @@ cdef extern from "platform.h":
     int pyotp_cas_int(long* p, long expected, long desired) nogil
     void pyotp_store_int(long* p, long v) nogil
     long pyotp_load_int(long* p) nogil
+    long pyotp_add_int(long* p, long d) nogil
     double pyotp_monotonic_ms() nogil
     unsigned long pyotp_thread_id() nogil
     int PYOTP_CAN_SPIN

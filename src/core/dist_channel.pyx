@@ -16,6 +16,13 @@
 #    operations, a malformed term, an undecodable payload) goes, whole and untouched, to
 #    the Python Connection (`conn._frame(view)`), which validates it and reports precisely.
 #  - `wbuf` holds only complete frames: an encoding error leaves it as it was.
+#  - Encoding a term can run Python code (pickle's __reduce__, __index__, finalizers), which
+#    can call back into the node. While a frame is being encoded (`enc_at` >= 0) wbuf is
+#    never replaced or shortened: a send on this channel raises RuntimeError (which fails
+#    the outer send too), a flush writes only the complete frames before the one being
+#    encoded (they are cut from wbuf once the encoding ends), and a frame whose connection
+#    went down meanwhile is dropped with RuntimeError. The encoder pins wbuf (etf.pyx), so
+#    nothing else can resize it either.
 
 from libc.string cimport memmove
 
@@ -35,12 +42,15 @@ cdef dict _dist_channels = {}    # node name -> DistChannel, while connected
 _dist_no_msg = _DC_NO_MSG
 
 
-def _dist_channel_up(node, DistChannel ch):
+def _dist_channel_up(node, DistChannel ch not None):
     """The connection to `node` completed its handshake: route to its channel."""
+    _on_loop_thread(_need_sched(), "_dist_channel_up")
+    if type(node) is not Atom and type(node) is not str:
+        raise TypeError("_dist_channel_up: node must be a str, got %r" % (node,))
     _dist_channels[node] = ch
 
 
-def _dist_channel_down(node, DistChannel ch):
+def _dist_channel_down(node, DistChannel ch not None):
     if _dist_channels.get(node) is ch:
         del _dist_channels[node]
 
@@ -140,6 +150,7 @@ cdef inline object _dc_wire_target(object dest):
     return Atom(dest[0])
 
 
+@cython.auto_pickle(False)     # its state is a live connection's: never rebuilt from data
 cdef class DistChannel:
     """The per-message half of a distribution connection (internal: made and driven by
     ``pyotp.dist.connection.Connection``).
@@ -156,7 +167,7 @@ cdef class DistChannel:
     cdef public bint up
     cdef public Py_ssize_t received   # frames received, ticks included (tick check)
     cdef public bint wrote            # something was written since the last tick check
-    cdef public bytearray rbuf        # the shared receive buffer; bytes [r, w) are unparsed
+    cdef readonly bytearray rbuf      # the shared receive buffer; bytes [r, w) are unparsed
     cdef object rmv                   # a view of rbuf, kept: get_buffer hands out its slices
     cdef public Py_ssize_t r
     cdef public Py_ssize_t w
@@ -176,6 +187,8 @@ cdef class DistChannel:
     cdef dict virtual                 # the kernel's: name -> handler(conn, msg)
     cdef object kernel_pid
     cdef dict reg_heads               # name -> encoded head of a REG_SEND frame
+    cdef Py_ssize_t enc_at            # offset in wbuf of the frame being encoded, or -1
+    cdef Py_ssize_t enc_sent          # wbuf[:enc_sent] was written while it was encoded
 
     def __init__(self, conn, loop, dict calls, dict name_monitors, dict virtual, Py_ssize_t bufsize):
         self.conn = conn
@@ -190,6 +203,7 @@ cdef class DistChannel:
         self.flush_cb = self._flush
         self.reg_heads = {}
         self.max_inflated = 0xFFFFFFFF
+        self.enc_at = -1
 
     def release(self):
         """The connection is closed: drop the buffers and the references back to it (the
@@ -210,9 +224,11 @@ cdef class DistChannel:
         self.r = self.w = self.big_fill = 0
         self.reg_heads = {}
 
-    def resize(self, bytearray buf, Py_ssize_t size):
+    def resize(self, bytearray buf not None, Py_ssize_t size):
         """Resize ``buf`` in place (BufferError while something views it): a big frame's
         buffer grows as its bytes arrive."""
+        if size < 0:
+            raise ValueError("resize: size must be >= 0, got %d" % size)
         _etf_ba_resize(buf, size)
 
     def start(self, transport, peer, int python, loads, kernel_pid):
@@ -268,17 +284,69 @@ cdef class DistChannel:
             self.flush_handle = self.loop.call_soon(self.flush_cb)
         return 0
 
+    cdef int _reentered(self) except -1:
+        raise RuntimeError(
+            "re-entrant use of the connection to %s: code that ran while a message for it was "
+            "being encoded (a __reduce__, __index__ or finalizer) sent on it; both sends fail"
+            % (self.peer,))
+
+    cdef inline Py_ssize_t _encoding(self) except -1:
+        """A frame starts at the end of wbuf: refuse re-entry, mark it."""
+        if self.enc_at >= 0:
+            self._reentered()
+        self.enc_at = _etf_ba_size(self.wbuf)
+        return self.enc_at
+
+    cdef inline Py_ssize_t _encoded(self, Py_ssize_t start, bint ok, bint was_up) except -1:
+        """The frame at `start` is encoded (ok) or failed. Returns its start in wbuf."""
+        self.enc_at = -1
+        if ok and self.enc_sent == 0 and (self.up or not was_up):
+            return start          # the usual case: nothing called back
+        return self._encoded_slow(start, ok, was_up)
+
+    cdef Py_ssize_t _encoded_slow(self, Py_ssize_t start, bint ok, bint was_up) except -1:
+        """Cut what a flush during the encoding already wrote; drop the frame if it failed
+        or its connection went down meanwhile (then raise)."""
+        cdef Py_ssize_t sent = self.enc_sent
+        self.enc_sent = 0
+        if sent:
+            del self.wbuf[:sent]
+            start -= sent
+        if not ok or (was_up and not self.up):
+            if _etf_ba_size(self.wbuf) > start:
+                _etf_ba_resize(self.wbuf, start)
+            if ok:
+                raise RuntimeError("the connection to %s closed while a message for it was "
+                                   "being encoded (its encoder called back into the node)"
+                                   % (self.peer,))
+        return start
+
     cdef int _frame(self, object ctrl, object msg) except -1:
         """Queue 'p' + ctrl (+ msg unless _DC_NO_MSG)."""
-        cdef Py_ssize_t start = self._open()
+        cdef bint was_up = self.up
+        cdef Py_ssize_t start = self._encoding()
         try:
+            self._open()
             _etf_append(self.wbuf, ctrl, False)
             if msg is not _DC_NO_MSG:
                 _etf_append(self.wbuf, msg, self.python)
         except BaseException:
-            _etf_ba_resize(self.wbuf, start)
+            self._encoded(start, False, was_up)
             raise
-        return self._close(start)
+        return self._close(self._encoded(start, True, was_up))
+
+    cdef int _big(self, tuple ctrl, object msg) except -1:
+        """A python-mode payload holding large buffers: the Connection writes its chunks
+        without copying them (pickling it can call back into the node as well)."""
+        cdef bint was_up = self.up
+        cdef Py_ssize_t start = self._encoding()
+        try:
+            self.conn._write_big(ctrl, msg)
+        except BaseException:
+            self._encoded(start, False, was_up)
+            raise
+        self._encoded(start, True, was_up)
+        return 0
 
     def control(self, ctrl, msg=_DC_NO_MSG):
         """Queue a frame: 'p' + control term (+ payload term). Raises, queueing nothing,
@@ -288,7 +356,7 @@ cdef class DistChannel:
     cpdef send(self, to, msg):
         """SEND ``msg`` to the remote pid ``to``."""
         if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
-            self.conn._write_big((_DC_SEND, _DC_EMPTY, to), msg)
+            self._big((_DC_SEND, _DC_EMPTY, to), msg)
         else:
             self._frame((_DC_SEND, _DC_EMPTY, to), msg)
 
@@ -296,7 +364,7 @@ cdef class DistChannel:
         """REG_SEND from the local pid ``frm`` to the peer's registered ``name``."""
         cdef tuple ctrl = (_DC_REG_SEND, frm, _DC_EMPTY, Atom(name))
         if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
-            self.conn._write_big(ctrl, msg)
+            self._big(ctrl, msg)
         else:
             self._frame(ctrl, msg)
 
@@ -316,14 +384,15 @@ cdef class DistChannel:
             if len(self.reg_heads) > 1024:
                 self.reg_heads.clear()
             self.reg_heads[name] = head
-        start = _etf_ba_size(self.wbuf)
-        self.wbuf += <bytes>head
+        cdef bint was_up = self.up
+        start = self._encoding()
         try:
+            self.wbuf += <bytes>head
             _etf_append(self.wbuf, msg, self.python)
         except BaseException:
-            _etf_ba_resize(self.wbuf, start)
+            self._encoded(start, False, was_up)
             raise
-        self._close(start)
+        self._close(self._encoded(start, True, was_up))
 
     cpdef call(self, frm, to, ref, request):
         """A GenServer call from local ``frm`` to the remote server ``to`` (pid or
@@ -364,6 +433,14 @@ cdef class DistChannel:
 
     cdef int _write(self) except -1:
         cdef bytearray b = self.wbuf
+        if self.enc_at >= 0:
+            # a flush from inside an encoder: the complete frames before the one being
+            # encoded go now (closing the connection must not lose them), in a copy
+            if self.enc_at > self.enc_sent and self.up and self.transport is not None:
+                self.transport.write(b[self.enc_sent:self.enc_at])
+                self.enc_sent = self.enc_at
+                self.wrote = True
+            return 0
         if _etf_ba_size(b) and self.up and self.transport is not None:
             self.wbuf = bytearray()
             self.transport.write(b)
@@ -378,6 +455,7 @@ cdef class DistChannel:
             if self.big_fill == len(self.big_mv):
                 self.conn._grow_big()      # full, the frame is not: it grows as bytes come
             return self.big_mv[self.big_fill:]
+        self._check_offsets()
         if _etf_ba_size(self.rbuf) - self.w < 8192:
             self._compact()
         return self.rmv[self.w:]
@@ -435,6 +513,7 @@ cdef class DistChannel:
             _wait_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
             if not ok:
                 return 0
+            self._check_offsets()
             self._compact()
             if _etf_ba_size(self.rbuf) - self.w < 4096:
                 return 0            # a large frame is building up: the loop reads it
@@ -452,7 +531,16 @@ cdef class DistChannel:
         """The handshake just completed: dispatch the frames already received."""
         self._feed()
 
+    cdef int _check_offsets(self) except -1:
+        # r and w are public (the Connection parses the handshake with them): offsets
+        # that do not fit the buffer are refused rather than read or written through
+        if not (0 <= self.r <= self.w <= _etf_ba_size(self.rbuf)):
+            raise ValueError("DistChannel: receive offsets r=%d, w=%d do not fit the %d-byte buffer"
+                             % (self.r, self.w, _etf_ba_size(self.rbuf)))
+        return 0
+
     cdef int _feed(self) except -1:
+        self._check_offsets()
         self.r = self._dispatch(self.r, self.w)
         if self.r == self.w:
             self.r = self.w = 0
@@ -465,6 +553,7 @@ cdef class DistChannel:
         """Dispatch the complete frames in ``rbuf[r:w]``; return the offset of the first
         byte not consumed (the start of an incomplete frame). Stops early when the
         channel goes down."""
+        global _etf_oob_copy
         cdef bytearray buf = self.rbuf
         cdef uint32_t n
         cdef Py_ssize_t end
@@ -473,7 +562,9 @@ cdef class DistChannel:
         # Processes woken by these frames run right after them, in this same callback
         # (as timers do): claiming the scheduler's wakeup saves a loop iteration per read.
         cdef bint claimed = s is not None and pyotp_cas_int(&s.wake_pending, 0, 1)
+        cdef bint oob_copy = _etf_oob_copy
         self.feeding = True
+        _etf_oob_copy = True      # rbuf is reused: decoded out-of-band buffers are copies
         try:
             while w - r >= 4 and self.up:
                 n = _etf_rd32(<const unsigned char*>_etf_ba_str(buf) + r)
@@ -490,6 +581,7 @@ cdef class DistChannel:
                     self.conn._frame(self.rmv[r + 4:end])
                 r = end
         finally:
+            _etf_oob_copy = oob_copy
             self.received += count
             try:
                 if claimed:

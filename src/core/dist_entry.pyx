@@ -11,6 +11,26 @@
 #  - A reply to a call made to a remote server arrives as a plain message `(ref, value)`;
 #    if the caller is waiting for exactly that ref it is woken at once (O(1), never queued),
 #    and a late one (the caller gave up) is dropped because the ref is an alias.
+#  - The Python-visible entry points (the `def`s, importable from pyotp._core although
+#    internal) check the node is running, the thread and their arguments' types, and raise
+#    otherwise: nothing reachable from Python may crash the interpreter.
+
+cdef int _dist_entry(str what) except -1:
+    _on_loop_thread(_need_sched(), what)
+    return 0
+
+
+cdef int _dist_need(object x, type t, str what, str arg) except -1:
+    if type(x) is not t:
+        raise TypeError("%s: %s must be a %s, got %r" % (what, arg, t.__name__, x))
+    return 0
+
+
+cdef int _dist_need_remote(object pid, str what, str arg) except -1:
+    if type(pid) is not Pid or (<Pid>pid).is_local():
+        raise TypeError("%s: %s must be a remote pid, got %r" % (what, arg, pid))
+    return 0
+
 
 cdef inline Process _local_proc(object pid):
     if type(pid) is not Pid or not (<Pid>pid).is_local():
@@ -21,6 +41,7 @@ cdef inline Process _local_proc(object pid):
 
 def _dist_deliver(to, msg):
     """A message from another node for the local pid or registered name `to`."""
+    _dist_entry("_dist_deliver")
     return _dist_deliver_c(to, msg)
 
 
@@ -46,6 +67,8 @@ cdef bint _dist_deliver_c(object to, object msg) except -1:
 def _dist_link(remote_pid, local_pid):
     """LINK from remote_pid: returns False if the local process is dead (the caller then
     answers with an EXIT noproc)."""
+    _dist_entry("_dist_link")
+    _dist_need_remote(remote_pid, "_dist_link", "remote_pid")
     cdef Process p = _local_proc(local_pid)
     if p is None:
         return False
@@ -54,6 +77,7 @@ def _dist_link(remote_pid, local_pid):
 
 
 def _dist_unlink(remote_pid, local_pid):
+    _dist_entry("_dist_unlink")
     cdef Process p = _local_proc(local_pid)
     if p is not None:
         _links_discard(p, remote_pid)
@@ -61,6 +85,7 @@ def _dist_unlink(remote_pid, local_pid):
 
 def _dist_exit(remote_pid, local_pid, reason, linked):
     """EXIT (linked=True) or EXIT2 (linked=False) from remote_pid."""
+    _dist_entry("_dist_exit")
     cdef Process p = _local_proc(local_pid)
     if p is None:
         return
@@ -73,6 +98,9 @@ def _dist_exit(remote_pid, local_pid, reason, linked):
 def _dist_monitor(remote_pid, target, ref):
     """MONITOR_P from remote_pid on a local pid or name. Returns the monitored Pid, or
     None when the target does not exist (the caller answers with DOWN noproc)."""
+    _dist_entry("_dist_monitor")
+    _dist_need_remote(remote_pid, "_dist_monitor", "remote_pid")
+    _dist_need(ref, Reference, "_dist_monitor", "ref")
     return _dist_monitor_c(remote_pid, target, ref)
 
 
@@ -80,6 +108,8 @@ cdef object _dist_monitor_c(object remote_pid, object target, object ref):
     cdef Process p
     if type(target) is Pid:
         p = _local_proc(target)
+    elif _sched is None:
+        return None
     else:
         p = _sched.names.get(target)
     if p is None:
@@ -92,6 +122,8 @@ def _dist_add_monitor(local_pid, target, ref):
     """A monitor the peer set up for local_pid on its process `target` (SPAWN_REQUEST's
     monitor option): record it so the DOWN tagged `ref` is delivered. False when
     local_pid is dead."""
+    _dist_entry("_dist_add_monitor")
+    _dist_need(ref, Reference, "_dist_add_monitor", "ref")
     cdef Process w = _local_proc(local_pid)
     if w is None:
         return False
@@ -102,6 +134,7 @@ def _dist_add_monitor(local_pid, target, ref):
 
 
 def _dist_demonitor(target, ref):
+    _dist_entry("_dist_demonitor")
     _dist_demonitor_c(target, ref)
 
 
@@ -109,6 +142,8 @@ cdef int _dist_demonitor_c(object target, object ref) except -1:
     cdef Process p
     if type(target) is Pid:
         p = _local_proc(target)
+    elif _sched is None:
+        return 0
     else:
         p = _sched.names.get(target)
     if p is not None and p.monitored_by is not None:
@@ -118,6 +153,7 @@ cdef int _dist_demonitor_c(object target, object ref) except -1:
 
 def _dist_down(local_pid, ref, obj, reason):
     """MONITOR_P_EXIT for a monitor that local_pid holds on a remote process `obj`."""
+    _dist_entry("_dist_down")
     cdef Process w = _local_proc(local_pid)
     cdef bint known
     if w is None:
@@ -135,6 +171,7 @@ def _dist_node_down(node):
     monitor on it a DOWN with `noconnection`, every call waiting on it fails."""
     cdef Process p
     cdef list work = []
+    _dist_entry("_dist_node_down")
     for p in list(_sched.procs.values()):
         if p.links:
             for other in list(p.links):
@@ -171,6 +208,7 @@ cdef bint _dist_awaits(object pid, object ref) except -1:
 
 def _dist_remote_wait(pid):
     """(ref, server) of the remote call local `pid` is waiting for, or None."""
+    _dist_entry("_dist_remote_wait")
     cdef Process p = _local_proc(pid)
     if p is None or p.wait != W_REPLY:
         return None

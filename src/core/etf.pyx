@@ -32,6 +32,7 @@ from libc.math cimport isfinite
 from libc.stdint cimport int32_t
 from cpython.mem cimport PyMem_Realloc
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM, PyList_GET_SIZE
@@ -53,6 +54,19 @@ cdef extern from "Python.h":
     char* _etf_ba_str "PyByteArray_AS_STRING"(object)
     Py_ssize_t _etf_ba_size "PyByteArray_GET_SIZE"(object)
     void _etf_err_clear "PyErr_Clear"()
+
+# Encoding into a caller's bytearray keeps a raw pointer to its storage while Python code
+# may run (pickle's __reduce__, an int subclass's __index__, a finalizer): the bytearray is
+# pinned meanwhile, as an exported buffer pins it, so that code gets BufferError from any
+# resize instead of leaving the encoder writing into freed memory. Only the encoder's own
+# growth unpins it for the moment of its resize.
+cdef extern from *:
+    """
+    static inline void pyotp_ba_pin(PyObject *b) { ((PyByteArrayObject *)b)->ob_exports++; }
+    static inline void pyotp_ba_unpin(PyObject *b) { ((PyByteArrayObject *)b)->ob_exports--; }
+    """
+    void _etf_ba_pin "pyotp_ba_pin"(object) noexcept
+    void _etf_ba_unpin "pyotp_ba_unpin"(object) noexcept
 
 
 # ---------------------------------------------------------------------------------------
@@ -498,7 +512,11 @@ cdef int _etf_grow(_EtfEnc* e, Py_ssize_t need) except -1:
     if newcap < want:
         newcap = want + 64
     if e.bytearray != NULL:
-        _etf_ba_resize(<object>e.bytearray, newcap)
+        _etf_ba_unpin(<object>e.bytearray)
+        try:
+            _etf_ba_resize(<object>e.bytearray, newcap)
+        finally:
+            _etf_ba_pin(<object>e.bytearray)
         e.data = <unsigned char*>_etf_ba_str(<object>e.bytearray)
     elif e.heap == NULL:
         p = <unsigned char*>PyMem_Malloc(newcap)
@@ -1310,7 +1328,7 @@ def term_to_binary(term, *, compressed=False, bint python=False):
             PyMem_Free(e.heap)
 
 
-def encode_term_into(bytearray buf, term, bint python=False):
+def encode_term_into(bytearray buf not None, term, bint python=False):
     """Append ``131`` + the encoding of ``term`` to ``buf`` (no intermediate bytes object),
     for building distribution frames in place. Returns the number of bytes appended. On
     error ``buf`` is left as it was.
@@ -1332,13 +1350,16 @@ cdef Py_ssize_t _etf_append(bytearray buf, object term, int python) except -1:
     e.data = <unsigned char*>_etf_ba_str(buf)
     e.cap = old + 64
     e.len = old
+    _etf_ba_pin(buf)
     try:
         e.data[e.len] = _ETF_VERSION
         e.len += 1
         _etf_enc(&e, term)
     except BaseException:
+        _etf_ba_unpin(buf)
         _etf_ba_resize(buf, old)
         raise
+    _etf_ba_unpin(buf)
     _etf_ba_resize(buf, e.len)
     return e.len - old
 
@@ -1590,6 +1611,13 @@ cdef Py_ssize_t _etf_ext_binary(_EtfDec* d, Py_ssize_t start, Py_ssize_t* n) exc
     return d.pos - n[0]
 
 
+# Set by the distribution channel while it decodes frames in its shared receive buffer,
+# which the next read overwrites: out-of-band buffers are then copied (into bytearrays,
+# writable as views of a bytearray are), so what a process receives owns its memory.
+# Frames of 64 KiB or more arrive in a buffer of their own and keep zero-copy views.
+cdef bint _etf_oob_copy = False
+
+
 cdef object _etf_dec_pyext(_EtfDec* d, Py_ssize_t arity, Py_ssize_t start, Py_ssize_t mlen):
     """python mode: {'$pyotp', Kind, ...} (docs/etf.md, "Python extension")."""
     cdef int kind
@@ -1623,7 +1651,10 @@ cdef object _etf_dec_pyext(_EtfDec* d, Py_ssize_t arity, Py_ssize_t start, Py_ss
             d.pos += 5
             for i in range(cnt):
                 at = _etf_ext_binary(d, start, &n)
-                bufs.append(_etf_slice(d, at, at + n))
+                if _etf_oob_copy:
+                    bufs.append(PyByteArray_FromStringAndSize(<const char*>d.buf + at, n))
+                else:
+                    bufs.append(_etf_slice(d, at, at + n))
             _etf_need(d, 1, b"python-extension buffer list")
         if d.buf[d.pos] != _ETF_NIL:
             _etf_fail(d, d.pos, "malformed $pyotp extension term (bad buffer list)")

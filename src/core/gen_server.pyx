@@ -34,6 +34,7 @@ cdef object _OK = "ok"
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class GenSpec:
     """The callbacks of one behaviour class, resolved once."""
     cdef object cls
@@ -439,7 +440,7 @@ def call(server, request, timeout=5.0):
 
     >>> n = await GenServer.call(counter, "get")
     """
-    cdef Process p = _current
+    cdef Process p = _current_here()
     if p is not None:
         if p.sync_cb:
             _caller_for_wait("GenServer.call()")
@@ -463,8 +464,9 @@ cdef object _external_call(object server, object request, object timeout):
     return fut
 
 
-def _thread_call_start(server, request, timeout, _ThreadWaiter waiter):
+def _thread_call_start(server, request, timeout, _ThreadWaiter waiter not None):
     """Runs on the loop thread for a blocking call made from another thread."""
+    _on_loop_thread(_need_sched(), "_thread_call_start")
     cdef Process proxy = _external_caller(waiter)
     try:
         _begin_call(proxy, server, request, timeout)
@@ -481,6 +483,10 @@ def _thread_call_start(server, request, timeout, _ThreadWaiter waiter):
 def _thread_call(server, request, timeout=5.0):
     """Blocking GenServer.call from a thread that is not the node's loop thread."""
     cdef Scheduler s = _need_sched()
+    if pyotp_thread_id() == s.loop_tid:
+        raise RuntimeError("a blocking GenServer call on the node's own loop thread would "
+                           "deadlock: await GenServer.call(...) instead")
+    _timeout_arg(timeout, "call")
     cdef _ThreadWaiter w = _ThreadWaiter()
     s.loop.call_soon_threadsafe(_thread_call_start, server, request, timeout, w)
     return w.wait(None if timeout is None or timeout == "infinity" else timeout + 5.0)
@@ -489,13 +495,14 @@ def _thread_call(server, request, timeout=5.0):
 def _sys_request(server, fn, timeout=5.0):
     """Internal (pyotp.sys): run fn(mod, state) -> (reply, new_state) inside a behaviour
     process between two messages and await the reply."""
-    cdef Process p = _current
+    cdef Process p = _current_here()
     if p is not None:
         if p.sync_cb:
             _caller_for_wait("a pyotp.sys request")
         _begin_call(p, server, fn, timeout, K_SYS)
         return _suspended()
     cdef Scheduler s = _need_sched()
+    _on_loop_thread(s, "a pyotp.sys request")
     fut = s.loop.create_future()
     cdef Process proxy = _external_caller(fut)
     try:
@@ -570,10 +577,11 @@ def cast(server, request):
 # ---------------------------------------------------------------------------------------
 # Start and stop
 
-def _gen_start(cls, arg, name, bint link, timeout):
+def _gen_start(cls, arg, name, bint link, timeout, max_mailbox=None):
     """Internal (GenServer.start/start_link): spawn a behaviour process, run init in it,
     and return an awaitable of ("ok", pid) | "ignore" | ("error", reason)."""
     cdef Scheduler s = _need_sched()
+    cdef tuple mbx = None if max_mailbox is None else _mbx_parse(max_mailbox, "start")
     cdef Process caller = _caller_for_wait("GenServer.start_link()")
     cdef Process p
     cdef object existing, fut = None
@@ -590,6 +598,8 @@ def _gen_start(cls, arg, name, bint link, timeout):
         fut = s.loop.create_future()
         caller = _external_caller(fut)
     p = s.new_process(PK_GEN)
+    if mbx is not None:
+        _mbx_set(p, mbx)
     p.spec = spec
     p.mod = cls.__new__(cls)
     p.init_arg = arg

@@ -11,6 +11,11 @@
 #    after it, so a receive that waits examines each message once (Erlang's save pointer).
 #    Any new receive resets it.
 #  - A node owns one reference to each non-NULL object field.
+#  - `limit` (max_mailbox, 0 = off) is written on the scheduler thread only. While it is
+#    set, producers count their pushes into `outer` (atomically) and the consumer counts
+#    what it takes out of `q`, so `outer + length` is the queue's length; approximate (a
+#    push racing with setting the limit is not counted), never more than that: it only
+#    decides when to kill or warn, on the scheduler thread (scheduler.pyx _mbx_check).
 
 cdef enum:
     K_MSG = 0       # plain message: a
@@ -31,6 +36,8 @@ cdef struct Mailbox:
     Msg* tail
     Py_ssize_t length
     Msg* save
+    long limit                # max_mailbox: 0 = off
+    long outer                # while limit is set: messages in q (approximately)
 
 
 cdef inline Msg* msg_new(int kind, object a, object b) except NULL:
@@ -74,6 +81,8 @@ cdef inline void mb_init(Mailbox* mb) noexcept:
     mb.tail = NULL
     mb.length = 0
     mb.save = NULL
+    mb.limit = 0
+    mb.outer = 0
 
 
 cdef inline void mb_push(Mailbox* mb, Msg* m) noexcept nogil:
@@ -99,6 +108,8 @@ cdef inline int mb_drain(Mailbox* mb) noexcept:
         r = pyotp_mpsc_pop(&mb.q, &n)
         if r == PYOTP_Q_ITEM:
             mb_append_inner(mb, <Msg*>n)
+            if mb.limit:
+                pyotp_add_int(&mb.outer, -1)
         else:
             return r == PYOTP_Q_BUSY
 
@@ -117,6 +128,8 @@ cdef inline Msg* mb_pop(Mailbox* mb) noexcept:
             mb.save = NULL
         return m
     if pyotp_mpsc_pop(&mb.q, &n) == PYOTP_Q_ITEM:
+        if mb.limit:
+            pyotp_add_int(&mb.outer, -1)
         return <Msg*>n
     return NULL
 

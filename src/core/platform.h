@@ -47,6 +47,9 @@ static __forceinline void pyotp_store_int(volatile long *p, long v) {
 static __forceinline long pyotp_load_int(volatile long *p) {
     return InterlockedCompareExchange(p, 0, 0);
 }
+static __forceinline long pyotp_add_int(volatile long *p, long d) {   /* the new value */
+    return InterlockedExchangeAdd(p, d) + d;
+}
 #else
 static inline void *pyotp_xchg_ptr(void *volatile *p, void *v) {
     return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL);
@@ -66,6 +69,9 @@ static inline void pyotp_store_int(volatile long *p, long v) {
 }
 static inline long pyotp_load_int(volatile long *p) {
     return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+static inline long pyotp_add_int(volatile long *p, long d) {   /* the new value */
+    return __atomic_add_fetch(p, d, __ATOMIC_ACQ_REL);
 }
 #endif
 

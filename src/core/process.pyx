@@ -111,6 +111,9 @@ cdef class Process:
     cdef object ack                 # (waiter Process, ref) until init has answered start
     cdef int cancel_requests        # asyncio-style cancel() calls not yet uncancel()ed
     cdef bint must_cancel           # cancel() while running: throw CancelledError at the next resume
+    cdef long mbx_tripped           # max_mailbox exceeded and reported (CAS 0 -> 1, any thread)
+    cdef bint mbx_kill              # max_mailbox: kill when exceeded
+    cdef bint mbx_log               # max_mailbox: log when exceeded
 
     def _future_done(self, fut):
         if self.fut is fut and self.wait == W_FUTURE:
@@ -128,6 +131,8 @@ cdef class Process:
         Task.cancel). Returns False if the process is dead."""
         if self.status == ST_DEAD:
             return False
+        if _sched is not None:
+            _on_loop_thread(_sched, "Process.cancel")
         self.cancel_requests += 1
         _cancel_wait(self, msg)
         return True

@@ -70,6 +70,10 @@ cdef class Scheduler:
     cdef object all_exited     # future set when procs becomes empty during shutdown
     cdef bint closed
     cdef readonly uint64_t dispatched
+    cdef long mbx_size                  # the node's default max_mailbox (0: none)
+    cdef bint mbx_kill
+    cdef bint mbx_log
+    cdef object mbx_cb
 
     def __cinit__(self, loop):
         pyotp_mpsc_init(&self.rq)
@@ -86,6 +90,7 @@ cdef class Scheduler:
         self.timer_cb = self._on_timer
         self.all_exited = None
         self.closed = False
+        self.mbx_cb = self._mbx_exceeded
 
     cdef Process new_process(self, int kind):
         cdef Process p = Process.__new__(Process)
@@ -98,7 +103,26 @@ cdef class Scheduler:
         p.kind = kind
         if kind != PK_EXTERNAL:
             self.procs[pid.id] = p
+            if self.mbx_size:
+                p.mb.limit = self.mbx_size
+                p.mbx_kill = self.mbx_kill
+                p.mbx_log = self.mbx_log
         return p
+
+    def _mbx_exceeded(self, Process p not None):
+        """On the loop thread, once per arming: p's mailbox went over its max_mailbox."""
+        cdef long limit = p.mb.limit
+        if p.status == ST_DEAD or limit == 0:
+            return
+        cdef Py_ssize_t n = _mbx_count(p)
+        if p.mbx_log:
+            (_log.error if p.mbx_kill else _log.warning)(
+                "Process %r%s %s: %d messages in its mailbox, more than max_mailbox %d%s",
+                p.pid, "" if p.name is None else " (%s)" % (p.name,),
+                "killed" if p.mbx_kill else "over its mailbox limit", n, limit,
+                "" if p.mbx_kill else " (logged once)")
+        if p.mbx_kill:
+            _schedule_exit(p, ("max_mailbox", limit))
 
     cdef void on_exit(self, Process p):
         if self.all_exited is not None and not self.procs and not self.all_exited.done():
@@ -249,8 +273,78 @@ cdef inline void _deliver(Process p, Msg* m) noexcept:
         msg_free(m)
         return
     mb_push(&p.mb, m)
+    if p.mb.limit:            # max_mailbox: the one compare a send pays when it is off
+        _mbx_pushed(p)
     if pyotp_cas_int(&p.scheduled, 0, 1):
         _sched.enqueue(p)
+
+
+cdef inline Py_ssize_t _mbx_count(Process p) noexcept:
+    cdef long outer = pyotp_load_int(&p.mb.outer)
+    return p.mb.length + (outer if outer > 0 else 0)
+
+
+cdef void _mbx_pushed(Process p) noexcept:
+    """A push while max_mailbox is set (any thread): count it; the first time the count
+    passes the limit, the loop thread is asked to act (the kill must happen there)."""
+    cdef long outer = pyotp_add_int(&p.mb.outer, 1)
+    if p.mb.length + outer > p.mb.limit and pyotp_cas_int(&p.mbx_tripped, 0, 1):
+        _mbx_post(p)
+
+
+cdef void _mbx_post(Process p) noexcept:
+    cdef Scheduler s = _sched
+    if s is None:
+        return
+    try:
+        if pyotp_thread_id() == s.loop_tid:
+            s.loop.call_soon(s.mbx_cb, p)
+        else:
+            s.loop.call_soon_threadsafe(s.mbx_cb, p)
+    except BaseException:
+        pass        # the loop is closed: the node is gone
+
+
+cdef tuple _mbx_parse(object value, str what):
+    """max_mailbox as (size, kill, log): an int, or a dict {"size", "kill", "log"} (the
+    shape of OTP's max_heap_size, error_logger spelled log)."""
+    cdef object size, kill = True, log = True
+    if type(value) is dict:
+        extra = [k for k in value if k not in ("size", "kill", "log")]
+        if extra:
+            raise BadArg("%s: unknown max_mailbox key(s) %r (allowed: size, kill, log)" % (what, extra))
+        if "size" not in value:
+            raise BadArg("%s: a max_mailbox dict needs 'size'" % (what,))
+        size = value["size"]
+        kill = value.get("kill", True)
+        log = value.get("log", True)
+        if type(kill) is not bool or type(log) is not bool:
+            raise BadArg("%s: max_mailbox 'kill' and 'log' must be True or False, got %r" % (what, value))
+    else:
+        size = value
+    if type(size) is not int or size < 0 or size > 0x7FFFFFFF:
+        raise BadArg("%s: max_mailbox must be a message count 0..2**31-1 (0: no limit) or a dict "
+                     "{'size': n, 'kill': bool, 'log': bool}, got %r" % (what, value))
+    return (size, kill, log)
+
+
+cdef dict _mbx_get(long size, bint kill, bint log):
+    return {"size": size, "kill": kill, "log": log}
+
+
+cdef void _mbx_set(Process p, tuple spec) except *:
+    """Set p's max_mailbox (on the loop thread). The count restarts from the queue as it is
+    now; a mailbox already over the new limit trips it at once."""
+    cdef long size = (<tuple>spec)[0]
+    mb_drain(&p.mb)
+    p.mb.limit = 0
+    pyotp_store_int(&p.mb.outer, 0)
+    p.mbx_kill = (<tuple>spec)[1]
+    p.mbx_log = (<tuple>spec)[2]
+    pyotp_store_int(&p.mbx_tripped, 0)
+    p.mb.limit = size
+    if size and _mbx_count(p) > size and pyotp_cas_int(&p.mbx_tripped, 0, 1):
+        _mbx_post(p)
 
 
 cdef inline bint _to_local_pid(object dest, int kind, object msg) except -1:
@@ -571,10 +665,21 @@ cdef inline Scheduler _need_sched():
     return _sched
 
 
-cdef Process _caller_for_wait(str what):
-    """The process that is about to wait, or a fresh external stand-in. Raises the
-    'make it async' error for plain callbacks."""
+cdef inline Process _current_here():
+    """The running process when the caller is its code; None elsewhere, and on every other
+    OS thread: `_current` is global and other threads run (the GIL switches) while a
+    process step is in progress, but they must never act as that process (its mailbox has
+    one consumer, the loop thread)."""
     cdef Process p = _current
+    if p is not None and (_sched is None or pyotp_thread_id() != _sched.loop_tid):
+        return None
+    return p
+
+
+cdef Process _caller_for_wait(str what):
+    """The process that is about to wait, or None (the caller is not a process). Raises
+    the 'make it async' error for plain callbacks."""
+    cdef Process p = _current_here()
     if p is not None:
         if p.sync_cb:
             raise CallbackError(

@@ -20,7 +20,7 @@ from ._version import __version__
 from ._core import (
     Atom, Pid, Reference, Timer,
     Exit, BadArg, CallbackError, StartError,
-    self, spawn, spawn_link, spawn_monitor, send, receive, sleep, make_ref,
+    self, spawn, spawn_link, spawn_monitor, spawn_opt, send, receive, sleep, make_ref,
     register, unregister, whereis, registered,
     link, unlink, monitor, demonitor, exit, process_flag, is_alive,
     process_info, processes,
@@ -46,7 +46,7 @@ from . import config, sys, etf
 __all__ = [
     "__version__", "Atom", "Pid", "Reference", "Timer",
     "Exit", "BadArg", "CallbackError", "StartError",
-    "self", "spawn", "spawn_link", "spawn_monitor", "send", "receive", "sleep", "make_ref",
+    "self", "spawn", "spawn_link", "spawn_monitor", "spawn_opt", "send", "receive", "sleep", "make_ref",
     "register", "unregister", "whereis", "registered",
     "link", "unlink", "monitor", "demonitor", "exit", "process_flag", "is_alive",
     "process_info", "processes",

@@ -264,23 +264,26 @@ class GenStateMachine:
 
     @classmethod
     async def start_link(cls, args: Any = None, *, name: Optional[Name] = None,
-                         timeout: Optional[float] = None) -> Any:
+                         timeout: Optional[float] = None, max_mailbox: Any = None) -> Any:
         """Start a machine linked to the caller; returns its pid once ``init`` returned
         ("ok", ...). ``"ignore"`` gives None; a failed init (or a bad ``callback_mode``)
         raises ``pyotp.StartError(reason)``. ``timeout`` bounds init (seconds).
+        ``max_mailbox`` limits its mailbox (as ``pyotp.process_flag``).
 
         >>> pid = await TrafficLight.start_link(None, name="light")
         """
-        return start_result(await _core._gen_start(_engine_for(cls), args, name, True, timeout))
+        return start_result(await _core._gen_start(_engine_for(cls), args, name, True, timeout,
+                                                   max_mailbox))
 
     @classmethod
     async def start(cls, args: Any = None, *, name: Optional[Name] = None,
-                    timeout: Optional[float] = None) -> Any:
+                    timeout: Optional[float] = None, max_mailbox: Any = None) -> Any:
         """Like start_link, without the link.
 
         >>> pid = await TrafficLight.start(None)
         """
-        return start_result(await _core._gen_start(_engine_for(cls), args, name, False, timeout))
+        return start_result(await _core._gen_start(_engine_for(cls), args, name, False, timeout,
+                                                   max_mailbox))
 
     # The compiled functions themselves, as GenServer's: ``await GenStateMachine.call(
     # server, request, timeout=5.0)`` raises pyotp.Exit(("noproc" | "timeout" | reason,

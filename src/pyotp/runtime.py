@@ -41,13 +41,14 @@ class Runtime:
     and whatever has not stopped after ``shutdown_timeout`` seconds is killed.
     """
 
-    def __init__(self, *, shutdown_timeout: float = 5.0) -> None:
+    def __init__(self, *, shutdown_timeout: float = 5.0, max_mailbox: Any = None) -> None:
         self.shutdown_timeout = shutdown_timeout
+        self.max_mailbox = max_mailbox
         self.loop: Optional[asyncio.AbstractEventLoop] = None
 
     async def __aenter__(self) -> "Runtime":
         self.loop = asyncio.get_running_loop()
-        _core._node_attach(self.loop)
+        _core._node_attach(self.loop, self.max_mailbox)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -84,7 +85,7 @@ class Runtime:
         raise Exit(reason)
 
     @staticmethod
-    def start_thread(*, use_uvloop: Optional[bool] = None) -> "NodeThread":
+    def start_thread(*, use_uvloop: Optional[bool] = None, max_mailbox: Any = None) -> "NodeThread":
         """Run a node in a background thread; returns a handle whose methods block.
 
         >>> node = pyotp.Runtime.start_thread()
@@ -93,15 +94,16 @@ class Runtime:
         0
         >>> node.stop()
         """
-        return NodeThread(use_uvloop)
+        return NodeThread(use_uvloop, max_mailbox=max_mailbox)
 
 
 def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bool] = None,
         shutdown_timeout: float = 5.0, node: Optional[str] = None, cookie: Optional[str] = None,
-        **dist: Any) -> Any:
+        max_mailbox: Any = None, **dist: Any) -> Any:
     """Start a node, run ``main(*args)`` as its first process, return its result, then shut
     everything down in order (like ``asyncio.run``). uvloop is used when installed unless
-    ``use_uvloop=False``.
+    ``use_uvloop=False``. ``max_mailbox`` is the default mailbox limit of every process
+    (None, the default: no limit; the values of ``pyotp.process_flag("max_mailbox", ...)``).
 
     Signals (main thread only): SIGINT or SIGTERM stops the node in order, as when ``main``
     returns: every process is asked to stop, newest first, so supervisors stop their
@@ -125,7 +127,7 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
         if cookie is None:
             raise TypeError("pyotp.run(node=%r) needs cookie=... (the distribution secret)" % (node,))
         return run_node(main, *args, node=node, cookie=cookie, use_uvloop=use_uvloop,
-                        shutdown_timeout=shutdown_timeout, **dist)
+                        shutdown_timeout=shutdown_timeout, max_mailbox=max_mailbox, **dist)
     if dist or cookie is not None:
         raise TypeError("cookie and distribution options need node='name@host'")
     loop = _new_loop(use_uvloop)
@@ -139,7 +141,7 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
 
         # the handlers cover the whole life of the node, its final shutdown included
         with _signals.stop_on_signals(loop, on_signal):
-            async with Runtime(shutdown_timeout=shutdown_timeout) as rt:
+            async with Runtime(shutdown_timeout=shutdown_timeout, max_mailbox=max_mailbox) as rt:
                 task = asyncio.ensure_future(rt.run_process(main, *args))
                 await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
                 if stop.done():
@@ -179,7 +181,8 @@ class NodeThread:
     >>> node.stop()
     """
 
-    def __init__(self, use_uvloop: Optional[bool] = None) -> None:
+    def __init__(self, use_uvloop: Optional[bool] = None, *, max_mailbox: Any = None) -> None:
+        self._max_mailbox = max_mailbox
         self._loop = _new_loop(use_uvloop)
         self._ready = threading.Event()
         self._done: Optional[asyncio.Future[None]] = None
@@ -200,7 +203,7 @@ class NodeThread:
     async def _amain(self) -> None:
         self._done = self._loop.create_future()
         try:
-            async with Runtime():
+            async with Runtime(max_mailbox=self._max_mailbox):
                 self._ready.set()
                 await self._done
         except BaseException as e:  # pragma: no cover - surfaced to the starter

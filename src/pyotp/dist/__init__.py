@@ -29,7 +29,8 @@ __all__ = ["Node", "rpc", "multi_call", "abcast", "run_node", "DistError", "Epmd
 
 
 def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie: str,
-             use_uvloop: Optional[bool] = None, shutdown_timeout: float = 5.0, **dist: Any) -> Any:
+             use_uvloop: Optional[bool] = None, shutdown_timeout: float = 5.0,
+             max_mailbox: Any = None, **dist: Any) -> Any:
     """``pyotp.run`` for a distributed node: start distribution as ``node`` (keyword
     arguments as for ``Node.start``), run ``main(*args)`` as the first process, return
     its result; distribution stops before the other processes are shut down. If ``main``
@@ -61,7 +62,8 @@ def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie:
             Node.stop()
 
     try:
-        return runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout)
+        return runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout,
+                           max_mailbox=max_mailbox)
     except _core.Exit as e:
         if stopped and e.reason == "shutdown":
             return None      # stopped on request (init:stop, halt): a normal end
