@@ -38,7 +38,15 @@ def main(argv: "list[str] | None" = None) -> int:
     def ready(port: int) -> None:
         print("user service listening on http://%s:%d" % (cfg.host, port), flush=True)
 
-    how = asyncio.run(serve(cfg, on_ready=ready))
+    try:
+        import uvloop  # the faster event loop, when installed
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    try:
+        how = loop.run_until_complete(serve(cfg, on_ready=ready))
+    finally:
+        loop.close()
     print("stopped (%s)" % how, flush=True)
     return 0
 

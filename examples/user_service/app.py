@@ -527,7 +527,11 @@ class ServiceThread:
         self.port = 0
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
-        self._loop = asyncio.new_event_loop()
+        try:
+            import uvloop  # the faster event loop, when installed
+            self._loop = uvloop.new_event_loop()
+        except ImportError:
+            self._loop = asyncio.new_event_loop()
         self._stop: "asyncio.Future[Any]" = self._loop.create_future()
         self._thread = threading.Thread(target=self._main, name="user-service", daemon=True)
         self._thread.start()

@@ -152,7 +152,8 @@ class AsgiServer(GenServer):
 
     ``opts``: ``app`` (required), ``host`` ("127.0.0.1"), ``port`` (0: any free port),
     ``keep_alive`` (seconds an idle keep-alive connection stays open, 5), ``backlog``
-    (2048), ``label`` (for the log line). ``AsgiServer.port(name)`` tells the bound
+    (2048), ``http`` ("auto": uvicorn's httptools parser when installed, else h11),
+    ``label`` (for the log line). ``AsgiServer.port(name)`` tells the bound
     port. Stopping it closes the listener and every connection.
 
     >>> await AsgiServer.start_link({"app": app, "port": 8080}, name="http")
@@ -163,7 +164,11 @@ class AsgiServer(GenServer):
 
         host = opts.get("host", "127.0.0.1")
         port = opts.get("port", 0)
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
+        # when the listening socket says TCP; without it, Nagle's algorithm and delayed
+        # ACKs hold every keep-alive response's body back by ~40 ms
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
@@ -171,7 +176,7 @@ class AsgiServer(GenServer):
             sock.close()
             return ("stop", ("listen_failed", host, port, str(e)))
         config = uvicorn.Config(opts["app"], lifespan="off", log_config=None,
-                                access_log=False, http="h11", loop="none",
+                                access_log=False, http=opts.get("http", "auto"), loop="none",
                                 timeout_keep_alive=opts.get("keep_alive", 5),
                                 backlog=opts.get("backlog", 2048))
         config.load()
