@@ -176,7 +176,7 @@ class AsgiServer(GenServer):
             sock.close()
             return ("stop", ("listen_failed", host, port, str(e)))
         config = uvicorn.Config(opts["app"], lifespan="off", log_config=None,
-                                access_log=False, http=opts.get("http", "auto"), loop="none",
+                                access_log=False, http=opts.get("http", "h11"), loop="none",
                                 timeout_keep_alive=opts.get("keep_alive", 5),
                                 backlog=opts.get("backlog", 2048))
         config.load()
