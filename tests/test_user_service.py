@@ -370,3 +370,31 @@ def test_cli_serves_persists_in_sqlite_and_stops_on_signals(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_store_crash_restarts_only_the_store(client, service):
+    import pyotp
+    from pyotp import Supervisor
+    from examples.user_service.store import STORE
+    email, pw, _ = new_user(client)
+    locked, locked_pw, _ = new_user(client)
+    for _ in range(3):
+        client.post("/auth/login", json={"email": locked, "password": "wrong-pass"})
+    assert client.get("/health").status_code == 200            # a keep-alive connection
+
+    async def kill_store():
+        pid = pyotp.whereis(STORE)
+        ref = pyotp.monitor(pid)
+        pyotp.exit(pid, "kill")
+        await pyotp.receive(lambda m: type(m) is tuple and m[:2] == ("DOWN", ref))
+        # the supervisor handled the EXIT (and restarted the store) before this call
+        children = {c[0]: c[1] for c in await Supervisor.which_children(pyotp.whereis("UserService"))}
+        return pid, children[STORE], pyotp.whereis(STORE)
+
+    old, restarted, now = service.run(kill_store)
+    assert restarted == now and now != old
+    # in-memory SQLite: the restarted store starts empty and migrated; the HTTP server
+    # and the rate limiter were not restarted (same connection, lock-out still there)
+    assert client.get("/health").json() == {"status": "ok", "schema_version": 1}
+    assert client.post("/auth/login", json={"email": locked, "password": locked_pw}).status_code == 429
+    assert client.post("/auth/login", json={"email": email, "password": pw}).status_code == 401

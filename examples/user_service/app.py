@@ -1,13 +1,17 @@
 """The user service: configuration, supervision tree, HTTP routes and handlers.
 
-Supervision tree (``UserService``, ``rest_for_one``: a child restarts together with
-everything started after it, which depends on it)::
+Supervision tree::
 
-    UserService (Supervisor, rest_for_one)
-    ├── UserStore     Store: owns the SQLite / PostgreSQL connection, migrates at start
-    ├── LoginLimits   Registry (unique): names the rate-limit buckets (via names)
-    ├── LoginBuckets  DynamicSupervisor: one LoginBucket per account / client IP
-    └── UserHttp      AsgiServer: uvicorn in the node's loop, one process per request
+    UserService (Supervisor, one_for_one: the parts fail independently)
+    ├── LoginLimitsSup  Supervisor (rest_for_one: the buckets' names live in the Registry)
+    │   ├── LoginLimits   Registry (unique): names the rate-limit buckets (via names)
+    │   └── LoginBuckets  DynamicSupervisor: one LoginBucket per account / client IP
+    ├── UserStore       Store: owns the SQLite / PostgreSQL connection, migrates at start
+    ├── bootstrap_admin creates the configured admin account, then is ignored
+    └── UserHttp        AsgiServer: uvicorn in the node's loop, one process per request
+
+A crash of the store does not touch the lock-outs or the open connections: requests
+that reach it while it restarts get 503 (``web.in_process``), later ones are served.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from . import ratelimit
 from .auth import Hasher, Tokens
 from .ratelimit import Policy
 from .store import ROLES, STORE, Store
-from .web import ApiError, AsgiServer, Reply, in_process, json_body, read_body
+from .web import RUNNER, ApiError, AsgiServer, Reply, in_process, json_body, read_body
 
 log = logging.getLogger("user_service")
 
@@ -440,18 +444,23 @@ class UserService(Supervisor):
             raise TypeError("UserService needs a Config, got %r" % (config,))
         svc = Service(config)
         store_opts = {"dsn": config.dsn} if config.dsn else {"sqlite_path": config.db}
-        children = [
-            {"id": STORE, "start": (Store.start_link, (store_opts,), {"name": STORE})},
-            {"id": "bootstrap_admin", "start": (_bootstrap_admin, (svc,))},
+        limits = [
             (Registry, {"keys": "unique", "name": ratelimit.LIMITS}),
             {"id": ratelimit.BUCKETS, "type": "supervisor",
              "start": (DynamicSupervisor.start_link, (), {"name": ratelimit.BUCKETS})},
+        ]
+        children = [
+            {"id": "LoginLimitsSup", "type": "supervisor",
+             "start": (Supervisor.start_link, (limits,), {"strategy": "rest_for_one",
+                                                          "name": "LoginLimitsSup"})},
+            {"id": STORE, "start": (Store.start_link, (store_opts,), {"name": STORE})},
+            {"id": "bootstrap_admin", "start": (_bootstrap_admin, (svc,))},
             {"id": HTTP, "start": (AsgiServer.start_link,
                                    ({"app": create_app(svc), "host": config.host,
                                      "port": config.port, "keep_alive": config.keep_alive,
                                      "label": "user service"},), {"name": HTTP})},
         ]
-        return Supervisor.init(children, strategy="rest_for_one")
+        return Supervisor.init(children, strategy="one_for_one")
 
 
 # =========================================================================================
@@ -499,7 +508,7 @@ async def _keeper(config: Config, started: "asyncio.Future[int]", ended: "asynci
     asyncio side when the tree dies (restart intensity exceeded)."""
     pyotp.process_flag("trap_exit", True)
     try:
-        sup = await UserService.start_link(config)
+        sup = await UserService.start_link(config, name="UserService")
     except pyotp.StartError as e:
         ended.set_result(e.args[0] if e.args else "start_failed")
         return
@@ -556,6 +565,12 @@ class ServiceThread:
         finally:
             self._ready.set()
             self._loop.close()
+
+    def run(self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 30.0) -> Any:
+        """Run ``fn(*args)`` as a process in the service's node and return its result
+        (blocks this thread; for tests and administration scripts)."""
+        fut = asyncio.run_coroutine_threadsafe(RUNNER.run_process(fn, *args), self._loop)
+        return fut.result(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._thread.is_alive():

@@ -29,13 +29,13 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 import pyotp
 from pyotp import GenServer
 
-log = logging.getLogger("pyotp.web")
+log = logging.getLogger("user_service.web")
 
 #: (status, JSON payload or None, extra headers)
 Reply = Tuple[int, Any, Dict[str, str]]
 
 # Runtime.run_process only spawns and awaits the process's exit: no node state of its own
-_RUNNER = pyotp.Runtime()
+RUNNER = pyotp.Runtime()
 
 
 class ApiError(Exception):
@@ -102,7 +102,9 @@ async def in_process(fn: Callable[..., Awaitable[Reply]], *args: Any, what: str 
     """Run ``fn(*args)`` as a new pyotp process and return its ``(status, payload,
     headers)``. ``ApiError`` raised by ``fn`` becomes its 4xx answer (not a crash); any
     other exception ends that process only, is logged as a crash report by the core, and
-    answers 500 with a request id that is also in the log line."""
+    answers 500 with a request id that is also in the log line. A ``pyotp.Exit`` out of
+    a call (a server the handler needed is down, restarting, or did not answer in time)
+    answers 503 with ``Retry-After``: the client may try again."""
     async def body() -> Reply:
         try:
             return await fn(*args)
@@ -110,7 +112,12 @@ async def in_process(fn: Callable[..., Awaitable[Reply]], *args: Any, what: str 
             return e.reply()
 
     try:
-        return await _RUNNER.run_process(body)
+        return await RUNNER.run_process(body)
+    except pyotp.Exit as e:
+        log.warning("%s: a server it called is unavailable: %s", what, repr(e.reason)[:300])
+        return (503, {"error": "service_unavailable",
+                      "message": "a part of the service is restarting; try again"},
+                {"Retry-After": "1"})
     except Exception as e:
         rid = secrets.token_hex(8)
         log.error("%s crashed (request id %s): %s: %s", what, rid, type(e).__name__, e)
