@@ -289,9 +289,15 @@ async def delete_me(svc: Service, ctx: Ctx) -> Reply:
     data = _object(ctx, ("password",))
     if not isinstance(data["password"], str) or not await svc.hasher.verify(user["password_hash"], data["password"]):
         raise ApiError(403, "wrong_password", "password is wrong")
-    await GenServer.call(STORE, ("delete_user", user["id"]))
+    _not_last_admin(await GenServer.call(STORE, ("delete_user", user["id"])))
     log.info("user %s deleted their account", user["id"])
     return (200, {"deleted": user["id"]}, {})
+
+
+def _not_last_admin(result: Any) -> Any:
+    if result == ("error", "last_admin"):
+        raise ApiError(409, "last_admin", "the only admin cannot be demoted or deleted")
+    return result
 
 
 def _limit_offset(ctx: Ctx) -> Tuple[int, int]:
@@ -330,7 +336,7 @@ async def set_role(svc: Service, ctx: Ctx) -> Reply:
     if data["role"] not in ROLES:
         raise ApiError(422, "invalid_field", "role must be one of %s" % ", ".join(ROLES), field="role")
     uid = ctx.path_params["id"]
-    user = await GenServer.call(STORE, ("set_role", uid, data["role"]))
+    user = _not_last_admin(await GenServer.call(STORE, ("set_role", uid, data["role"])))
     if user is None:
         raise ApiError(404, "not_found", "no user %d" % uid)
     log.info("admin %s set the role of user %s to %s", admin["id"], uid, data["role"])
@@ -340,7 +346,7 @@ async def set_role(svc: Service, ctx: Ctx) -> Reply:
 async def delete_user(svc: Service, ctx: Ctx) -> Reply:
     admin = await require_admin(svc, ctx)
     uid = ctx.path_params["id"]
-    if not await GenServer.call(STORE, ("delete_user", uid)):
+    if not _not_last_admin(await GenServer.call(STORE, ("delete_user", uid))):
         raise ApiError(404, "not_found", "no user %d" % uid)
     log.info("admin %s deleted user %s", admin["id"], uid)
     return (200, {"deleted": uid}, {})

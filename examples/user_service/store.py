@@ -153,7 +153,8 @@ class Store(GenServer):
     ``("create_user", email, password_hash, name, role)`` -> user | ("error", "email_taken");
     ``("user_by_email", email)``, ``("user", id)`` -> user | None;
     ``("update_user", id, fields)`` (name, password_hash) -> user | None;
-    ``("set_role", id, role)`` -> user | None; ``("delete_user", id)`` -> bool;
+    ``("set_role", id, role)`` -> user | None; ``("delete_user", id)`` -> bool (both
+    ``("error", "last_admin")`` for the only admin);
     ``("list_users", limit, offset)`` -> (users, total);
     ``("add_refresh", token_hash, user_id, family, expires_at)`` -> "ok";
     ``("use_refresh", token_hash)`` -> ("ok", user_id, family) | ("error", why), marks it
@@ -206,10 +207,14 @@ class Store(GenServer):
                                          (fields[col], now, uid))
                 return await self._user(db, uid)
             case ("set_role", uid, role) if role in ROLES:
+                if role != "admin" and await self._last_admin(db, uid):
+                    return ("error", "last_admin")
                 await db.execute("UPDATE users SET role = ?, updated_at = ? WHERE id = ?",
                                  (role, now, uid))
                 return await self._user(db, uid)
             case ("delete_user", uid):
+                if await self._last_admin(db, uid):
+                    return ("error", "last_admin")
                 await db.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (uid,))
                 return await db.execute("DELETE FROM users WHERE id = ?", (uid,)) > 0
             case ("list_users", limit, offset):
@@ -241,6 +246,16 @@ class Store(GenServer):
             case "schema_version":
                 return (await db.fetchone("SELECT max(version) FROM schema_version"))[0]
         return ("error", ("unknown_request", repr(req)[:100]))
+
+    @staticmethod
+    async def _last_admin(db: Any, uid: Any) -> bool:
+        """Whether ``uid`` is the only admin (who must not be demoted or deleted: the
+        service would have no one left to manage it). Checked inside this process, so
+        two concurrent demotions cannot both pass."""
+        row = await db.fetchone("SELECT role FROM users WHERE id = ?", (uid,))
+        if row is None or tuple(row)[0] != "admin":
+            return False
+        return (await db.fetchone("SELECT count(*) FROM users WHERE role = 'admin'"))[0] <= 1
 
     @staticmethod
     async def _user(db: Any, uid: Any) -> Optional[Dict[str, Any]]:

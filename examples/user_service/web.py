@@ -29,6 +29,12 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 import pyotp
 from pyotp import GenServer
 
+try:
+    import uvicorn
+except ImportError as e:          # say what to install rather than fail in a child's init
+    raise ImportError("the example applications need uvicorn, starlette, argon2-cffi, PyJWT "
+                      "and httpx: python -m pip install '.[apps]'") from e
+
 log = logging.getLogger("user_service.web")
 
 #: (status, JSON payload or None, extra headers)
@@ -167,8 +173,6 @@ class AsgiServer(GenServer):
     """
 
     async def init(self, opts: Dict[str, Any]) -> Any:
-        import uvicorn
-
         host = opts.get("host", "127.0.0.1")
         port = opts.get("port", 0)
         # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
