@@ -14,11 +14,12 @@ everything started after it, because those depend on it)::
     ├── breaker_log       installs BreakerLog in GatewayEvents (then "ignore")
     ├── GatewayBackends   Supervisor (one_for_one): Backend "users", "orders", "inventory"
     ├── GatewayBreakers   Supervisor (one_for_one): one CircuitBreaker per backend
-    └── GatewayListener   HttpListener: owns the asyncio server, one process per connection
+    └── GatewayListener   AsgiServer: uvicorn in the node's loop, one process per request
 
-A request's way: the listener's asyncio server accepts a connection and sends it to the
-listener process, which spawns (and links) a connection process. That process parses
-HTTP/1.1 requests (keep-alive and pipelining, ``parse_head``), and calls ``route`` for each:
+HTTP is uvicorn's (httptools or h11 parse it: keep-alive, pipelining, HTTP/1.0, malformed
+requests answered 400 by the server itself), on the same stack as the user service
+(``examples/user_service/web.py``): ``AsgiServer`` is a GenServer owning the uvicorn
+server, and every request runs ``route`` as a process of its own (``in_process``):
 
 =================================  ========================================================
 request                            answer
@@ -34,17 +35,16 @@ request                            answer
                                    crashed), 504 when it did not answer within
                                    ``call_timeout``, 503 (with ``Retry-After``) when the
                                    breaker is open: the backend is not even asked
-anything else                      404; a malformed request 400 (then the connection
-                                   closes), 413 / 431 for a too large body / head, 501 for
-                                   ``Transfer-Encoding``, 505 for another HTTP version
+anything else                      404; a body that is not JSON 400; a body over
+                                   ``MAX_BODY`` 413; a crash while routing 500 (that
+                                   request only, logged as a crash report)
 =================================  ========================================================
 
 Each breaker publishes ``("circuit_breaker", name, old, new)`` to ``GatewayEvents``;
 ``ForwardEvents`` relays them to a process as ``("breaker", service, old, new)`` (the
 example and its tests wait for state changes that way, never by sleeping).
 
-Only the standard library is used for HTTP (asyncio streams). ``main`` returns a summary
-(the tests check it).
+``main`` returns a summary (the tests check it).
 """
 from __future__ import annotations
 
@@ -52,20 +52,25 @@ import argparse
 import asyncio
 import json
 import logging
-import re
 import signal
 import sys
-from dataclasses import asdict, dataclass, field
-from http import HTTPStatus
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
-from urllib.parse import parse_qs, unquote
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import parse_qs
 
 try:
     import pyotp
 except ImportError:  # running from a source checkout: python examples/api_gateway.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     import pyotp
+
+# the HTTP layer is shared with the user service (examples/user_service/web.py)
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from examples.user_service.web import (ApiError, AsgiServer, Reply, in_process,  # noqa: E402
+                                       read_body, send_json)
 
 from pyotp import Exit, GenServer
 from pyotp.circuit_breaker import CircuitBreaker, CircuitOpenError
@@ -82,7 +87,6 @@ LISTENER = "GatewayListener"
 BACKENDS = "GatewayBackends"
 BREAKERS = "GatewayBreakers"
 
-MAX_HEAD = 16 * 1024          # request line + headers, bytes
 MAX_BODY = 64 * 1024          # request body, bytes
 
 
@@ -102,7 +106,7 @@ class GatewayConfig:
     reset_timeout: float = 1.0          # open -> half_open after this long
     half_open_max_calls: int = 1        # trial calls let through while half-open
     call_timeout: float = 1.0           # a backend answering later is a failure (504)
-    idle_timeout: float = 15.0          # a keep-alive connection idle this long is closed
+    idle_timeout: float = 15.0          # a keep-alive connection idle this long is closed (> 0)
     slow_delay: Optional[float] = None  # how late a "slow" backend answers (None: 2 x call_timeout)
     #: per service, the records a backend starts with (id -> record)
     seed: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=lambda: {
@@ -121,6 +125,8 @@ class GatewayConfig:
             v = getattr(self, key)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ValueError("GatewayConfig %s must be seconds >= 0, got %r" % (key, v))
+        if self.idle_timeout == 0:
+            raise ValueError("GatewayConfig idle_timeout must be seconds > 0, got 0")
         if set(self.seed) - set(SERVICES):
             raise ValueError("GatewayConfig seed names unknown services: %r"
                              % sorted(set(self.seed) - set(SERVICES)))
@@ -352,167 +358,55 @@ async def _install_breaker_log() -> None:
 
 
 # =========================================================================================
-# HTTP/1.1: parsing requests, writing responses
-
-class HttpError(Exception):
-    """A request the gateway refuses before routing it; ``status`` is the answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        Exception.__init__(self, message)
-        self.status = status
-        self.message = message
-
+# Requests: the ASGI app (uvicorn parses HTTP; each request is its own process)
 
 @dataclass
 class Request:
-    """One parsed request. ``headers`` has lower-case names; ``body`` is bytes."""
+    """One request as ``route`` sees it. ``headers`` has lower-case names; ``body`` is
+    bytes (at most ``MAX_BODY``)."""
     method: str
-    target: str
-    version: str
-    headers: Dict[str, str]
-    path: str = "/"
-    segments: List[str] = field(default_factory=list)
+    path: str
+    headers: Dict[str, str] = field(default_factory=dict)
     query: Dict[str, List[str]] = field(default_factory=dict)
     body: bytes = b""
 
     @property
-    def keep_alive(self) -> bool:
-        """HTTP/1.1 keeps the connection unless ``Connection: close``; HTTP/1.0 closes it
-        unless ``Connection: keep-alive``."""
-        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
-        if self.version == "HTTP/1.1":
-            return "close" not in tokens
-        return "keep-alive" in tokens
+    def segments(self) -> List[str]:
+        return [s for s in self.path.split("/") if s]
 
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_VERSION = re.compile(r"^HTTP/(\d)\.(\d)$")
-_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
-
-
-def parse_head(head: bytes) -> Request:
-    """Parse a request line and header fields (``head`` ends with ``\\r\\n\\r\\n``, as
-    ``StreamReader.readuntil`` hands it over). Raises ``HttpError`` (400, or 505 for an
-    HTTP version other than 1.0 / 1.1, 501 for a Transfer-Encoding).
-
-    >>> r = parse_head(b"GET /users/1?x=2 HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")
-    >>> (r.method, r.segments, r.query)
-    ('GET', ['users', '1'], {'x': ['2']})
-    """
-    if not head.endswith(b"\r\n\r\n"):
-        raise HttpError(400, "request head not terminated by CRLF CRLF")
+async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+    """The gateway's ASGI application: read the body (bounded: 413 past ``MAX_BODY``),
+    then answer through ``route`` run as a new process (``in_process``: a crash there is
+    that request's 500 only)."""
+    if scope["type"] != "http":
+        return
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     try:
-        text = head[:-4].decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
-        raise HttpError(400, "undecodable request head")
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "malformed request line %r" % lines[0][:100])
-    method, target, version = parts
-    if not _TOKEN.match(method):
-        raise HttpError(400, "malformed method %r" % method[:50])
-    v = _VERSION.match(version)
-    if v is None:
-        raise HttpError(400, "malformed HTTP version %r" % version[:50])
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise HttpError(505, "HTTP version %s not supported" % version)
-    if not target.startswith("/") or any(c in target for c in "\t\x00#") or any(ord(c) < 0x21 or ord(c) > 0x7e for c in target):
-        raise HttpError(400, "request target must be an absolute path, got %r" % target[:100])
-    headers: Dict[str, str] = {}
-    for line in lines[1:]:
-        if not line or line[0] in " \t":
-            raise HttpError(400, "obsolete line folding or empty header line")
-        name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.match(name):
-            raise HttpError(400, "malformed header field %r" % line[:100])
-        value = value.strip(" \t")
-        if not _FIELD_VALUE.match(value):
-            raise HttpError(400, "invalid characters in header %r" % name)
-        key = name.lower()
-        if key in headers:
-            if key in ("content-length", "host"):
-                if key == "host" or headers[key] != value:
-                    raise HttpError(400, "conflicting %s headers" % name)
-                continue
-            headers[key] = headers[key] + ", " + value
-        else:
-            headers[key] = value
-    if version == "HTTP/1.1" and "host" not in headers:
-        raise HttpError(400, "HTTP/1.1 request without a Host header")
-    if "transfer-encoding" in headers:
-        if "content-length" in headers:
-            raise HttpError(400, "both Transfer-Encoding and Content-Length")
-        raise HttpError(501, "Transfer-Encoding %r not supported" % headers["transfer-encoding"])
-    if "content-length" in headers and not re.fullmatch(r"\d{1,18}", headers["content-length"]):
-        raise HttpError(400, "malformed Content-Length %r" % headers["content-length"][:30])
-    path, _, query = target.partition("?")
-    path = unquote(path, errors="strict") if "%" in path else path
-    segments = [s for s in path.split("/") if s]
+        body = await read_body(receive, headers, MAX_BODY)
+    except ApiError as e:
+        await send_json(send, e.reply())
+        return
     try:
-        q = parse_qs(query, keep_blank_values=True, strict_parsing=False)
+        query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
     except ValueError:
-        raise HttpError(400, "malformed query string")
-    return Request(method, target, version, headers, path, segments, q)
-
-
-def format_response(status: int, payload: Any = None, *, keep_alive: bool = True,
-                    headers: Optional[Dict[str, str]] = None, head_only: bool = False) -> bytes:
-    """An HTTP/1.1 response with a JSON body (``payload`` None: no body).
-
-    >>> format_response(404, {"error": "not_found"}, keep_alive=False)[:22]
-    b'HTTP/1.1 404 Not Found'
-    """
-    body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    lines = ["HTTP/1.1 %d %s" % (status, reason)]
-    if payload is not None:
-        lines.append("Content-Type: application/json")
-    lines.append("Content-Length: %d" % len(body))
-    lines.append("Connection: %s" % ("keep-alive" if keep_alive else "close"))
-    for k, v in (headers or {}).items():
-        lines.append("%s: %s" % (k, v))
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + body
-
-
-async def read_request(reader: asyncio.StreamReader) -> Optional[Request]:
-    """Read one request from the connection: None when the client closed it cleanly
-    between requests; ``HttpError`` for a malformed, too large or truncated one."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if not e.partial.strip(b"\r\n"):
-            return None
-        raise HttpError(400, "connection closed in the middle of a request head")
-    except asyncio.LimitOverrunError:
-        raise HttpError(431, "request head larger than %d bytes" % MAX_HEAD)
-    req = parse_head(head.lstrip(b"\r\n"))   # RFC 9112 2.2: ignore CRLFs before a request
-    n = int(req.headers.get("content-length", "0"))
-    if n > MAX_BODY:
-        raise HttpError(413, "request body of %d bytes (limit %d)" % (n, MAX_BODY))
-    if n:
-        try:
-            req.body = await reader.readexactly(n)
-        except asyncio.IncompleteReadError:
-            raise HttpError(400, "connection closed in the middle of a request body")
-    return req
+        query = {}
+    req = Request(scope["method"], scope["path"], headers, query, body)
+    reply = await in_process(route, req, what="%s %s" % (req.method, req.path))
+    await send_json(send, reply)
 
 
 # =========================================================================================
 # Routing
 
-Response = Tuple[int, Any, Dict[str, str]]
+Response = Reply
 
 
 async def route(req: Request) -> Response:
     """Answer one request: ``(status, json_payload, extra_headers)``. Runs in the
-    connection's process; the backends are reached only through their breakers.
+    request's own process; the backends are reached only through their breakers.
 
-    >>> await route(parse_head(b"GET /health HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"))
+    >>> await route(Request("GET", "/health"))
     (200, {'status': 'ok', 'breakers': {...}}, {})
     """
     seg = req.segments
@@ -594,124 +488,6 @@ def _exit_response(service: str, breaker: Any, reason: Any) -> Response:
 
 
 # =========================================================================================
-# The listener and the connection processes
-
-async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           idle_timeout: float) -> None:
-    """A connection's process: read requests one after the other (pipelined requests
-    queue up in the stream), answer each, until the client closes, asks to close, sends
-    something malformed, or stays idle for ``idle_timeout`` seconds."""
-    transport = writer.transport
-    try:
-        while True:
-            # the idle deadline runs on the timer wheel; it aborts the transport, which
-            # ends the read below with EOF (asyncio.wait_for needs an asyncio task)
-            timer = pyotp.apply_after(idle_timeout, transport.abort)
-            try:
-                req = await read_request(reader)
-            except HttpError as e:
-                writer.write(format_response(e.status, {"error": e.message}, keep_alive=False))
-                await writer.drain()
-                await _linger(reader, writer)
-                return
-            finally:
-                pyotp.cancel_timer(timer)
-            if req is None:
-                return
-            try:
-                status, payload, headers = await route(req)
-            except Exception:   # a bug in routing: answer, log, keep serving
-                log.exception("error routing %s %s", req.method, req.target)
-                status, payload, headers = 500, {"error": "internal_error"}, {}
-            keep = req.keep_alive
-            writer.write(format_response(status, payload, keep_alive=keep, headers=headers,
-                                         head_only=req.method == "HEAD"))
-            await writer.drain()
-            if not keep:
-                return
-    except (ConnectionError, OSError):
-        return
-    finally:
-        writer.close()
-
-
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 1024 * 1024
-
-
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A "lingering close" after refusing a request: half-close our side, then read and
-    drop what the client still sends (up to LINGER_BYTES, for at most LINGER_SECONDS).
-    Closing a socket with unread input makes the kernel send a reset, which can destroy
-    the error response before the client has read it."""
-    if writer.can_write_eof():
-        writer.write_eof()
-    timer = pyotp.apply_after(LINGER_SECONDS, writer.transport.abort)
-    try:
-        dropped = 0
-        while dropped < LINGER_BYTES:
-            chunk = await reader.read(65536)
-            if not chunk:
-                return
-            dropped += len(chunk)
-    finally:
-        pyotp.cancel_timer(timer)
-
-
-class HttpListener(GenServer):
-    """Owns the asyncio server. The server's accept callback hands each connection to
-    this process, which spawns a linked connection process for it (and traps exits: a
-    connection that crashes is forgotten, logged by the core; when the listener stops,
-    its links take every connection down, and their ``finally`` closes the sockets).
-
-    >>> await GenServer.call(LISTENER, "port")
-    54321
-    """
-
-    @classmethod
-    def child_spec(cls, config: GatewayConfig) -> Dict[str, Any]:
-        return {"id": cls, "start": (cls.start_link, (config,), {"name": LISTENER})}
-
-    async def init(self, config: GatewayConfig) -> Any:
-        pyotp.process_flag("trap_exit", True)
-        me = pyotp.self()
-
-        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            pyotp.send(me, ("accepted", reader, writer))
-
-        try:
-            server = await asyncio.start_server(accepted, config.host, config.port, limit=MAX_HEAD)
-        except OSError as e:
-            return ("stop", ("listen_failed", config.host, config.port, str(e)))
-        port = server.sockets[0].getsockname()[1]
-        log.info("api gateway listening on http://%s:%d", config.host, port)
-        return ("ok", {"server": server, "port": port, "config": config,
-                       "connections": set(), "accepted": 0})
-
-    def handle_call(self, req: Any, from_: Any, s: Dict[str, Any]) -> Any:
-        if req == "port":
-            return ("reply", s["port"], s)
-        if req == "stats":
-            return ("reply", {"open_connections": len(s["connections"]),
-                              "accepted": s["accepted"]}, s)
-        return ("reply", ("error", ("unknown_call", req)), s)
-
-    def handle_info(self, msg: Any, s: Dict[str, Any]) -> Any:
-        if type(msg) is tuple and msg[0] == "accepted":
-            _, reader, writer = msg
-            pid = pyotp.spawn_link(serve_connection, reader, writer, s["config"].idle_timeout)
-            conns: Set[Any] = s["connections"]
-            conns.add(pid)
-            s["accepted"] += 1
-        elif type(msg) is tuple and msg[0] == "EXIT":
-            s["connections"].discard(msg[1])
-        return ("noreply", s)
-
-    def terminate(self, reason: Any, s: Dict[str, Any]) -> Any:
-        s["server"].close()
-
-
-# =========================================================================================
 # The supervision tree
 
 class ApiGateway(Supervisor):
@@ -747,14 +523,17 @@ class ApiGateway(Supervisor):
             {"id": BREAKERS, "type": "supervisor",
              "start": (Supervisor.start_link, (breakers,),
                        {"strategy": "one_for_one", "name": BREAKERS})},
-            (HttpListener, config),
+            {"id": LISTENER,
+             "start": (AsgiServer.start_link, ({"app": app, "host": config.host, "port": config.port,
+                                               "keep_alive": config.idle_timeout,
+                                               "label": "api gateway"},), {"name": LISTENER})},
         ]
         return Supervisor.init(children, strategy="rest_for_one")
 
     @staticmethod
     async def port() -> int:
         """The port the listener is bound to."""
-        return await GenServer.call(LISTENER, "port")  # type: ignore[no-any-return]
+        return await AsgiServer.port(LISTENER)
 
 
 # =========================================================================================
@@ -782,7 +561,8 @@ async def http_request(port: int, method: str, path: str, body: Any = None,
 
 async def read_response(reader: asyncio.StreamReader,
                         head_only: bool = False) -> Tuple[int, Dict[str, str], Any]:
-    """Read one response (with a Content-Length body) from ``reader``."""
+    """Read one response (with a Content-Length body) from ``reader``: the body decoded
+    as JSON when it is JSON, else as text."""
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
     lines = head[:-4].split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
@@ -792,7 +572,11 @@ async def read_response(reader: asyncio.StreamReader,
         headers[k.strip().lower()] = v.strip()
     n = 0 if head_only else int(headers.get("content-length", "0"))
     raw = await reader.readexactly(n) if n else b""
-    return status, headers, (json.loads(raw) if raw else None)
+    if not raw:
+        return status, headers, None
+    if headers.get("content-type", "").startswith("application/json"):
+        return status, headers, json.loads(raw)
+    return status, headers, raw.decode("utf-8", "replace")
 
 
 # =========================================================================================
