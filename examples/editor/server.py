@@ -241,14 +241,22 @@ class EditorNode:
             ready.set_exception(e)
             raise
         ready.set_result(None)
-        await pyotp.receive(lambda m: m == "stop")
+        done = await pyotp.receive(lambda m: type(m) is tuple and m[0] == "stop")
+        # documents first (they write to SQLite in terminate), in supervision order
+        await GenServer.stop(document.SUPERVISOR, "shutdown")
+        if cfg.node:
+            from pyotp.dist import Node
+            await Node.stop()
+        done[1].set_result(None)
 
     async def stop(self) -> None:
         if self.rt is not None:
-            if self.cfg.node:
-                from pyotp.dist import Node
-                await self.rt.run_process(Node.stop)
-            await self.rt.shutdown()
+            done: asyncio.Future = asyncio.get_running_loop().create_future()
+            pyotp.send(self.root, ("stop", done))
+            try:
+                await asyncio.wait_for(done, 10.0)
+            finally:
+                await self.rt.shutdown()
 
     async def doc_text(self, doc_id: str) -> Dict[str, Any]:
         """The authoritative text of a document (its process's, or the stored one)."""
