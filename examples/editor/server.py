@@ -67,6 +67,8 @@ def _parse(raw: Any) -> Dict[str, Any]:
         msg = json.loads(raw)
     except ValueError:
         raise BadInput("invalid JSON") from None
+    except RecursionError:
+        raise BadInput("JSON nested too deeply") from None
     if type(msg) is not dict or type(msg.get("type")) is not str:
         raise BadInput("a message must be a JSON object with a \"type\"")
     return msg
