@@ -178,6 +178,8 @@ class _Session:
             raise BadInput(msg[1])
         elif tag in ("presence", "hello"):
             _, pid, client, name, pos, node = msg
+            if pid == pyotp.self():
+                return                  # our own broadcast, echoed back by another node
             if pid not in self.peers:
                 pyotp.monitor(pid)
             self.peers[pid] = {"client": client, "name": name, "pos": pos, "node": node}
