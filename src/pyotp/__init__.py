@@ -43,6 +43,7 @@ from .service_discovery import ServiceDiscovery, ServiceDiscoveryError
 from .etf import DecodeError
 from .gen_stage import (GenStage, ConsumerSupervisor, DemandDispatcher, BroadcastDispatcher,
                         PartitionDispatcher, GenStageError)
+from .pipeline import Pipeline, Message, PipelineError
 from . import config, sys, etf
 
 __all__ = [
@@ -59,7 +60,7 @@ __all__ = [
     "Application", "ApplicationStartError", "ApplicationEnvError", "CircuitBreaker",
     "CircuitOpenError", "DecodeError", "ServiceDiscovery", "ServiceDiscoveryError",
     "GenStage", "ConsumerSupervisor", "DemandDispatcher", "BroadcastDispatcher",
-    "PartitionDispatcher", "GenStageError",
+    "PartitionDispatcher", "GenStageError", "Pipeline", "Message", "PipelineError",
 ]
 
 

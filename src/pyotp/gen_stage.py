@@ -464,6 +464,7 @@ class _StageServer(GenServer):
     def init(self, arg: Tuple[type, Any]) -> Any:
         cls, uarg = arg
         self.mod = mod = cls()
+        mod._stage = self          # for pyotp's own stages (Pipeline) that read their buffers
         self.me = _core.self()
         self.producers: Dict[Any, _ProducerSub] = {}
         self.consumers: Dict[Any, Tuple[Any, Any]] = {}    # ref -> (pid, monitor ref)
@@ -872,6 +873,10 @@ class _StageServer(GenServer):
                 self.infos.append([len(self.buffer), req[1]])
             else:
                 _core.send(self.me, req[1])
+            return ("noreply", self.ustate)
+        if op == "cancel_consumers":
+            for ref in list(self.consumers):
+                self._producer_cancel(ref, "cancel", req[1], notify=True)
             return ("noreply", self.ustate)
         if op == "cancel":
             ref, reason = req[1], req[2]
