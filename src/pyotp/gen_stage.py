@@ -546,6 +546,8 @@ class _StageServer(GenServer):
                     return self._consumer_cancelled(msg[1][1], "cancel", body[1])
             elif tag == _PRODUCER:
                 return self._producer_msg(msg[1], msg[2])
+        elif type(msg) is tuple and len(msg) == 2 and msg[0] is _QueuedCancel:
+            return ("stop", msg[1], self.ustate)
         elif type(msg) is tuple and len(msg) == 5 and msg[0] == "DOWN":
             ref = msg[1]
             if ref in self.producers:
@@ -812,12 +814,22 @@ class _StageServer(GenServer):
         q = self.pc_queue
         while self.pc_demand > 0 and q:
             from_, events = q.popleft()
+            if from_ is _QueuedCancel:
+                out = self._consumer_cancelled(*events, now=True)
+                if out[0] != "noreply":
+                    return out
+                continue
             out = self._pc_events(from_, self.producers.get(from_[1]), events)
             if out[0] != "noreply":
                 return out
         return out
 
-    def _consumer_cancelled(self, ref: Any, kind: str, reason: Any) -> Any:
+    def _consumer_cancelled(self, ref: Any, kind: str, reason: Any, now: bool = False) -> Any:
+        if not now and self.pc_queue and ref in self.producers:
+            # events of this producer still wait for downstream demand: the cancellation
+            # takes effect after them, in arrival order
+            self.pc_queue.append((_QueuedCancel, (ref, kind, reason)))
+            return ("noreply", self.ustate)
         sub = self.producers.pop(ref, None)
         if sub is None:
             return ("noreply", self.ustate)
@@ -827,6 +839,10 @@ class _StageServer(GenServer):
         if out[0] != "noreply":
             return out
         if sub.cancel == "permanent" or (sub.cancel == "transient" and not _is_quiet(reason)):
+            if self.buffer:
+                # what this stage made from its producer's events still goes out first
+                self.infos.append([len(self.buffer), (_QueuedCancel, reason)])
+                return out
             return ("stop", reason, self.ustate)
         return out
 
@@ -898,6 +914,10 @@ class _StageServer(GenServer):
         if reply and out[0] == "noreply":
             return ("reply", "ok") + out[1:]
         return out
+
+
+class _QueuedCancel:
+    """Marks a cancellation queued behind a producer_consumer's waiting events."""
 
 
 class _StopStage(Exception):
