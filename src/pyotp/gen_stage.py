@@ -389,9 +389,7 @@ class PartitionDispatcher(Dispatcher):
         if q:
             k = min(counter, len(q))
             self._send(part[0], part[1], [q.popleft() for _ in range(k)])
-            counter -= k
-            # those events were produced already: they must not be demanded twice
-            self.pending += k
+            counter -= k      # those events were produced already: not demanded twice
         part[2] += counter
         sent = min(self.pending, counter)
         self.pending -= sent

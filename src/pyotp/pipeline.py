@@ -228,19 +228,22 @@ class _ProducerStage(GenStage):
     def _out(self, r: Any) -> Any:
         if type(r) is tuple and r[0] == "noreply" and len(r) >= 3 and type(r[1]) is list and r[1]:
             events = [e if isinstance(e, Message) else Message(e) for e in r[1]]
-            self.counters.received += len(events)
             if self.rate is not None:
                 if self.held or len(events) > self.allowance:
                     self.held.extend(events)
                     events = self._release()
                 else:
                     self.allowance -= len(events)
+                    self.counters.received += len(events)
+            else:
+                self.counters.received += len(events)
             return ("noreply", events) + tuple(r[2:])
         return r
 
     def _release(self) -> List[Any]:
         k = min(self.allowance, len(self.held))
         self.allowance -= k
+        self.counters.received += k
         return [self.held.popleft() for _ in range(k)]
 
     def handle_demand(self, demand: int, state: Any) -> Any:
