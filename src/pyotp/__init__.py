@@ -41,6 +41,9 @@ from .application import Application, ApplicationStartError, ApplicationEnvError
 from .circuit_breaker import CircuitBreaker, CircuitOpenError
 from .service_discovery import ServiceDiscovery, ServiceDiscoveryError
 from .etf import DecodeError
+from .gen_stage import (GenStage, ConsumerSupervisor, DemandDispatcher, BroadcastDispatcher,
+                        PartitionDispatcher, GenStageError)
+from .pipeline import Pipeline, Message, PipelineError
 from . import config, sys, etf
 
 __all__ = [
@@ -56,6 +59,8 @@ __all__ = [
     "ChildSpecError", "DynamicSupervisor", "Task", "TaskSupervisor", "Registry", "PubSub",
     "Application", "ApplicationStartError", "ApplicationEnvError", "CircuitBreaker",
     "CircuitOpenError", "DecodeError", "ServiceDiscovery", "ServiceDiscoveryError",
+    "GenStage", "ConsumerSupervisor", "DemandDispatcher", "BroadcastDispatcher",
+    "PartitionDispatcher", "GenStageError", "Pipeline", "Message", "PipelineError",
 ]
 
 
