@@ -11,14 +11,16 @@ top`` are built on these functions.
 ...     snap = pyotp.observer.snapshot(top=5)
 ...     return sorted(snap["node"]), len(snap["top"]) <= 5
 >>> pyotp.run(main)
-(['dispatched', 'name', 'processes', 'run_queue', 'timers'], True)
+(['dispatched', 'memory', 'name', 'processes', 'run_queue', 'timers'], True)
 """
 from typing import Any, Dict, List, Optional
 
 from . import _core
 from .supervisor import Supervisor
 
-__all__ = ["SORT_KEYS", "snapshot", "top", "process", "supervision_tree", "node_info"]
+__all__ = ["SORT_KEYS", "snapshot", "top", "process", "supervision_tree", "trees", "node_info"]
+
+_SUPERVISORS = ("_SupervisorServer", "_DynamicSupervisorServer")
 
 #: keys the process table can be sorted by (largest first)
 SORT_KEYS = ("message_queue_len", "reductions", "memory")
@@ -28,10 +30,23 @@ _ROW_KEYS = ["registered_name", "status", "message_queue_len", "reductions", "me
 
 
 def node_info() -> Dict[str, Any]:
-    """This node's counters (see ``_core.node_stats``) and its name."""
+    """This node's counters (see ``_core.node_stats``), its name and ``memory`` (the sum
+    of the processes' estimates, bytes)."""
     info: Dict[str, Any] = dict(_core.node_stats())
+    info["memory"] = sum((_core.process_info(p, ["memory"]) or {"memory": 0})["memory"]
+                         for p in _core.processes())
     info["name"] = str(_core.local_node())
     return info
+
+
+async def trees() -> List[Dict[str, Any]]:
+    """The supervision trees of this node: one per supervisor not started by another."""
+    sups = {}
+    for pid in _core.processes():
+        info = _core.process_info(pid, ["behaviour", "parent"])
+        if info is not None and info["behaviour"] in _SUPERVISORS:
+            sups[pid] = info["parent"]
+    return [await supervision_tree(pid) for pid, parent in sups.items() if parent not in sups]
 
 
 def _name(info: Dict[str, Any]) -> Optional[str]:
@@ -91,7 +106,11 @@ async def supervision_tree(sup: Any) -> Dict[str, Any]:
     (dead, busy) shows as ``{"error": reason}`` in its place."""
     try:
         children = await Supervisor.which_children(sup)
-        restarts = await _core.call(sup, "restart_total", None)
+        beh = (_core.process_info(sup, ["behaviour"]) or {}).get("behaviour") \
+            if type(sup) is _core.Pid else None
+        # only Supervisor counts restarts (other supervisors would not know the request)
+        restarts = await _core.call(sup, "restart_total", None) \
+            if beh == "_SupervisorServer" else None
     except _core.Exit as e:
         return {"pid": sup, "type": "supervisor", "error": repr(e.reason)}
     info = _core.process_info(sup, ["registered_name"]) if type(sup) is _core.Pid else None
