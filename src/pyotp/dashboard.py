@@ -8,7 +8,8 @@ as package data (``pyotp/dashboard_static``).
 
 Endpoints (JSON unless said): ``GET /`` (the page), ``GET /static/<file>``,
 ``GET /api/snapshot?n=20&sort=reductions``, ``GET /api/trees``, ``GET /api/process/<pid>``,
-``GET /events`` (server-sent events: one snapshot a second), ``POST /api/process/<pid>/kill``
+``GET /events`` (server-sent events: one snapshot a second), ``GET /metrics``
+(Prometheus text format, local node only), ``POST /api/process/<pid>/kill``
 and ``POST /api/process/<pid>/send`` (body ``{"message": "text"}``). POSTs need the header
 ``X-Pyotp-Confirm: yes`` (a plain cross-site form cannot set it). A pid is named by its
 text (``#PID<0.12.0>``) as the dashboard has shown it. Bad requests get 400/404/405/413.
@@ -135,17 +136,24 @@ class Dashboard:
         self.interval = interval
         self.pids: Dict[str, Any] = {}
         self._server: Optional[asyncio.AbstractServer] = None
+        self.metrics: Any = None
 
     async def start(self) -> "Dashboard":
         self._server = await asyncio.start_server(self._client, self.host, self.port,
                                                   limit=MAX_HEADER)
         self.port = self._server.sockets[0].getsockname()[1]
+        if type(self.source) is LocalSource:
+            from .telemetry import Metrics
+            self.metrics = Metrics().attach()
         return self
 
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self.metrics is not None:
+            self.metrics.detach()
+            self.metrics = None
 
     @property
     def url(self) -> str:
@@ -246,6 +254,10 @@ class Dashboard:
             return self._static(parts[1])
         if method == "GET" and path == "/api/snapshot":
             return self._json(await self._snapshot(query))
+        if method == "GET" and path == "/metrics":
+            if self.metrics is None:
+                raise _HttpError(404, "no metrics here (a remote dashboard reads no events)")
+            return 200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
         if method == "GET" and path == "/api/trees":
             return self._json(self._remember(await self.source.trees()))
         if len(parts) >= 3 and parts[:2] == ["api", "process"]:

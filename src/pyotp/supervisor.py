@@ -65,7 +65,7 @@ import logging
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
-from . import _core
+from . import _core, telemetry
 from ._core import Pid, StartError
 from .child_spec import (RESTARTING, Child, ChildSpecError, RestartIntensity, SupervisorError,
                          _expand, _override, callback_module, check_intensity, child_spec,
@@ -79,6 +79,7 @@ __all__ = ["Supervisor", "SupervisorError", "ChildSpecError"]
 
 _STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 _AUTO_SHUTDOWN = ("never", "any_significant", "all_significant")
+_RESTART_EVENT = ("pyotp", "supervisor", "restart")
 _FLAG_KEYS = ("strategy", "max_restarts", "max_seconds", "auto_shutdown")
 
 
@@ -225,6 +226,7 @@ class _SupervisorServer(GenServer):
     async def _restart(self, c: Child) -> Any:
         # observed by pyotp.observer (restart counts in the tree)
         self.restart_total = getattr(self, "restart_total", 0) + 1
+        telemetry.execute(_RESTART_EVENT, {"count": 1}, {"supervisor": _core.self(), "child_id": c.id})
         if not self.intensity.add(time.monotonic()):
             report(self.label, "shutdown", "reached_max_restart_intensity", c.id, c.pid)
             self._del_child(c)
