@@ -80,6 +80,8 @@ def send(dest, msg):
 
     >>> pyotp.send(pid, ("hello", 1))
     """
+    if _current is not None and _current.tracer is not None:
+        _trace(_current, "send", (dest, msg))
     if _to_local_pid(dest, K_MSG, msg):
         return msg
     if type(dest) is Pid:
@@ -126,6 +128,8 @@ def receive(match=None, timeout=None):
         v = msg_object(m)
         msg_free(m)
         p.handled += 1
+        if p.tracer is not None:
+            _trace(p, "receive", v)
         return _ready(v)
     timeout = _timeout_arg(timeout, "receive")
     if timeout is not None:
@@ -417,6 +421,40 @@ def process_info(pid, keys=None):
     if want is not None:
         return {k: info[k] for k in want}
     return info
+
+
+_KIND_NAMES = ("message", "cast", "call", "stop", "sys")
+
+
+cdef void _trace(Process p, str event, object data) noexcept:
+    """Give one trace event to p's tracer. A tracer that raises is removed: tracing never
+    breaks the traced process (pyotp.tracing bounds the rate and the output)."""
+    cdef object fn = p.tracer
+    try:
+        fn(p.pid, event, data)
+    except BaseException:
+        p.tracer = None
+
+
+def set_tracer(pid, tracer):
+    """Trace the local process ``pid``: ``tracer(pid, event, data)`` runs in the traced
+    process at each ``"send"`` (data: (dest, msg)), ``"receive"`` (the message; for a
+    behaviour (kind, request) unless a plain message), ``"call"`` and ``"cast"`` (data:
+    (server, request)). None stops tracing. Returns the previous tracer. See pyotp.tracing
+    for a rate-bounded tracer.
+
+    >>> pyotp._core.set_tracer(pid, lambda pid, ev, data: print(ev, data))
+    """
+    if type(pid) is not Pid or not (<Pid>pid).is_local():
+        raise BadArg("set_tracer: %r is not a local pid" % (pid,))
+    if tracer is not None and not callable(tracer):
+        raise BadArg("set_tracer: tracer must be callable or None, got %r" % (tracer,))
+    cdef Process p = (<Pid>pid)._proc
+    if not _alive(p):
+        raise BadArg("set_tracer: %r is not alive" % (pid,))
+    old = p.tracer
+    p.tracer = tracer
+    return old
 
 
 # ---------------------------------------------------------------------------------------

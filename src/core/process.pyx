@@ -111,6 +111,7 @@ cdef class Process:
     cdef object ack                 # (waiter Process, ref) until init has answered start
     cdef int cancel_requests        # asyncio-style cancel() calls not yet uncancel()ed
     cdef bint must_cancel           # cancel() while running: throw CancelledError at the next resume
+    cdef object tracer              # None, or fn(pid, event, data) (pyotp.tracing): one C check per message
 
     def _future_done(self, fut):
         if self.fut is fut and self.wait == W_FUTURE:

@@ -41,7 +41,7 @@ from .application import Application, ApplicationStartError, ApplicationEnvError
 from .circuit_breaker import CircuitBreaker, CircuitOpenError
 from .service_discovery import ServiceDiscovery, ServiceDiscoveryError
 from .etf import DecodeError
-from . import config, sys, etf, observer, dashboard, telemetry
+from . import config, sys, etf, observer, dashboard, telemetry, tracing
 
 __all__ = [
     "__version__", "Atom", "Pid", "Reference", "Timer",
