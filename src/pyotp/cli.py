@@ -440,7 +440,7 @@ def dashboard_command(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return runtime.run(main, node=client_name(args.node), cookie=_cookie(args.cookie),
-                           hidden=True, tls=_tls(args))
+        return int(runtime.run(main, node=client_name(args.node), cookie=_cookie(args.cookie),
+                               hidden=True, tls=_tls(args)))
     except KeyboardInterrupt:
         return 0

@@ -26,7 +26,7 @@ True
 """
 import logging
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import _core
 
@@ -141,10 +141,10 @@ class MailboxWatch:
             raise ValueError("MailboxWatch: interval must be > 0, got %r" % (interval,))
 
         async def loop() -> None:
-            over: set = set()
+            over: Set[Any] = set()
             me = _core.self()
             while True:
-                now = set()
+                now: Set[Any] = set()
                 for pid in _core.processes():
                     if pid == me:
                         continue

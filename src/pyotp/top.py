@@ -5,7 +5,7 @@ dependencies). Ctrl-C leaves it; ``--iterations N`` stops after N screens.
 import asyncio
 import shutil
 import sys
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 __all__ = ["render", "run_top"]
 
@@ -36,18 +36,18 @@ def run_top(target: str, cookie: str, sort: str = "reductions", n: int = 20,
     cannot be reached."""
     from . import runtime
     from .dist import rpc
-    from .remsh import client_name
+    from .remsh import _is_badrpc, client_name
 
     async def main() -> int:
-        last = None
+        last: Optional[Tuple[float, int]] = None
         shown = 0
         while iterations is None or shown < iterations:
-            snap = await rpc.call(target, "pyotp.observer", "snapshot", [n, sort], timeout=10)
-            if type(snap) is tuple and len(snap) == 2 and snap[0] == "badrpc":
+            snap: Any = await rpc.call(target, "pyotp.observer", "snapshot", [n, sort], timeout=10)
+            if _is_badrpc(snap):
                 print("pyotp top: cannot read %s: %r" % (target, snap[1]), file=sys.stderr, flush=True)
                 return 1
             now = asyncio.get_running_loop().time()
-            rate = None
+            rate: Optional[float] = None
             if last is not None and now > last[0]:
                 rate = (snap["node"]["dispatched"] - last[1]) / (now - last[0])
             last = (now, snap["node"]["dispatched"])
@@ -60,6 +60,6 @@ def run_top(target: str, cookie: str, sort: str = "reductions", n: int = 20,
         return 0
 
     try:
-        return runtime.run(main, node=client_name(target), cookie=cookie, hidden=True, tls=tls)
+        return int(runtime.run(main, node=client_name(target), cookie=cookie, hidden=True, tls=tls))
     except KeyboardInterrupt:
         return 0
