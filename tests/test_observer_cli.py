@@ -55,3 +55,24 @@ def test_dashboard_attached_through_rpc():
             assert trees and all(t["type"] == "supervisor" for t in trees)
         finally:
             c.terminate(force=True)
+
+
+@pytest.mark.erlang
+def test_dist_connection_telemetry_events():
+    import pyotp
+    from pyotp import telemetry
+    from pyotp.dist import Node
+    from dist_helpers import unique
+    seen = []
+    telemetry.attach_many("dist-test", [("pyotp", "dist", "connection_up"),
+                                        ("pyotp", "dist", "connection_down")],
+                          lambda e, m, md, c: seen.append((e[2], md["peer"])))
+    try:
+        with RunProc("tele") as n:
+            async def main():
+                assert await Node.connect(n.name)
+                assert Node.disconnect(n.name)
+            pyotp.run(main, node=unique("tele_client"), cookie=COOKIE)
+    finally:
+        telemetry.detach("dist-test")
+    assert seen == [("connection_up", n.name), ("connection_down", n.name)]
