@@ -30,7 +30,8 @@ from . import _core, observer
 __all__ = ["Dashboard", "LocalSource", "RemoteSource", "start", "DashboardError"]
 
 STATIC = os.path.join(os.path.dirname(__file__), "dashboard_static")
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+# index.htm, not .html: the wheel excludes *.html (Cython's annotation pages)
+_TYPES = {".htm": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8"}
 MAX_HEADER = 16384
 MAX_BODY = 65536
@@ -249,7 +250,7 @@ class Dashboard:
                      headers: Dict[str, str], body: bytes) -> Tuple[int, bytes, str]:
         parts = [unquote(p) for p in path.split("/") if p]
         if method == "GET" and path in ("/", "/index.html"):
-            return self._static("index.html")
+            return self._static("index.htm")
         if method == "GET" and len(parts) == 2 and parts[0] == "static":
             return self._static(parts[1])
         if method == "GET" and path == "/api/snapshot":
