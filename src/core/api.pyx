@@ -113,6 +113,8 @@ def send(dest, msg):
 
     >>> pyotp.send(pid, ("hello", 1))
     """
+    if _current is not None and _current.tracer is not None:
+        _trace(_current, "send", (dest, msg))
     if _to_local_pid(dest, K_MSG, msg):
         return msg
     if type(dest) is Pid:
@@ -159,6 +161,8 @@ def receive(match=None, timeout=None):
         v = msg_object(m)
         msg_free(m)
         p.handled += 1
+        if p.tracer is not None:
+            _trace(p, "receive", v)
         return _ready(v)
     timeout = _timeout_arg(timeout, "receive")
     if timeout is not None:
@@ -377,44 +381,131 @@ cdef str _status_name(Process p):
     return "waiting"
 
 
-def process_info(pid):
+_INFO_KEYS = frozenset((
+    "status", "message_queue_len", "messages", "links", "monitors", "monitored_by",
+    "registered_name", "trap_exit", "messages_handled", "reductions", "memory", "behaviour",
+    "initial_call", "parent"))
+
+
+cdef object _initial_call(Process p):
+    """(module, function, arity) the process started in, as Erlang's initial_call.
+
+    Read from what the process already keeps (its callback object or its coroutine): no
+    field is added to the process for this."""
+    cdef object fn
+    if p.kind == PK_GEN and p.mod is not None:
+        t = type(p.mod)
+        return (t.__module__, t.__qualname__ + ".init", 1)
+    fn = p.init_arg
+    if fn is not None and p.kind == PK_CORO:       # not started yet
+        return (getattr(fn, "__module__", None), getattr(fn, "__qualname__", repr(fn)),
+                len(p.spawn_args or ()))
+    if p.coro is not None:
+        code = getattr(p.coro, "cr_code", None)
+        frame = getattr(p.coro, "cr_frame", None)
+        mod = frame.f_globals.get("__name__") if frame is not None else None
+        return (mod, getattr(p.coro, "__qualname__", type(p.coro).__name__),
+                code.co_argcount if code is not None else 0)
+    return None
+
+
+def process_info(pid, keys=None):
     """A dict describing a live local process, or None if it is dead.
 
-    Keys: status, message_queue_len, messages, links, monitors, monitored_by,
-    registered_name, trap_exit, messages_handled, memory (bytes, an estimate), behaviour.
+    Keys: status ('running', 'runnable' or 'waiting'), message_queue_len, messages,
+    links, monitors, monitored_by, registered_name, trap_exit, messages_handled,
+    reductions (callbacks run: the same counter as messages_handled, as BEAM's reductions
+    count work done), memory (bytes, an estimate), behaviour, initial_call
+    ((module, function, arity) or None), parent (the starter's pid or None).
+    ``keys`` (an iterable of those names) limits the answer to them; an unknown key is a
+    BadArg. No counter is kept for this alone: it reads what the process already holds.
 
     >>> pyotp.process_info(pyotp.self())["status"]
     'running'
+    >>> pyotp.process_info(pyotp.self(), ["status", "message_queue_len"])
+    {'status': 'running', 'message_queue_len': 0}
     """
     if type(pid) is not Pid or not (<Pid>pid).is_local():
         raise BadArg("process_info: %r is not a local pid" % (pid,))
     if _sched is None:
         return None
     _on_loop_thread(_sched, "process_info")      # it reads the mailbox (loop thread only)
+    cdef object want = None
+    if keys is not None:
+        if isinstance(keys, (str, bytes)):
+            raise BadArg("process_info: keys must be a list of key names, got %r" % (keys,))
+        want = list(keys)
+        for k in want:
+            if k not in _INFO_KEYS:
+                raise BadArg("process_info: unknown key %r (known: %s)"
+                             % (k, ", ".join(sorted(_INFO_KEYS))))
     cdef Process p = (<Pid>pid)._proc
     if not _alive(p):
         return None
-    import sys
     cdef Py_ssize_t qlen = mb_length(&p.mb)
-    mem = sys.getsizeof(p) + sys.getsizeof(p.pid) + qlen * sizeof(Msg)
-    for x in (p.links, p.monitors, p.monitored_by, p.mod, p.coro):
-        if x is not None:
-            mem += sys.getsizeof(x)
-    if p.mod is not None and hasattr(p.mod, "__dict__"):
-        mem += sys.getsizeof(p.mod.__dict__)
-    return {
+    if want is not None and "memory" not in want:
+        mem = 0
+    else:
+        import sys
+        mem = sys.getsizeof(p) + sys.getsizeof(p.pid) + qlen * sizeof(Msg)
+        for x in (p.links, p.monitors, p.monitored_by, p.mod, p.coro):
+            if x is not None:
+                mem += sys.getsizeof(x)
+        if p.mod is not None and hasattr(p.mod, "__dict__"):
+            mem += sys.getsizeof(p.mod.__dict__)
+    info = {
         "status": _status_name(p),
         "message_queue_len": qlen,
-        "messages": mb_snapshot(&p.mb),
+        "messages": mb_snapshot(&p.mb) if want is None or "messages" in want else None,
         "links": sorted(p.links) if p.links else [],
         "monitors": [("process", t if type(t) is not tuple else (t[0], t[1])) for t in (p.monitors or {}).values()],
         "monitored_by": [(<Process>w).pid if type(w) is Process else w for w in (p.monitored_by or {}).values()],
         "registered_name": p.name,
         "trap_exit": p.trap_exit,
         "messages_handled": p.handled,
+        "reductions": p.handled,
         "memory": mem,
         "behaviour": type(p.mod).__name__ if p.kind == PK_GEN else None,
+        "initial_call": _initial_call(p),
+        "parent": p.parent if type(p.parent) is Pid else None,
     }
+    if want is not None:
+        return {k: info[k] for k in want}
+    return info
+
+
+_KIND_NAMES = ("message", "cast", "call", "stop", "sys")
+
+
+cdef void _trace(Process p, str event, object data) noexcept:
+    """Give one trace event to p's tracer. A tracer that raises is removed: tracing never
+    breaks the traced process (pyotp.tracing bounds the rate and the output)."""
+    cdef object fn = p.tracer
+    try:
+        fn(p.pid, event, data)
+    except BaseException:
+        p.tracer = None
+
+
+def set_tracer(pid, tracer):
+    """Trace the local process ``pid``: ``tracer(pid, event, data)`` runs in the traced
+    process at each ``"send"`` (data: (dest, msg)), ``"receive"`` (the message; for a
+    behaviour (kind, request) unless a plain message), ``"call"`` and ``"cast"`` (data:
+    (server, request)). None stops tracing. Returns the previous tracer. See pyotp.tracing
+    for a rate-bounded tracer.
+
+    >>> pyotp._core.set_tracer(pid, lambda pid, ev, data: print(ev, data))
+    """
+    if type(pid) is not Pid or not (<Pid>pid).is_local():
+        raise BadArg("set_tracer: %r is not a local pid" % (pid,))
+    if tracer is not None and not callable(tracer):
+        raise BadArg("set_tracer: tracer must be callable or None, got %r" % (tracer,))
+    cdef Process p = (<Pid>pid)._proc
+    if not _alive(p):
+        raise BadArg("set_tracer: %r is not alive" % (pid,))
+    old = p.tracer
+    p.tracer = tracer
+    return old
 
 
 # ---------------------------------------------------------------------------------------
@@ -570,3 +661,21 @@ def _stats():
     """Counters for tests and the demo."""
     cdef Scheduler s = _loop_sched("_stats")
     return {"processes": len(s.procs), "timers": s.wheel.count, "dispatched": s.dispatched}
+
+
+def node_stats():
+    """Counters of this node, cheap to read: processes, run_queue (processes runnable now),
+    timers, dispatched (messages/callbacks the scheduler has run since start; the
+    difference of two readings over time is the node's message rate).
+
+    >>> sorted(pyotp._core.node_stats())
+    ['dispatched', 'processes', 'run_queue', 'timers']
+    """
+    cdef Scheduler s = _need_sched()
+    cdef Py_ssize_t rq = 0
+    for p in s.procs.values():
+        if (<Process>p).status != ST_RUNNING and ((<Process>p).wait == W_WOKEN or
+                ((<Process>p).scheduled and not (<Process>p).parked)):
+            rq += 1
+    return {"processes": len(s.procs), "run_queue": rq, "timers": s.wheel.count,
+            "dispatched": s.dispatched}

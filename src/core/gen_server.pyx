@@ -112,6 +112,8 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
         p.handled += 1
         p.last_msg = a
         n += 1
+        if p.tracer is not None:
+            _trace(p, "receive", (_KIND_NAMES[kind], a) if kind != K_MSG else a)
         if kind == K_CAST:
             _gen_callback(p, CB_CAST, a, None)
         elif kind == K_CALL:
@@ -442,6 +444,8 @@ def call(server, request, timeout=5.0):
     """
     cdef Process p = _current_here()
     if p is not None:
+        if p.tracer is not None:
+            _trace(p, "call", (server, request))
         if p.sync_cb:
             _caller_for_wait("GenServer.call()")
         _begin_call(p, server, request, timeout)
@@ -557,6 +561,8 @@ def cast(server, request):
     'ok'
     """
     cdef object target
+    if _current is not None and _current.tracer is not None:
+        _trace(_current, "cast", (server, request))
     if _to_local_pid(server, K_CAST, request):
         return "ok"
     if _sched is None:

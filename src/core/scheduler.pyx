@@ -466,6 +466,8 @@ cdef Py_ssize_t _coro_step(Process p) except -1:
         value = msg_object(m)
         msg_free(m)
         p.handled += 1
+        if p.tracer is not None:
+            _trace(p, "receive", value)
         _resume(p, value, None)
         return 1
     if p.wait == W_WOKEN:

@@ -44,7 +44,7 @@ from .etf import DecodeError
 from .gen_stage import (GenStage, ConsumerSupervisor, DemandDispatcher, BroadcastDispatcher,
                         PartitionDispatcher, GenStageError)
 from .pipeline import Pipeline, Message, PipelineError
-from . import config, sys, etf
+from . import config, sys, etf, observer, dashboard, telemetry, tracing
 
 __all__ = [
     "__version__", "Atom", "Pid", "Reference", "Timer",

@@ -392,3 +392,55 @@ def stop_command(args: argparse.Namespace) -> int:
     else:
         print("pyotp stop: error: %s answered %r" % (args.node, r), file=sys.stderr, flush=True)
     return 1
+
+
+def _top_arguments(p: argparse.ArgumentParser) -> None:
+    _target_arguments(p)
+    p.add_argument("--sort", choices=("reductions", "message_queue_len", "memory"),
+                   default="reductions", help="order of the process table (largest first)")
+    p.add_argument("-n", type=int, default=20, help="rows shown (default 20)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between screens")
+    p.add_argument("--iterations", type=int, default=None, help="stop after this many screens")
+
+
+@subcommand("top", "a top-like view of a running node's processes", _top_arguments)
+def top_command(args: argparse.Namespace) -> int:
+    """``python -m pyotp top``: see pyotp.top."""
+    from .top import run_top
+    _check_target(args.node)
+    if not 0 <= args.n <= 1000:
+        raise CliError("-n must be in 0..1000")
+    return run_top(args.node, _cookie(args.cookie), args.sort, args.n, args.interval,
+                   args.iterations, tls=_tls(args))
+
+
+def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
+    _target_arguments(p)
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs --token)")
+    p.add_argument("--token", default=None, help="secret the browser must send (?token=...)")
+
+
+@subcommand("dashboard", "serve the web dashboard of a running node", _dashboard_arguments)
+def dashboard_command(args: argparse.Namespace) -> int:
+    """``python -m pyotp dashboard``: the dashboard of another node, read through rpc."""
+    from . import _core, runtime
+    from .dashboard import DashboardError, RemoteSource, start
+    from .remsh import client_name
+    _check_target(args.node)
+
+    async def main() -> int:
+        try:
+            d = await start(args.port, args.host, args.token, RemoteSource(args.node))
+        except (DashboardError, OSError) as e:
+            raise CliError(str(e)) from None
+        print("pyotp dashboard: %s on %s" % (args.node, d.url), flush=True)
+        await _core.receive(lambda m: False)
+        return 0
+
+    try:
+        return int(runtime.run(main, node=client_name(args.node), cookie=_cookie(args.cookie),
+                               hidden=True, tls=_tls(args)))
+    except KeyboardInterrupt:
+        return 0

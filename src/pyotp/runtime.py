@@ -99,7 +99,8 @@ class Runtime:
 
 def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bool] = None,
         shutdown_timeout: float = 5.0, node: Optional[str] = None, cookie: Optional[str] = None,
-        max_mailbox: Any = None, **dist: Any) -> Any:
+        max_mailbox: Any = None, dashboard: Optional[int] = None, dashboard_host: str = "127.0.0.1",
+        dashboard_token: Optional[str] = None, **dist: Any) -> Any:
     """Start a node, run ``main(*args)`` as its first process, return its result, then shut
     everything down in order (like ``asyncio.run``). uvloop is used when installed unless
     ``use_uvloop=False``. ``max_mailbox`` is the default mailbox limit of every process
@@ -114,6 +115,9 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     at once (``os._exit(128 + signum)``, no further cleanup). ``python -m pyotp run``
     uses the same mechanism (``pyotp._signals``).
 
+    ``dashboard=8080`` serves the web dashboard (``pyotp.dashboard``) on that port while
+    ``main`` runs, on 127.0.0.1 unless ``dashboard_host`` (then ``dashboard_token`` too).
+
     >>> async def main():
     ...     pid = await Counter.start_link(0)
     ...     GenServer.cast(pid, "inc")
@@ -121,6 +125,9 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     >>> pyotp.run(main)
     1
     """
+    if dashboard is not None:
+        from .dashboard import with_dashboard
+        main = with_dashboard(main, dashboard, dashboard_host, dashboard_token)
     if node is not None:
         # a distributed node: "name@host", with the cookie and the options of Node.start
         from .dist import run_node

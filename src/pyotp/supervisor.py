@@ -65,7 +65,7 @@ import logging
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
-from . import _core
+from . import _core, telemetry
 from ._core import Pid, StartError
 from .child_spec import (RESTARTING, Child, ChildSpecError, RestartIntensity, SupervisorError,
                          _expand, _override, callback_module, check_intensity, child_spec,
@@ -79,6 +79,7 @@ __all__ = ["Supervisor", "SupervisorError", "ChildSpecError"]
 
 _STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 _AUTO_SHUTDOWN = ("never", "any_significant", "all_significant")
+_RESTART_EVENT = ("pyotp", "supervisor", "restart")
 _FLAG_KEYS = ("strategy", "max_restarts", "max_seconds", "auto_shutdown")
 
 
@@ -223,6 +224,9 @@ class _SupervisorServer(GenServer):
         return ("stop", "shutdown", None)
 
     async def _restart(self, c: Child) -> Any:
+        # observed by pyotp.observer (restart counts in the tree)
+        self.restart_total = getattr(self, "restart_total", 0) + 1
+        telemetry.execute(_RESTART_EVENT, {"count": 1}, {"supervisor": _core.self(), "child_id": c.id})
         if not self.intensity.add(time.monotonic()):
             report(self.label, "shutdown", "reached_max_restart_intensity", c.id, c.pid)
             self._del_child(c)
@@ -306,6 +310,8 @@ class _SupervisorServer(GenServer):
             return ("reply", [(c.id, c.pid, c.type, c.modules) for c in self.children], None)
         if req == "count_children":
             return ("reply", self._count(), None)
+        if req == "restart_total":
+            return ("reply", getattr(self, "restart_total", 0), None)
         if type(req) is tuple and len(req) == 2:
             op, arg = req
             if op == "start_child":

@@ -63,3 +63,19 @@ async def change_code(server: Any, old_vsn: Any, extra: Any = None, timeout: flo
             return ("ok", r[1])
         return (r if (type(r) is tuple and r and r[0] == "error") else ("error", ("bad_return_value", r)), state)
     return await _core._sys_request(server, op, timeout)
+
+
+def trace(pid: Any, flag: bool, rate: int = 100) -> None:
+    """OTP's sys:trace: with True, log every message ``pid`` sends and receives and the
+    calls it makes (logger ``pyotp.trace``, at most ``rate`` events a second); False stops.
+    See pyotp.tracing for other outputs.
+
+    >>> pyotp.sys.trace(pid, True)
+    """
+    from . import tracing
+    if flag is True:
+        tracing.trace(pid, "log", rate)
+    elif flag is False:
+        tracing.stop(pid)
+    else:
+        raise TypeError("sys.trace: flag must be True or False, got %r" % (flag,))

@@ -44,7 +44,7 @@ import traceback
 from typing import (Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Set, Tuple, Union,
                     cast)
 
-from .. import _core
+from .. import _core, telemetry
 from ..etf import Atom, Pid, Reference, SafeUnpickler, encode_term_into
 from ..gen_server import GenServer
 from . import beam_api
@@ -729,6 +729,8 @@ class NetKernel:
             p.ops.clear()
             if not p.future.done():
                 p.future.set_result(True)
+        telemetry.execute(("pyotp", "dist", "connection_up"), {"count": 1},
+                          {"node": str(_core.local_node()), "peer": name})
         for w in list(self.node_watchers):
             self._notify_watcher(w, ("nodeup", name))
         for cb in list(self.up_callbacks):
@@ -768,6 +770,8 @@ class NetKernel:
                 if not s[0].done():
                     s[0].set_exception(DistError("spawn on %s failed: noconnection" % name))
         if was_up:
+            telemetry.execute(("pyotp", "dist", "connection_down"), {"count": 1},
+                              {"node": str(_core.local_node()), "peer": name, "reason": reason})
             for w in list(self.node_watchers):
                 self._notify_watcher(w, ("nodedown", name))
             for cb in list(self.down_callbacks):

@@ -1,0 +1,127 @@
+"""Observer backend: what a node's processes and supervision trees look like now.
+
+Everything here is plain data (lists, dicts, tuples, pids, strings), so it crosses the
+distribution unchanged: another node reads it with
+``await pyotp.dist.rpc.call(node, "pyotp.observer", "snapshot", [])``, as Erlang's
+observer reads ``observer_backend`` on a remote node. The dashboard and ``python -m pyotp
+top`` are built on these functions.
+
+>>> import pyotp
+>>> async def main():
+...     snap = pyotp.observer.snapshot(top=5)
+...     return sorted(snap["node"]), len(snap["top"]) <= 5
+>>> pyotp.run(main)
+(['dispatched', 'memory', 'name', 'processes', 'run_queue', 'timers'], True)
+"""
+from typing import Any, Dict, List, Optional
+
+from . import _core
+from .supervisor import Supervisor
+
+__all__ = ["SORT_KEYS", "snapshot", "top", "process", "supervision_tree", "trees", "node_info"]
+
+_SUPERVISORS = ("_SupervisorServer", "_DynamicSupervisorServer")
+
+#: keys the process table can be sorted by (largest first)
+SORT_KEYS = ("message_queue_len", "reductions", "memory")
+
+_ROW_KEYS = ["registered_name", "status", "message_queue_len", "reductions", "memory",
+             "behaviour", "initial_call"]
+
+
+def node_info() -> Dict[str, Any]:
+    """This node's counters (see ``_core.node_stats``), its name and ``memory`` (the sum
+    of the processes' estimates, bytes)."""
+    info: Dict[str, Any] = dict(_core.node_stats())
+    info["memory"] = sum((_core.process_info(p, ["memory"]) or {"memory": 0})["memory"]
+                         for p in _core.processes())
+    info["name"] = str(_core.local_node())
+    return info
+
+
+async def trees() -> List[Dict[str, Any]]:
+    """The supervision trees of this node: one per supervisor not started by another."""
+    sups = {}
+    for pid in _core.processes():
+        info = _core.process_info(pid, ["behaviour", "parent"])
+        if info is not None and info["behaviour"] in _SUPERVISORS:
+            sups[pid] = info["parent"]
+    return [await supervision_tree(pid) for pid, parent in sups.items() if parent not in sups]
+
+
+def _name(info: Dict[str, Any]) -> Optional[str]:
+    n = info.get("registered_name")
+    return None if n is None else str(n)
+
+
+def _mfa(info: Dict[str, Any]) -> Optional[str]:
+    ic = info.get("initial_call")
+    if not ic:
+        return None
+    return "%s:%s/%s" % ic
+
+
+def top(n: int = 20, sort: str = "reductions") -> List[Dict[str, Any]]:
+    """The ``n`` processes with the largest ``sort`` (one of SORT_KEYS), as rows of
+    pid, name, status, message_queue_len, reductions, memory, behaviour, initial_call."""
+    if sort not in SORT_KEYS:
+        raise ValueError("observer.top: sort must be one of %s, got %r" % (", ".join(SORT_KEYS), sort))
+    if type(n) is not int or n < 0:
+        raise ValueError("observer.top: n must be an int >= 0, got %r" % (n,))
+    rows = []
+    for pid in _core.processes():
+        info = _core.process_info(pid, _ROW_KEYS)
+        if info is None:
+            continue
+        rows.append({"pid": pid, "name": _name(info), "status": info["status"],
+                     "message_queue_len": info["message_queue_len"],
+                     "reductions": info["reductions"], "memory": info["memory"],
+                     "behaviour": info["behaviour"], "initial_call": _mfa(info)})
+    rows.sort(key=lambda r: r[sort], reverse=True)
+    return rows[:n]
+
+
+def snapshot(top: int = 20, sort: str = "reductions") -> Dict[str, Any]:
+    """``{"node": node_info(), "top": top(top, sort)}``: one reading for a live view."""
+    return {"node": node_info(), "top": globals()["top"](top, sort)}
+
+
+def process(pid: Any) -> Optional[Dict[str, Any]]:
+    """Everything process_info knows of ``pid`` (a local pid), with a mailbox preview of
+    at most 20 messages (as repr strings, at most 200 characters each); None if dead."""
+    info = _core.process_info(pid)
+    if info is None:
+        return None
+    msgs = info.pop("messages") or []
+    info["messages"] = [repr(m)[:200] for m in msgs[:20]]
+    info["initial_call"] = _mfa(info)
+    info["registered_name"] = _name(info)
+    return info
+
+
+async def supervision_tree(sup: Any) -> Dict[str, Any]:
+    """The tree under supervisor ``sup``: ``{"pid", "name", "type": "supervisor",
+    "restarts", "children": [...]}``, children as ``{"id", "pid", "type", ...}``
+    (a child supervisor carries its own children). A supervisor that does not answer
+    (dead, busy) shows as ``{"error": reason}`` in its place."""
+    try:
+        children = await Supervisor.which_children(sup)
+        beh = (_core.process_info(sup, ["behaviour"]) or {}).get("behaviour") \
+            if type(sup) is _core.Pid else None
+        # only Supervisor counts restarts (other supervisors would not know the request)
+        restarts = await _core.call(sup, "restart_total", None) \
+            if beh == "_SupervisorServer" else None
+    except _core.Exit as e:
+        return {"pid": sup, "type": "supervisor", "error": repr(e.reason)}
+    info = _core.process_info(sup, ["registered_name"]) if type(sup) is _core.Pid else None
+    node: Dict[str, Any] = {"pid": sup, "name": _name(info or {}), "type": "supervisor",
+                            "restarts": restarts, "children": []}
+    for cid, pid, kind, _mods in children:
+        if kind == "supervisor" and type(pid) is _core.Pid:
+            sub = await supervision_tree(pid)
+            sub["id"] = cid
+            node["children"].append(sub)
+        else:
+            node["children"].append({"id": cid, "pid": pid if type(pid) is _core.Pid else None,
+                                     "type": kind})
+    return node

@@ -1,0 +1,96 @@
+"""The dashboard in a real headless browser (Debian's chromium + chromium-driver, Selenium):
+the page loads, shows the supervision tree, follows the process count, and killing a
+worker from the page makes its supervisor restart it (the page shows the new pid).
+The run saves a screenshot (tmp dir; PYOTP_DASHBOARD_SCREENSHOT names another path)."""
+import os
+import shutil
+
+import pytest
+
+import pyotp
+from pyotp import GenServer, Supervisor, dashboard
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMEDRIVER) and os.path.exists(CHROMIUM)),
+                                reason="needs Debian's chromium and chromium-driver")
+
+
+class Worker(GenServer):
+    def init(self, arg):
+        return ("ok", {"jobs": arg})
+
+    def handle_call(self, req, from_, s):
+        return ("reply", s, s)
+
+
+async def demo():
+    inner = {"id": "pool", "type": "supervisor",
+             "start": (Supervisor.start_link, [[{"id": "db", "start": (Worker.start_link, [2])}]],
+                       {"strategy": "one_for_one"})}
+    sup = await Supervisor.start_link([{"id": "worker", "start": (Worker.start_link, [0])}, inner],
+                                      strategy="one_for_one")
+    pyotp.register("demo_sup", sup)
+    return sup
+
+
+async def idle():
+    await pyotp.receive()
+
+
+@pytest.fixture
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1280,1300"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=opts)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def test_dashboard_in_browser(browser, tmp_path):
+    node = pyotp.Runtime.start_thread()
+    try:
+        sup = node.call_in_loop(demo)
+        d = node.call_in_loop(dashboard.start, 0, "127.0.0.1", None, None, 0.1)
+        wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+        browser.get(d.url)
+        wait.until(lambda b: b.find_element(By.ID, "status").text == "live")
+        wait.until(lambda b: "worker" in b.find_element(By.ID, "trees").text
+                   and "db" in b.find_element(By.ID, "trees").text)
+        count = int(browser.find_element(By.ID, "proc-count").text)
+        for _ in range(3):
+            node.spawn(idle)
+        wait.until(lambda b: b.find_element(By.ID, "proc-count").text == str(count + 3))
+
+        def worker_pid(b):
+            # in one script: the page re-renders the tree at every update
+            return b.execute_script(
+                "for (const s of document.querySelectorAll('li.tree-node > span.child-id'))"
+                " if (s.textContent === 'worker') return s.parentNode.dataset.pid; return null;")
+        old = wait.until(worker_pid)
+        assert old == str(node.call_in_loop(Supervisor.which_children, sup)[0][1])
+        browser.execute_script("document.querySelector('li[data-pid=\"%s\"] > a.pid').click()" % old)
+        wait.until(lambda b: "jobs" in b.find_element(By.ID, "p-info").text)
+        browser.find_element(By.ID, "p-kill").click()
+        alert = wait.until(lambda b: b.switch_to.alert)
+        assert "Kill " + old in alert.text
+        alert.accept()
+        new = wait.until(lambda b: (worker_pid(b) not in (None, "", old)) and worker_pid(b))
+        assert new == str(node.call_in_loop(Supervisor.which_children, sup)[0][1])
+        wait.until(lambda b: "restarts: 1" in b.find_element(By.ID, "trees").text)
+        shot = os.environ.get("PYOTP_DASHBOARD_SCREENSHOT") or str(tmp_path / "dashboard.png")
+        browser.execute_script("window.scrollTo(0, 0)")
+        assert browser.save_screenshot(shot)
+        node.call_in_loop(d.close)
+    finally:
+        node.stop()
