@@ -65,13 +65,13 @@ def test_one_usable_cpu_never_spins():
 
 
 def test_oversubscribed_machine_stops_spinning_and_recovers():
-    m = Machine(usable=2, online=2, runnable=3)        # a busy loop beside two nodes
+    m = Machine(usable=2, online=2, runnable=4)        # two busy loops beside two nodes
     p = m.policy()
     assert p.budget_us() == 100.0                     # one crowded sample may be a passing thread
     m.now += 50.0
     assert p.budget_us() == 0.0                       # two in a row: oversubscribed
     assert "oversubscribed" in p.info()["reason"]
-    m.runnable = 2
+    m.runnable = 3                                    # one extra thread is tolerated
     m.now += 10.0
     assert p.budget_us() == 0.0                       # facts are re-read only every 50 ms
     m.now += 50.0

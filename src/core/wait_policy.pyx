@@ -30,7 +30,7 @@ cdef double _WP_MIN_US = 5.0            # a budget below this cannot catch a rep
 cdef double _WP_PROBE_MS = 50.0         # machine facts are re-read this often while spinning
 cdef double _WP_CPUS_MS = 1000.0        # affinity and quota: re-read this often (on change)
 cdef double _WP_BACKOFF_MAX_MS = 1000.0
-cdef long _WP_NIVCSW_LIMIT = 2          # involuntary switches per probe that mean contention
+cdef long _WP_NIVCSW_LIMIT = 8          # involuntary switches per probe that mean contention (a core shared with a busy thread: ~12-16 per 50 ms)
 
 
 def _wp_read_machine():
@@ -162,11 +162,12 @@ cdef class WaitPolicy:
             switched = <long>((int(nivcsw) - self.last_nivcsw) * _WP_PROBE_MS / span + 0.5)
         self.last_probe = now
         # a single crowded sample is often a passing kernel thread: two in a row count
-        self.crowded = self.crowded + 1 if runnable is not None and int(runnable) > self.online else 0
+        self.crowded = self.crowded + 1 if runnable is not None and int(runnable) > self.online + 1 else 0
         if self.usable <= 1:
             self.oversub, self.reason = True, "one usable CPU"
         elif self.crowded >= 2:
-            # more runnable threads than cores (ours counted): a spin takes a core from
+            # clearly more runnable threads than cores (ours counted; one extra is often
+            # the peer node itself or a passing kernel thread): a spin takes a core from
             # someone, often the very peer whose reply it waits for
             self.oversub, self.reason = True, "oversubscribed (%d runnable, %d CPUs)" % (
                 int(runnable), self.online)
