@@ -11,6 +11,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from dist_helpers import SRC
+
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 30.0          # seconds any awaited event may take before the test fails
 
@@ -57,7 +59,8 @@ class EditorProc:
             cmd += ["--connect", c]
         for p in peers:
             cmd += ["--peer", p]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+        # the same pyotp build as this test process (a source tree or the installed wheel)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, str(ROOT)]))
         self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
         self.node = node
