@@ -104,3 +104,43 @@ def test_stub_parameters_match_the_compiled_functions():
         if stub_params != rt_params:
             mismatches.append("%s: stub %s, core %s" % (name, stub_params, rt_params))
     assert mismatches == []
+
+
+def test_an_unbuilt_source_tree_on_the_path_says_how_to_fix_it(tmp_path: Path) -> None:
+    # what a newcomer gets with PYTHONPATH=src on a checkout that was never built
+    import shutil
+    import subprocess
+    import sys
+    shutil.copytree(PKG_DIR, tmp_path / "pyotp",
+                    ignore=shutil.ignore_patterns("_core.*.so", "_core.*.pyd", "_core.so", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-c", "import pyotp"], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(tmp_path), "PATH": ""}, timeout=60)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: pyotp's compiled core (pyotp._core) is not built in %s."
+                           % (tmp_path / "pyotp")), proc.stderr
+    assert "make build" in last and "PYTHONPATH" in last
+
+
+REPO_URL = "https://github.com/pyotp-actors/pyotp-actors"
+
+
+def test_project_urls_and_the_readme_links_work_on_pypi() -> None:
+    # README.md is the PyPI page, where a relative link leads nowhere
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert links and [u for u in links if not u.startswith("https://")] == []
+    assert all(u.startswith((REPO_URL + "/", "https://raw.githubusercontent.com/pyotp-actors/"))
+               for u in links if "github" in u)
+    pyproject = root / "pyproject.toml"
+    if pyproject.exists():
+        try:
+            import tomllib
+        except ImportError:   # Python 3.10
+            import tomli as tomllib
+        urls = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["urls"]
+    else:                     # the wheel tests: the installed metadata
+        urls = dict(u.split(", ", 1) for u in
+                    importlib.metadata.metadata("pyotp-actors").get_all("Project-URL") or [])
+    assert urls["Source"] == REPO_URL and {"Homepage", "Documentation", "Issues", "Changelog"} <= set(urls)

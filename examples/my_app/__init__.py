@@ -2,6 +2,6 @@
 supervisor with workers, configured from TOML). See ``application.py`` and
 ``docs/application.md``. Run it with::
 
-    PYTHONPATH=src:. python -m pyotp run examples.my_app.application:MyApp \\
+    python -m pyotp run examples.my_app.application:MyApp \\
         --config examples/my_app/config/config.toml --env dev
 """

@@ -13,7 +13,7 @@ from TOML, and which depends on a small ``metrics`` application.
 Configuration lives in ``examples/my_app/config/`` (``config.toml`` plus ``dev``,
 ``prod`` and ``test`` overlays). Run it::
 
-    PYTHONPATH=src:. python -m pyotp run examples.my_app.application:MyApp \\
+    python -m pyotp run examples.my_app.application:MyApp \\
         --config examples/my_app/config/config.toml --env prod
 
 or in a program:

@@ -17,16 +17,29 @@ GenServer behaviour, on an asyncio event loop. Durations are always **seconds**.
 1
 """
 from ._version import __version__
-from ._core import (
-    Atom, Pid, Reference, Timer,
-    Exit, BadArg, CallbackError, StartError,
-    self, spawn, spawn_link, spawn_monitor, spawn_opt, send, receive, sleep, make_ref,
-    register, unregister, whereis, registered,
-    link, unlink, monitor, demonitor, exit, process_flag, is_alive,
-    process_info, processes,
-    send_after, start_timer, apply_after, cancel_timer, read_timer,
-    local_node,
-)
+try:
+    from ._core import (
+        Atom, Pid, Reference, Timer,
+        Exit, BadArg, CallbackError, StartError,
+        self, spawn, spawn_link, spawn_monitor, spawn_opt, send, receive, sleep, make_ref,
+        register, unregister, whereis, registered,
+        link, unlink, monitor, demonitor, exit, process_flag, is_alive,
+        process_info, processes,
+        send_after, start_timer, apply_after, cancel_timer, read_timer,
+        local_node,
+    )
+except ModuleNotFoundError as _e:
+    if _e.name != "pyotp._core":
+        raise
+    # The usual cause: a source checkout's src/ on PYTHONPATH, never built (or built for
+    # another Python), shadowing an installed pyotp-actors. Say so instead of a bare
+    # "No module named 'pyotp._core'".
+    import os as _os
+    raise ImportError(
+        "pyotp's compiled core (pyotp._core) is not built in %s. In a source checkout run "
+        "`make build` (needs Cython>=3.0.10 and setuptools>=77); if pyotp-actors is "
+        "installed, take that directory off PYTHONPATH so the installed package is used"
+        % _os.path.dirname(_os.path.abspath(__file__)), name="pyotp._core") from None
 from . import gen as _gen  # installs the name hooks
 from .gen_server import GenServer
 from .runtime import Runtime, NodeThread, run
