@@ -126,3 +126,26 @@ def test_simultaneous_connects_end_with_one_working_connection():
             c.send_line("next")
             b.expect("disconnected")
             c.expect("disconnected")
+
+
+def test_call_from_an_asyncio_task_fails_with_noconnection_when_the_node_dies():
+    """A GenServer.call made outside any pyotp process (a plain asyncio task) waiting on a
+    node that dies gets noconnection at once, as a process's call does."""
+    import asyncio as _asyncio
+    with NodeProc("ext", role="dist_roles:role_peer") as peer:
+        peer.expect("ready")
+
+        async def main():
+            assert await Node.connect(peer.name)
+            async def outside():      # runs as an asyncio task: no pyotp process
+                return await GenServer.call(("echo", peer.name), ("later", "x", 3600), None)
+            task = _asyncio.ensure_future(outside())
+            assert (await GenServer.call(("echo", peer.name), "sync")) is not None
+            peer.kill()
+            try:
+                await _asyncio.wait_for(task, 30)
+            except Exit as e:
+                return e.reason
+            return "no exit"
+        reason = run_node(main, node=unique("extcall"), cookie=COOKIE)
+    assert reason[0] == "noconnection", reason

@@ -748,11 +748,17 @@ class NetKernel:
         self._node_down(name, reason)
 
     def _node_down(self, name: str, reason: Any, was_up: bool = True) -> None:
-        if _core._node_running():
+        running = _core._node_running()
+        if running:
             _core._dist_node_down(name)
         for ref, c in list(self.calls.items()):
             if c[2] == name:
                 del self.calls[ref]
+                if running:
+                    # callers outside any process (an asyncio task's GenServer.call) are
+                    # not among the processes _dist_node_down walks: fail their wait here
+                    # (a no-op for processes it already woke)
+                    _core._dist_down(c[0], ref, c[1], "noconnection")
         for ref, m in list(self.monitors.items()):
             if m[2] == name:
                 del self.monitors[ref]
