@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,18 +10,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-from dist_helpers import SRC
+from dist_helpers import SRC, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 30.0          # seconds any awaited event may take before the test fails
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_for(pred: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import socket
 
 import pytest
 
 import pyotp
 from pyotp.dist import EpmdError, Node, epmd, run_node
-from dist_helpers import COOKIE, NodeProc, unique
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from dist_helpers import COOKIE, NodeProc, free_port, unique
 
 
 def test_epmd_server_protocol():
