@@ -2,7 +2,9 @@
 top table of processes, charts, and a process page with send/kill.
 
 Served by the node itself (``pyotp.run(main, dashboard=8080)``) or by a separate client
-attached through rpc (``python -m pyotp dashboard NAME@HOST --cookie ...``). A small
+attached through rpc (``python -m pyotp dashboard --node NAME@HOST --cookie ...``) to a
+pyotp node (``RemoteSource``: ``pyotp.observer`` there) or a BEAM node (``BeamSource``
+in ``pyotp.observer_beam``: erlang/kernel calls only); ``source_for`` picks one. A small
 HTTP/1.1 server on asyncio streams, no dependencies; the page is plain JS + SVG shipped
 as package data (``pyotp/dashboard_static``).
 
@@ -26,8 +28,9 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import _core, observer
+from .observer_beam import BeamError
 
-__all__ = ["Dashboard", "LocalSource", "RemoteSource", "start", "DashboardError"]
+__all__ = ["Dashboard", "LocalSource", "RemoteSource", "start", "DashboardError", "source_for"]
 
 STATIC = os.path.join(os.path.dirname(__file__), "dashboard_static")
 # index.htm, not .html: the wheel excludes *.html (Cython's annotation pages)
@@ -114,6 +117,21 @@ class RemoteSource(LocalSource):
         await self._rpc("pyotp", "send", [pid, msg])
 
 
+async def source_for(node: str, timeout: float = 5.0) -> Any:
+    """The source for the running node ``node`` (this node must be distributed):
+    ``RemoteSource`` for a pyotp node, ``BeamSource`` for an Erlang/Elixir one. Raises
+    DashboardError when the node cannot be reached."""
+    from .dist import Node
+    from .dist import node as dist_node
+    from .observer_beam import BeamSource
+    if await Node.ping(node, timeout) != "pong":
+        raise DashboardError("cannot connect to %s (is it running? same cookie?)" % (node,))
+    conn = dist_node.kernel().conns.get(node)
+    if conn is not None and not conn.pyotp:
+        return BeamSource(node, timeout)
+    return RemoteSource(node, timeout)
+
+
 class Dashboard:
     """The HTTP server. ``await Dashboard(port=0).start()``; ``.port`` is the bound port;
     ``close()`` stops it.
@@ -185,6 +203,8 @@ class Dashboard:
             await self._serve(reader, writer)
         except _HttpError as e:
             self._reply(writer, e.status, json.dumps({"error": str(e)}).encode(), "application/json")
+        except BeamError as e:          # the observed BEAM node did not answer
+            self._reply(writer, 502, json.dumps({"error": str(e)}).encode(), "application/json")
         except (asyncio.LimitOverrunError, ValueError):
             self._reply(writer, 431, b'{"error": "headers too large"}', "application/json")
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):

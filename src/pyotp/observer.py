@@ -11,31 +11,54 @@ top`` are built on these functions.
 ...     snap = pyotp.observer.snapshot(top=5)
 ...     return sorted(snap["node"]), len(snap["top"]) <= 5
 >>> pyotp.run(main)
-(['dispatched', 'memory', 'name', 'processes', 'run_queue', 'timers'], True)
+(['connections', 'dispatched', 'memory', 'name', 'processes', 'run_queue', 'timers'], True)
 """
 from typing import Any, Dict, List, Optional
 
 from . import _core
 from .supervisor import Supervisor
 
-__all__ = ["SORT_KEYS", "snapshot", "top", "process", "supervision_tree", "trees", "node_info"]
+__all__ = ["SORT_KEYS", "snapshot", "top", "process", "supervision_tree", "trees", "node_info",
+           "connections"]
 
 _SUPERVISORS = ("_SupervisorServer", "_DynamicSupervisorServer")
 
 #: keys the process table can be sorted by (largest first)
-SORT_KEYS = ("message_queue_len", "reductions", "memory")
+SORT_KEYS = ("message_queue_len", "reductions", "memory", "messages_received")
 
 _ROW_KEYS = ["registered_name", "status", "message_queue_len", "reductions", "memory",
-             "behaviour", "initial_call"]
+             "messages_received", "behaviour", "initial_call", "parent"]
+
+
+def connections() -> List[Dict[str, Any]]:
+    """This node's distribution connections that are up, one dict each: ``node``,
+    ``hidden``, ``pyotp`` (the peer is a pyotp node, not BEAM) and the channel's traffic
+    counters ``bytes_in``, ``bytes_out``, ``msgs_in``, ``msgs_out`` (``DistChannel.stats()``).
+    Empty when the node is not distributed."""
+    from .dist import node as _dist_node
+    k = getattr(_dist_node, "_kernel", None)
+    if k is None:
+        return []
+    out = []
+    for name, c in list(k.conns.items()):
+        ch = getattr(c, "ch", None)
+        if ch is None or not ch.up:
+            continue
+        row: Dict[str, Any] = {"node": str(name), "hidden": bool(c.hidden), "pyotp": bool(c.pyotp)}
+        row.update(ch.stats())
+        out.append(row)
+    out.sort(key=lambda r: r["node"])
+    return out
 
 
 def node_info() -> Dict[str, Any]:
-    """This node's counters (see ``_core.node_stats``), its name and ``memory`` (the sum
-    of the processes' estimates, bytes)."""
+    """This node's counters (see ``_core.node_stats``), its name, ``memory`` (the sum
+    of the processes' estimates, bytes) and ``connections`` (see ``connections()``)."""
     info: Dict[str, Any] = dict(_core.node_stats())
     info["memory"] = sum((_core.process_info(p, ["memory"]) or {"memory": 0})["memory"]
                          for p in _core.processes())
     info["name"] = str(_core.local_node())
+    info["connections"] = connections()
     return info
 
 
@@ -63,7 +86,8 @@ def _mfa(info: Dict[str, Any]) -> Optional[str]:
 
 def top(n: int = 20, sort: str = "reductions") -> List[Dict[str, Any]]:
     """The ``n`` processes with the largest ``sort`` (one of SORT_KEYS), as rows of
-    pid, name, status, message_queue_len, reductions, memory, behaviour, initial_call."""
+    pid, name, status, message_queue_len, reductions, memory, messages_received,
+    behaviour, initial_call, parent."""
     if sort not in SORT_KEYS:
         raise ValueError("observer.top: sort must be one of %s, got %r" % (", ".join(SORT_KEYS), sort))
     if type(n) is not int or n < 0:
@@ -76,7 +100,9 @@ def top(n: int = 20, sort: str = "reductions") -> List[Dict[str, Any]]:
         rows.append({"pid": pid, "name": _name(info), "status": info["status"],
                      "message_queue_len": info["message_queue_len"],
                      "reductions": info["reductions"], "memory": info["memory"],
-                     "behaviour": info["behaviour"], "initial_call": _mfa(info)})
+                     "messages_received": info["messages_received"],
+                     "behaviour": info["behaviour"], "initial_call": _mfa(info),
+                     "parent": info["parent"]})
     rows.sort(key=lambda r: r[sort], reverse=True)
     return rows[:n]
 

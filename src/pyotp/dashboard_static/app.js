@@ -44,18 +44,32 @@ function render() {
   if (!last) return;
   const {snapshot, trees} = last, node = snapshot.node;
   $("node-name").textContent = node.name; $("proc-count").textContent = node.processes;
-  $("run-queue").textContent = node.run_queue; $("timers").textContent = node.timers;
+  $("run-queue").textContent = node.run_queue;
+  $("timers").textContent = node.timers === null || node.timers === undefined ? "-" : node.timers;
   const box = $("trees"); box.replaceChildren();
   const ul = el("ul", {class: "tree"}); for (const t of trees) ul.append(treeNode(t, "")); box.append(ul);
   const body = document.querySelector("#top tbody"); body.replaceChildren();
   for (const r of snapshot.top) {
     body.append(el("tr", {}, el("td", {}, pidLink(r.pid)), el("td", {}, r.name || ""), el("td", {}, r.status),
       el("td", {}, String(r.message_queue_len)), el("td", {}, String(r.reductions)), el("td", {}, String(r.memory)),
+      el("td", {}, r.messages_received === null || r.messages_received === undefined ? "-" : String(r.messages_received)),
       el("td", {}, r.behaviour || r.initial_call || "")));
+  }
+  // the node list: this node with its load, then every connection with its traffic
+  const nodes = document.querySelector("#nodes tbody"); nodes.replaceChildren();
+  nodes.append(el("tr", {class: "self"}, el("td", {}, el("b", {}, node.name)), el("td", {}, "this node"),
+    el("td", {}, "processes " + node.processes + ", run queue " + node.run_queue + ", " + $("msg-rate").textContent + " " + rateUnit(node) + "/s"),
+    el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-")));
+  for (const c of node.connections || []) {
+    nodes.append(el("tr", {class: "conn"}, el("td", {}, c.node), el("td", {}, (c.pyotp ? "pyotp" : "BEAM") + (c.hidden ? ", hidden" : "")),
+      el("td", {}, "connected"), el("td", {}, String(c.msgs_in)), el("td", {}, String(c.msgs_out)),
+      el("td", {}, c.bytes_in === null ? "-" : String(c.bytes_in)), el("td", {}, c.bytes_out === null ? "-" : String(c.bytes_out))));
   }
   chart($("chart-rate"), history.map(h => h.rate)); chart($("chart-rq"), history.map(h => h.rq));
   chart($("chart-mem"), history.map(h => h.mem));
 }
+
+function rateUnit(node) { return node.rate_unit || "messages"; }
 
 function connect() {
   if (source) source.close();
@@ -68,7 +82,8 @@ function connect() {
     let rate = 0;
     if (lastDispatched !== null && now > lastTime) rate = Math.round((node.dispatched - lastDispatched) / (now - lastTime));
     lastDispatched = node.dispatched; lastTime = now;
-    $("msg-rate").textContent = rate;
+    $("msg-rate").textContent = rate; $("rate-unit").textContent = rateUnit(node) + "/s";
+    $("chart-rate-label").textContent = rateUnit(node) + "/s";
     history.push({rate, rq: node.run_queue, mem: node.memory});
     if (history.length > 300) history.shift();
     render();
@@ -84,8 +99,9 @@ async function showProcess(pid) {
   if (!r.ok) { info.append(el("p", {class: "error"}, (await r.json()).error)); return; }
   const p = await r.json();
   const t = el("table", {});
-  for (const k of ["registered_name", "status", "behaviour", "initial_call", "parent", "message_queue_len", "reductions", "memory", "trap_exit"])
-    t.append(el("tr", {}, el("th", {}, k), el("td", {}, k === "parent" ? pidLink(p[k]) : String(p[k]))));
+  for (const k of ["registered_name", "status", "behaviour", "initial_call", "current_function", "parent", "message_queue_len",
+                   "messages_received", "reductions", "memory", "trap_exit"])
+    if (p[k] !== undefined) t.append(el("tr", {}, el("th", {}, k), el("td", {}, k === "parent" ? pidLink(p[k]) : String(p[k]))));
   const links = el("td", {}); for (const l of p.links) links.append(pidLink(l), " ");
   t.append(el("tr", {}, el("th", {}, "links"), links));
   t.append(el("tr", {}, el("th", {}, "monitors"), el("td", {}, JSON.stringify(p.monitors))));
