@@ -22,7 +22,8 @@ function treeNode(n, path) {
     const open = !expanded.has("closed:" + key);
     const t = el("span", {class: "toggle"}, open ? "\u25be" : "\u25b8");
     t.onclick = () => { if (open) expanded.add("closed:" + key); else expanded.delete("closed:" + key); render(); };
-    li.append(t, el("b", {}, n.id !== undefined ? String(n.id) : (n.name || "supervisor")), " ", pidLink(n.pid),
+    const label = n.id !== undefined ? String(n.id) : (n.name || "supervisor");
+    li.append(t, el("b", {}, label), n.name && n.name !== label ? " (" + n.name + ")" : "", " ", pidLink(n.pid),
               n.restarts !== null && n.restarts !== undefined ? el("span", {class: "restarts"}, " restarts: " + n.restarts) : "");
     if (n.error) li.append(" (" + n.error + ")");
     if (open) { const ul = el("ul", {class: "tree"}); for (const c of n.children) ul.append(treeNode(c, key)); li.append(ul); }
@@ -61,7 +62,7 @@ function render() {
     el("td", {}, "processes " + node.processes + ", run queue " + node.run_queue + ", " + $("msg-rate").textContent + " " + rateUnit(node) + "/s"),
     el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-")));
   for (const c of node.connections || []) {
-    nodes.append(el("tr", {class: "conn"}, el("td", {}, c.node), el("td", {}, (c.pyotp ? "pyotp" : "BEAM") + (c.hidden ? ", hidden" : "")),
+    nodes.append(el("tr", {class: "conn"}, el("td", {}, c.node), el("td", {}, [c.pyotp === true ? "pyotp" : c.pyotp === false ? "BEAM" : null, c.hidden ? "hidden" : "visible"].filter(x => x).join(", ")),
       el("td", {}, "connected"), el("td", {}, String(c.msgs_in)), el("td", {}, String(c.msgs_out)),
       el("td", {}, c.bytes_in === null ? "-" : String(c.bytes_in)), el("td", {}, c.bytes_out === null ? "-" : String(c.bytes_out))));
   }
@@ -101,7 +102,7 @@ async function showProcess(pid) {
   const t = el("table", {});
   for (const k of ["registered_name", "status", "behaviour", "initial_call", "current_function", "parent", "message_queue_len",
                    "messages_received", "reductions", "memory", "trap_exit"])
-    if (p[k] !== undefined) t.append(el("tr", {}, el("th", {}, k), el("td", {}, k === "parent" ? pidLink(p[k]) : String(p[k]))));
+    if (p[k] !== undefined) t.append(el("tr", {}, el("th", {}, k), el("td", {}, k === "parent" ? pidLink(p[k]) : p[k] === null ? "-" : String(p[k]))));
   const links = el("td", {}); for (const l of p.links) links.append(pidLink(l), " ");
   t.append(el("tr", {}, el("th", {}, "links"), links));
   t.append(el("tr", {}, el("th", {}, "monitors"), el("td", {}, JSON.stringify(p.monitors))));
