@@ -111,3 +111,24 @@ def test_messages_received_and_reductions_are_separate_counters():
     assert mine2 == {"messages_received": 4, "messages_handled": 1, "message_queue_len": 3}
     # 5 casts + 1 call arrived and were handled; init + continue + 6 callbacks ran
     assert c == {"messages_received": 6, "messages_handled": 6, "reductions": 8}
+
+
+def test_trees_name_the_application_of_a_top_supervisor():
+    class ObsApp(pyotp.Application):
+        name = "obs_app"
+
+        async def start(self, start_type, args):
+            return await Supervisor.start_link(
+                [{"id": "w", "start": (Worker.start_link, [0])}], strategy="one_for_one")
+
+    async def main():
+        loose = await Supervisor.start_link([], strategy="one_for_one")
+        await pyotp.Application.ensure_all_started(ObsApp)
+        try:
+            return loose, await pyotp.observer.trees()
+        finally:
+            await pyotp.Application.stop("obs_app")
+    loose, trees = pyotp.run(main)
+    by_app = {t.get("application"): t for t in trees}
+    assert by_app["obs_app"]["children"][0]["id"] == "w"
+    assert by_app[None]["pid"] == loose

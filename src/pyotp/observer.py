@@ -63,13 +63,23 @@ def node_info() -> Dict[str, Any]:
 
 
 async def trees() -> List[Dict[str, Any]]:
-    """The supervision trees of this node: one per supervisor not started by another."""
+    """The supervision trees of this node: one per supervisor not started by another; the
+    top supervisor of a running Application carries its name as ``"application"``."""
+    from . import application
+    apps = {e.top: name for name, e in list(application._running.items()) if e.top is not None}
     sups = {}
     for pid in _core.processes():
         info = _core.process_info(pid, ["behaviour", "parent"])
         if info is not None and info["behaviour"] in _SUPERVISORS:
             sups[pid] = info["parent"]
-    return [await supervision_tree(pid) for pid, parent in sups.items() if parent not in sups]
+    out = []
+    for pid, parent in sups.items():
+        if parent not in sups:
+            tree = await supervision_tree(pid)
+            if pid in apps:
+                tree["application"] = apps[pid]
+            out.append(tree)
+    return out
 
 
 def _name(info: Dict[str, Any]) -> Optional[str]:

@@ -175,7 +175,6 @@ class BeamSource:
                 continue
             tree = await self._tree(child[0], 0)
             tree["application"] = str(name)
-            tree["id"] = str(name)
             out.append(tree)
         return out
 

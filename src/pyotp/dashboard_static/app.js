@@ -22,7 +22,7 @@ function treeNode(n, path) {
     const open = !expanded.has("closed:" + key);
     const t = el("span", {class: "toggle"}, open ? "\u25be" : "\u25b8");
     t.onclick = () => { if (open) expanded.add("closed:" + key); else expanded.delete("closed:" + key); render(); };
-    const label = n.id !== undefined ? String(n.id) : (n.name || "supervisor");
+    const label = n.id !== undefined ? String(n.id) : (n.application || n.name || "supervisor");
     li.append(t, el("b", {}, label), n.name && n.name !== label ? " (" + n.name + ")" : "", " ", pidLink(n.pid),
               n.restarts !== null && n.restarts !== undefined ? el("span", {class: "restarts"}, " restarts: " + n.restarts) : "");
     if (n.error) li.append(" (" + n.error + ")");
