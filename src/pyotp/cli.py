@@ -406,7 +406,7 @@ def _observe_arguments(p: argparse.ArgumentParser) -> None:
 def _observed(args: argparse.Namespace) -> str:
     if (args.target is None) == (args.node is None):
         raise CliError("name the node once: NAME@HOST or --node NAME@HOST")
-    node = args.target or args.node
+    node = str(args.target or args.node)
     _check_target(node)
     return node
 

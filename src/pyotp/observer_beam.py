@@ -79,8 +79,9 @@ class BeamSource:
         """``[m:f(x, second) || x <- first]`` on the node, in one rpc."""
         if not first:
             return []
-        return await self._rpc("lists", "zipwith", [ExportFun(A(m), A(f), 2), first,
-                                                    [second] * len(first)])
+        r = await self._rpc("lists", "zipwith", [ExportFun(A(m), A(f), 2), first,
+                                                 [second] * len(first)])
+        return list(r)
 
     # -- the node ------------------------------------------------------------------------
 
@@ -90,7 +91,8 @@ class BeamSource:
         r = await self._rpc("net_kernel", "nodes_info", [])
         infos = r[1] if type(r) is tuple and len(r) == 2 else []
         ctrl = _proplist(await self._rpc("erlang", "system_info", [A("dist_ctrl")]))
-        rows, ports = [], []
+        rows: List[Dict[str, Any]] = []
+        ports: List[Any] = []
         for node, info in infos:
             d = _proplist(info)
             rows.append({"node": str(node), "hidden": d.get("type") == "hidden", "pyotp": None,
@@ -104,7 +106,7 @@ class BeamSource:
             if type(st) is tuple and len(st) == 2 and st[0] == "ok":
                 s = _proplist(st[1])
                 row["bytes_in"], row["bytes_out"] = s.get("recv_oct"), s.get("send_oct")
-        rows.sort(key=lambda x: x["node"])
+        rows.sort(key=lambda x: str(x["node"]))
         return rows
 
     async def node_info(self, nprocs: int) -> Dict[str, Any]:
@@ -133,7 +135,7 @@ class BeamSource:
                          "messages_received": None, "behaviour": None,
                          "initial_call": _mfa(d.get("initial_call")),
                          "current_function": _mfa(d.get("current_function")), "parent": None})
-        rows.sort(key=lambda r: r.get(sort) if r.get(sort) is not None else -1, reverse=True)
+        rows.sort(key=lambda r: int(r.get(sort) or 0) if r.get(sort) is not None else -1, reverse=True)
         return {"node": await self.node_info(len(rows)), "top": rows[:n]}
 
     async def process(self, pid: Any) -> Optional[Dict[str, Any]]:
