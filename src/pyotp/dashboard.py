@@ -71,14 +71,7 @@ class LocalSource:
         return await observer.trees()
 
     async def process(self, pid: Any) -> Any:
-        info = observer.process(pid)
-        if info is not None and info.get("behaviour"):
-            try:
-                from . import sys as otp_sys
-                info["state"] = repr(await otp_sys.get_state(pid, 1.0))[:2000]
-            except Exception as e:       # busy, not a sys-aware process: show why
-                info["state"] = "(unavailable: %s)" % (e,)
-        return info
+        return await observer.process_page(pid)
 
     async def kill(self, pid: Any) -> None:
         _core.exit(pid, "kill")
@@ -108,7 +101,7 @@ class RemoteSource(LocalSource):
         return await self._rpc("pyotp.observer", "trees", [])
 
     async def process(self, pid: Any) -> Any:
-        return await self._rpc("pyotp.observer", "process", [pid])
+        return await self._rpc("pyotp.observer", "process_page", [pid])
 
     async def kill(self, pid: Any) -> None:
         await self._rpc("pyotp", "exit", [pid, _core.Atom("kill")])

@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional
 from . import _core
 from .supervisor import Supervisor
 
-__all__ = ["SORT_KEYS", "snapshot", "top", "process", "supervision_tree", "trees", "node_info",
-           "connections"]
+__all__ = ["SORT_KEYS", "snapshot", "top", "process", "process_page", "supervision_tree",
+           "trees", "node_info", "connections"]
 
 _SUPERVISORS = ("_SupervisorServer", "_DynamicSupervisorServer")
 
@@ -132,6 +132,20 @@ def process(pid: Any) -> Optional[Dict[str, Any]]:
     info["messages"] = [repr(m)[:200] for m in msgs[:20]]
     info["initial_call"] = _mfa(info)
     info["registered_name"] = _name(info)
+    return info
+
+
+async def process_page(pid: Any, timeout: float = 1.0) -> Optional[Dict[str, Any]]:
+    """``process(pid)`` plus, for a behaviour process, ``"state"``: the repr of its state
+    through ``pyotp.sys.get_state`` (at most 2000 characters; why not, if it does not
+    answer within ``timeout`` seconds). What the dashboard's process page shows."""
+    info = process(pid)
+    if info is not None and info.get("behaviour"):
+        from . import sys as otp_sys
+        try:
+            info["state"] = repr(await otp_sys.get_state(pid, timeout))[:2000]
+        except Exception as e:       # busy, or stopped meanwhile: show why
+            info["state"] = "(unavailable: %s)" % (e,)
     return info
 
 
