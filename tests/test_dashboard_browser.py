@@ -135,3 +135,37 @@ def test_dashboard_of_an_erlang_node_in_browser(browser, tmp_path):
             _shot(browser, tmp_path, "dashboard-beam.png")
         finally:
             c.terminate(force=True)
+
+
+@pytest.mark.erlang
+def test_node_list_switches_to_a_connected_erlang_node(browser, tmp_path):
+    """The node list of a distributed node: clicking a connected Erlang node shows that
+    node (its kernel tree); the first row leads back."""
+    from pyotp.dist import Node
+    from dist_helpers import COOKIE, ErlNode, unique
+    from test_observer_beam import TARGET
+    with ErlNode("beamnav", TARGET) as erl:
+        erl.expect("ready")
+        node = pyotp.Runtime.start_thread()
+        try:
+            async def up():
+                await Node.start(unique("nav"), cookie=COOKIE)
+                assert await Node.ping(erl.name) == "pong"
+                return await dashboard.start(0, "127.0.0.1", None, None, 0.2)
+            d = node.call_in_loop(up)
+            home = node.call_in_loop(lambda: str(pyotp.local_node()))
+            wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+            browser.get(d.url)
+            wait.until(lambda b: b.find_element(By.ID, "node-name").text == home)
+            click = ("for (const a of document.querySelectorAll(arguments[0]))"
+                     " if (a.textContent === arguments[1]) { a.click(); return true; } return false;")
+            wait.until(lambda b: b.execute_script(click, "a.view-node", erl.name))
+            wait.until(lambda b: b.find_element(By.ID, "node-name").text == erl.name)
+            wait.until(lambda b: "kernel_sup" in b.find_element(By.ID, "trees").text)
+            wait.until(lambda b: b.find_element(By.ID, "rate-unit").text == "reductions/s")
+            wait.until(lambda b: b.execute_script(click, "a.view-home", "back to the dashboard's node"))
+            wait.until(lambda b: b.find_element(By.ID, "node-name").text == home)
+            node.call_in_loop(d.close)
+            node.call_in_loop(Node.stop)
+        finally:
+            node.stop()

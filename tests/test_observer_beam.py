@@ -141,3 +141,43 @@ def test_connection_stats_count_frames_and_bytes():
     assert after["bytes_in"] - before["bytes_in"] >= 10 * 1000
     assert after["pyotp"] is False and isinstance(after["hidden"], bool)
     assert [c["node"] for c in info["connections"]] == [erl.name]
+
+
+@pytest.mark.erlang
+def test_a_nodes_dashboard_shows_a_connected_erlang_node():
+    """?node=NAME: a node's own dashboard shows another node it is connected to (here an
+    Erlang one, read through BeamSource); an unconnected node is a 404."""
+    from urllib.parse import quote
+    from test_dashboard import get, post
+    with ErlNode("beamview", TARGET) as erl:
+        erl.expect("ready")
+
+        async def main():
+            d = await pyotp.dashboard.start(0)
+            try:
+                st_before, _ = await get(d.port, "/api/snapshot?node=" + quote(erl.name))
+                assert await pyotp.dist.Node.ping(erl.name) == "pong"
+                home = await get(d.port, "/api/snapshot?n=5")
+                there = await get(d.port, "/api/snapshot?n=1000&node=" + quote(erl.name))
+                trees = await get(d.port, "/api/trees?node=" + quote(erl.name))
+                target = [r for r in there[1]["top"] if r["name"] == "h18_target"][0]["pid"]
+                page = await get(d.port, "/api/process/%s?node=%s" % (quote(target, safe=""),
+                                                                     quote(erl.name)))
+                killed = await post(d.port, "/api/process/%s/kill?node=%s"
+                                    % (quote(target, safe=""), quote(erl.name)))
+                nobody = await get(d.port, "/api/snapshot?node=nobody%40127.0.0.1")
+                events = await get(d.port, "/events?node=nobody%40127.0.0.1")
+                return st_before, home, there, trees, page, killed, nobody, events
+            finally:
+                d.close()
+        st_before, home, there, trees, page, killed, nobody, events = pyotp.run(
+            main, node=unique("view"), cookie=COOKIE)
+        assert erl.expect("down") == "killed"
+    assert st_before == 404                           # not connected yet: no connecting
+    assert home[1]["node"]["connections"][0]["node"] == erl.name
+    assert there[1]["node"]["name"] == erl.name and there[1]["node"]["kind"] == "beam"
+    assert [t["name"] for t in trees[1] if t["application"] == "kernel"] == ["kernel_sup"]
+    assert page[1]["registered_name"] == "h18_target"
+    assert killed[0] == 200
+    assert nobody[0] == 404 and "not connected" in nobody[1]["error"]
+    assert events[0] == 404

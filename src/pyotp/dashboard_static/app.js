@@ -1,7 +1,13 @@
 "use strict";
 // pyotp dashboard: plain JS, no build step. Live data from /events (server-sent events).
 const token = new URLSearchParams(location.search).get("token");
-const q = (extra) => { const p = new URLSearchParams(extra || {}); if (token) p.set("token", token); return "?" + p; };
+let viewNode = null;      // another connected node shown instead of the dashboard's own (?node=)
+const q = (extra) => {
+  const p = new URLSearchParams(extra || {});
+  if (token) p.set("token", token);
+  if (viewNode) p.set("node", viewNode);
+  return "?" + p;
+};
 const $ = (id) => document.getElementById(id);
 let sort = "reductions", history = [], lastDispatched = null, lastTime = null, source = null;
 const expanded = new Set();
@@ -58,11 +64,12 @@ function render() {
   }
   // the node list: this node with its load, then every connection with its traffic
   const nodes = document.querySelector("#nodes tbody"); nodes.replaceChildren();
-  nodes.append(el("tr", {class: "self"}, el("td", {}, el("b", {}, node.name)), el("td", {}, "this node"),
+  nodes.append(el("tr", {class: "self"}, el("td", {}, el("b", {}, node.name)),
+    el("td", {}, viewNode ? el("a", {class: "view-home", onclick: () => view(null)}, "back to the dashboard's node") : "shown"),
     el("td", {}, "processes " + node.processes + ", run queue " + node.run_queue + ", " + $("msg-rate").textContent + " " + rateUnit(node) + "/s"),
     el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-")));
   for (const c of node.connections || []) {
-    nodes.append(el("tr", {class: "conn"}, el("td", {}, c.node), el("td", {}, [c.pyotp === true ? "pyotp" : c.pyotp === false ? "BEAM" : null, c.hidden ? "hidden" : "visible"].filter(x => x).join(", ")),
+    nodes.append(el("tr", {class: "conn"}, el("td", {}, el("a", {class: "view-node", onclick: () => view(c.node)}, c.node)), el("td", {}, [c.pyotp === true ? "pyotp" : c.pyotp === false ? "BEAM" : null, c.hidden ? "hidden" : "visible"].filter(x => x).join(", ")),
       el("td", {}, "connected"), el("td", {}, String(c.msgs_in)), el("td", {}, String(c.msgs_out)),
       el("td", {}, c.bytes_in === null ? "-" : String(c.bytes_in)), el("td", {}, c.bytes_out === null ? "-" : String(c.bytes_out))));
   }
@@ -89,6 +96,15 @@ function connect() {
     if (history.length > 300) history.shift();
     render();
   };
+}
+
+async function view(name) {
+  // check first: a node the dashboard's node is not connected to answers 404
+  const prev = viewNode; viewNode = name;
+  const r = await fetch("/api/snapshot" + q({n: 1}));
+  if (!r.ok) { viewNode = prev; $("status").textContent = (await r.json()).error; return; }
+  history = []; lastDispatched = null; expanded.clear(); $("process").hidden = true;
+  connect();
 }
 
 let shown = null;
