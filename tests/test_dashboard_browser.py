@@ -1,9 +1,13 @@
 """The dashboard in a real headless browser (Debian's chromium + chromium-driver, Selenium):
 the page loads, shows the supervision tree, follows the process count, and killing a
-worker from the page makes its supervisor restart it (the page shows the new pid).
-The run saves a screenshot (tmp dir; PYOTP_DASHBOARD_SCREENSHOT names another path)."""
+worker from the page makes its supervisor restart it (the page shows the new pid); and the
+dashboard attached to a real Erlang node (``python -m pyotp dashboard --node``).
+The run saves screenshots (dashboard.png, dashboard-process.png, dashboard-beam.png) in a
+tmp dir, or in PYOTP_SCREENSHOT_DIR: ``make screenshots`` renews docs/images with them."""
 import os
+import re
 import shutil
+import sys
 
 import pytest
 
@@ -57,6 +61,15 @@ def browser():
         drv.quit()
 
 
+def _shot(browser, tmp_path, name, element_id=None):
+    folder = os.environ.get("PYOTP_SCREENSHOT_DIR") or str(tmp_path)
+    if element_id is None:
+        browser.execute_script("window.scrollTo(0, 0)")
+    else:
+        browser.execute_script("document.getElementById(arguments[0]).scrollIntoView()", element_id)
+    assert browser.save_screenshot(os.path.join(folder, name))
+
+
 def test_dashboard_in_browser(browser, tmp_path):
     node = pyotp.Runtime.start_thread()
     try:
@@ -81,6 +94,7 @@ def test_dashboard_in_browser(browser, tmp_path):
         assert old == str(node.call_in_loop(Supervisor.which_children, sup)[0][1])
         browser.execute_script("document.querySelector('li[data-pid=\"%s\"] > a.pid').click()" % old)
         wait.until(lambda b: "jobs" in b.find_element(By.ID, "p-info").text)
+        _shot(browser, tmp_path, "dashboard-process.png", "process")
         browser.find_element(By.ID, "p-kill").click()
         alert = wait.until(lambda b: b.switch_to.alert)
         assert "Kill " + old in alert.text
@@ -88,9 +102,70 @@ def test_dashboard_in_browser(browser, tmp_path):
         new = wait.until(lambda b: (worker_pid(b) not in (None, "", old)) and worker_pid(b))
         assert new == str(node.call_in_loop(Supervisor.which_children, sup)[0][1])
         wait.until(lambda b: "restarts: 1" in b.find_element(By.ID, "trees").text)
-        shot = os.environ.get("PYOTP_DASHBOARD_SCREENSHOT") or str(tmp_path / "dashboard.png")
-        browser.execute_script("window.scrollTo(0, 0)")
-        assert browser.save_screenshot(shot)
+        _shot(browser, tmp_path, "dashboard.png")
         node.call_in_loop(d.close)
     finally:
         node.stop()
+
+
+@pytest.mark.erlang
+def test_dashboard_of_an_erlang_node_in_browser(browser, tmp_path):
+    """Attached to erl: the kernel's supervision tree, the node list with the dashboard's
+    own connection and its traffic, BEAM's rate in reductions/s."""
+    import pexpect
+    from dist_helpers import COOKIE, WAIT, ErlNode, child_env
+    from test_observer_beam import TARGET
+    with ErlNode("beamweb", TARGET) as erl:
+        erl.expect("ready")
+        c = pexpect.spawn(sys.executable, ["-m", "pyotp", "dashboard", "--node", erl.name,
+                                           "--cookie", COOKIE, "--port", "0"],
+                          env=child_env(), encoding="utf-8", timeout=WAIT)
+        try:
+            c.expect(r"pyotp dashboard: %s on (http://127.0.0.1:\d+/)" % re.escape(erl.name))
+            wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+            browser.get(c.match.group(1))
+            wait.until(lambda b: b.find_element(By.ID, "status").text == "live")
+            wait.until(lambda b: b.find_element(By.ID, "node-name").text == erl.name)
+            wait.until(lambda b: "kernel_sup" in b.find_element(By.ID, "trees").text
+                       and "logger_sup" in b.find_element(By.ID, "trees").text)
+            wait.until(lambda b: "code_server" in b.find_element(By.ID, "top").text)
+            nodes = wait.until(lambda b: b.find_element(By.ID, "nodes").text)
+            assert "pyotp_cli_" in nodes and "hidden" in nodes
+            assert browser.find_element(By.ID, "rate-unit").text == "reductions/s"
+            _shot(browser, tmp_path, "dashboard-beam.png")
+        finally:
+            c.terminate(force=True)
+
+
+@pytest.mark.erlang
+def test_node_list_switches_to_a_connected_erlang_node(browser, tmp_path):
+    """The node list of a distributed node: clicking a connected Erlang node shows that
+    node (its kernel tree); the first row leads back."""
+    from pyotp.dist import Node
+    from dist_helpers import COOKIE, ErlNode, unique
+    from test_observer_beam import TARGET
+    with ErlNode("beamnav", TARGET) as erl:
+        erl.expect("ready")
+        node = pyotp.Runtime.start_thread()
+        try:
+            async def up():
+                await Node.start(unique("nav"), cookie=COOKIE)
+                assert await Node.ping(erl.name) == "pong"
+                return await dashboard.start(0, "127.0.0.1", None, None, 0.2)
+            d = node.call_in_loop(up)
+            home = node.call_in_loop(lambda: str(pyotp.local_node()))
+            wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+            browser.get(d.url)
+            wait.until(lambda b: b.find_element(By.ID, "node-name").text == home)
+            click = ("for (const a of document.querySelectorAll(arguments[0]))"
+                     " if (a.textContent === arguments[1]) { a.click(); return true; } return false;")
+            wait.until(lambda b: b.execute_script(click, "a.view-node", erl.name))
+            wait.until(lambda b: b.find_element(By.ID, "node-name").text == erl.name)
+            wait.until(lambda b: "kernel_sup" in b.find_element(By.ID, "trees").text)
+            wait.until(lambda b: b.find_element(By.ID, "rate-unit").text == "reductions/s")
+            wait.until(lambda b: b.execute_script(click, "a.view-home", "back to the dashboard's node"))
+            wait.until(lambda b: b.find_element(By.ID, "node-name").text == home)
+            node.call_in_loop(d.close)
+            node.call_in_loop(Node.stop)
+        finally:
+            node.stop()

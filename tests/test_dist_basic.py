@@ -472,3 +472,27 @@ def test_rpc_allow_list_restricts_rpc_and_spawn():
         assert ok == 3
         assert refused == ("badrpc", ("EXIT", (("not_allowed", "os"), [])))
         assert spawn_refused
+
+
+def test_channel_stats_count_small_and_big_frames(peer):
+    # DistChannel.stats() (pyotp.observer.connections): frames sent through the compiled
+    # path and the big-frame path (a 300 kB payload goes by iovec, and comes back through
+    # the Connection's big buffer) are each counted once, with their bytes
+    payloads = [b"a", os.urandom(300_000), ("c", 3), os.urandom(70_000)]
+
+    async def main():
+        agent_pid = await spawn_agent(peer.name)
+        before = {c["node"]: c for c in pyotp.observer.connections()}[peer.name]
+        for p in payloads:
+            pyotp.send(agent_pid, ("cmd", "echo", p))
+        got = [(await pyotp.receive(timeout=10))[1] for _ in payloads]
+        after = {c["node"]: c for c in pyotp.observer.connections()}[peer.name]
+        pyotp.send(agent_pid, ("cmd", "exit", "normal"))
+        return got, before, after
+    got, before, after = run(main)
+    assert got == payloads
+    assert after["pyotp"] is True
+    assert after["msgs_out"] - before["msgs_out"] == len(payloads)
+    assert after["msgs_in"] - before["msgs_in"] == len(payloads)
+    assert after["bytes_out"] - before["bytes_out"] >= 370_000
+    assert after["bytes_in"] - before["bytes_in"] >= 370_000

@@ -75,3 +75,60 @@ def test_supervision_tree_counts_restarts():
     assert t0["restarts"] == 0 and t1["restarts"] == 1
     assert t1["children"][1]["id"] == "inner"
     assert t1["children"][1]["children"][0]["id"] == "v"
+
+
+class Counter(GenServer):
+    def init(self, arg):
+        return ("ok", 0, ("continue", "boot"))
+
+    def handle_continue(self, what, n):
+        return ("noreply", n)
+
+    def handle_cast(self, msg, n):
+        return ("noreply", n + 1)
+
+    def handle_call(self, req, from_, n):
+        return ("reply", n, n)
+
+
+def test_messages_received_and_reductions_are_separate_counters():
+    """messages_received counts arrivals (queued ones too), messages_handled what was
+    taken out, reductions every callback run (init and handle_continue included)."""
+    async def main():
+        me = pyotp.self()
+        for i in range(4):
+            pyotp.send(me, i)
+        mine = pyotp.process_info(me, ["messages_received", "messages_handled", "message_queue_len"])
+        await pyotp.receive()
+        mine2 = pyotp.process_info(me, ["messages_received", "messages_handled", "message_queue_len"])
+        c = await Counter.start_link(None)
+        for _ in range(5):
+            GenServer.cast(c, "inc")
+        assert await GenServer.call(c, "get") == 5
+        return mine, mine2, pyotp.process_info(c, ["messages_received", "messages_handled", "reductions"])
+    mine, mine2, c = pyotp.run(main)
+    assert mine == {"messages_received": 4, "messages_handled": 0, "message_queue_len": 4}
+    assert mine2 == {"messages_received": 4, "messages_handled": 1, "message_queue_len": 3}
+    # 5 casts + 1 call arrived and were handled; init + continue + 6 callbacks ran
+    assert c == {"messages_received": 6, "messages_handled": 6, "reductions": 8}
+
+
+def test_trees_name_the_application_of_a_top_supervisor():
+    class ObsApp(pyotp.Application):
+        name = "obs_app"
+
+        async def start(self, start_type, args):
+            return await Supervisor.start_link(
+                [{"id": "w", "start": (Worker.start_link, [0])}], strategy="one_for_one")
+
+    async def main():
+        loose = await Supervisor.start_link([], strategy="one_for_one")
+        await pyotp.Application.ensure_all_started(ObsApp)
+        try:
+            return loose, await pyotp.observer.trees()
+        finally:
+            await pyotp.Application.stop("obs_app")
+    loose, trees = pyotp.run(main)
+    by_app = {t.get("application"): t for t in trees}
+    assert by_app["obs_app"]["children"][0]["id"] == "w"
+    assert by_app[None]["pid"] == loose

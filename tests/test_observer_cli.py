@@ -53,6 +53,14 @@ def test_dashboard_attached_through_rpc():
             trees = json.load(urllib.request.urlopen(url + "api/trees", timeout=WAIT))
             assert snap["node"]["name"] == n.name and len(snap["top"]) == 3
             assert trees and all(t["type"] == "supervisor" for t in trees)
+            # the process page of a remote behaviour carries its state (sys, over rpc)
+            full = json.load(urllib.request.urlopen(url + "api/snapshot?n=1000", timeout=WAIT))
+            beh = [r for r in full["top"] if r["behaviour"] == "_SupervisorServer"][0]
+            page = json.load(urllib.request.urlopen(
+                url + "api/process/" + urllib.request.quote(beh["pid"], safe=""), timeout=WAIT))
+            assert page["behaviour"] == "_SupervisorServer" and "state" in page
+            assert not page["state"].startswith("(unavailable")
+            assert page["messages_received"] >= page["message_queue_len"]
         finally:
             c.terminate(force=True)
 

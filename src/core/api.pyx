@@ -383,8 +383,8 @@ cdef str _status_name(Process p):
 
 _INFO_KEYS = frozenset((
     "status", "message_queue_len", "messages", "links", "monitors", "monitored_by",
-    "registered_name", "trap_exit", "messages_handled", "reductions", "memory", "behaviour",
-    "initial_call", "parent"))
+    "registered_name", "trap_exit", "messages_handled", "messages_received", "reductions",
+    "memory", "behaviour", "initial_call", "parent"))
 
 
 cdef object _initial_call(Process p):
@@ -413,12 +413,13 @@ def process_info(pid, keys=None):
     """A dict describing a live local process, or None if it is dead.
 
     Keys: status ('running', 'runnable' or 'waiting'), message_queue_len, messages,
-    links, monitors, monitored_by, registered_name, trap_exit, messages_handled,
-    reductions (callbacks run: the same counter as messages_handled, as BEAM's reductions
-    count work done), memory (bytes, an estimate), behaviour, initial_call
-    ((module, function, arity) or None), parent (the starter's pid or None).
+    links, monitors, monitored_by, registered_name, trap_exit, messages_handled (taken out
+    of the mailbox), messages_received (arrived in the mailbox, queued ones included),
+    reductions (callbacks run plus coroutine resumptions: work done, as BEAM's reductions),
+    memory (bytes, an estimate), behaviour, initial_call ((module, function, arity) or
+    None), parent (the starter's pid or None: a supervisor's children name it).
     ``keys`` (an iterable of those names) limits the answer to them; an unknown key is a
-    BadArg. No counter is kept for this alone: it reads what the process already holds.
+    BadArg. The counters cost one integer add per message or callback, on the loop thread.
 
     >>> pyotp.process_info(pyotp.self())["status"]
     'running'
@@ -463,7 +464,8 @@ def process_info(pid, keys=None):
         "registered_name": p.name,
         "trap_exit": p.trap_exit,
         "messages_handled": p.handled,
-        "reductions": p.handled,
+        "messages_received": p.mb.received,
+        "reductions": p.reductions,
         "memory": mem,
         "behaviour": type(p.mod).__name__ if p.kind == PK_GEN else None,
         "initial_call": _initial_call(p),

@@ -23,6 +23,10 @@
 #    encoded (they are cut from wbuf once the encoding ends), and a frame whose connection
 #    went down meanwhile is dropped with RuntimeError. The encoder pins wbuf (etf.pyx), so
 #    nothing else can resize it either.
+#  - Traffic counters (stats()): one add per read, per write and per frame, on the loop
+#    thread. bytes_in counts every byte read once the connection is up (ticks too);
+#    bytes_out every byte of frames written (ticks, written by the Connection, are not);
+#    msgs_in/msgs_out count frames other than ticks.
 
 from libc.string cimport memmove
 
@@ -189,6 +193,7 @@ cdef class DistChannel:
     cdef dict reg_heads               # name -> encoded head of a REG_SEND frame
     cdef Py_ssize_t enc_at            # offset in wbuf of the frame being encoded, or -1
     cdef Py_ssize_t enc_sent          # wbuf[:enc_sent] was written while it was encoded
+    cdef uint64_t bytes_in, bytes_out, msgs_in, msgs_out   # stats()
 
     def __init__(self, conn, loop, dict calls, dict name_monitors, dict virtual, Py_ssize_t bufsize):
         self.conn = conn
@@ -204,6 +209,16 @@ cdef class DistChannel:
         self.reg_heads = {}
         self.max_inflated = 0xFFFFFFFF
         self.enc_at = -1
+
+    def stats(self):
+        """This connection's traffic so far: ``{"bytes_in", "bytes_out", "msgs_in",
+        "msgs_out"}`` (frames other than ticks; bytes_in includes ticks).
+
+        >>> conn.ch.stats()["msgs_out"]
+        3
+        """
+        return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "msgs_in": self.msgs_in, "msgs_out": self.msgs_out}
 
     def release(self):
         """The connection is closed: drop the buffers and the references back to it (the
@@ -280,6 +295,7 @@ cdef class DistChannel:
             _etf_ba_resize(self.wbuf, start)
             raise ValueError("a distribution frame of %d bytes exceeds 4 GiB" % n)
         _etf_wr32(<unsigned char*>_etf_ba_str(self.wbuf) + start, <uint32_t>n)
+        self.msgs_out += 1
         if self.flush_handle is None and not self.feeding and self.flush_cb is not None:
             self.flush_handle = self.loop.call_soon(self.flush_cb)
         return 0
@@ -341,11 +357,14 @@ cdef class DistChannel:
         cdef bint was_up = self.up
         cdef Py_ssize_t start = self._encoding()
         try:
-            self.conn._write_big(ctrl, msg)
+            n = self.conn._write_big(ctrl, msg)
         except BaseException:
             self._encoded(start, False, was_up)
             raise
         self._encoded(start, True, was_up)
+        self.msgs_out += 1
+        if type(n) is int:
+            self.bytes_out += <uint64_t>n
         return 0
 
     def control(self, ctrl, msg=_DC_NO_MSG):
@@ -438,12 +457,14 @@ cdef class DistChannel:
             # encoded go now (closing the connection must not lose them), in a copy
             if self.enc_at > self.enc_sent and self.up and self.transport is not None:
                 self.transport.write(b[self.enc_sent:self.enc_at])
+                self.bytes_out += <uint64_t>(self.enc_at - self.enc_sent)
                 self.enc_sent = self.enc_at
                 self.wrote = True
             return 0
         if _etf_ba_size(b) and self.up and self.transport is not None:
             self.wbuf = bytearray()
             self.transport.write(b)
+            self.bytes_out += <uint64_t>_etf_ba_size(b)
             self.wrote = True
         return 0
 
@@ -471,9 +492,17 @@ cdef class DistChannel:
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """asyncio.BufferedProtocol.buffer_updated: ``nbytes`` more bytes arrived."""
+        cdef Py_ssize_t frames
         if self.big_mv is not None or not self.up:
+            if self.big_mv is None:         # the handshake: not counted
+                self.conn._updated(nbytes)
+                return
+            self.bytes_in += <uint64_t>nbytes
+            frames = self.received
             self.conn._updated(nbytes)
+            self.msgs_in += <uint64_t>(self.received - frames)    # the big frame completed
             return
+        self.bytes_in += <uint64_t>nbytes
         cdef double now = pyotp_monotonic_ms()
         cdef bint busy = (now - self.last_read) * 1000.0 < 4.0 * _wait_policy.max_us
         self.last_read = now
@@ -524,6 +553,7 @@ cdef class DistChannel:
             busy = True
             self.called = False
             self.w += got
+            self.bytes_in += <uint64_t>got
             self._feed()
         return 0
 
@@ -557,7 +587,7 @@ cdef class DistChannel:
         cdef bytearray buf = self.rbuf
         cdef uint32_t n
         cdef Py_ssize_t end
-        cdef Py_ssize_t count = 0
+        cdef Py_ssize_t count = 0, ticks = 0
         cdef Scheduler s = _sched
         # Processes woken by these frames run right after them, in this same callback
         # (as timers do): claiming the scheduler's wakeup saves a loop iteration per read.
@@ -571,6 +601,7 @@ cdef class DistChannel:
                 if n == 0:
                     r += 4
                     count += 1
+                    ticks += 1
                     continue
                 end = r + 4 + <Py_ssize_t>n
                 if end > w:
@@ -583,6 +614,7 @@ cdef class DistChannel:
         finally:
             _etf_oob_copy = oob_copy
             self.received += count
+            self.msgs_in += <uint64_t>(count - ticks)
             try:
                 if claimed:
                     s.run_turn()

@@ -162,6 +162,7 @@ cdef void _gen_callback(Process p, int cb, object a, object from_) except *:
     cdef object r
     cdef bint is_async = (spec.async_mask >> cb) & 1
     p.sync_cb = not is_async
+    p.reductions += 1
     try:
         if cb == CB_CAST or cb == CB_INFO or cb == CB_CONTINUE:
             r = f(p.mod, a, p.state)

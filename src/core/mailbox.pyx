@@ -16,6 +16,9 @@
 #    what it takes out of `q`, so `outer + length` is the queue's length; approximate (a
 #    push racing with setting the limit is not counted), never more than that: it only
 #    decides when to kill or warn, on the scheduler thread (scheduler.pyx _mbx_check).
+#  - `received` counts the messages taken out of `q` (by the consumer, so no atomics):
+#    with the ones still in `q` (mb_length drains them first) it is the number of
+#    messages that ever arrived (process_info's messages_received).
 
 cdef enum:
     K_MSG = 0       # plain message: a
@@ -38,6 +41,7 @@ cdef struct Mailbox:
     Msg* save
     long limit                # max_mailbox: 0 = off
     long outer                # while limit is set: messages in q (approximately)
+    uint64_t received         # messages taken out of q so far (consumer side)
 
 
 cdef inline Msg* msg_new(int kind, object a, object b) except NULL:
@@ -83,6 +87,7 @@ cdef inline void mb_init(Mailbox* mb) noexcept:
     mb.save = NULL
     mb.limit = 0
     mb.outer = 0
+    mb.received = 0
 
 
 cdef inline void mb_push(Mailbox* mb, Msg* m) noexcept nogil:
@@ -108,6 +113,7 @@ cdef inline int mb_drain(Mailbox* mb) noexcept:
         r = pyotp_mpsc_pop(&mb.q, &n)
         if r == PYOTP_Q_ITEM:
             mb_append_inner(mb, <Msg*>n)
+            mb.received += 1
             if mb.limit:
                 pyotp_add_int(&mb.outer, -1)
         else:
@@ -128,6 +134,7 @@ cdef inline Msg* mb_pop(Mailbox* mb) noexcept:
             mb.save = NULL
         return m
     if pyotp_mpsc_pop(&mb.q, &n) == PYOTP_Q_ITEM:
+        mb.received += 1
         if mb.limit:
             pyotp_add_int(&mb.outer, -1)
         return <Msg*>n

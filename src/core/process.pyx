@@ -77,7 +77,8 @@ cdef class Process:
     cdef bint sync_cb               # inside a plain-def callback: waiting is an error
     cdef bint has_pending_exit
     cdef bint timeout_fired         # GenServer idle timeout expired while the mailbox was empty
-    cdef uint64_t handled
+    cdef uint64_t handled           # messages taken out of the mailbox and handled
+    cdef uint64_t reductions        # callbacks run + coroutine resumptions (BEAM's reductions: work done)
     cdef object name
     cdef object coro                # coroutine being driven (spawn body or async callback)
     cdef object match               # W_RECEIVE predicate (None: any)

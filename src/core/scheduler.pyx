@@ -531,6 +531,7 @@ cdef void _resume(Process p, object value, object exc) except *:
     cdef object coro = p.coro
     cdef object y
     cdef object loop = _sched.loop
+    p.reductions += 1
     if p.must_cancel and exc is None:
         p.must_cancel = False
         exc = _asyncio.CancelledError()

@@ -82,6 +82,9 @@ def __getattr__(name: str) -> object:
     if name in ("Node", "rpc"):
         from . import dist
         return getattr(dist, name)
+    if name == "otel":          # needs the optional OpenTelemetry packages
+        import importlib
+        return importlib.import_module(".otel", __name__)
     raise AttributeError("module 'pyotp' has no attribute %r" % (name,))
 
 

@@ -394,9 +394,26 @@ def stop_command(args: argparse.Namespace) -> int:
     return 1
 
 
+def _observe_arguments(p: argparse.ArgumentParser) -> None:
+    """top and dashboard: the node as NAME@HOST or --node NAME@HOST (pyotp or BEAM)."""
+    p.add_argument("target", metavar="NAME@HOST", nargs="?",
+                   help="the running node, pyotp or Erlang/Elixir (or --node)")
+    p.add_argument("--node", metavar="NAME@HOST", default=None, help="the running node")
+    p.add_argument("--cookie", metavar="COOKIE", help="the node's cookie (default: ~/.erlang.cookie)")
+    _tls_arguments(p)
+
+
+def _observed(args: argparse.Namespace) -> str:
+    if (args.target is None) == (args.node is None):
+        raise CliError("name the node once: NAME@HOST or --node NAME@HOST")
+    node = str(args.target or args.node)
+    _check_target(node)
+    return node
+
+
 def _top_arguments(p: argparse.ArgumentParser) -> None:
-    _target_arguments(p)
-    p.add_argument("--sort", choices=("reductions", "message_queue_len", "memory"),
+    _observe_arguments(p)
+    p.add_argument("--sort", choices=("reductions", "message_queue_len", "memory", "messages_received"),
                    default="reductions", help="order of the process table (largest first)")
     p.add_argument("-n", type=int, default=20, help="rows shown (default 20)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between screens")
@@ -407,15 +424,15 @@ def _top_arguments(p: argparse.ArgumentParser) -> None:
 def top_command(args: argparse.Namespace) -> int:
     """``python -m pyotp top``: see pyotp.top."""
     from .top import run_top
-    _check_target(args.node)
+    node = _observed(args)
     if not 0 <= args.n <= 1000:
         raise CliError("-n must be in 0..1000")
-    return run_top(args.node, _cookie(args.cookie), args.sort, args.n, args.interval,
+    return run_top(node, _cookie(args.cookie), args.sort, args.n, args.interval,
                    args.iterations, tls=_tls(args))
 
 
 def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
-    _target_arguments(p)
+    _observe_arguments(p)
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs --token)")
@@ -426,21 +443,21 @@ def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
 def dashboard_command(args: argparse.Namespace) -> int:
     """``python -m pyotp dashboard``: the dashboard of another node, read through rpc."""
     from . import _core, runtime
-    from .dashboard import DashboardError, RemoteSource, start
+    from .dashboard import DashboardError, source_for, start
     from .remsh import client_name
-    _check_target(args.node)
+    node = _observed(args)
 
     async def main() -> int:
         try:
-            d = await start(args.port, args.host, args.token, RemoteSource(args.node))
+            d = await start(args.port, args.host, args.token, await source_for(node))
         except (DashboardError, OSError) as e:
             raise CliError(str(e)) from None
-        print("pyotp dashboard: %s on %s" % (args.node, d.url), flush=True)
+        print("pyotp dashboard: %s on %s" % (node, d.url), flush=True)
         await _core.receive(lambda m: False)
         return 0
 
     try:
-        return int(runtime.run(main, node=client_name(args.node), cookie=_cookie(args.cookie),
+        return int(runtime.run(main, node=client_name(node), cookie=_cookie(args.cookie),
                                hidden=True, tls=_tls(args)))
     except KeyboardInterrupt:
         return 0

@@ -2,7 +2,9 @@
 top table of processes, charts, and a process page with send/kill.
 
 Served by the node itself (``pyotp.run(main, dashboard=8080)``) or by a separate client
-attached through rpc (``python -m pyotp dashboard NAME@HOST --cookie ...``). A small
+attached through rpc (``python -m pyotp dashboard --node NAME@HOST --cookie ...``) to a
+pyotp node (``RemoteSource``: ``pyotp.observer`` there) or a BEAM node (``BeamSource``
+in ``pyotp.observer_beam``: erlang/kernel calls only); ``source_for`` picks one. A small
 HTTP/1.1 server on asyncio streams, no dependencies; the page is plain JS + SVG shipped
 as package data (``pyotp/dashboard_static``).
 
@@ -13,6 +15,8 @@ Endpoints (JSON unless said): ``GET /`` (the page), ``GET /static/<file>``,
 and ``POST /api/process/<pid>/send`` (body ``{"message": "text"}``). POSTs need the header
 ``X-Pyotp-Confirm: yes`` (a plain cross-site form cannot set it). A pid is named by its
 text (``#PID<0.12.0>``) as the dashboard has shown it. Bad requests get 400/404/405/413.
+The API and the event stream take ``?node=NAME`` to show another node this node is
+connected to (pyotp or BEAM; 404 if not connected).
 
 Listens on 127.0.0.1 unless ``host`` says otherwise; any other host needs a ``token``,
 then sent as ``?token=`` or ``Authorization: Bearer``.
@@ -26,8 +30,9 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import _core, observer
+from .observer_beam import BeamError
 
-__all__ = ["Dashboard", "LocalSource", "RemoteSource", "start", "DashboardError"]
+__all__ = ["Dashboard", "LocalSource", "RemoteSource", "start", "DashboardError", "source_for"]
 
 STATIC = os.path.join(os.path.dirname(__file__), "dashboard_static")
 # index.htm, not .html: the wheel excludes *.html (Cython's annotation pages)
@@ -68,14 +73,7 @@ class LocalSource:
         return await observer.trees()
 
     async def process(self, pid: Any) -> Any:
-        info = observer.process(pid)
-        if info is not None and info.get("behaviour"):
-            try:
-                from . import sys as otp_sys
-                info["state"] = repr(await otp_sys.get_state(pid, 1.0))[:2000]
-            except Exception as e:       # busy, not a sys-aware process: show why
-                info["state"] = "(unavailable: %s)" % (e,)
-        return info
+        return await observer.process_page(pid)
 
     async def kill(self, pid: Any) -> None:
         _core.exit(pid, "kill")
@@ -105,13 +103,28 @@ class RemoteSource(LocalSource):
         return await self._rpc("pyotp.observer", "trees", [])
 
     async def process(self, pid: Any) -> Any:
-        return await self._rpc("pyotp.observer", "process", [pid])
+        return await self._rpc("pyotp.observer", "process_page", [pid])
 
     async def kill(self, pid: Any) -> None:
         await self._rpc("pyotp", "exit", [pid, _core.Atom("kill")])
 
     async def send(self, pid: Any, msg: str) -> None:
         await self._rpc("pyotp", "send", [pid, msg])
+
+
+async def source_for(node: str, timeout: float = 5.0) -> Any:
+    """The source for the running node ``node`` (this node must be distributed):
+    ``RemoteSource`` for a pyotp node, ``BeamSource`` for an Erlang/Elixir one. Raises
+    DashboardError when the node cannot be reached."""
+    from .dist import Node
+    from .dist import node as dist_node
+    from .observer_beam import BeamSource
+    if await Node.ping(node, timeout) != "pong":
+        raise DashboardError("cannot connect to %s (is it running? same cookie?)" % (node,))
+    conn = dist_node.kernel().conns.get(node)
+    if conn is not None and not conn.pyotp:
+        return BeamSource(node, timeout)
+    return RemoteSource(node, timeout)
 
 
 class Dashboard:
@@ -136,6 +149,7 @@ class Dashboard:
         self.source = source or LocalSource()
         self.interval = interval
         self.pids: Dict[str, Any] = {}
+        self.sources: Dict[str, Any] = {}      # other nodes viewed (?node=), by name
         self._server: Optional[asyncio.AbstractServer] = None
         self.metrics: Any = None
 
@@ -185,6 +199,8 @@ class Dashboard:
             await self._serve(reader, writer)
         except _HttpError as e:
             self._reply(writer, e.status, json.dumps({"error": str(e)}).encode(), "application/json")
+        except BeamError as e:          # the observed BEAM node did not answer
+            self._reply(writer, 502, json.dumps({"error": str(e)}).encode(), "application/json")
         except (asyncio.LimitOverrunError, ValueError):
             self._reply(writer, 431, b'{"error": "headers too large"}', "application/json")
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -246,6 +262,28 @@ class Dashboard:
         status, data, ctype = await self._route(method, path, query, headers, body)
         self._reply(writer, status, data, ctype)
 
+    def _source(self, query: Dict[str, List[str]]) -> Any:
+        """The source a request reads: the dashboard's own, or with ``?node=NAME`` that of
+        another node this node is connected to (pyotp or BEAM), as LiveDashboard's node
+        selector. An unconnected node is a 404: a request never makes the node connect."""
+        name = (query.get("node") or [""])[0]
+        home = getattr(self.source, "node", None) or str(_core.local_node())
+        if not name or name == home:
+            return self.source
+        from .dist import node as dist_node
+        from .observer_beam import BeamSource
+        k = getattr(dist_node, "_kernel", None)
+        conn = k.conns.get(name) if k is not None else None
+        if conn is None:
+            raise _HttpError(404, "not connected to node %r" % (name,))
+        want = RemoteSource if conn.pyotp else BeamSource
+        src = self.sources.get(name)
+        if type(src) is not want:
+            if len(self.sources) >= 1000:
+                self.sources.clear()
+            src = self.sources[name] = want(name)
+        return src
+
     async def _route(self, method: str, path: str, query: Dict[str, List[str]],
                      headers: Dict[str, str], body: bytes) -> Tuple[int, bytes, str]:
         parts = [unquote(p) for p in path.split("/") if p]
@@ -260,11 +298,12 @@ class Dashboard:
                 raise _HttpError(404, "no metrics here (a remote dashboard reads no events)")
             return 200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
         if method == "GET" and path == "/api/trees":
-            return self._json(self._remember(await self.source.trees()))
+            return self._json(self._remember(await self._source(query).trees()))
         if len(parts) >= 3 and parts[:2] == ["api", "process"]:
             pid = self._pid(parts[2])
+            source = self._source(query)
             if method == "GET" and len(parts) == 3:
-                info = await self.source.process(pid)
+                info = await source.process(pid)
                 if info is None:
                     raise _HttpError(404, "process %s is dead" % parts[2])
                 return self._json(self._remember(dict(info, pid=pid)))
@@ -272,7 +311,7 @@ class Dashboard:
                 if headers.get("x-pyotp-confirm") != "yes":
                     raise _HttpError(400, "missing header X-Pyotp-Confirm: yes")
                 if parts[3] == "kill":
-                    await self.source.kill(pid)
+                    await source.kill(pid)
                     return self._json({"ok": True})
                 try:
                     msg = json.loads(body.decode("utf-8"))["message"]
@@ -280,7 +319,7 @@ class Dashboard:
                     raise _HttpError(400, 'body must be JSON {"message": "text"}') from None
                 if not isinstance(msg, str):
                     raise _HttpError(400, "message must be a string")
-                await self.source.send(pid, msg)
+                await source.send(pid, msg)
                 return self._json({"ok": True})
             raise _HttpError(405 if len(parts) in (3, 4) else 404, "no such action")
         if method == "POST":
@@ -297,7 +336,7 @@ class Dashboard:
             raise _HttpError(400, "n must be an integer") from None
         if not 0 <= n <= 1000:
             raise _HttpError(400, "n must be in 0..1000")
-        return self._remember(await self.source.snapshot(n, sort))
+        return self._remember(await self._source(query).snapshot(n, sort))
 
     def _json(self, x: Any) -> Tuple[int, bytes, str]:
         return 200, json.dumps(_jsonable(x)).encode(), "application/json"
@@ -314,7 +353,7 @@ class Dashboard:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Cache-Control: no-store\r\nConnection: close\r\n\r\n")
         while True:
-            trees = self._remember(await self.source.trees())
+            trees = self._remember(await self._source(query).trees())
             data = json.dumps(_jsonable({"snapshot": snap, "trees": trees}))
             writer.write(b"data: " + data.encode() + b"\n\n")
             await writer.drain()

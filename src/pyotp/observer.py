@@ -11,42 +11,75 @@ top`` are built on these functions.
 ...     snap = pyotp.observer.snapshot(top=5)
 ...     return sorted(snap["node"]), len(snap["top"]) <= 5
 >>> pyotp.run(main)
-(['dispatched', 'memory', 'name', 'processes', 'run_queue', 'timers'], True)
+(['connections', 'dispatched', 'memory', 'name', 'processes', 'run_queue', 'timers'], True)
 """
 from typing import Any, Dict, List, Optional
 
 from . import _core
 from .supervisor import Supervisor
 
-__all__ = ["SORT_KEYS", "snapshot", "top", "process", "supervision_tree", "trees", "node_info"]
+__all__ = ["SORT_KEYS", "snapshot", "top", "process", "process_page", "supervision_tree",
+           "trees", "node_info", "connections"]
 
 _SUPERVISORS = ("_SupervisorServer", "_DynamicSupervisorServer")
 
 #: keys the process table can be sorted by (largest first)
-SORT_KEYS = ("message_queue_len", "reductions", "memory")
+SORT_KEYS = ("message_queue_len", "reductions", "memory", "messages_received")
 
 _ROW_KEYS = ["registered_name", "status", "message_queue_len", "reductions", "memory",
-             "behaviour", "initial_call"]
+             "messages_received", "behaviour", "initial_call", "parent"]
+
+
+def connections() -> List[Dict[str, Any]]:
+    """This node's distribution connections that are up, one dict each: ``node``,
+    ``hidden``, ``pyotp`` (the peer is a pyotp node, not BEAM) and the channel's traffic
+    counters ``bytes_in``, ``bytes_out``, ``msgs_in``, ``msgs_out`` (``DistChannel.stats()``).
+    Empty when the node is not distributed."""
+    from .dist import node as _dist_node
+    k = getattr(_dist_node, "_kernel", None)
+    if k is None:
+        return []
+    out = []
+    for name, c in list(k.conns.items()):
+        ch = getattr(c, "ch", None)
+        if ch is None or not ch.up:
+            continue
+        row: Dict[str, Any] = {"node": str(name), "hidden": bool(c.hidden), "pyotp": bool(c.pyotp)}
+        row.update(ch.stats())
+        out.append(row)
+    out.sort(key=lambda r: r["node"])
+    return out
 
 
 def node_info() -> Dict[str, Any]:
-    """This node's counters (see ``_core.node_stats``), its name and ``memory`` (the sum
-    of the processes' estimates, bytes)."""
+    """This node's counters (see ``_core.node_stats``), its name, ``memory`` (the sum
+    of the processes' estimates, bytes) and ``connections`` (see ``connections()``)."""
     info: Dict[str, Any] = dict(_core.node_stats())
     info["memory"] = sum((_core.process_info(p, ["memory"]) or {"memory": 0})["memory"]
                          for p in _core.processes())
     info["name"] = str(_core.local_node())
+    info["connections"] = connections()
     return info
 
 
 async def trees() -> List[Dict[str, Any]]:
-    """The supervision trees of this node: one per supervisor not started by another."""
+    """The supervision trees of this node: one per supervisor not started by another; the
+    top supervisor of a running Application carries its name as ``"application"``."""
+    from . import application
+    apps = {e.top: name for name, e in list(application._running.items()) if e.top is not None}
     sups = {}
     for pid in _core.processes():
         info = _core.process_info(pid, ["behaviour", "parent"])
         if info is not None and info["behaviour"] in _SUPERVISORS:
             sups[pid] = info["parent"]
-    return [await supervision_tree(pid) for pid, parent in sups.items() if parent not in sups]
+    out = []
+    for pid, parent in sups.items():
+        if parent not in sups:
+            tree = await supervision_tree(pid)
+            if pid in apps:
+                tree["application"] = apps[pid]
+            out.append(tree)
+    return out
 
 
 def _name(info: Dict[str, Any]) -> Optional[str]:
@@ -63,7 +96,8 @@ def _mfa(info: Dict[str, Any]) -> Optional[str]:
 
 def top(n: int = 20, sort: str = "reductions") -> List[Dict[str, Any]]:
     """The ``n`` processes with the largest ``sort`` (one of SORT_KEYS), as rows of
-    pid, name, status, message_queue_len, reductions, memory, behaviour, initial_call."""
+    pid, name, status, message_queue_len, reductions, memory, messages_received,
+    behaviour, initial_call, parent."""
     if sort not in SORT_KEYS:
         raise ValueError("observer.top: sort must be one of %s, got %r" % (", ".join(SORT_KEYS), sort))
     if type(n) is not int or n < 0:
@@ -76,7 +110,9 @@ def top(n: int = 20, sort: str = "reductions") -> List[Dict[str, Any]]:
         rows.append({"pid": pid, "name": _name(info), "status": info["status"],
                      "message_queue_len": info["message_queue_len"],
                      "reductions": info["reductions"], "memory": info["memory"],
-                     "behaviour": info["behaviour"], "initial_call": _mfa(info)})
+                     "messages_received": info["messages_received"],
+                     "behaviour": info["behaviour"], "initial_call": _mfa(info),
+                     "parent": info["parent"]})
     rows.sort(key=lambda r: r[sort], reverse=True)
     return rows[:n]
 
@@ -96,6 +132,20 @@ def process(pid: Any) -> Optional[Dict[str, Any]]:
     info["messages"] = [repr(m)[:200] for m in msgs[:20]]
     info["initial_call"] = _mfa(info)
     info["registered_name"] = _name(info)
+    return info
+
+
+async def process_page(pid: Any, timeout: float = 1.0) -> Optional[Dict[str, Any]]:
+    """``process(pid)`` plus, for a behaviour process, ``"state"``: the repr of its state
+    through ``pyotp.sys.get_state`` (at most 2000 characters; why not, if it does not
+    answer within ``timeout`` seconds). What the dashboard's process page shows."""
+    info = process(pid)
+    if info is not None and info.get("behaviour"):
+        from . import sys as otp_sys
+        try:
+            info["state"] = repr(await otp_sys.get_state(pid, timeout))[:2000]
+        except Exception as e:       # busy, or stopped meanwhile: show why
+            info["state"] = "(unavailable: %s)" % (e,)
     return info
 
 

@@ -1,6 +1,7 @@
-"""``python -m pyotp top NAME@HOST``: a top-like view of a running node in the terminal,
-refreshed every second from ``pyotp.observer.snapshot`` over rpc (plain ANSI, no
-dependencies). Ctrl-C leaves it; ``--iterations N`` stops after N screens.
+"""``python -m pyotp top --node NAME@HOST``: a top-like view of a running node in the
+terminal, refreshed every second (plain ANSI, no dependencies): from ``pyotp.observer``
+over rpc for a pyotp node, from erlang:process_info & co for an Erlang/Elixir node
+(``pyotp.observer_beam``). Ctrl-C leaves it; ``--iterations N`` stops after N screens.
 """
 import asyncio
 import shutil
@@ -12,14 +13,24 @@ __all__ = ["render", "run_top"]
 CLEAR = "\x1b[H\x1b[2J"
 
 
+def _n(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
 def render(snap: Dict[str, Any], rate: Optional[float], sort: str, width: int = 100) -> str:
     """One screen of text for a snapshot (``rate``: messages/s since the last one)."""
     node = snap["node"]
+    timers = node.get("timers")
     lines: List[str] = [
-        "pyotp top - %s  processes %d  run queue %d  messages/s %s  timers %d  memory %d"
-        % (node["name"], node["processes"], node["run_queue"],
-           "-" if rate is None else "%d" % rate, node["timers"], node["memory"]),
-        "sorted by %s" % sort, "",
+        "pyotp top - %s  processes %d  run queue %d  %s/s %s  timers %s  memory %d"
+        % (node["name"], node["processes"], node["run_queue"], node.get("rate_unit", "messages"),
+           "-" if rate is None else "%d" % rate, "-" if timers is None else timers, node["memory"]),
+        "sorted by %s" % sort]
+    for c in node.get("connections") or []:
+        lines.append("  %-30s msgs in %s out %s  bytes in %s out %s" % (
+            c["node"], _n(c.get("msgs_in")), _n(c.get("msgs_out")),
+            _n(c.get("bytes_in")), _n(c.get("bytes_out"))))
+    lines += ["",
         "%-16s %-18s %-9s %8s %11s %9s  %s" % ("PID", "NAME", "STATUS", "MAILBOX", "REDUCTIONS",
                                                 "MEMORY", "BEHAVIOUR/INITIAL CALL")]
     for r in snap["top"]:
@@ -35,16 +46,23 @@ def run_top(target: str, cookie: str, sort: str = "reductions", n: int = 20,
     """Show ``target``'s busiest processes until Ctrl-C; exit status 0, 1 if the node
     cannot be reached."""
     from . import runtime
-    from .dist import rpc
-    from .remsh import _is_badrpc, client_name
+    from .dashboard import DashboardError, _HttpError, source_for
+    from .observer_beam import BeamError
+    from .remsh import client_name
 
     async def main() -> int:
         last: Optional[Tuple[float, int]] = None
         shown = 0
+        try:
+            source = await source_for(target, 10.0)
+        except DashboardError as e:
+            print("pyotp top: cannot read %s: %s" % (target, e), file=sys.stderr, flush=True)
+            return 1
         while iterations is None or shown < iterations:
-            snap: Any = await rpc.call(target, "pyotp.observer", "snapshot", [n, sort], timeout=10)
-            if _is_badrpc(snap):
-                print("pyotp top: cannot read %s: %r" % (target, snap[1]), file=sys.stderr, flush=True)
+            try:
+                snap: Any = await source.snapshot(n, sort)
+            except (BeamError, _HttpError) as e:
+                print("pyotp top: cannot read %s: %s" % (target, e), file=sys.stderr, flush=True)
                 return 1
             now = asyncio.get_running_loop().time()
             rate: Optional[float] = None

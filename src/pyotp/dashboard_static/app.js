@@ -1,7 +1,13 @@
 "use strict";
 // pyotp dashboard: plain JS, no build step. Live data from /events (server-sent events).
 const token = new URLSearchParams(location.search).get("token");
-const q = (extra) => { const p = new URLSearchParams(extra || {}); if (token) p.set("token", token); return "?" + p; };
+let viewNode = null;      // another connected node shown instead of the dashboard's own (?node=)
+const q = (extra) => {
+  const p = new URLSearchParams(extra || {});
+  if (token) p.set("token", token);
+  if (viewNode) p.set("node", viewNode);
+  return "?" + p;
+};
 const $ = (id) => document.getElementById(id);
 let sort = "reductions", history = [], lastDispatched = null, lastTime = null, source = null;
 const expanded = new Set();
@@ -22,7 +28,8 @@ function treeNode(n, path) {
     const open = !expanded.has("closed:" + key);
     const t = el("span", {class: "toggle"}, open ? "\u25be" : "\u25b8");
     t.onclick = () => { if (open) expanded.add("closed:" + key); else expanded.delete("closed:" + key); render(); };
-    li.append(t, el("b", {}, n.id !== undefined ? String(n.id) : (n.name || "supervisor")), " ", pidLink(n.pid),
+    const label = n.id !== undefined ? String(n.id) : (n.application || n.name || "supervisor");
+    li.append(t, el("b", {}, label), n.name && n.name !== label ? " (" + n.name + ")" : "", " ", pidLink(n.pid),
               n.restarts !== null && n.restarts !== undefined ? el("span", {class: "restarts"}, " restarts: " + n.restarts) : "");
     if (n.error) li.append(" (" + n.error + ")");
     if (open) { const ul = el("ul", {class: "tree"}); for (const c of n.children) ul.append(treeNode(c, key)); li.append(ul); }
@@ -44,18 +51,33 @@ function render() {
   if (!last) return;
   const {snapshot, trees} = last, node = snapshot.node;
   $("node-name").textContent = node.name; $("proc-count").textContent = node.processes;
-  $("run-queue").textContent = node.run_queue; $("timers").textContent = node.timers;
+  $("run-queue").textContent = node.run_queue;
+  $("timers").textContent = node.timers === null || node.timers === undefined ? "-" : node.timers;
   const box = $("trees"); box.replaceChildren();
   const ul = el("ul", {class: "tree"}); for (const t of trees) ul.append(treeNode(t, "")); box.append(ul);
   const body = document.querySelector("#top tbody"); body.replaceChildren();
   for (const r of snapshot.top) {
     body.append(el("tr", {}, el("td", {}, pidLink(r.pid)), el("td", {}, r.name || ""), el("td", {}, r.status),
       el("td", {}, String(r.message_queue_len)), el("td", {}, String(r.reductions)), el("td", {}, String(r.memory)),
+      el("td", {}, r.messages_received === null || r.messages_received === undefined ? "-" : String(r.messages_received)),
       el("td", {}, r.behaviour || r.initial_call || "")));
+  }
+  // the node list: this node with its load, then every connection with its traffic
+  const nodes = document.querySelector("#nodes tbody"); nodes.replaceChildren();
+  nodes.append(el("tr", {class: "self"}, el("td", {}, el("b", {}, node.name)),
+    el("td", {}, viewNode ? el("a", {class: "view-home", onclick: () => view(null)}, "back to the dashboard's node") : "shown"),
+    el("td", {}, "processes " + node.processes + ", run queue " + node.run_queue + ", " + $("msg-rate").textContent + " " + rateUnit(node) + "/s"),
+    el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-")));
+  for (const c of node.connections || []) {
+    nodes.append(el("tr", {class: "conn"}, el("td", {}, el("a", {class: "view-node", onclick: () => view(c.node)}, c.node)), el("td", {}, [c.pyotp === true ? "pyotp" : c.pyotp === false ? "BEAM" : null, c.hidden ? "hidden" : "visible"].filter(x => x).join(", ")),
+      el("td", {}, "connected"), el("td", {}, String(c.msgs_in)), el("td", {}, String(c.msgs_out)),
+      el("td", {}, c.bytes_in === null ? "-" : String(c.bytes_in)), el("td", {}, c.bytes_out === null ? "-" : String(c.bytes_out))));
   }
   chart($("chart-rate"), history.map(h => h.rate)); chart($("chart-rq"), history.map(h => h.rq));
   chart($("chart-mem"), history.map(h => h.mem));
 }
+
+function rateUnit(node) { return node.rate_unit || "messages"; }
 
 function connect() {
   if (source) source.close();
@@ -68,11 +90,21 @@ function connect() {
     let rate = 0;
     if (lastDispatched !== null && now > lastTime) rate = Math.round((node.dispatched - lastDispatched) / (now - lastTime));
     lastDispatched = node.dispatched; lastTime = now;
-    $("msg-rate").textContent = rate;
+    $("msg-rate").textContent = rate; $("rate-unit").textContent = rateUnit(node) + "/s";
+    $("chart-rate-label").textContent = rateUnit(node) + "/s";
     history.push({rate, rq: node.run_queue, mem: node.memory});
     if (history.length > 300) history.shift();
     render();
   };
+}
+
+async function view(name) {
+  // check first: a node the dashboard's node is not connected to answers 404
+  const prev = viewNode; viewNode = name;
+  const r = await fetch("/api/snapshot" + q({n: 1}));
+  if (!r.ok) { viewNode = prev; $("status").textContent = (await r.json()).error; return; }
+  history = []; lastDispatched = null; expanded.clear(); $("process").hidden = true;
+  connect();
 }
 
 let shown = null;
@@ -84,8 +116,9 @@ async function showProcess(pid) {
   if (!r.ok) { info.append(el("p", {class: "error"}, (await r.json()).error)); return; }
   const p = await r.json();
   const t = el("table", {});
-  for (const k of ["registered_name", "status", "behaviour", "initial_call", "parent", "message_queue_len", "reductions", "memory", "trap_exit"])
-    t.append(el("tr", {}, el("th", {}, k), el("td", {}, k === "parent" ? pidLink(p[k]) : String(p[k]))));
+  for (const k of ["registered_name", "status", "behaviour", "initial_call", "current_function", "parent", "message_queue_len",
+                   "messages_received", "reductions", "memory", "trap_exit"])
+    if (p[k] !== undefined) t.append(el("tr", {}, el("th", {}, k), el("td", {}, k === "parent" ? pidLink(p[k]) : p[k] === null ? "-" : String(p[k]))));
   const links = el("td", {}); for (const l of p.links) links.append(pidLink(l), " ");
   t.append(el("tr", {}, el("th", {}, "links"), links));
   t.append(el("tr", {}, el("th", {}, "monitors"), el("td", {}, JSON.stringify(p.monitors))));

@@ -681,9 +681,9 @@ class Connection(asyncio.BufferedProtocol):
         nothing) if a term cannot be encoded."""
         self.ch.control(ctrl, msg)
 
-    def _write_big(self, ctrl: Tuple[Any, ...], msg: Any) -> None:
+    def _write_big(self, ctrl: Tuple[Any, ...], msg: Any) -> int:
         """A python-mode payload holding large buffers: its chunks go to the transport
-        as they are (the channel calls this)."""
+        as they are (the channel calls this). Returns the bytes written (its stats)."""
         head = bytearray(_HEADER)
         encode_term_into(head, ctrl)
         chunks: List[Any] = term_to_iovec(msg, python=True)
@@ -693,6 +693,8 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is not None and self.state == UP:
             self.transport.writelines([head] + chunks)
             self.ch.wrote = True
+            return total + 4
+        return 0
 
     def send_tick(self) -> None:
         if self.transport is not None and self.state == UP:
