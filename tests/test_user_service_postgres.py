@@ -60,11 +60,21 @@ def postgres_dsn(tmp_path_factory):
         os.chown(data, pw.pw_uid, pw.pw_gid)
     else:
         data = base / "data"
-    port = _free_port()
     run = lambda *cmd: subprocess.run(as_user + list(cmd), check=True, capture_output=True, timeout=120)
     run(os.path.join(bindir, "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    run(os.path.join(bindir, "pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(data / "log"),
-        "-o", "-F -k %s -h 127.0.0.1 -p %d" % (data, port), "start")
+    # The free port can be taken by another process before the server binds it (other test
+    # runs share this machine): try a few ports, and show the server's log if all fail.
+    for attempt in range(3):
+        port = _free_port()
+        try:
+            run(os.path.join(bindir, "pg_ctl"), "-D", str(data), "-w", "-t", "120",
+                "-l", str(data / "log"), "-o", "-F -k %s -h 127.0.0.1 -p %d" % (data, port), "start")
+            break
+        except subprocess.CalledProcessError as e:
+            log = (data / "log").read_text(errors="replace") if (data / "log").exists() else ""
+            if attempt == 2:
+                raise AssertionError("PostgreSQL did not start: %s\n%s\n%s"
+                                     % (e, e.stderr.decode(errors="replace"), log[-2000:]))
     try:
         yield "postgresql://postgres@127.0.0.1:%d/postgres" % port
     finally:
