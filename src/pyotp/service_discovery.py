@@ -108,7 +108,7 @@ def _same(a: Any, b: Any) -> bool:
 # -- distribution hooks -----------------------------------------------------------------
 
 def _current_kernel() -> Any:
-    mod = _sys.modules.get("pyotp.dist.node")
+    mod = _sys.modules.get("pyotp.dist.kernel")
     return None if mod is None else getattr(mod, "_kernel", None)
 
 

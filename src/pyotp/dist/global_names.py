@@ -143,7 +143,7 @@ async def sync(timeout: float = 10.0) -> str:
     >>> await global_names.sync()
     'ok'
     """
-    from .node import _external_call, kernel
+    from .kernel import _external_call, kernel
     import asyncio
     k = kernel()
     nodes = k.peers()
