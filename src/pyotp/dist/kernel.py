@@ -40,6 +40,7 @@ from ..etf import Atom, Pid, Reference, SafeUnpickler, encode_term_into
 from . import epmd as _epmd
 from . import handshake as hs
 from .connection import Connection, ProtocolError
+from .transport import Carrier, carrier_for
 
 _log = logging.getLogger("pyotp.dist")
 
@@ -198,7 +199,7 @@ class NetKernel:
                  max_frame_size: int = MAX_FRAME_SIZE, max_inflated_size: int = MAX_INFLATED_SIZE,
                  max_handshakes: int = MAX_HANDSHAKES,
                  epmd_max_per_host: int = _epmd.MAX_PER_HOST,
-                 epmd_max_connections: int = _epmd.MAX_CONNECTIONS) -> None:
+                 epmd_max_connections: int = _epmd.MAX_CONNECTIONS, transport: Any = None) -> None:
         if not isinstance(name, str) or name.count("@") != 1 or not all(name.split("@")):
             raise DistError("node name must look like 'name@host', got %r" % (name,))
         if not isinstance(cookie, str) or not cookie:
@@ -207,7 +208,14 @@ class NetKernel:
             raise DistError("net_ticktime must be seconds > 0, got %r" % (net_ticktime,))
         if not (epmd in ("auto", "none") or (isinstance(epmd, int) and 0 < epmd < 65536)):
             raise DistError("epmd must be 'auto', 'none' or a port number, got %r" % (epmd,))
-        if epmd == "none" and not port:
+        server_ssl, client_ssl = _make_tls(tls)
+        try:
+            self.carrier: Carrier = carrier_for(transport, server_ssl, client_ssl)
+        except ValueError as e:
+            raise DistError(str(e)) from None
+        if not self.carrier.needs_port:
+            epmd = "none"        # peers are found by name (a Unix socket path): no EPMD
+        elif epmd == "none" and not port:
             raise DistError("epmd='none' needs a fixed port (port=...)")
         try:
             _core._wp_parse(busy_wait)
@@ -234,7 +242,6 @@ class NetKernel:
         self.ticktime = float(net_ticktime)
         self.epmd_mode = epmd
         self.epmd_port = epmd if isinstance(epmd, int) else _epmd.default_port()
-        self.server_ssl, self.client_ssl = _make_tls(tls)
         self.rpc_allow = None if rpc_allow is None else frozenset(rpc_allow)
         self.setup_time = setup_time
         # None: no Python payloads (a pickle from a peer closes its connection)
@@ -282,10 +289,8 @@ class NetKernel:
 
     async def start(self) -> None:
         _core.wait_policy().configure(self.busy_wait)
-        self.server = await self.loop.create_server(
-            lambda: Connection(self, False), self.listen_host, self.port,
-            ssl=self.server_ssl, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.server, self.port = await self.carrier.listen(
+            self.loop, lambda: Connection(self, False), self.name, self.listen_host, self.port)
         try:
             if self.epmd_mode == "none":
                 self.creation = random.randint(1, 0xFFFFFFFE)
@@ -441,7 +446,10 @@ class NetKernel:
         node = p.node
         alive, host = node.split("@")
         try:
-            if self.epmd_mode == "none":
+            if not self.carrier.needs_port:
+                port = 0
+                is_pyotp = True
+            elif self.epmd_mode == "none":
                 port = self.peer_ports.get(node, self.port)
                 is_pyotp = True
             else:
@@ -453,9 +461,8 @@ class NetKernel:
                 is_pyotp = entry.extra.startswith(_epmd.PYOTP_EXTRA)
             if p.superseded or self.pending.get(node) is not p:
                 return
-            await asyncio.wait_for(self.loop.create_connection(
-                lambda: Connection(self, True, node, is_pyotp), host, port,
-                ssl=self.client_ssl, server_hostname=host if self.client_ssl else None),
+            await asyncio.wait_for(self.carrier.connect(
+                self.loop, lambda: Connection(self, True, node, is_pyotp), node, host, port),
                 self.setup_time)
         except asyncio.CancelledError:
             raise

@@ -58,7 +58,7 @@ class Node:
                     console: bool = False, max_frame_size: int = MAX_FRAME_SIZE,
                     max_inflated_size: int = MAX_INFLATED_SIZE, max_handshakes: int = MAX_HANDSHAKES,
                     epmd_max_per_host: int = _epmd.MAX_PER_HOST,
-                    epmd_max_connections: int = _epmd.MAX_CONNECTIONS) -> str:
+                    epmd_max_connections: int = _epmd.MAX_CONNECTIONS, transport: Any = None) -> str:
         """Make this node distributed as ``name`` ("alive@host").
 
         - ``cookie``: the shared secret (compared in constant time).
@@ -72,6 +72,10 @@ class Node:
           too, or on what ``Node.set_peer_port`` says).
         - ``tls``: None, ``(server_ssl_context, client_ssl_context)`` or a dict with
           ``certfile``, ``keyfile``, ``cafile`` (mutual TLS), optional ``verify``.
+        - ``transport``: how connections are carried (pyotp.dist.transport): "tcp" (the
+          default; TLS when ``tls`` is given), ``"unix:<directory>"`` (Unix domain
+          sockets ``<directory>/<node name>``, for nodes of one machine; no port, no
+          EPMD) or a ``Carrier`` instance.
         - ``rpc_allow``: modules (and their submodules) whose functions rpc/spawn requests
           may run; None allows any module (the cookie is full trust, as in Erlang). Either
           way an rpc ``M:F`` runs only a function of module ``M`` itself: a public name
@@ -121,7 +125,7 @@ class Node:
                       busy_wait=busy_wait, max_frame_size=max_frame_size,
                       max_inflated_size=max_inflated_size, max_handshakes=max_handshakes,
                       epmd_max_per_host=epmd_max_per_host,
-                      epmd_max_connections=epmd_max_connections)
+                      epmd_max_connections=epmd_max_connections, transport=transport)
         k.rpc = rpc
         await k.start()
         _kmod._kernel = k
