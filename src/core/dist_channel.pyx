@@ -196,6 +196,9 @@ cdef inline object _dc_wire_target(object dest):
 def _dist_wire_target(dest):
     """A monitor/send target (a pid or ``(name, node)``) as it goes on the wire: the pid,
     or the name as an atom. The kernel's copy of the channel's rule."""
+    if not (type(dest) is Pid or (type(dest) is tuple and len(<tuple>dest) == 2
+                                  and isinstance((<tuple>dest)[0], str))):
+        raise TypeError("_dist_wire_target: a pid or (name, node) with a str name, got %r" % (dest,))
     return _dc_wire_target(dest)
 
 

@@ -136,11 +136,8 @@ def _ensure_attached(st: _State) -> None:
     st.remote.clear()
     st.kernel = k
     if k is not None:
-        k.virtual[SERVER] = _on_wire
-        if _on_nodeup not in k.up_callbacks:
-            k.up_callbacks.append(_on_nodeup)
-        if _on_nodedown not in k.down_callbacks:
-            k.down_callbacks.append(_on_nodedown)
+        k.remove_service(SERVER)
+        k.add_service(SERVER, on_message=_on_wire, on_nodeup=_on_nodeup, on_nodedown=_on_nodedown)
         me = str(_core.local_node())
         for n in k.peers():
             k.send_name(n, SERVER, ("sd_sync", me, _my_entries(st), True))
@@ -149,12 +146,7 @@ def _ensure_attached(st: _State) -> None:
 
 
 def _detach(k: Any) -> None:
-    if k.virtual.get(SERVER) is _on_wire:
-        del k.virtual[SERVER]
-    if _on_nodeup in k.up_callbacks:
-        k.up_callbacks.remove(_on_nodeup)
-    if _on_nodedown in k.down_callbacks:
-        k.down_callbacks.remove(_on_nodedown)
+    k.remove_service(SERVER)
 
 
 def _live() -> Optional[_State]:

@@ -266,11 +266,12 @@ class NetKernel:
         self.spawns: Dict[Reference, Tuple["asyncio.Future[Any]", Optional[Pid], str]] = {}
         self.rpcs: Dict[Reference, Any] = {}        # ref -> rpc._Rpc
         self.node_watchers: Dict[Pid, bool] = {}
-        self.up_callbacks: List[Callable[[str, Connection], None]] = []
-        self.down_callbacks: List[Callable[[str], None]] = []
+        # distribution services (add_service): name -> (on_message, on_nodeup, on_nodedown)
+        self.services: Dict[str, Tuple[Any, Any, Any]] = {}
         self.peer_ports: Dict[str, int] = {}
-        # names whose messages from other nodes are handled at receipt, in wire order
-        # (global's and pg's replication protocols): name -> handler(conn, msg)
+        # the services' names whose messages from other nodes are handled at receipt, in
+        # wire order: name -> on_message(conn, msg). The channels read it (REG_SEND);
+        # only add_service/remove_service change it
         self.virtual: Dict[str, Callable[[Connection, Any], None]] = {}
         self.server: Optional[asyncio.AbstractServer] = None
         self.registration: Optional[_epmd.Registration] = None
@@ -393,6 +394,49 @@ class NetKernel:
                 pass
         _core._set_remote_handler(None)
         _core._set_local_node("nonode@nohost", 0)
+
+    # -- services --------------------------------------------------------------------------
+
+    def add_service(self, name: str, *, on_message: Optional[Callable[[Connection, Any], None]] = None,
+                    on_nodeup: Optional[Callable[[str, Connection], None]] = None,
+                    on_nodedown: Optional[Callable[[str], None]] = None) -> None:
+        """Plug a distribution service (global names, a pg scope, service discovery, ...)
+        into this kernel, on the loop thread:
+
+        - ``on_message(conn, msg)``: a message from another node sent to the registered
+          name ``name`` (REG_SEND) is handed to it at receipt, in wire order, instead of
+          going to a process's mailbox (as OTP's global and pg protocols need);
+        - ``on_nodeup(node, conn)``: a connection came up (after the kernel's own
+          bookkeeping; ``conn.pyotp`` and ``conn.hidden`` describe the peer);
+        - ``on_nodedown(node)``: that connection went down.
+
+        Handlers run on the loop thread and must not block; one that raises is logged
+        and the others still run. The services are called in the order they were added.
+        A name is taken once (ValueError); :meth:`remove_service` frees it.
+
+        >>> kernel().add_service("my_service", on_nodeup=lambda node, conn: print("up", node))
+        >>> kernel().remove_service("my_service")
+        True
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError("add_service: name must be a non-empty str, got %r" % (name,))
+        for h in (on_message, on_nodeup, on_nodedown):
+            if h is not None and not callable(h):
+                raise TypeError("add_service: handlers must be callable, got %r" % (h,))
+        if name in self.services:
+            raise ValueError("add_service: a service named %r is already added" % (name,))
+        self.services[name] = (on_message, on_nodeup, on_nodedown)
+        if on_message is not None:
+            self.virtual[name] = on_message
+
+    def remove_service(self, name: str) -> bool:
+        """Unplug the service ``name``: False if there was none."""
+        entry = self.services.pop(name, None)
+        if entry is None:
+            return False
+        if entry[0] is not None and self.virtual.get(name) is entry[0]:
+            del self.virtual[name]
+        return True
 
     # -- cookies, flags --------------------------------------------------------------------
 
@@ -608,11 +652,12 @@ class NetKernel:
                           {"node": str(_core.local_node()), "peer": name})
         for w in list(self.node_watchers):
             self._notify_watcher(w, ("nodeup", name))
-        for cb in list(self.up_callbacks):
-            try:
-                cb(name, conn)
-            except Exception:
-                _log.exception("pyotp dist: nodeup callback failed")
+        for sname, (_m, up, _d) in list(self.services.items()):
+            if up is not None:
+                try:
+                    up(name, conn)
+                except Exception:
+                    _log.exception("pyotp dist: the nodeup handler of service %s failed", sname)
 
     def conn_down(self, conn: Connection, reason: Any) -> None:
         name = conn.peer
@@ -655,11 +700,12 @@ class NetKernel:
                               {"node": str(_core.local_node()), "peer": name, "reason": reason})
             for w in list(self.node_watchers):
                 self._notify_watcher(w, ("nodedown", name))
-            for cb in list(self.down_callbacks):
-                try:
-                    cb(name)
-                except Exception:
-                    _log.exception("pyotp dist: nodedown callback failed")
+            for sname, (_m, _u, down) in list(self.services.items()):
+                if down is not None:
+                    try:
+                        down(name)
+                    except Exception:
+                        _log.exception("pyotp dist: the nodedown handler of service %s failed", sname)
 
     def peers(self) -> List[str]:
         """Connected visible pyotp nodes (the members of global's and pg's clusters)."""

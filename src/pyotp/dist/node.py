@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Iterable, List, Optional, Tuple, Union, cast
 
 from .. import _core
+from .. import pubsub as _pubsub
 from ..etf import Atom, Pid, Reference
 from . import epmd as _epmd
 from . import kernel as _kmod
@@ -134,6 +135,7 @@ class Node:
             from . import global_names, pg
             await global_names._start(k)
             await pg._start(k)
+            _pubsub.set_remote_members_provider(_pubsub_peers)
             if console:
                 from . import console as _console
                 await _console.start()
@@ -157,6 +159,7 @@ class Node:
             return _DONE
         try:
             from . import console, global_names, pg
+            _pubsub.set_remote_members_provider(None)
             global_names._stop()
             pg._stop()
             console.stop()
@@ -307,3 +310,12 @@ class Node:
         >>> pid, ref = await Node.spawn_monitor("b@127.0.0.1", workers.job, 42)
         """
         return cast(Tuple[Pid, Reference], await rpc.spawn(kernel(), node, fn, args, False, True))
+
+
+def _pubsub_peers(pubsub: str) -> List[Any]:
+    """PubSub across nodes (installed by Node.start, removed by Node.stop): a broadcast is
+    forwarded once to the PubSub server of the same name on every visible node (registered
+    there as "<name>.Server"); a node that does not run that PubSub drops it, as a send to
+    an unregistered remote name is dropped. Moved from dist/__init__.py, where importing
+    pyotp.dist installed it."""
+    return [(pubsub + ".Server", node) for node in Node.list("visible")]
