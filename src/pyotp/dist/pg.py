@@ -269,7 +269,9 @@ async def start(scope: str = DEFAULT_SCOPE) -> Pid:
     if not isinstance(scope, str) or not scope:
         raise _core.BadArg("pg scope must be a non-empty str, got %r" % (scope,))
     s = _scopes.get(scope)
-    if s is not None and s.pid is not None and _core.is_alive(s.pid):
+    # the scope's process is registered under its name: a pid left by an earlier runtime
+    # (which a process of this one may reuse) is not
+    if s is not None and s.pid is not None and _core.whereis(scope) == s.pid:
         return s.pid
     s = _Scope(scope)
     _scopes[scope] = s
