@@ -80,7 +80,6 @@ DIST_OPS = {
 cdef object _DC_EMPTY = Atom("")
 cdef object _DC_GEN_CALL = Atom("$gen_call")
 cdef object _DC_NO_MSG = object()
-cdef dict _dist_channels = {}    # node name -> DistChannel, while connected
 
 _dist_no_msg = _DC_NO_MSG
 
