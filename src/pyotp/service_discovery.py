@@ -7,5 +7,6 @@ anything that patches it keep working.
 import sys as _sys
 
 from .dist import service_discovery as _impl
+from .dist.service_discovery import SCOPE, SERVER, ServiceDiscovery, ServiceDiscoveryError  # noqa: F401 (typing)
 
 _sys.modules[__name__] = _impl

@@ -72,8 +72,8 @@ def _charlist(s: str) -> List[int]:
 
 
 def _kernel() -> Any:
-    from . import kernel
-    return kernel._kernel
+    from .kernel import running
+    return running()
 
 
 # -- erlang ---------------------------------------------------------------------------------

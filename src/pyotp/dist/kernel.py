@@ -105,6 +105,12 @@ def kernel() -> "NetKernel":
     return _kernel
 
 
+def running() -> Optional["NetKernel"]:
+    """The running kernel, or None while the node is not distributed (what services and
+    beam_api read instead of the module global)."""
+    return _kernel
+
+
 def _node_of(dest: Any) -> Optional[str]:
     if type(dest) is Pid:
         return dest.node

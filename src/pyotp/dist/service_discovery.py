@@ -38,7 +38,6 @@ joins the cluster on its next operation or the first message from a peer.
 """
 from __future__ import annotations
 
-import sys as _sys
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import _core
@@ -108,8 +107,8 @@ def _same(a: Any, b: Any) -> bool:
 # -- distribution hooks -----------------------------------------------------------------
 
 def _current_kernel() -> Any:
-    mod = _sys.modules.get("pyotp.dist.kernel")
-    return None if mod is None else getattr(mod, "_kernel", None)
+    from .kernel import running
+    return running()
 
 
 def _my_entries(st: _State) -> List[Tuple[Any, Pid, Any, Any]]:
