@@ -2,6 +2,7 @@
 """pyotp._core: the compiled runtime. One component per included file:
 
 - core/decl.pxi      C-level declarations shared by every component (platform.h, CPython API)
+- core/dist_iface.pxi the distribution interface the local core uses (declared in one place)
 - core/terms.pyx     Atom, Pid, Reference: the identities that cross nodes
 - core/errors.pyx    the exception types of the public API
 - core/mailbox.pyx   lock-free MPSC mailbox + private queue with a save position
@@ -16,6 +17,7 @@
 - core/dist_channel.pyx the per-message data path of a distribution connection
 """
 include "core/decl.pxi"
+include "core/dist_iface.pxi"
 include "core/terms.pyx"
 include "core/errors.pyx"
 include "core/mailbox.pyx"

@@ -608,7 +608,7 @@ def _node_detach():
         s.timer_handle.cancel()
     s.closed = True
     _sched = None
-    _dist_channels.clear()      # a channel never outlives its node's scheduler
+    _dist_forget_channels()     # a channel never outlives its node's scheduler
 
 
 def _node_running():

@@ -30,18 +30,60 @@
 
 from libc.string cimport memmove
 
+# The control message operations (OTP's dist.h). Defined here only: connection.py and
+# the tests read them from DIST_OPS.
 cdef enum:
+    _DC_LINK = 1
     _DC_SEND = 2
+    _DC_EXIT = 3
+    _DC_UNLINK = 4
     _DC_REG_SEND = 6
+    _DC_GROUP_LEADER = 7
+    _DC_EXIT2 = 8
+    _DC_SEND_TT = 12
+    _DC_EXIT_TT = 13
+    _DC_REG_SEND_TT = 16
+    _DC_EXIT2_TT = 18
     _DC_MONITOR_P = 19
     _DC_DEMONITOR_P = 20
+    _DC_MONITOR_P_EXIT = 21
     _DC_SEND_SENDER = 22
+    _DC_SEND_SENDER_TT = 23
+    _DC_PAYLOAD_EXIT = 24
+    _DC_PAYLOAD_EXIT_TT = 25
+    _DC_PAYLOAD_EXIT2 = 26
+    _DC_PAYLOAD_EXIT2_TT = 27
+    _DC_PAYLOAD_MONITOR_P_EXIT = 28
+    _DC_SPAWN_REQUEST = 29
+    _DC_SPAWN_REQUEST_TT = 30
+    _DC_SPAWN_REPLY = 31
+    _DC_SPAWN_REPLY_TT = 32
+    _DC_ALIAS_SEND = 33
+    _DC_ALIAS_SEND_TT = 34
+    _DC_UNLINK_ID = 35
+    _DC_UNLINK_ID_ACK = 36
+
+cdef enum:
     _DC_BIG = 1 << 16         # python-mode payloads holding a buffer this large go by iovec
+
+DIST_OPS = {
+    "LINK": _DC_LINK, "SEND": _DC_SEND, "EXIT": _DC_EXIT, "UNLINK": _DC_UNLINK,
+    "REG_SEND": _DC_REG_SEND, "GROUP_LEADER": _DC_GROUP_LEADER, "EXIT2": _DC_EXIT2,
+    "SEND_TT": _DC_SEND_TT, "EXIT_TT": _DC_EXIT_TT, "REG_SEND_TT": _DC_REG_SEND_TT,
+    "EXIT2_TT": _DC_EXIT2_TT, "MONITOR_P": _DC_MONITOR_P, "DEMONITOR_P": _DC_DEMONITOR_P,
+    "MONITOR_P_EXIT": _DC_MONITOR_P_EXIT, "SEND_SENDER": _DC_SEND_SENDER,
+    "SEND_SENDER_TT": _DC_SEND_SENDER_TT, "PAYLOAD_EXIT": _DC_PAYLOAD_EXIT,
+    "PAYLOAD_EXIT_TT": _DC_PAYLOAD_EXIT_TT, "PAYLOAD_EXIT2": _DC_PAYLOAD_EXIT2,
+    "PAYLOAD_EXIT2_TT": _DC_PAYLOAD_EXIT2_TT, "PAYLOAD_MONITOR_P_EXIT": _DC_PAYLOAD_MONITOR_P_EXIT,
+    "SPAWN_REQUEST": _DC_SPAWN_REQUEST, "SPAWN_REQUEST_TT": _DC_SPAWN_REQUEST_TT,
+    "SPAWN_REPLY": _DC_SPAWN_REPLY, "SPAWN_REPLY_TT": _DC_SPAWN_REPLY_TT,
+    "ALIAS_SEND": _DC_ALIAS_SEND, "ALIAS_SEND_TT": _DC_ALIAS_SEND_TT,
+    "UNLINK_ID": _DC_UNLINK_ID, "UNLINK_ID_ACK": _DC_UNLINK_ID_ACK,
+}
 
 cdef object _DC_EMPTY = Atom("")
 cdef object _DC_GEN_CALL = Atom("$gen_call")
 cdef object _DC_NO_MSG = object()
-cdef dict _dist_channels = {}    # node name -> DistChannel, while connected
 
 _dist_no_msg = _DC_NO_MSG
 
@@ -152,6 +194,15 @@ cdef inline object _dc_wire_target(object dest):
     if type(dest) is Pid:
         return dest
     return Atom(dest[0])
+
+
+def _dist_wire_target(dest):
+    """A monitor/send target (a pid or ``(name, node)``) as it goes on the wire: the pid,
+    or the name as an atom. The kernel's copy of the channel's rule."""
+    if not (type(dest) is Pid or (type(dest) is tuple and len(<tuple>dest) == 2
+                                  and isinstance((<tuple>dest)[0], str))):
+        raise TypeError("_dist_wire_target: a pid or (name, node) with a str name, got %r" % (dest,))
+    return _dc_wire_target(dest)
 
 
 @cython.auto_pickle(False)     # its state is a live connection's: never rebuilt from data

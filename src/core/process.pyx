@@ -324,7 +324,7 @@ cdef void _do_exit(Process p, object reason) except *:
         _gen_ack(p, ("error", reason))
     if p.wait == W_REPLY and p.wait_target is not None and p.wait_target.monitored_by is not None:
         p.wait_target.monitored_by.pop(p.wait_ref, None)
-    elif p.wait == W_REPLY and p.wait_kind == WK_CALL and p.wait_info is not None and _dist_channels:
+    elif p.wait == W_REPLY and p.wait_kind == WK_CALL and p.wait_info is not None and _dist_connected():
         _remote_call_gave_up(p.pid, p.wait_ref, (<tuple>p.wait_info)[0])   # died in a remote call
     p.wait = W_NONE
     if p.links:
@@ -537,24 +537,4 @@ cdef bint _demonitor(Process watcher, Reference ref, bint flush) except -1:
     return True
 
 
-# ---------------------------------------------------------------------------------------
-# Distribution hook: dist/ installs a handler for signals that involve remote pids.
-
-cdef object _remote_handler = None
-
-
-def _set_remote_handler(handler):
-    """Internal (distribution): handler(op, from_pid, to, arg) for remote signals, and
-    handler("send", None, dest, msg) for remote sends."""
-    global _remote_handler
-    _remote_handler = handler
-
-
-cdef void _remote_hook(str op, object frm, object to, object arg) except *:
-    if _remote_handler is None:
-        if op == "send":
-            raise BadArg("cannot send to %r: this node is not distributed" % (to,))
-        if op in ("link", "monitor"):
-            raise BadArg("cannot %s %r: this node is not distributed" % (op, to))
-        return
-    _remote_handler(op, frm, to, arg)
+# The distribution hook (_remote_hook, _set_remote_handler) is in dist_iface.pxi.

@@ -441,7 +441,7 @@ cdef void _call_timed_out(Process p) except *:
     if target is None and p.wait_kind == WK_CALL and p.wait_info is not None:
         server = (<tuple>p.wait_info)[0]
     _wake(p, None, Exit(("timeout", _call_mfa(p))))
-    if server is not None and _dist_channels:
+    if server is not None and _dist_connected():
         _remote_call_gave_up(p.pid, ref, server)
 
 

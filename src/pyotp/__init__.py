@@ -52,7 +52,7 @@ from .registry import Registry
 from .pubsub import PubSub
 from .application import Application, ApplicationStartError, ApplicationEnvError
 from .circuit_breaker import CircuitBreaker, CircuitOpenError
-from .service_discovery import ServiceDiscovery, ServiceDiscoveryError
+from .dist.service_discovery import ServiceDiscovery, ServiceDiscoveryError
 from .etf import DecodeError
 from .gen_stage import (GenStage, ConsumerSupervisor, DemandDispatcher, BroadcastDispatcher,
                         PartitionDispatcher, GenStageError)

@@ -203,6 +203,8 @@ def _dist_remote_wait(pid: Pid) -> Optional[Tuple[Reference, Any]]: ...
 # ---- dist_channel.pyx (the per-message data path of a distribution connection) -------
 
 _dist_no_msg: object
+DIST_OPS: Dict[str, int]
+def _dist_wire_target(dest: Any) -> Any: ...
 
 class WaitPolicy:
     """How long a thread may spin before it sleeps (busy wait); one per process."""

@@ -70,15 +70,4 @@ def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie:
         raise
 
 
-from . import global_names, pg  # noqa: E402  (they import .node)
-
-
-def _pubsub_peers(pubsub: str) -> list:  # type: ignore[type-arg]
-    """PubSub across nodes: a broadcast is forwarded once to the PubSub server of the same
-    name on every visible node (registered there as "<name>.Server"); a node that does not
-    run that PubSub drops it, as a send to an unregistered remote name is dropped."""
-    return [(pubsub + ".Server", node) for node in Node.list("visible")]
-
-
-from .. import pubsub as _pubsub  # noqa: E402
-_pubsub.set_remote_members_provider(_pubsub_peers)
+from . import global_names, pg  # noqa: E402

@@ -3,7 +3,7 @@ node over rpc with BEAM's result shapes.
 
 ``erl_call -a 'erlang memory []'``, ``:rpc.call(node, :erlang, :processes, [])`` or a
 release script's ``init:stop()`` name Erlang modules that do not exist in Python. The rpc
-layer (``_apply`` and ``_spawned_process`` in ``node.py``) looks ``(module, function,
+layer (``_apply`` and ``_spawned_process`` in ``rpc.py``) looks ``(module, function,
 arity)`` up in :data:`HANDLERS` before it imports anything, so these calls get answers
 built from pyotp's own introspection (``_core.processes()``, ``_core.process_info``, the
 registry, the applications, the distribution kernel). Any other function of these modules
@@ -72,8 +72,8 @@ def _charlist(s: str) -> List[int]:
 
 
 def _kernel() -> Any:
-    from . import node
-    return node._kernel
+    from .kernel import running
+    return running()
 
 
 # -- erlang ---------------------------------------------------------------------------------

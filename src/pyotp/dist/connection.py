@@ -51,7 +51,7 @@ from ..etf import (Atom, DecodeError, PayloadRefused, Pid, Reference, decode_wit
 from . import handshake as hs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .node import NetKernel
+    from .kernel import NetKernel
 
 _log = logging.getLogger("pyotp.dist")
 
@@ -64,36 +64,37 @@ _TICK = b"\x00\x00\x00\x00"
 BUF_SIZE = 1 << 18          # shared receive buffer
 FIRST_BIG = 1 << 20         # a new big-frame buffer starts this large (or twice what came)
 
-# control message operations (dist.h)
-LINK = 1
-SEND = 2
-EXIT = 3
-UNLINK = 4
-REG_SEND = 6
-GROUP_LEADER = 7
-EXIT2 = 8
-SEND_TT = 12
-EXIT_TT = 13
-REG_SEND_TT = 16
-EXIT2_TT = 18
-MONITOR_P = 19
-DEMONITOR_P = 20
-MONITOR_P_EXIT = 21
-SEND_SENDER = 22
-SEND_SENDER_TT = 23
-PAYLOAD_EXIT = 24
-PAYLOAD_EXIT_TT = 25
-PAYLOAD_EXIT2 = 26
-PAYLOAD_EXIT2_TT = 27
-PAYLOAD_MONITOR_P_EXIT = 28
-SPAWN_REQUEST = 29
-SPAWN_REQUEST_TT = 30
-SPAWN_REPLY = 31
-SPAWN_REPLY_TT = 32
-ALIAS_SEND = 33
-ALIAS_SEND_TT = 34
-UNLINK_ID = 35
-UNLINK_ID_ACK = 36
+# control message operations (dist.h), defined once, in the channel (dist_channel.pyx)
+_OPS = _core.DIST_OPS
+LINK = _OPS["LINK"]
+SEND = _OPS["SEND"]
+EXIT = _OPS["EXIT"]
+UNLINK = _OPS["UNLINK"]
+REG_SEND = _OPS["REG_SEND"]
+GROUP_LEADER = _OPS["GROUP_LEADER"]
+EXIT2 = _OPS["EXIT2"]
+SEND_TT = _OPS["SEND_TT"]
+EXIT_TT = _OPS["EXIT_TT"]
+REG_SEND_TT = _OPS["REG_SEND_TT"]
+EXIT2_TT = _OPS["EXIT2_TT"]
+MONITOR_P = _OPS["MONITOR_P"]
+DEMONITOR_P = _OPS["DEMONITOR_P"]
+MONITOR_P_EXIT = _OPS["MONITOR_P_EXIT"]
+SEND_SENDER = _OPS["SEND_SENDER"]
+SEND_SENDER_TT = _OPS["SEND_SENDER_TT"]
+PAYLOAD_EXIT = _OPS["PAYLOAD_EXIT"]
+PAYLOAD_EXIT_TT = _OPS["PAYLOAD_EXIT_TT"]
+PAYLOAD_EXIT2 = _OPS["PAYLOAD_EXIT2"]
+PAYLOAD_EXIT2_TT = _OPS["PAYLOAD_EXIT2_TT"]
+PAYLOAD_MONITOR_P_EXIT = _OPS["PAYLOAD_MONITOR_P_EXIT"]
+SPAWN_REQUEST = _OPS["SPAWN_REQUEST"]
+SPAWN_REQUEST_TT = _OPS["SPAWN_REQUEST_TT"]
+SPAWN_REPLY = _OPS["SPAWN_REPLY"]
+SPAWN_REPLY_TT = _OPS["SPAWN_REPLY_TT"]
+ALIAS_SEND = _OPS["ALIAS_SEND"]
+ALIAS_SEND_TT = _OPS["ALIAS_SEND_TT"]
+UNLINK_ID = _OPS["UNLINK_ID"]
+UNLINK_ID_ACK = _OPS["UNLINK_ID_ACK"]
 
 # The shape of every control message pyotp accepts: op -> (what follows the op, one
 # letter per element, and whether a payload term follows). p: a pid, a: an atom, x: a pid
@@ -112,8 +113,7 @@ SHAPES = {
     ALIAS_SEND: ("pr", True), ALIAS_SEND_TT: ("pr*", True),
     UNLINK_ID: ("ipp", False), UNLINK_ID_ACK: ("ipp", False),
 }
-_OP_NAMES = {v: k for k, v in globals().items()
-             if k.isupper() and type(v) is int and v in SHAPES}
+_OP_NAMES = {v: k for k, v in _OPS.items()}
 
 
 def _check_shape(ctrl: Tuple[Any, ...], has_payload: bool) -> None:
@@ -637,9 +637,9 @@ class Connection(asyncio.BufferedProtocol):
         elif op == SPAWN_REQUEST or op == SPAWN_REQUEST_TT:
             args = self._payload(mv, off)
             if args is not _NO_MSG:
-                k.on_spawn_request(self, ctrl[1], ctrl[2], ctrl[3], ctrl[4], ctrl[5], args)
+                k.rpc.on_spawn_request(k, self, ctrl[1], ctrl[2], ctrl[3], ctrl[4], ctrl[5], args)
         elif op == SPAWN_REPLY or op == SPAWN_REPLY_TT:
-            k.on_spawn_reply(self, ctrl[1], ctrl[2], ctrl[3], ctrl[4])
+            k.rpc.on_spawn_reply(k, self, ctrl[1], ctrl[2], ctrl[3], ctrl[4])
         elif op == ALIAS_SEND or op == ALIAS_SEND_TT:
             msg = self._payload(mv, off)
             if msg is not _NO_MSG:

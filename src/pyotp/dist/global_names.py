@@ -143,7 +143,7 @@ async def sync(timeout: float = 10.0) -> str:
     >>> await global_names.sync()
     'ok'
     """
-    from .node import _external_call, kernel
+    from .kernel import _external_call, kernel
     import asyncio
     k = kernel()
     nodes = k.peers()
@@ -315,9 +315,7 @@ async def _start(k: Any) -> None:
     _resolvers.clear()
     _server = await _GlobalServer.start(None, name=PROC_NAME)
     k.system_pids.append(_server)
-    k.virtual[WIRE_NAME] = _on_wire
-    k.up_callbacks.append(_nodeup)
-    k.down_callbacks.append(_nodedown)
+    k.add_service(WIRE_NAME, on_message=_on_wire, on_nodeup=_nodeup, on_nodedown=_nodedown)
     set_global_hook(_hook)
 
 

@@ -269,7 +269,9 @@ async def start(scope: str = DEFAULT_SCOPE) -> Pid:
     if not isinstance(scope, str) or not scope:
         raise _core.BadArg("pg scope must be a non-empty str, got %r" % (scope,))
     s = _scopes.get(scope)
-    if s is not None and s.pid is not None and _core.is_alive(s.pid):
+    # the scope's process is registered under its name: a pid left by an earlier runtime
+    # (which a process of this one may reuse) is not
+    if s is not None and s.pid is not None and _core.whereis(scope) == s.pid:
         return s.pid
     s = _Scope(scope)
     _scopes[scope] = s
@@ -280,31 +282,31 @@ async def start(scope: str = DEFAULT_SCOPE) -> Pid:
 
 
 def _attach(s: _Scope) -> None:
+    # each scope is a distribution service of the kernel, named as its process
     k = _kernel
-    k.virtual[s.name] = lambda conn, msg: _on_wire(s, conn, msg)
+    k.remove_service(s.name)          # an earlier incarnation of this scope
+    k.add_service(s.name, on_message=lambda conn, msg: _on_wire(s, conn, msg),
+                  on_nodeup=lambda node, conn: _nodeup(s, node, conn),
+                  on_nodedown=lambda node: _nodedown(s, node))
     for n in k.peers():
         k.send_name(n, s.name, (A_DISCOVER, s.pid))
 
 
-def _nodeup(node: str, conn: Any) -> None:
+def _nodeup(s: _Scope, node: str, conn: Any) -> None:
     if not conn.pyotp or conn.hidden:
         return
-    for s in _scopes.values():
-        if s.pid is not None:
-            _kernel.send_name(node, s.name, (A_DISCOVER, s.pid))
+    if s.pid is not None and _scopes.get(s.name) is s:
+        _kernel.send_name(node, s.name, (A_DISCOVER, s.pid))
 
 
-def _nodedown(node: str) -> None:
-    for s in _scopes.values():
-        if node in s.remote:
-            _set_remote(s, node, {})
+def _nodedown(s: _Scope, node: str) -> None:
+    if node in s.remote:
+        _set_remote(s, node, {})
 
 
 async def _start(k: Any) -> None:
     global _kernel
     _kernel = k
-    k.up_callbacks.append(_nodeup)
-    k.down_callbacks.append(_nodedown)
     for s in _scopes.values():
         if s.pid is not None and _core.is_alive(s.pid):
             _attach(s)
@@ -321,4 +323,4 @@ def _stop() -> None:
         for g in list(s.members):
             s.rebuild(g)
         if k is not None:
-            k.virtual.pop(s.name, None)
+            k.remove_service(s.name)
