@@ -31,6 +31,9 @@ cdef object _NOREPLY = "noreply"
 cdef object _REPLY = "reply"
 cdef object _STOP = "stop"
 cdef object _OK = "ok"
+# what goes on the wire to another node: an atom tag, as gen_server:cast sends (a plain
+# str would reach a BEAM server as a binary, which its gen_server treats as an info)
+cdef object _GEN_CAST_TAG = Atom("$gen_cast")
 
 
 @cython.final
@@ -576,7 +579,7 @@ def cast(server, request):
     if type(target) is Process:
         _deliver(<Process>target, msg_new(K_CAST, request, None))
     elif _remote_handler is not None:
-        _remote_send(target, ("$gen_cast", request))
+        _remote_send(target, (_GEN_CAST_TAG, request))
     return "ok"
 
 
