@@ -56,3 +56,35 @@ def test_cast_and_abcast_reach_an_elixir_handle_cast():
     got1, got2 = run_node(main, node=unique("py"), cookie=COOKIE)
     assert got1 == (Atom("cast_seen"), 1)
     assert got2 == (Atom("cast_seen"), 2)
+
+
+def test_rpc_block_call_and_undef_shapes():
+    # :rpc.block_call goes to rex as {block_call, M, F, A, GL} (it used to answer
+    # {:badrpc, :unknown_request}); undef reasons carry {M, F, Args, []} as BEAM's do
+    me = unique("py")
+    script = r'''
+p = :"%s"
+true = Node.connect(p)
+IO.puts("@@block #{inspect(:rpc.block_call(p, :dist_roles, :plain_add, [2, 3], 5000))}")
+IO.puts("@@block_undef #{inspect(:rpc.block_call(p, :nomod, :f, [1], 5000))}")
+IO.puts("@@call_undef #{inspect(:rpc.call(p, :dist_roles, :nope, [1], 5000))}")
+{pid, ref} = Node.spawn_monitor(p, :nomod, :f, [1])
+receive do {:DOWN, ^ref, :process, ^pid, r} -> IO.puts("@@spawn_undef #{inspect(r)}") after 5000 -> IO.puts("@@spawn_undef timeout") end
+Process.flag(:trap_exit, true)
+pid = Node.spawn_link(p, :dist_roles, :nope, [])
+receive do {:EXIT, ^pid, r} -> IO.puts("@@link_undef #{inspect(r)}") after 5000 -> IO.puts("@@link_undef timeout") end
+''' % me
+
+    async def main():
+        ex = ExNode("ex", script).start()
+        try:
+            return {t: await in_thread(ex.expect, t)
+                    for t in ["block", "block_undef", "call_undef", "spawn_undef", "link_undef"]}
+        finally:
+            ex.kill()
+    out = run_node(main, node=me, cookie=COOKIE)
+    assert out["block"] == "5"
+    assert out["block_undef"] == "{:badrpc, {:EXIT, {:undef, [{:nomod, :f, [1], []}]}}}"
+    assert out["call_undef"] == "{:badrpc, {:EXIT, {:undef, [{:dist_roles, :nope, [1], []}]}}}"
+    assert out["spawn_undef"] == "{:undef, [{:nomod, :f, [1], []}]}"
+    assert out["link_undef"] == "{:undef, [{:dist_roles, :nope, [], []}]}"
