@@ -88,3 +88,79 @@ receive do {:EXIT, ^pid, r} -> IO.puts("@@link_undef #{inspect(r)}") after 5000 
     assert out["call_undef"] == "{:badrpc, {:EXIT, {:undef, [{:dist_roles, :nope, [1], []}]}}}"
     assert out["spawn_undef"] == "{:undef, [{:nomod, :f, [1], []}]}"
     assert out["link_undef"] == "{:undef, [{:dist_roles, :nope, [], []}]}"
+
+
+async def _echo():
+    while True:
+        frm, term = await pyotp.receive()
+        pyotp.send(frm, (Atom("echoed"), term))
+
+
+DEEP = r'''
+p = :"%s"
+true = Node.connect(p)
+:erlang.monitor_node(p, true)
+tup = fn n -> Enum.reduce(1..n, :leaf, fn _, acc -> {acc} end) end
+lst = fn n -> Enum.reduce(1..n, :leaf, fn i, acc -> [acc, i] end) end
+map = fn n -> Enum.reduce(1..n, :leaf, fn _, acc -> %%{k: acc} end) end
+echo = fn t ->
+  send({:echo, p}, {self(), t})
+  receive do {:echoed, back} -> back === t after 20000 -> :timeout end
+end
+for {tag, t} <- %s do
+  IO.puts("@@#{tag} #{inspect(echo.(t))}")
+end
+IO.puts("@@nodedown #{inspect(receive do {:nodedown, ^p} -> true after 0 -> false end)}")
+IO.puts("@@connected #{inspect(p in Node.list(:hidden))}")
+'''
+
+
+def test_deep_terms_round_trip_with_beam():
+    # BEAM has no nesting limit: 20000-deep terms are ordinary there (they used to drop
+    # the whole connection at pyotp's old limit of 10000)
+    me = unique("py")
+    cases = '[{"tuple20k", tup.(20000)}, {"list20k", lst.(20000)}, {"map20k", map.(20000)}, {"tuple300k", tup.(300000)}]'
+
+    async def main():
+        pyotp.register("echo", pyotp.spawn(_echo))
+        ex = ExNode("ex", DEEP % (me, cases)).start()
+        try:
+            return {t: await in_thread(ex.expect, t)
+                    for t in ["tuple20k", "list20k", "map20k", "tuple300k", "nodedown", "connected"]}
+        finally:
+            ex.kill()
+    out = run_node(main, node=me, cookie=COOKIE)
+    assert out == {"tuple20k": "true", "list20k": "true", "map20k": "true", "tuple300k": "true",
+                   "nodedown": "false", "connected": "true"}
+
+
+def test_a_term_over_max_term_depth_drops_that_message_only(caplog):
+    # the too-deep message is dropped with a logged error; the one sent after it on the
+    # same connection is echoed first (wire order), and the connection never went down
+    me = unique("py")
+    script = r'''
+p = :"%s"
+true = Node.connect(p)
+:erlang.monitor_node(p, true)
+tup = fn n -> Enum.reduce(1..n, :leaf, fn _, acc -> {acc} end) end
+send({:echo, p}, {self(), tup.(6000)})
+send({:echo, p}, {self(), {:small, 1}})
+receive do {:echoed, back} -> IO.puts("@@first #{inspect(back)}") end
+t = tup.(4000)
+send({:echo, p}, {self(), t})
+receive do {:echoed, back} -> IO.puts("@@deep_ok #{inspect(back === t)}") end
+IO.puts("@@nodedown #{inspect(receive do {:nodedown, ^p} -> true after 0 -> false end)}")
+IO.puts("@@connected #{inspect(p in Node.list(:hidden))}")
+''' % me
+
+    async def main():
+        pyotp.register("echo", pyotp.spawn(_echo))
+        ex = ExNode("ex", script).start()
+        try:
+            return {t: await in_thread(ex.expect, t) for t in ["first", "deep_ok", "nodedown", "connected"]}
+        finally:
+            ex.kill()
+    out = run_node(main, node=me, cookie=COOKIE, max_term_depth=5000)
+    assert out == {"first": "{:small, 1}", "deep_ok": "true", "nodedown": "false", "connected": "true"}
+    logged = [r.getMessage() for r in caplog.records if r.name == "pyotp.dist"]
+    assert any("dropped a message" in m and "nested deeper than 5000" in m for m in logged), logged

@@ -174,6 +174,7 @@ cdef class DistChannel:
     cdef public object big_mv         # a big frame's own buffer while it arrives (Connection)
     cdef public Py_ssize_t big_fill
     cdef public Py_ssize_t max_inflated   # the largest compressed term (tag 80) accepted, inflated
+    cdef public Py_ssize_t max_depth      # deeper terms are dropped by the slow path (TermTooDeep)
     cdef int fd                       # the plain TCP socket, or -1 (TLS, Windows: no busy wait)
     cdef double last_read             # when the previous read arrived (ms)
     cdef bint called                  # a call was written since this read arrived
@@ -203,6 +204,7 @@ cdef class DistChannel:
         self.flush_cb = self._flush
         self.reg_heads = {}
         self.max_inflated = 0xFFFFFFFF
+        self.max_depth = _ETF_DEPTH
         self.enc_at = -1
 
     def release(self):
@@ -602,6 +604,7 @@ cdef class DistChannel:
             return False
         _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
         d.zmax = self.max_inflated
+        d.maxdepth = self.max_depth
         try:
             ctrl = _etf_dec_versioned(&d)
         except Exception:

@@ -78,6 +78,7 @@ BUSY_WAIT_DEFAULT = "auto"  # Node.start's default busy_wait (see core/wait_poli
 MAX_FRAME_SIZE = 256 << 20        # bytes of one frame after the handshake
 MAX_INFLATED_SIZE = 64 << 20      # bytes a compressed term (tag 80) may inflate to
 MAX_HANDSHAKES = 64               # incoming connections in their handshake at once
+MAX_TERM_DEPTH = _core.ETF_MAX_DEPTH   # nesting of a received message (deeper: dropped)
 A_GEN_CAST = Atom("$gen_cast")
 A_NOTSUP = Atom("notsup")
 A_BADARG = Atom("badarg")
@@ -334,7 +335,7 @@ class NetKernel:
                  python_payloads: Union[bool, Iterable[str]],
                  busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT,
                  max_frame_size: int = MAX_FRAME_SIZE, max_inflated_size: int = MAX_INFLATED_SIZE,
-                 max_handshakes: int = MAX_HANDSHAKES,
+                 max_handshakes: int = MAX_HANDSHAKES, max_term_depth: int = MAX_TERM_DEPTH,
                  epmd_max_per_host: int = _epmd.MAX_PER_HOST,
                  epmd_max_connections: int = _epmd.MAX_CONNECTIONS) -> None:
         if not isinstance(name, str) or name.count("@") != 1 or not all(name.split("@")):
@@ -354,6 +355,8 @@ class NetKernel:
         _check_limit("max_frame_size", max_frame_size, 1 << 16, 0xFFFFFFFF)
         _check_limit("max_inflated_size", max_inflated_size, 0, 0xFFFFFFFF)
         _check_limit("max_handshakes", max_handshakes, 1, 1 << 20)
+        _check_limit("max_term_depth", max_term_depth, 16, 1 << 30)
+        self.max_term_depth = max_term_depth
         _check_limit("epmd_max_per_host", epmd_max_per_host, 1, 1 << 20)
         _check_limit("epmd_max_connections", epmd_max_connections, 1, 1 << 20)
         self.max_frame_size = max_frame_size
@@ -1352,6 +1355,7 @@ class Node:
                     busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT,
                     console: bool = False, max_frame_size: int = MAX_FRAME_SIZE,
                     max_inflated_size: int = MAX_INFLATED_SIZE, max_handshakes: int = MAX_HANDSHAKES,
+                    max_term_depth: int = MAX_TERM_DEPTH,
                     epmd_max_per_host: int = _epmd.MAX_PER_HOST,
                     epmd_max_connections: int = _epmd.MAX_CONNECTIONS) -> str:
         """Make this node distributed as ``name`` ("alive@host").
@@ -1399,7 +1403,10 @@ class Node:
           connections in their handshake at once, default 64), ``epmd_max_per_host`` and
           ``epmd_max_connections`` (for the EPMD this node may host: registrations from
           one address, default 128, and connections at once, default 512). A peer over a
-          limit has its connection closed, with a logged reason.
+          limit has its connection closed, with a logged reason. ``max_term_depth``
+          (nesting of tuples, lists and maps in a received message, default one million;
+          BEAM has no such limit) is the exception: a message nested deeper is dropped
+          alone, with a logged error, and the connection stays up.
 
         Returns the node name.
 
@@ -1416,6 +1423,7 @@ class Node:
                       setup_time=setup_time, python_payloads=python_payloads,
                       busy_wait=busy_wait, max_frame_size=max_frame_size,
                       max_inflated_size=max_inflated_size, max_handshakes=max_handshakes,
+                      max_term_depth=max_term_depth,
                       epmd_max_per_host=epmd_max_per_host,
                       epmd_max_connections=epmd_max_connections)
         await k.start()
