@@ -164,3 +164,191 @@ IO.puts("@@connected #{inspect(p in Node.list(:hidden))}")
     assert out == {"first": "{:small, 1}", "deep_ok": "true", "nodedown": "false", "connected": "true"}
     logged = [r.getMessage() for r in caplog.records if r.name == "pyotp.dist"]
     assert any("dropped a message" in m and "nested deeper than 5000" in m for m in logged), logged
+
+
+class PyCounter(GenServer):
+    """What Elixir inspects: a list state, a cast that adds, format_status that hides."""
+
+    def init(self, arg):
+        return ("ok", arg)
+
+    def handle_call(self, req, from_, state):
+        return ("reply", state, state)
+
+    def handle_cast(self, req, state):
+        return ("noreply", state + [req[1]])
+
+    def terminate(self, reason, state):
+        pyotp.send("watcher", ("terminated", reason))
+
+    def format_status(self, status):
+        return dict(status, state=(Atom("hidden"), len(status["state"])))
+
+
+SYS_SCRIPT = r'''
+p = :"%s"
+srv = {:pycounter, p}
+IO.puts("@@get_state #{inspect(:sys.get_state(srv))}")
+IO.puts("@@replace #{inspect(:sys.replace_state(srv, &:dist_roles.sys_bump/1))}")
+r = try do :sys.replace_state(srv, fn s -> s end) catch kind, e -> {kind, elem(e, 0)} end
+IO.puts("@@closure #{inspect(r)}")
+{:status, pid, {:module, mod}, [pdict, sys_state, _parent, _dbg, misc]} = :sys.get_status(srv)
+[{:header, header}, {:data, data}, {:data, [{'State', shown}]}] = misc
+IO.puts("@@status #{inspect({node(pid) == p, mod, sys_state, to_string(header), data, shown})}")
+IO.puts("@@initial_call #{inspect(pdict[:"$initial_call"])}")
+IO.puts("@@rpc_initial_call #{inspect(:rpc.call(p, :proc_lib, :translate_initial_call, [pid]))}")
+:ok = :sys.suspend(srv)
+GenServer.cast(srv, {:add, 7})
+IO.puts("@@while_suspended #{inspect({:sys.get_state(srv), elem(:sys.get_status(srv), 3) |> Enum.at(1)})}")
+:ok = :sys.resume(srv)
+IO.puts("@@resumed #{inspect(GenServer.call(srv, :get))}")
+IO.puts("@@stop #{inspect(GenServer.stop(srv, {:shutdown, :bye}))}")
+IO.puts("@@alive #{inspect(:rpc.call(p, :erlang, :is_process_alive, [pid]))}")
+'''
+
+
+def test_elixir_sys_and_genserver_stop_on_a_pyotp_server():
+    # :sys.get_state / replace_state / get_status / suspend / resume and GenServer.stop
+    # from Elixir all used to time out (the system messages were logged as unexpected)
+    me = unique("py")
+
+    async def main():
+        pyotp.register("watcher", pyotp.self())
+        await PyCounter.start([1, 2], name="pycounter")
+        ex = ExNode("ex", SYS_SCRIPT % me).start()
+        try:
+            out = {t: await in_thread(ex.expect, t)
+                   for t in ["get_state", "replace", "closure", "status", "initial_call",
+                             "rpc_initial_call", "while_suspended", "resumed", "stop"]}
+            out["terminated"] = await pyotp.receive(timeout=15)
+            return out
+        finally:
+            ex.kill()
+    out = run_node(main, node=me, cookie=COOKIE)
+    assert out["get_state"] == "[1, 2]"
+    assert out["replace"] == "[2, 3]"
+    assert out["closure"] == "{:error, :callback_failed}"
+    assert out["status"].startswith('{true, :gen_server, :running, "Status for generic server pycounter", [')
+    assert out["status"].endswith(', {:hidden, 2}}')
+    assert out["initial_call"] == "{:\"test_dist_elixir.PyCounter\", :init, 1}"
+    assert out["rpc_initial_call"] == "{:\"test_dist_elixir.PyCounter\", :init, 1}"
+    assert out["while_suspended"] == "{[2, 3], :suspended}"      # the cast waits
+    assert out["resumed"] == "[2, 3, 7]"
+    assert out["stop"] == ":ok"
+    assert out["terminated"] == ("terminated", ("shutdown", "bye"))
+
+
+class Light(pyotp.GenStateMachine):
+    def init(self, arg):
+        return ("ok", Atom("red"), arg)
+
+    def handle_event(self, event_type, content, state, data):
+        return "keep_state_and_data"
+
+
+class Note(pyotp.EventHandler):
+    def init(self, arg):
+        return ("ok", arg)
+
+    def handle_event(self, event, state):
+        return ("ok", state)
+
+
+BEHAVIOURS_SCRIPT = r'''
+p = :"%s"
+for name <- [:light, :events, :sup, :dsup, :tsup] do
+  srv = {name, p}
+  {:status, _, {:module, mod}, [_, :running | _]} = :sys.get_status(srv)
+  :ok = :sys.suspend(srv)
+  {:status, _, _, [_, s | _]} = :sys.get_status(srv)
+  :ok = :sys.resume(srv)
+  st = :sys.get_state(srv)
+  IO.puts("@@#{name} #{inspect({mod, s, st, GenServer.stop(srv)})}")
+end
+'''
+
+
+def test_every_behaviour_answers_sys_and_stop_from_elixir():
+    me = unique("py")
+    names = ["light", "events", "sup", "dsup", "tsup"]
+
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        await Light.start_link(0, name="light")
+        ev = await pyotp.EventManager.start_link(name="events")
+        await pyotp.EventManager.add_handler(ev, Note, 5)
+        await pyotp.Supervisor.start_link([(PyCounter, [])], strategy="one_for_one", name="sup")
+        await pyotp.DynamicSupervisor.start_link(name="dsup")
+        await pyotp.TaskSupervisor.start_link(name="tsup")
+        ex = ExNode("ex", BEHAVIOURS_SCRIPT % me).start()
+        try:
+            out = {t: await in_thread(ex.expect, t) for t in names}
+            out["alive"] = [pyotp.whereis(n) for n in names]
+            return out
+        finally:
+            ex.kill()
+    out = run_node(main, node=me, cookie=COOKIE)
+    assert out["light"] == "{:gen_statem, :suspended, {:red, 0}, :ok}"
+    assert out["events"] == '{:gen_event, :suspended, [{:"test_dist_elixir.Note", nil, 5}], :ok}'
+    assert out["sup"].startswith("{:gen_server, :suspended, {\"one_for_one\", "
+                                 "[{\"<class 'test_dist_elixir.PyCounter'>\", #PID<")
+    assert out["sup"].endswith('>, "worker"}]}, :ok}')
+    assert out["dsup"] == out["tsup"] == '{:gen_server, :suspended, {"one_for_one", []}, :ok}'
+    assert out["alive"] == [None] * 5          # GenServer.stop stopped each of them
+
+
+EX_STATEFUL = r'''
+defmodule ExState do
+  use GenServer
+  def init(s), do: {:ok, s}
+  def handle_call(:get, _from, s), do: {:reply, s, s}
+  def handle_cast({:push, x}, s), do: {:noreply, [x | s]}
+  def terminate(reason, _s), do: IO.puts("@@terminate #{inspect(reason)}")
+end
+{:ok, _} = GenServer.start(ExState, [1, 2], name: :exstate)
+IO.puts("@@ready ok")
+Process.sleep(:infinity)
+'''
+
+
+def test_pyotp_sys_on_an_elixir_server():
+    # pyotp.sys sends gen:call's {system, {Pid, Ref}, Request} to BEAM processes
+    from pyotp import sys as otp_sys
+    from pyotp.etf import ExportFun
+
+    async def main():
+        ex = ExNode("ex", EX_STATEFUL).start()
+        try:
+            await in_thread(ex.expect, "ready")
+            srv = ("exstate", ex.name)
+            out = {"state": await otp_sys.get_state(srv)}
+            out["replaced"] = await otp_sys.replace_state(srv, ExportFun("lists", "reverse", 1))
+            st = await otp_sys.get_status(srv)
+            out["status"] = (st["module"], st["behaviour"], st["status"], st["state"], st["pid"].node)
+            out["suspend"] = await otp_sys.suspend(srv)
+            GenServer.cast(srv, (Atom("push"), 0))
+            out["suspended"] = ((await otp_sys.get_status(srv))["status"], await otp_sys.get_state(srv))
+            out["resume"] = await otp_sys.resume(srv)
+            out["after"] = await GenServer.call(srv, Atom("get"))
+            try:
+                await otp_sys.replace_state(srv, lambda s: s)
+            except TypeError as e:
+                out["python_fun"] = "TypeError"
+            ref = pyotp.monitor(srv)
+            out["terminate"] = await otp_sys.terminate(srv, (Atom("shutdown"), Atom("sys")))
+            out["down"] = (await pyotp.receive(lambda m: m[0] == "DOWN", timeout=15))[4]
+            out["terminate_cb"] = await in_thread(ex.expect, "terminate")
+            return out
+        finally:
+            ex.kill()
+    out = run_node(main, node=unique("py"), cookie=COOKIE)
+    assert out["state"] == [1, 2]
+    assert out["replaced"] == [2, 1]
+    assert out["status"][:4] == ("gen_server", "Elixir.ExState", "running", [2, 1])
+    assert out["suspend"] == "ok" and out["resume"] == "ok"
+    assert out["suspended"] == ("suspended", [2, 1])     # the cast waits while suspended
+    assert out["after"] == [0, 2, 1]
+    assert out["python_fun"] == "TypeError"
+    assert out["terminate"] == "ok"
+    assert out["down"] == ("shutdown", "sys")
+    assert out["terminate_cb"] == "{:shutdown, :sys}"

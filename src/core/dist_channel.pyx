@@ -90,12 +90,14 @@ cdef int _remote_reply(object to, object msg) except -1:
     return 0
 
 
-cdef int _remote_call(object frm, object to, object ref, object request) except -1:
+cdef int _remote_call(object frm, object to, object ref, object request, object label) except -1:
+    """A call (label '$gen_call') or a system request (label 'system', from pyotp.sys):
+    gen:call's {Label, {Pid, Tag}, Request}."""
     cdef DistChannel ch = _dc_for(to)
     if ch is None:
-        _remote_handler("call", frm, to, (ref, request))
+        _remote_handler("call", frm, to, (ref, request, label))
     else:
-        ch.call(frm, to, ref, request)
+        ch.call(frm, to, ref, request, label)
     return 0
 
 
@@ -396,15 +398,16 @@ cdef class DistChannel:
             raise
         self._close(self._encoded(start, True, was_up))
 
-    cpdef call(self, frm, to, ref, request):
+    cpdef call(self, frm, to, ref, request, label=_DC_GEN_CALL):
         """A GenServer call from local ``frm`` to the remote server ``to`` (pid or
-        (name, node)): MONITOR_P then the '$gen_call', written at once. The reply and a
-        DOWN are matched by ``ref`` in the kernel's call table."""
+        (name, node)): MONITOR_P then the '$gen_call' (or another gen:call label:
+        'system'), written at once. The reply and a DOWN are matched by ``ref`` in the
+        kernel's call table."""
         cdef Py_ssize_t mark = _etf_ba_size(self.wbuf)
         self.calls[ref] = (frm, to, self.peer)
         try:
             self._frame((_DC_MONITOR_P, frm, _dc_wire_target(to), ref), _DC_NO_MSG)
-            msg = (_DC_GEN_CALL, (frm, ref), request)
+            msg = (label, (frm, ref), request)
             if type(to) is Pid:
                 self.send(to, msg)
             else:

@@ -898,21 +898,21 @@ class NetKernel:
         handler(frm, to, arg)
 
     def _op_call(self, frm: Pid, to: Any, arg: Any) -> None:
-        ref, request = arg
+        ref, request, label = arg       # label: '$gen_call', or 'system' (pyotp.sys)
         node = cast(str, _node_of(to))
         if node == self.name:           # stale pid of an earlier incarnation
             _core._dist_down(frm, ref, to, "noproc")
             return
         c = self.conns.get(node)
         if c is not None:
-            c.ch.call(frm, to, ref, request)
+            c.ch.call(frm, to, ref, request, label)
             return
         # queued until connected: a request that cannot be encoded fails now, in the
         # caller, rather than being dropped at connect time (a timeout for the caller)
         encode_term_into(bytearray(), request, True)
         self.calls[ref] = (frm, to, node)
         target = _wire_target(to)
-        msg = (A_GEN_CALL, (frm, ref), request)
+        msg = (label, (frm, ref), request)
         self._queue(node, "monitor", (frm, target, ref))
         if type(to) is Pid:
             self._queue(node, "send", (to, msg))
