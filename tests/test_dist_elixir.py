@@ -8,6 +8,7 @@ prints ``@@tag value`` lines, which the test reads in order.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pyotp
 from pyotp import Atom, GenServer
@@ -160,7 +161,8 @@ IO.puts("@@connected #{inspect(p in Node.list(:hidden))}")
             return {t: await in_thread(ex.expect, t) for t in ["first", "deep_ok", "nodedown", "connected"]}
         finally:
             ex.kill()
-    out = run_node(main, node=me, cookie=COOKIE, max_term_depth=5000)
+    with caplog.at_level(logging.ERROR, logger="pyotp.dist"):
+        out = run_node(main, node=me, cookie=COOKIE, max_term_depth=5000)
     assert out == {"first": "{:small, 1}", "deep_ok": "true", "nodedown": "false", "connected": "true"}
     logged = [r.getMessage() for r in caplog.records if r.name == "pyotp.dist"]
     assert any("dropped a message" in m and "nested deeper than 5000" in m for m in logged), logged
@@ -352,3 +354,117 @@ def test_pyotp_sys_on_an_elixir_server():
     assert out["terminate"] == "ok"
     assert out["down"] == ("shutdown", "sys")
     assert out["terminate_cb"] == "{:shutdown, :sys}"
+
+
+class Slow(GenServer):
+    """Holds a call's from_ until told to answer (a late reply without sleeps)."""
+
+    def init(self, arg):
+        return ("ok", None)
+
+    def handle_call(self, req, from_, state):
+        return ("noreply", from_)
+
+    def handle_cast(self, req, from_):
+        GenServer.reply(from_, Atom("late"))           # the caller gave up long ago
+        pyotp.send(req[1], Atom("marker"))            # same connection, after the reply
+        return ("noreply", None)
+
+
+ALIAS_SCRIPT = r'''
+p = :"%s"
+r = try do GenServer.call({:slow, p}, :hello, 300) catch :exit, {reason, _} -> reason end
+IO.puts("@@call #{inspect(r)}")
+GenServer.cast({:slow, p}, {:answer, self()})
+receive do :marker -> :ok end
+stray = receive do {[:alias | _], _} = m -> m after 0 -> :none end
+IO.puts("@@stray #{inspect(stray)}")
+# aliases both ways: Elixir's alias used from pyotp, pyotp's alias used from Elixir
+a = :erlang.alias()
+send({:aliaser, p}, {:your_turn, self(), a})
+receive do {:via_alias, pa} ->
+  IO.puts("@@from_pyotp_alias ok")
+  send(pa, :to_pyotp_alias)
+end
+receive do :unaliased -> :ok end
+:erlang.unalias(a)
+send({:aliaser, p}, :send_again)
+receive do :marker -> :ok end
+IO.puts("@@after_unalias #{inspect(receive do :via_alias_again -> :received after 0 -> :none end)}")
+'''
+
+
+async def _aliaser():
+    _, elixir, their_alias = await pyotp.receive()
+    mine = pyotp.alias()
+    pyotp.send(their_alias, (Atom("via_alias"), mine))          # ALIAS_SEND to Elixir
+    got = await pyotp.receive()
+    pyotp.unalias(mine)
+    pyotp.send(elixir, Atom("unaliased"))
+    await pyotp.receive()                                      # :send_again
+    pyotp.send(their_alias, Atom("via_alias_again"))           # dropped by BEAM
+    pyotp.send(elixir, Atom("marker"))
+    pyotp.send("alias_test", ("aliaser_got", got))
+
+
+def test_aliases_with_elixir_late_replies_dropped():
+    # a pyotp server's reply to a timed-out Elixir call used to land in the caller's
+    # mailbox as {[:alias | ref], reply}: it now goes to the call's alias (ALIAS_SEND)
+    me = unique("py")
+
+    async def main():
+        pyotp.register("alias_test", pyotp.self())
+        await Slow.start(None, name="slow")
+        pyotp.register("aliaser", pyotp.spawn(_aliaser))
+        ex = ExNode("ex", ALIAS_SCRIPT % me).start()
+        try:
+            out = {t: await in_thread(ex.expect, t)
+                   for t in ["call", "stray", "from_pyotp_alias", "after_unalias"]}
+            out["aliaser"] = await pyotp.receive(timeout=15)
+            return out
+        finally:
+            ex.kill()
+    out = run_node(main, node=me, cookie=COOKIE)
+    assert out == {"call": ":timeout", "stray": ":none", "from_pyotp_alias": "ok",
+                   "after_unalias": ":none", "aliaser": ("aliaser_got", Atom("to_pyotp_alias"))}
+
+
+EX_HOLDER = r'''
+defmodule ExHolder do
+  use GenServer
+  def init(_), do: {:ok, nil}
+  def handle_call(:hold, from, _), do: {:noreply, from}
+  def handle_call(:tag, {_pid, tag}, s), do: {:reply, tag, s}
+  def handle_cast({:answer, to}, from) do
+    GenServer.reply(from, :late)
+    send(to, :marker)
+    {:noreply, nil}
+  end
+end
+{:ok, _} = GenServer.start(ExHolder, nil, name: :holder)
+IO.puts("@@ready ok")
+Process.sleep(:infinity)
+'''
+
+
+def test_calls_to_elixir_use_an_alias_and_drop_late_replies():
+    async def main():
+        ex = ExNode("ex", EX_HOLDER).start()
+        try:
+            await in_thread(ex.expect, "ready")
+            srv = ("holder", ex.name)
+            tag = await GenServer.call(srv, Atom("tag"))
+            try:
+                await GenServer.call(srv, Atom("hold"), timeout=0.3)
+            except pyotp.Exit as e:
+                timed_out = e.reason[0]
+            GenServer.cast(srv, (Atom("answer"), pyotp.self()))
+            first = await pyotp.receive(timeout=15)
+            return tag, timed_out, first
+        finally:
+            ex.kill()
+    tag, timed_out, first = run_node(main, node=unique("py"), cookie=COOKIE)
+    assert type(tag) is pyotp.etf.ImproperList and tag.items == ("alias",)
+    assert type(tag.tail) is pyotp.Reference
+    assert timed_out == "timeout"
+    assert first == "marker"          # the late reply (sent before it) was dropped

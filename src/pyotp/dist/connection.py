@@ -581,6 +581,7 @@ class Connection(asyncio.BufferedProtocol):
         self.hidden = not (both & hs.PUBLISHED)
         self.payload_exits = bool(both & hs.EXIT_PAYLOAD)
         self.unlink_id = bool(both & hs.UNLINK_ID)
+        self.ch.alias = bool(both & hs.ALIAS)
         self.state = UP
         self.ch.start(self.transport, self.peer, 1 if self.python else 2 if self.pyotp else 0,
                       self.loads if self.pyotp else None, self.kernel.kernel_pid)
@@ -716,6 +717,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def send(self, to: Pid, msg: Any) -> None:
         self.ch.send(to, msg)
+
+    def alias_send(self, ref: Reference, msg: Any) -> None:
+        self.ch.alias_send(ref, msg)
+
+    def call(self, frm: Pid, to: Any, ref: Reference, request: Any, label: Any) -> None:
+        """A call queued while this node was being connected (see DistChannel.call)."""
+        self.ch.call(frm, to, ref, request, label)
 
     def reg_send(self, frm: Pid, name: Any, msg: Any) -> None:
         self.ch.reg_send(frm, name, msg)

@@ -872,6 +872,9 @@ class NetKernel:
             self.loop.call_soon_threadsafe(self.remote_hook, op, frm, to, arg)
             return
         if op == "send":
+            if type(to) is Reference:
+                self._send_to_alias(to, arg)
+                return
             if type(to) is Pid:
                 node = to.node
                 c = self.conns.get(node)
@@ -897,6 +900,16 @@ class NetKernel:
             return
         handler(frm, to, arg)
 
+    def _send_to_alias(self, ref: Reference, msg: Any) -> None:
+        """send() to another node's alias (from a thread, or before that node is
+        connected): ALIAS_SEND once connected."""
+        node = ref.node
+        c = self.conns.get(node)
+        if c is not None:
+            c.ch.alias_send(ref, msg)
+        elif node != self.name:
+            self._queue(node, "alias_send", (ref, msg))
+
     def _op_call(self, frm: Pid, to: Any, arg: Any) -> None:
         ref, request, label = arg       # label: '$gen_call', or 'system' (pyotp.sys)
         node = cast(str, _node_of(to))
@@ -911,13 +924,9 @@ class NetKernel:
         # caller, rather than being dropped at connect time (a timeout for the caller)
         encode_term_into(bytearray(), request, True)
         self.calls[ref] = (frm, to, node)
-        target = _wire_target(to)
-        msg = (label, (frm, ref), request)
-        self._queue(node, "monitor", (frm, target, ref))
-        if type(to) is Pid:
-            self._queue(node, "send", (to, msg))
-        else:
-            self._queue(node, "reg_send", (frm, to[0], msg))
+        # replayed as a whole once connected: its tag depends on the flags the peer
+        # negotiates (an alias tag when both sides have ALIAS)
+        self._queue(node, "call", (frm, to, ref, request, label))
 
     def _op_reply(self, frm: Any, to: Pid, arg: Any) -> None:
         c = self.conns.get(to.node)
@@ -986,11 +995,9 @@ class NetKernel:
         conn.ch.deliver_name(name, msg)
 
     def deliver_alias(self, conn: Connection, alias: Any, msg: Any) -> None:
-        # We do not advertise ALIAS; a peer that sends to an alias anyway is answering a
-        # call: route by the call table.
-        entry = self.calls.get(alias) if type(alias) is Reference else None
-        if entry is not None:
-            self.deliver(conn, entry[0], msg)
+        """ALIAS_SEND: a reply to one of our alias-tagged calls, or a message for a
+        pyotp.alias() (dropped if it is not active)."""
+        conn.ch.deliver_alias(alias, msg)
 
     def on_link(self, conn: Connection, frm: Pid, to: Pid) -> None:
         if type(frm) is not Pid or type(to) is not Pid:
