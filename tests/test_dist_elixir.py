@@ -468,3 +468,56 @@ def test_calls_to_elixir_use_an_alias_and_drop_late_replies():
     assert type(tag.tail) is pyotp.Reference
     assert timed_out == "timeout"
     assert first == "marker"          # the late reply (sent before it) was dropped
+
+
+PG_SCRIPT = r'''
+p = :"%s"
+{:ok, _} = :pg.start_link()
+me = self()
+e = spawn(fn -> receive do :bye -> send(me, :bye_done) end end)
+:ok = :pg.join(:workers, e)
+{ref, [^e]} = :pg.monitor(:workers)
+true = Node.connect(p)
+pm = receive do {^ref, :join, :workers, [pm]} -> pm end
+IO.puts("@@beam_sees #{inspect({node(pm) == p, length(:pg.get_members(:workers))})}")
+send({:pgtest, p}, {:elixir_member, e})
+receive do {^ref, :leave, :workers, [^pm]} -> IO.puts("@@beam_leave #{inspect(:pg.get_members(:workers) == [e])}") end
+send(e, :bye)
+receive do :bye_done -> :ok end
+receive do :done -> :ok end
+'''
+
+
+def test_pg_scope_shared_with_elixir():
+    # Erlang's pg and pyotp's pg in the same scope: members seen both ways, a dying
+    # member leaves on the other node (they used to be two separate worlds)
+    from pyotp.dist import pg
+    me = unique("py")
+
+    async def member():
+        await pyotp.receive()
+
+    async def main():
+        pyotp.register("pgtest", pyotp.self())
+        ref, _ = pg.monitor(Atom("workers"))
+        m = pyotp.spawn(member)
+        pg.join(Atom("workers"), m)
+        ex = ExNode("ex", PG_SCRIPT % me).start()
+        try:
+            out = {}
+            j = await pyotp.receive(lambda x: x[0] == ref and x[1] == "join" and x[3][0] != m, timeout=15)
+            e = j[3][0]
+            out["py_sees"] = (e.node == ex.name, sorted(map(str, pg.get_members(Atom("workers")))) ==
+                              sorted(map(str, [m, e])))
+            out["beam_sees"] = await in_thread(ex.expect, "beam_sees")
+            await pyotp.receive(lambda x: x[0] == "elixir_member", timeout=15)
+            pyotp.exit(m, "kill")                                 # our member dies
+            out["beam_leave"] = await in_thread(ex.expect, "beam_leave")
+            lv = await pyotp.receive(lambda x: x[0] == ref and x[1] == "leave" and x[3] == [e], timeout=15)
+            out["py_leave"] = pg.get_members(Atom("workers"))
+            return out
+        finally:
+            ex.kill()
+    out = run_node(main, node=me, cookie=COOKIE)
+    assert out == {"py_sees": (True, True), "beam_sees": "{true, 2}", "beam_leave": "true",
+                   "py_leave": []}
