@@ -521,3 +521,27 @@ def test_pg_scope_shared_with_elixir():
     out = run_node(main, node=me, cookie=COOKIE)
     assert out == {"py_sees": (True, True), "beam_sees": "{true, 2}", "beam_leave": "true",
                    "py_leave": []}
+
+
+class Opaque(GenServer):
+    def init(self, arg):
+        return ("ok", {1, 2})          # a set: ETF cannot carry it to BEAM
+
+
+def test_a_state_beam_cannot_receive_is_an_error_reply_not_a_crash():
+    me = unique("py")
+    script = r'''
+p = :"%s"
+r = try do :sys.get_state({:opaque, p}) catch kind, e -> {kind, elem(e, 0)} end
+IO.puts("@@get_state #{inspect(r)}")
+'''
+
+    async def main():
+        pid = await Opaque.start(None, name="opaque")
+        ex = ExNode("ex", script % me).start()
+        try:
+            got = await in_thread(ex.expect, "get_state")
+            return got, pyotp.is_alive(pid)
+        finally:
+            ex.kill()
+    assert run_node(main, node=me, cookie=COOKIE) == ("{:error, :unencodable_reply}", True)
