@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from .. import _core
 from ..etf import Atom, Pid, Reference
 from ..gen_server import GenServer
+from .handshake import SPAWN
 
 DEFAULT_SCOPE = "pg"
 
@@ -321,14 +322,22 @@ async def start(scope: str = DEFAULT_SCOPE) -> Pid:
 def _attach(s: _Scope) -> None:
     k = _kernel
     k.virtual[s.name] = lambda conn, msg: _on_wire(s, conn, msg)
-    for n in k.peers() + [n for n, c in k.conns.items() if not c.pyotp]:
+    for n in k.peers() + [n for n, c in k.conns.items() if _beam_with_pg(c)]:
         k.send_name(n, s.name, (A_DISCOVER, s.pid))
 
 
+def _beam_with_pg(conn: Any) -> bool:
+    """A BEAM node that may run pg scopes: OTP 23+ (pg's first release, and the first to
+    negotiate DFLAG_SPAWN). C nodes (erl_call, ei, JInterface) lack SPAWN: they get
+    nothing they did not ask for (erl_call gives up on an unexpected message)."""
+    return not conn.pyotp and bool(conn.peer_flags & SPAWN)
+
+
 def _nodeup(node: str, conn: Any) -> None:
-    # pyotp peers: visible ones; BEAM nodes: every one (they are hidden to each other, and
-    # BEAM's pg discovers only visible nodes, so the discovery has to come from here)
-    if conn.pyotp and conn.hidden:
+    # pyotp peers: visible ones; BEAM nodes: every one that may run pg (they are hidden to
+    # each other, and BEAM's pg discovers only visible nodes, so the discovery has to
+    # come from here)
+    if conn.pyotp and conn.hidden or not conn.pyotp and not _beam_with_pg(conn):
         return
     for s in _scopes.values():
         if s.pid is not None:
