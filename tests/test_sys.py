@@ -89,7 +89,7 @@ def test_suspend_resume_terminate_and_status():
     async def main():
         pyotp.register("sys_watcher", pyotp.self())
         pid = await Acc.start(1)
-        out = [await otp_sys.suspend(pid)]
+        out = [await otp_sys.suspend(pid, timeout=10)]
         GenServer.cast(pid, 10)                       # waits in the mailbox, in order
         GenServer.cast(pid, 100)
         out.append(await otp_sys.get_state(pid))      # system messages still run
@@ -100,8 +100,8 @@ def test_suspend_resume_terminate_and_status():
         out.append(await otp_sys.change_code(pid, "0"))
         ref = pyotp.monitor(pid)
         out.append(await otp_sys.terminate(pid, ("shutdown", "x")))
-        out.append(await pyotp.receive(lambda m: m[0] == "terminated"))
-        out.append((await pyotp.receive(lambda m: m[0] == "DOWN"))[4])
+        out.append(await pyotp.receive(lambda m: m[0] == "terminated", timeout=10))
+        out.append((await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10))[4])
         with pytest.raises(pyotp.Exit):
             await otp_sys.get_state(pid)
         return out
