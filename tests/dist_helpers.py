@@ -258,6 +258,39 @@ class ErlNode:
     __exit__ = NodeProc.__exit__
 
 
+class ExNode(ErlNode):
+    """An Elixir node (``elixir --name``) evaluating ``expr`` (Elixir source; it prints
+    ``@@tag value`` lines with ``IO.puts`` and should end by waiting for a message from
+    the test, since the node halts when ``expr`` returns). Fails clearly when ``elixir``
+    is missing (CI installs it)."""
+
+    def start(self) -> "ExNode":
+        ex = require_elixir()
+        ensure_epmd()
+        cmd = [ex, "--name", self.name, "--cookie", self.cookie]
+        erl_args = list(self.extra_args)
+        if self.hidden:
+            erl_args.append("-hidden")
+        if self.ticktime:
+            erl_args += ["-kernel", "net_ticktime", str(self.ticktime)]
+        if erl_args:
+            cmd += ["--erl", " ".join(erl_args)]
+        cmd += ["-e", self.expr]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._reader, daemon=True).start()
+        return self
+
+
+def require_elixir() -> str:
+    """The path of ``elixir``; fails (never skips) when it is missing."""
+    ex = shutil.which("elixir")
+    if ex is None:
+        raise AssertionError("these interop tests need Elixir: `apt-get install -y elixir` "
+                             "(CI's .ci/run installs it)")
+    return ex
+
+
 def require_erl() -> str:
     """The path of ``erl``; fails (never skips) with a clear message when it is missing."""
     erl = shutil.which("erl")

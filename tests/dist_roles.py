@@ -79,6 +79,11 @@ def plain_add(a, b):
     return a + b
 
 
+def sys_bump(state):
+    """A state function for :sys.replace_state(pid, &:dist_roles.sys_bump/1) from BEAM."""
+    return [x + 1 for x in state]
+
+
 async def async_mul(a, b):
     await pyotp.sleep(0.001)
     return a * b

@@ -93,6 +93,8 @@ class RawPeer:
             assert body[0] == 112
             ctrl, off = decode_with_version(body, 1)
             msg = decode_with_version(body, off)[0] if off < len(body) else None
+            if ctrl[0] == 6 and type(msg) is tuple and len(msg) == 2 and msg[0] == "discover":
+                continue                      # pyotp's pg scopes discovering a BEAM peer's
             return ctrl, msg
 
     def is_auth(self, node_name: str) -> Any:

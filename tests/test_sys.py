@@ -68,3 +68,53 @@ def test_crash_report_has_last_message_and_formatted_state(caplog):
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "Last message: ('boom', 7)" in text
     assert "***" in text and "hunter2" not in text
+
+
+class Acc(GenServer):
+    def init(self, n):
+        return ("ok", n)
+
+    def handle_call(self, req, from_, n):
+        return ("reply", n, n)
+
+    def handle_cast(self, req, n):
+        return ("noreply", n + req)
+
+    def terminate(self, reason, n):
+        if pyotp.whereis("sys_watcher") is not None:
+            pyotp.send("sys_watcher", ("terminated", reason, n))
+
+
+def test_suspend_resume_terminate_and_status():
+    async def main():
+        pyotp.register("sys_watcher", pyotp.self())
+        pid = await Acc.start(1)
+        out = [await otp_sys.suspend(pid, timeout=10)]
+        GenServer.cast(pid, 10)                       # waits in the mailbox, in order
+        GenServer.cast(pid, 100)
+        out.append(await otp_sys.get_state(pid))      # system messages still run
+        out.append((await otp_sys.get_status(pid))["status"])
+        out.append(await otp_sys.resume(pid))
+        out.append(await GenServer.call(pid, "get"))
+        out.append((await otp_sys.get_status(pid))["status"])
+        out.append(await otp_sys.change_code(pid, "0"))
+        ref = pyotp.monitor(pid)
+        out.append(await otp_sys.terminate(pid, ("shutdown", "x")))
+        out.append(await pyotp.receive(lambda m: m[0] == "terminated", timeout=10))
+        out.append((await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10))[4])
+        with pytest.raises(pyotp.Exit):
+            await otp_sys.get_state(pid)
+        return out
+    assert pyotp.run(main) == ["ok", 1, "suspended", "ok", 111, "running", "ok", "ok",
+                               ("terminated", ("shutdown", "x"), 111), ("shutdown", "x")]
+
+
+def test_stop_reaches_a_suspended_server_and_unknown_requests_are_errors():
+    async def main():
+        pid = await Acc.start(1)
+        await otp_sys.suspend(pid)
+        bad = await pyotp._core._sys_request(pid, "no_such_request", 5.0)
+        stopped = await GenServer.stop(pid)
+        return bad, stopped
+    bad, stopped = pyotp.run(main)
+    assert bad == ("error", ("unknown_system_msg", "no_such_request")) and stopped == "ok"

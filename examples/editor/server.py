@@ -98,7 +98,13 @@ class _Session:
         self.closed = False
 
     async def send(self, obj: Dict[str, Any]) -> None:
-        await self.ws.send_text(json.dumps(obj))
+        from starlette.websockets import WebSocketDisconnect
+        try:
+            await self.ws.send_text(json.dumps(obj))
+        except WebSocketDisconnect:
+            # the page went away while we pushed to it (a peer's presence or DOWN raced
+            # its "ws_closed"): the session ends, it does not crash
+            self.closed = True
 
     async def close(self, code: int, message: str) -> None:
         if not self.closed:

@@ -107,8 +107,9 @@ def spawn_opt(fn, *args, link=False, monitor=False, max_mailbox=None):
 
 
 def send(dest, msg):
-    """Send ``msg`` to a pid, a registered name, ``(name, node)``, ``("global", name)`` or
-    ``("via", module, key)``. Returns msg. Sending to a dead pid does nothing (OTP); to an
+    """Send ``msg`` to a pid, a registered name, ``(name, node)``, ``("global", name)``,
+    ``("via", module, key)`` or an alias (``pyotp.alias()``, or a BEAM process's).
+    Returns msg. Sending to a dead pid does nothing (OTP); to an
     unregistered name raises BadArg. Safe from any thread.
 
     >>> pyotp.send(pid, ("hello", 1))
@@ -119,6 +120,9 @@ def send(dest, msg):
         return msg
     if type(dest) is Pid:
         _remote_send(dest, msg)
+        return msg
+    if type(dest) is Reference:       # an alias (alias.pyx)
+        _alias_send(dest, msg)
         return msg
     _need_sched()
     cdef object target = _whereis_any(dest)

@@ -83,6 +83,7 @@ DIST_OPS = {
 
 cdef object _DC_EMPTY = Atom("")
 cdef object _DC_GEN_CALL = Atom("$gen_call")
+cdef object _DC_ALIAS = Atom("alias")
 cdef object _DC_NO_MSG = object()
 
 _dist_no_msg = _DC_NO_MSG
@@ -108,6 +109,8 @@ cdef inline DistChannel _dc_for(object dest):
         return None
     if type(dest) is Pid:
         node = (<Pid>dest)._node
+    elif type(dest) is Reference:
+        node = (<Reference>dest)._node
     elif type(dest) is tuple and len(<tuple>dest) == 2:
         node = (<tuple>dest)[1]
     else:
@@ -122,9 +125,22 @@ cdef int _remote_send(object to, object msg) except -1:
         _remote_hook("send", None, to, msg)
     elif type(to) is Pid:
         ch.send(to, msg)
+    elif type(to) is Reference:
+        ch.alias_send(to, msg)
     else:
         ch.send_named((<tuple>to)[0], msg)
     return 0
+
+
+cdef inline object _dc_alias_of(object tag):
+    """The alias in a reply tag [alias | Ref] (gen:call's since OTP 24), or None."""
+    cdef ImproperList il
+    if type(tag) is not ImproperList:
+        return None
+    il = <ImproperList>tag
+    if len(il.items) == 1 and type(il.tail) is Reference and _is(il.items[0], "alias"):
+        return il.tail
+    return None
 
 
 cdef int _remote_reply(object to, object msg) except -1:
@@ -136,12 +152,14 @@ cdef int _remote_reply(object to, object msg) except -1:
     return 0
 
 
-cdef int _remote_call(object frm, object to, object ref, object request) except -1:
+cdef int _remote_call(object frm, object to, object ref, object request, object label) except -1:
+    """A call (label '$gen_call') or a system request (label 'system', from pyotp.sys):
+    gen:call's {Label, {Pid, Tag}, Request}."""
     cdef DistChannel ch = _dc_for(to)
     if ch is None:
-        _remote_handler("call", frm, to, (ref, request))
+        _remote_handler("call", frm, to, (ref, request, label))
     else:
-        ch.call(frm, to, ref, request)
+        ch.call(frm, to, ref, request, label)
     return 0
 
 
@@ -220,6 +238,7 @@ cdef class DistChannel:
                                       # pickles, 2 python extension without pickles
     cdef public object loads          # python mode: loads(payload, buffers) for pickles
     cdef public bint up
+    cdef public bint alias            # both sides set DFLAG_ALIAS: ALIAS_SEND may be used
     cdef public Py_ssize_t received   # frames received, ticks included (tick check)
     cdef public bint wrote            # something was written since the last tick check
     cdef readonly bytearray rbuf      # the shared receive buffer; bytes [r, w) are unparsed
@@ -229,6 +248,7 @@ cdef class DistChannel:
     cdef public object big_mv         # a big frame's own buffer while it arrives (Connection)
     cdef public Py_ssize_t big_fill
     cdef public Py_ssize_t max_inflated   # the largest compressed term (tag 80) accepted, inflated
+    cdef public Py_ssize_t max_depth      # deeper terms are dropped by the slow path (TermTooDeep)
     cdef int fd                       # the plain TCP socket, or -1 (TLS, Windows: no busy wait)
     cdef double last_read             # when the previous read arrived (ms)
     cdef bint called                  # a call was written since this read arrived
@@ -259,6 +279,7 @@ cdef class DistChannel:
         self.flush_cb = self._flush
         self.reg_heads = {}
         self.max_inflated = 0xFFFFFFFF
+        self.max_depth = _ETF_DEPTH
         self.enc_at = -1
 
     def stats(self):
@@ -464,15 +485,18 @@ cdef class DistChannel:
             raise
         self._close(self._encoded(start, True, was_up))
 
-    cpdef call(self, frm, to, ref, request):
+    cpdef call(self, frm, to, ref, request, label=_DC_GEN_CALL):
         """A GenServer call from local ``frm`` to the remote server ``to`` (pid or
-        (name, node)): MONITOR_P then the '$gen_call', written at once. The reply and a
-        DOWN are matched by ``ref`` in the kernel's call table."""
+        (name, node)): MONITOR_P then the '$gen_call' (or another gen:call label:
+        'system'), written at once. The reply and a DOWN are matched by ``ref`` in the
+        kernel's call table."""
         cdef Py_ssize_t mark = _etf_ba_size(self.wbuf)
         self.calls[ref] = (frm, to, self.peer)
         try:
             self._frame((_DC_MONITOR_P, frm, _dc_wire_target(to), ref), _DC_NO_MSG)
-            msg = (_DC_GEN_CALL, (frm, ref), request)
+            # with aliases, the tag is OTP 24's [alias | Ref]: the peer replies to the
+            # alias (ALIAS_SEND), which is dropped once the caller gave up
+            msg = (label, (frm, ImproperList((_DC_ALIAS,), ref) if self.alias else ref), request)
             if type(to) is Pid:
                 self.send(to, msg)
             else:
@@ -486,9 +510,24 @@ cdef class DistChannel:
         self.flush_now()
 
     cpdef reply(self, to, msg):
-        """A GenServer reply to a remote caller: written at once."""
-        self.send(to, msg)
+        """A GenServer reply to a remote caller: written at once. A reply tagged
+        [alias | Ref] goes to the alias (ALIAS_SEND), as gen:reply does, so a caller that
+        gave up (its alias is gone) never sees it."""
+        cdef object a = _dc_alias_of((<tuple>msg)[0]) if self.alias and type(msg) is tuple \
+            and len(<tuple>msg) == 2 else None
+        if a is not None:
+            self.alias_send(a, msg)
+        else:
+            self.send(to, msg)
         self.flush_now()
+
+    cpdef alias_send(self, ref, msg):
+        """ALIAS_SEND ``msg`` to the peer's alias ``ref`` (from the running process, or
+        the node). Dropped when the peer did not negotiate aliases: it could not route it."""
+        if not self.alias:
+            return
+        frm = _current.pid if _current is not None else self.kernel_pid
+        self._frame((_DC_ALIAS_SEND, frm, ref), msg)
 
     def _flush(self):
         self.flush_handle = None
@@ -685,6 +724,7 @@ cdef class DistChannel:
             return False
         _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
         d.zmax = self.max_inflated
+        d.maxdepth = self.max_depth
         try:
             ctrl = _etf_dec_versioned(&d)
         except Exception:
@@ -708,6 +748,12 @@ cdef class DistChannel:
             if msg is _DC_NO_MSG:
                 return False
             self.deliver_name(t[3], msg)
+            return True
+        if op == _DC_ALIAS_SEND and k == 3 and type(t[1]) is Pid and type(t[2]) is Reference:
+            msg = self._payload(&d, buf)
+            if msg is _DC_NO_MSG:
+                return False
+            self.deliver_alias(t[2], msg)
             return True
         if d.pos != end or k != 4 or type(t[1]) is not Pid or type(t[3]) is not Reference:
             return False
@@ -740,7 +786,12 @@ cdef class DistChannel:
     cpdef deliver(self, to, msg):
         """A message for local ``to`` (pid or name). A reply to one of our remote calls
         wakes the caller (if it still waits) and ends the call's monitor."""
-        cdef object entry
+        cdef object entry, a
+        if type(msg) is tuple and len(<tuple>msg) == 2 and type((<tuple>msg)[0]) is ImproperList \
+                and self.calls:
+            a = _dc_alias_of((<tuple>msg)[0])   # {[alias | Ref], Reply} sent to the pid
+            if a is not None and a in self.calls:
+                msg = (a, (<tuple>msg)[1])
         if type(msg) is tuple and len(<tuple>msg) == 2 and type((<tuple>msg)[0]) is Reference and self.calls:
             ref = (<tuple>msg)[0]
             entry = self.calls.pop(ref, None)
@@ -753,6 +804,15 @@ cdef class DistChannel:
                                 _DC_NO_MSG)
                 return
         _dist_deliver_c(to, msg)
+
+    cpdef deliver_alias(self, ref, msg):
+        """ALIAS_SEND to the local alias ``ref``: the reply to one of our calls made with
+        an alias tag ({[alias | Ref], Reply}), or a message for a pyotp.alias()."""
+        if ref in self.calls:
+            self.deliver(self.calls[ref][0],
+                         (ref, (<tuple>msg)[1] if type(msg) is tuple and len(<tuple>msg) == 2 else msg))
+            return
+        _alias_deliver(ref, msg)
 
     cpdef deliver_name(self, name, msg):
         """REG_SEND to the registered ``name`` (an atom): a virtual process of the

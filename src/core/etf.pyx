@@ -106,7 +106,12 @@ cdef enum:
     _ETF_SMALL_ATOM_UTF8 = 119
     _ETF_V4_PORT = 120
 
-    _ETF_DEPTH = 10000          # nesting limit, both directions
+    # nesting limit, both directions (the decoder's is per call: max_depth). BEAM itself
+    # has none (its codec is iterative too); a million levels is far past what Erlang
+    # programs send (a 20000-deep term is ordinary there) while bounding the decoder's
+    # frame stack at some 64 MiB. Distribution sets it per connection (Node.start's
+    # max_term_depth), and a message over it is dropped alone, not the connection.
+    _ETF_DEPTH = 1000000
     _ETF_STACK_BUF = 512        # encoder's on-stack first buffer
     _ETF_OOB_MIN = 65536        # python mode: pickle buffers this big travel out of band
     # encoder python levels (_EtfEnc.python): off, on, and on without pickle (between
@@ -117,7 +122,8 @@ cdef enum:
     _ETF_AC_SIZE = 4096         # atom cache slots (power of two)
 
 ETF_MAX_DEPTH = _ETF_DEPTH
-"""Deepest nesting of tuples/lists/maps the codec accepts (both directions)."""
+"""Deepest nesting of tuples/lists/maps the codec accepts by default (both directions;
+the decoders take ``max_depth`` to lower or raise it per call)."""
 
 PYOTP_EXT_MARKER = "$pyotp"
 """First element (an atom) of a python-extension tuple; see docs/etf.md."""
@@ -143,6 +149,17 @@ class DecodeError(ValueError):
     def __init__(self, message, offset=None):
         ValueError.__init__(self, message)
         self.offset = offset
+
+
+class TermTooDeep(DecodeError):
+    """A well-formed term nested deeper than the decoder's ``max_depth``. Distribution
+    drops that one message (with a logged error) and keeps the connection, unlike other
+    DecodeErrors, which mean the peer is broken or hostile.
+
+    >>> pyotp.etf.binary_to_term(b"\\x83h\\x01h\\x01a\\x00", max_depth=1)
+    Traceback (most recent call last):
+    TermTooDeep: term nested deeper than 1 levels at offset 3
+    """
 
 
 # ---------------------------------------------------------------------------------------
@@ -1408,6 +1425,7 @@ cdef struct _EtfDec:
     Py_ssize_t zoff
     int funs            # NEW_FUN nesting (each level is one C recursion)
     Py_ssize_t zmax     # a compressed term may inflate to at most this many bytes
+    Py_ssize_t maxdepth # containers nested deeper than this are a TermTooDeep
 
 
 cdef object _etf_where(_EtfDec* d, Py_ssize_t off):
@@ -1751,8 +1769,8 @@ cdef _EtfDFrame* _etf_dpush(_EtfDec* d, _EtfDStack* st, int kind, object obj, Py
                             Py_ssize_t off) except NULL:
     cdef _EtfDFrame* nf
     cdef _EtfDFrame* fr
-    if st.top >= _ETF_DEPTH:
-        _etf_fail(d, off, "term nested deeper than %d levels" % _ETF_DEPTH)
+    if st.top >= d.maxdepth:
+        raise TermTooDeep("term nested deeper than %d levels at %s" % (d.maxdepth, _etf_where(d, off)), off)
     if st.top == st.cap:
         nf = <_EtfDFrame*>PyMem_Malloc(st.cap * 2 * sizeof(_EtfDFrame))
         if nf == NULL:
@@ -2219,6 +2237,7 @@ cdef inline void _etf_dec_init(_EtfDec* d, const unsigned char* buf, Py_ssize_t 
     d.zoff = -1
     d.funs = 0
     d.zmax = 0xFFFFFFFF
+    d.maxdepth = _ETF_DEPTH
 
 
 cdef object _etf_dec_compressed(_EtfDec* d):
@@ -2253,6 +2272,7 @@ cdef object _etf_dec_compressed(_EtfDec* d):
     _etf_dec_init(&sub, <const unsigned char*>PyBytes_AS_STRING(body), size, 0, d.python, <PyObject*>body)
     sub.loads = d.loads
     sub.zoff = off
+    sub.maxdepth = d.maxdepth
     try:
         term = _etf_dec(&sub)
         if sub.pos != sub.end:
@@ -2274,7 +2294,7 @@ cdef object _etf_dec_versioned(_EtfDec* d):
 
 
 cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versioned, bint whole,
-                        object loads=None, Py_ssize_t zmax=0xFFFFFFFF):
+                        object loads=None, Py_ssize_t zmax=0xFFFFFFFF, Py_ssize_t maxdepth=_ETF_DEPTH):
     """Shared body of the public decoders: returns term (whole) or (term, new_offset)."""
     cdef _EtfDec d
     cdef Py_buffer view
@@ -2289,6 +2309,9 @@ cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versio
     if loads is not None:
         d.loads = <PyObject*>loads
     d.zmax = zmax
+    if maxdepth < 0:
+        raise ValueError("max_depth must be >= 0, got %d" % maxdepth)
+    d.maxdepth = maxdepth
     try:
         if offset < 0 or offset > d.end:
             raise IndexError("offset %d outside the %d-byte buffer" % (offset, d.end))
@@ -2304,7 +2327,7 @@ cdef object _etf_decode(object data, Py_ssize_t offset, bint python, bint versio
             PyBuffer_Release(&view)
 
 
-def binary_to_term(data, *, bint python=False, loads=None):
+def binary_to_term(data, *, bint python=False, loads=None, Py_ssize_t max_depth=_ETF_DEPTH):
     """Decode one whole External Term Format value (``131`` first; compressed terms are
     inflated). ``data`` is bytes, bytearray or memoryview; bytes after the term are an
     error. Raises DecodeError for malformed input. ``python=True`` also decodes
@@ -2312,12 +2335,14 @@ def binary_to_term(data, *, bint python=False, loads=None):
     values go to ``loads(payload, buffers)`` (``buffers`` None or a list), by default
     plain ``pickle.loads``, which runs whatever the data asks for: for data you did not
     make, pass ``pyotp.etf.SafeUnpickler(...).loads`` (what distribution uses).
+    Tuples, lists and maps nested deeper than ``max_depth`` (default ETF_MAX_DEPTH)
+    raise TermTooDeep.
 
     >>> binary_to_term(b"\\x83h\\x02w\\x02oka\\x01")
     (Atom('ok'), 1)
     """
     cdef _EtfDec d
-    if type(data) is bytes and not python and loads is None:
+    if type(data) is bytes and not python and loads is None and max_depth == _ETF_DEPTH:
         # fast path: no buffer to release, no memoryview can be made
         _etf_dec_init(&d, <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
                       0, 0, <PyObject*>data)
@@ -2325,7 +2350,7 @@ def binary_to_term(data, *, bint python=False, loads=None):
         if d.pos != d.end:
             _etf_fail(&d, d.pos, "%d bytes of trailing garbage after the term" % (d.end - d.pos))
         return term
-    return _etf_decode(data, 0, python, 1, 1, loads)
+    return _etf_decode(data, 0, python, 1, 1, loads, 0xFFFFFFFF, max_depth)
 
 
 def decode_term(data, Py_ssize_t offset=0, *, bint python=False, loads=None):
@@ -2336,12 +2361,12 @@ def decode_term(data, Py_ssize_t offset=0, *, bint python=False, loads=None):
 
 
 def decode_with_version(data, Py_ssize_t offset=0, *, bint python=False, loads=None,
-                        Py_ssize_t max_inflated=0xFFFFFFFF):
+                        Py_ssize_t max_inflated=0xFFFFFFFF, Py_ssize_t max_depth=_ETF_DEPTH):
     """Decode ``131`` + one term (possibly compressed) at ``offset``; returns
     ``(term, new_offset)``. For distribution frames, where a control term and a message
     follow each other, each with its own version byte. ``python`` and ``loads`` as for
     binary_to_term. A compressed term that declares more than ``max_inflated`` bytes is a
-    DecodeError (nothing is inflated).
+    DecodeError (nothing is inflated); one nested deeper than ``max_depth``, TermTooDeep.
 
     >>> decode_with_version(term_to_binary(b"x" * 100, compressed=True), max_inflated=50)
     Traceback (most recent call last):
@@ -2349,4 +2374,4 @@ def decode_with_version(data, Py_ssize_t offset=0, *, bint python=False, loads=N
     """
     if max_inflated < 0:
         raise ValueError("max_inflated must be >= 0, got %d" % max_inflated)
-    return _etf_decode(data, offset, python, 1, 0, loads, max_inflated)
+    return _etf_decode(data, offset, python, 1, 0, loads, max_inflated, max_depth)

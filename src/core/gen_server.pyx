@@ -13,6 +13,10 @@
 #  - `terminate` runs when the server stops itself, crashes in a callback, is stopped by
 #    GenServer.stop, or gets an EXIT from its parent while trapping exits; not when it is
 #    killed by an untrapped exit signal (OTP).
+#  - System messages (OTP's {system, From, Request}: sys, proc_lib:stop, GenServer.stop
+#    from BEAM, pyotp.sys) are answered between two messages by pyotp.sys's handler (one
+#    place for every behaviour, as OTP's sys:handle_system_msg); while suspended, the loop
+#    takes only those (and its parent's EXIT) from the mailbox, the rest stays queued in order.
 #  - A call is: monitor the server (the monitor ref doubles as the reply alias), queue the
 #    request, park. The reply, the DOWN, or the timeout wakes the caller; whichever comes
 #    first removes the others' effect, so a late reply is dropped, never queued.
@@ -31,6 +35,9 @@ cdef object _NOREPLY = "noreply"
 cdef object _REPLY = "reply"
 cdef object _STOP = "stop"
 cdef object _OK = "ok"
+# what goes on the wire to another node: an atom tag, as gen_server:cast sends (a plain
+# str would reach a BEAM server as a binary, which its gen_server treats as an info)
+cdef object _GEN_CAST_TAG = Atom("$gen_cast")
 
 
 @cython.final
@@ -93,7 +100,12 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
             _gen_callback(p, CB_CONTINUE, (<tuple>c)[0], None)
             n += 1
             continue
-        m = mb_pop(&p.mb)
+        if p.run_flags & RUN_GEN_SUSPENDED:
+            m = _gen_take_system(p)
+            if m == NULL:
+                break
+        else:
+            m = mb_pop(&p.mb)
         if m == NULL:
             if p.timeout_fired:
                 p.timeout_fired = False
@@ -129,14 +141,67 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
     return n
 
 
-cdef void _gen_sys(Process p, object fn, object from_) except *:
-    """A system request (pyotp.sys): fn(mod, state) -> (reply, new_state), run between
-    messages. Its errors are answered, not raised: sys operations never crash a server."""
+cdef object _sys_hook = None
+cdef object _SYSTEM_TAG = Atom("system")
+
+
+def _set_sys_hook(hook):
+    """Internal: pyotp.sys installs hook(mod, state, request, suspended, parent, remote)
+    -> (action, reply, new_state), action None, "suspend", "resume" or ("terminate",
+    reason): OTP's sys:handle_system_msg for every behaviour."""
+    global _sys_hook
+    _sys_hook = hook
+
+
+cdef bint _is_system_msg(object x, object parent):
+    """What a suspended behaviour still handles (OTP's sys:suspend_loop): system
+    messages, GenServer.stop, and its parent's EXIT."""
+    if type(x) is not tuple or len(<tuple>x) != 3:
+        return False
+    if _is(x[0], "system") or _is(x[0], "$gen_stop"):
+        return True
+    return _is(x[0], "EXIT") and parent is not None and x[1] == parent
+
+
+cdef Msg* _gen_take_system(Process p) except? NULL:
+    cdef object parent = p.parent if p.trap_exit else None
+    return mb_take_matching(&p.mb, lambda x: _is_system_msg(x, parent))
+
+
+cdef void _gen_sys(Process p, object req, object from_) except *:
+    """A system message, local (pyotp.sys, K_SYS) or from another node ({system, From,
+    Request}), answered between two messages. Errors are answered, not raised: sys
+    operations never crash a server."""
+    cdef object action = None
+    cdef bint remote = type(from_) is not tuple or len(<tuple>from_) != 2 or \
+        type((<tuple>from_)[0]) is not Pid or (<Pid>(<tuple>from_)[0])._node is not None
+    if _sys_hook is None:
+        reply = ("error", "sys_not_loaded")
+    else:
+        try:
+            action, reply, p.state = _sys_hook(p.mod, p.state, req,
+                                               bool(p.run_flags & RUN_GEN_SUSPENDED),
+                                               p.parent, remote)
+        except Exception as e:
+            action = None
+            reply = ("error", e)
     try:
-        reply, p.state = fn(p.mod, p.state)
-    except Exception as e:
-        reply = ("error", e)
-    _reply(from_, reply)
+        _reply(from_, reply)
+    except (TypeError, ValueError, OverflowError) as e:
+        if not remote:
+            raise
+        # a state ETF cannot carry (a Python object): the BEAM caller gets a reason
+        _reply(from_, (Atom("error"), (Atom("unencodable_reply"), str(e).encode("utf-8", "replace"))))
+    if action is None:
+        return
+    if _is(action, "suspend"):
+        p.run_flags |= RUN_GEN_SUSPENDED
+    elif _is(action, "resume"):
+        p.run_flags &= ~RUN_GEN_SUSPENDED
+        p.mb.save = NULL
+    elif type(action) is tuple and len(<tuple>action) == 2 and _is(action[0], "terminate"):
+        p.run_flags &= ~RUN_GEN_SUSPENDED
+        _gen_stop(p, action[1], p.state, None, None)
 
 
 cdef void _gen_info(Process p, object msg) except *:
@@ -149,6 +214,9 @@ cdef void _gen_info(Process p, object msg) except *:
                 return
             if _is(t[0], "EXIT") and p.trap_exit and t[1] == p.parent:
                 _gen_stop(p, t[2], p.state, None, None)
+                return
+            if _is(t[0], "system") and type(t[1]) is tuple and len(<tuple>t[1]) == 2:
+                _gen_sys(p, t[2], t[1])
                 return
         elif len(t) == 2 and _is(t[0], "$gen_cast"):
             _gen_callback(p, CB_CAST, t[1], None)
@@ -420,7 +488,7 @@ cdef object _begin_call(Process caller, object server, object request, object ti
     if type(target) is not Process:
         if _remote_handler is None:
             raise Exit(("noconnection", ("GenServer", "call", [server, request, timeout])))
-        _remote_call(caller.pid, target, ref, request)
+        _remote_call(caller.pid, target, ref, request, _SYSTEM_TAG if kind == K_SYS else _DC_GEN_CALL)
         t = None
     else:
         t = <Process>target
@@ -497,21 +565,22 @@ def _thread_call(server, request, timeout=5.0):
     return w.wait(None if timeout is None or timeout == "infinity" else timeout + 5.0)
 
 
-def _sys_request(server, fn, timeout=5.0):
-    """Internal (pyotp.sys): run fn(mod, state) -> (reply, new_state) inside a behaviour
-    process between two messages and await the reply."""
+def _sys_request(server, request, timeout=5.0):
+    """Internal (pyotp.sys): send a system request (OTP's term: get_state, ...) to a
+    behaviour process, here (answered between two of its messages) or on another node
+    (gen:call's {system, {Pid, Ref}, Request}), and await the reply."""
     cdef Process p = _current_here()
     if p is not None:
         if p.sync_cb:
             _caller_for_wait("a pyotp.sys request")
-        _begin_call(p, server, fn, timeout, K_SYS)
+        _begin_call(p, server, request, timeout, K_SYS)
         return _suspended()
     cdef Scheduler s = _need_sched()
     _on_loop_thread(s, "a pyotp.sys request")
     fut = s.loop.create_future()
     cdef Process proxy = _external_caller(fut)
     try:
-        _begin_call(proxy, server, fn, timeout, K_SYS)
+        _begin_call(proxy, server, request, timeout, K_SYS)
     except BaseException:
         _external_discard(proxy)
         raise
@@ -577,7 +646,7 @@ def cast(server, request):
     if type(target) is Process:
         _deliver(<Process>target, msg_new(K_CAST, request, None))
     elif _remote_handler is not None:
-        _remote_send(target, ("$gen_cast", request))
+        _remote_send(target, (_GEN_CAST_TAG, request))
     return "ok"
 
 

@@ -25,7 +25,7 @@ cdef enum:
     K_CAST = 1      # GenServer cast: a = request
     K_CALL = 2      # GenServer call: a = request, b = from_ tuple (pid, ref)
     K_STOP = 3      # GenServer.stop: a = reason, b = from_ tuple of the stopper
-    K_SYS = 4       # system request (pyotp.sys): a = fn(mod, state) -> (reply, state), b = from_
+    K_SYS = 4       # system request (pyotp.sys): a = OTP's request term (get_state, ...), b = from_
 
 cdef struct Msg:
     pyotp_qnode link          # first member: a Msg* is a pyotp_qnode*

@@ -47,6 +47,7 @@ cdef enum:
 
 cdef enum:
     RUN_GEN_INIT = 1  # a behaviour that has not run init yet
+    RUN_GEN_SUSPENDED = 2  # sys:suspend: only system messages (and the parent's EXIT) run
 
 cdef enum:
     WK_CALL = 0

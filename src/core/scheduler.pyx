@@ -260,6 +260,8 @@ cdef inline bint _has_work(Process p):
     if p.wait == W_RECEIVE:
         return mb_has_unseen(&p.mb)
     if p.kind == PK_GEN and p.coro is None:
+        if p.run_flags & RUN_GEN_SUSPENDED:
+            return mb_has_unseen(&p.mb)     # only a system message can wake it
         return mb_nonempty(&p.mb) or p.timeout_fired or p.pending_continue is not None
     return False
 

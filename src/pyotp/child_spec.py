@@ -435,3 +435,15 @@ def report_started(sup_name: Any, child_id: Any, pid: Any) -> None:
         _log.info("Supervisor: %s. Started: id=%r,pid=%r.", sup_name, child_id, pid,
                   extra={"pyotp_report": {"supervisor": sup_name, "context": "progress",
                                           "reason": None, "id": child_id, "pid": pid}})
+
+
+def sys_state(strategy: str, children: Iterable[Tuple[Any, Any, str]]) -> Tuple[str, List[Tuple[Any, Any, str]]]:
+    """What sys:get_state shows of a supervisor (Supervisor and DynamicSupervisor):
+    ``(strategy, [(id, pid or None, type)])``, ids other than str/int shown by repr so
+    that a BEAM node can receive it. Its state cannot be replaced (sys:replace_state
+    answers callback_failed)."""
+    out = []
+    for cid, pid, kind in children:
+        out.append((cid if isinstance(cid, (str, int)) else repr(cid),
+                    pid if isinstance(pid, Pid) else None, kind))
+    return strategy, out

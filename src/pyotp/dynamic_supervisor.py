@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from . import _core
 from ._core import Pid, Reference, StartError
+from .child_spec import sys_state
 from .child_spec import (Child, ChildSpecError, RestartIntensity, SupervisorError, _is_down, _override,
                          callback_module, check_intensity, is_shutdown_reason, report, report_started,
                          start_child_fn, unlink_flush, validate_child)
@@ -97,6 +98,12 @@ def _is_kill_timer(tags: Dict[Any, Any]) -> Any:
 class _DynamicSupervisorServer(GenServer):
     """The DynamicSupervisor process (a GenServer trapping exits); state on the instance."""
     behaviour_name = "DynamicSupervisor"
+
+    def system_get_state(self, state: Any) -> Any:
+        return sys_state("one_for_one", [(None, pid, c.child.type) for pid, c in self.children.items()])
+
+    def system_replace_state(self, fun: Any, state: Any) -> Any:
+        raise NotImplementedError("a DynamicSupervisor's state cannot be replaced")
 
     async def init(self, arg: Tuple[Any, Any, Any]) -> Any:
         module, init_arg, name = arg

@@ -68,6 +68,7 @@ import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _core
+from ._core import Atom
 from .gen_server import GenServer
 
 __all__ = ["EventHandler", "EventManager"]
@@ -159,6 +160,10 @@ class _Handler:
         self.term = mod.terminate
 
 
+def _handler_atom(h: _Handler) -> Atom:
+    return Atom("%s.%s" % (h.cls.__module__, h.cls.__qualname__))
+
+
 def _classify(h: _Handler, r: Any) -> Tuple[Any, Any]:
     """A handle_event/handle_info return other than ("ok", state): (None, None) if it was
     still fine (the state is updated), else (why the handler leaves, extra)."""
@@ -191,6 +196,7 @@ class EventManager(GenServer):
     [<class 'Collect'>]
     """
     behaviour_name = "EventManager"
+    otp_behaviour = "gen_event"
 
     # -- the API -------------------------------------------------------------------------
 
@@ -356,6 +362,24 @@ class EventManager(GenServer):
         return await GenServer.stop(manager, reason, timeout)
 
     # -- the GenServer callbacks (plain def: the fast path) ----------------------------------
+
+    def system_get_state(self, handlers: List[_Handler]) -> Any:
+        """As gen_event's: ``[(module, id, state)]`` per handler (module is the handler
+        class's dotted name as an atom)."""
+        return [(_handler_atom(h), h.id, h.state) for h in handlers]
+
+    def system_replace_state(self, fun: Any, handlers: List[_Handler]) -> Any:
+        """As gen_event's: ``fun((module, id, state))`` for each handler must give
+        ``(module, id, new_state)``."""
+        new = []
+        for h in handlers:
+            r = fun((_handler_atom(h), h.id, h.state))
+            if not (type(r) is tuple and len(r) == 3 and r[0] == _handler_atom(h) and r[1] == h.id):
+                raise ValueError("replace_state: %r is not (module, id, state) of handler %r" % (r, h.hid))
+            new.append(r[2])
+        for h, s in zip(handlers, new):
+            h.state = s
+        return self.system_get_state(handlers), handlers
 
     def init(self, arg: Any) -> Any:
         name, parent = arg

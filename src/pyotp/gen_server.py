@@ -54,6 +54,8 @@ class GenServer:
     #: how crash reports name this kind of process; behaviours built on the GenServer
     #: loop (GenStateMachine, Supervisor, ...) override it
     behaviour_name = "GenServer"
+    #: the OTP behaviour this is in sys:get_status reports (gen_server, gen_statem, gen_event)
+    otp_behaviour = "gen_server"
 
     # -- the callbacks' defaults (as Elixir's `use GenServer`) -----------------------
 
@@ -84,6 +86,21 @@ class GenServer:
 
     def format_status(self, status: Any) -> Any:
         return status
+
+    # -- how pyotp.sys sees this behaviour (OTP's system_* callbacks; see pyotp.sys) ------
+
+    def system_get_state(self, state: Any) -> Any:
+        """The state as ``sys:get_state`` shows it (the GenServer state itself)."""
+        return state
+
+    def system_replace_state(self, fun: Any, state: Any) -> Tuple[Any, Any]:
+        """``sys:replace_state``: ``(what the caller gets, the new GenServer state)``."""
+        new = fun(state)
+        return new, new
+
+    def system_callback_class(self) -> type:
+        """The user's callback class (status reports, proc_lib's '$initial_call')."""
+        return type(self)
 
     # -- the API ------------------------------------------------------------------------
 

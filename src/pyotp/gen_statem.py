@@ -108,7 +108,7 @@ import inspect
 import time
 import types
 from collections import deque
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 from . import _core
 from ._core import Pid, Timer
@@ -310,6 +310,7 @@ _CALLBACK_NAMES = frozenset(("init", "callback_mode", "handle_event", "terminate
 class _Engine(GenServer):
     """Runs one machine. Subclassed per machine class (see _engine_for)."""
     behaviour_name = "GenStateMachine"
+    otp_behaviour = "gen_statem"
 
     _machine: Any = GenStateMachine
     _state_fns: Dict[Any, Any] = {}
@@ -942,6 +943,9 @@ class _Engine(GenServer):
 
     def format_status(self, status: Any) -> Any:
         return self.m.format_status(status) if hasattr(self, "m") else status
+
+    def system_callback_class(self) -> type:
+        return cast(type, self._machine)
 
 
 

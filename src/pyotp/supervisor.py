@@ -67,6 +67,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from . import _core, telemetry
 from ._core import Pid, StartError
+from .child_spec import sys_state
 from .child_spec import (RESTARTING, Child, ChildSpecError, RestartIntensity, SupervisorError,
                          _expand, _override, callback_module, check_intensity, child_spec,
                          is_shutdown_reason, report, report_started, shutdown_child,
@@ -112,6 +113,12 @@ class _SupervisorServer(GenServer):
     (one per process); the GenServer state is unused. Callbacks are ``async def`` because
     starting and stopping children waits (child init, the child's DOWN)."""
     behaviour_name = "Supervisor"
+
+    def system_get_state(self, state: Any) -> Any:
+        return sys_state(self.strategy, [(c.id, c.pid, c.type) for c in self.children])
+
+    def system_replace_state(self, fun: Any, state: Any) -> Any:
+        raise NotImplementedError("a Supervisor's state cannot be replaced")
 
     # -- start ------------------------------------------------------------------------
 

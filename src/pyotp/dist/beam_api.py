@@ -137,8 +137,8 @@ def _info_value(item: str, info: Dict[str, Any]) -> Any:
         return Atom(info["registered_name"])
     if item == "current_function":     # a behaviour process sits in its callback loop
         return (Atom(beh), Atom("loop"), 0) if beh else (Atom("pyotp"), Atom("process"), 0)
-    if item == "initial_call":
-        return (Atom(beh), Atom("init"), 1) if beh else (Atom("pyotp"), Atom("spawn"), 1)
+    if item == "initial_call":     # BEAM: a behaviour starts in proc_lib (see dictionary)
+        return (Atom("proc_lib"), Atom("init_p"), 5) if beh else (Atom("pyotp"), Atom("spawn"), 1)
     if item == "status":
         return Atom(info.get("status") or "waiting")
     if item == "message_queue_len":
@@ -152,7 +152,7 @@ def _info_value(item: str, info: Dict[str, Any]) -> Any:
     if item == "monitored_by":
         return list(info.get("monitored_by") or [])
     if item == "dictionary":
-        return []
+        return _proc_lib_dictionary(info)
     if item == "trap_exit":
         return bool(info.get("trap_exit"))
     if item == "error_handler":
@@ -177,6 +177,43 @@ def _info_value(item: str, info: Dict[str, Any]) -> Any:
     if item == "suspending":
         return []
     raise KeyError(item)
+
+
+def _behaviour_initial_call(info: Dict[str, Any]) -> Optional[Tuple[Atom, Atom, int]]:
+    """proc_lib's '$initial_call' of a behaviour process, {CallbackModule, init, 1}; the
+    callback class's dotted name stands for the module (as sys:get_status shows it)."""
+    ic = info.get("initial_call")
+    if not info.get("behaviour") or not ic or not isinstance(ic[1], str) or not ic[1].endswith(".init"):
+        return None
+    return (Atom("%s.%s" % (ic[0], ic[1][:-5])), Atom("init"), 1)
+
+
+def _proc_lib_dictionary(info: Dict[str, Any]) -> List[Tuple[Atom, Any]]:
+    """What proc_lib keeps in a behaviour's process dictionary ('$initial_call',
+    '$ancestors'); pyotp processes have no other dictionary entries."""
+    ic = _behaviour_initial_call(info)
+    if ic is None:
+        return []
+    parent = info.get("parent")
+    return [(Atom("$initial_call"), ic), (Atom("$ancestors"), [parent] if parent is not None else [])]
+
+
+def _proc_lib_initial_call(pid: Any) -> Any:
+    """proc_lib:initial_call/1: {Module, Function, Args} with BEAM's placeholder args, or
+    false for a process proc_lib did not start."""
+    info = _core.process_info(_local_pid("process_info", [pid]))
+    ic = _behaviour_initial_call(info) if info is not None else None
+    if ic is None:
+        return False
+    return (ic[0], ic[1], [Atom("Argument__1")])
+
+
+def _proc_lib_translate_initial_call(pid: Any) -> Any:
+    """proc_lib:translate_initial_call/1: {Module, Function, Arity}; BEAM's answer for a
+    process proc_lib did not start is {proc_lib, init_p, 5}."""
+    info = _core.process_info(_local_pid("process_info", [pid]))
+    ic = _behaviour_initial_call(info) if info is not None else None
+    return ic if ic is not None else (Atom("proc_lib"), Atom("init_p"), 5)
 
 
 def _process_info1(pid: Any) -> Any:
@@ -412,6 +449,8 @@ HANDLERS: Dict[Tuple[str, str, int], Callable[..., Any]] = {
     ("init", "stop", 0): _init_stop0,
     ("init", "stop", 1): _init_stop1,
     ("net_adm", "ping", 1): _ping,
+    ("proc_lib", "initial_call", 1): _proc_lib_initial_call,
+    ("proc_lib", "translate_initial_call", 1): _proc_lib_translate_initial_call,
 }
 """(module, function, arity) -> the handler, called with the rpc's arguments."""
 

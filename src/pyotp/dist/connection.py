@@ -46,8 +46,8 @@ import sys
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from .. import _core
-from ..etf import (Atom, DecodeError, PayloadRefused, Pid, Reference, decode_with_version, encode_term_into,
-                   no_pickles, term_to_iovec)
+from ..etf import (Atom, DecodeError, PayloadRefused, Pid, Reference, TermTooDeep, decode_with_version,
+                   encode_term_into, no_pickles, term_to_iovec)
 from . import handshake as hs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -229,6 +229,7 @@ class Connection(asyncio.BufferedProtocol):
         self._big_need = 0                      # the size of the big frame arriving
         self.max_frame = kernel.max_frame_size
         self.max_inflated = kernel.max_inflated_size
+        self.max_depth = kernel.max_term_depth
         self._spares: List[bytearray] = []      # recent big-frame buffers, for reuse
         self.spare_used = False
         self.last_checked = 0
@@ -241,6 +242,7 @@ class Connection(asyncio.BufferedProtocol):
         self.get_buffer = ch.get_buffer            # type: ignore[method-assign]
         self.buffer_updated = ch.buffer_updated    # type: ignore[method-assign]
         ch.max_inflated = kernel.max_inflated_size
+        ch.max_depth = kernel.max_term_depth
 
     @property
     def received(self) -> int:
@@ -579,6 +581,7 @@ class Connection(asyncio.BufferedProtocol):
         self.hidden = not (both & hs.PUBLISHED)
         self.payload_exits = bool(both & hs.EXIT_PAYLOAD)
         self.unlink_id = bool(both & hs.UNLINK_ID)
+        self.ch.alias = bool(both & hs.ALIAS)
         self.state = UP
         self.ch.start(self.transport, self.peer, 1 if self.python else 2 if self.pyotp else 0,
                       self.loads if self.pyotp else None, self.kernel.kernel_pid)
@@ -592,7 +595,8 @@ class Connection(asyncio.BufferedProtocol):
                 raise ProtocolError("distribution header frame (atom cache) was not negotiated")
             raise ProtocolError("unknown frame type %d" % mv[0])
         try:
-            ctrl, off = decode_with_version(mv, 1, max_inflated=self.max_inflated)
+            ctrl, off = decode_with_version(mv, 1, max_inflated=self.max_inflated,
+                                            max_depth=self.max_depth)
         except DecodeError as e:
             raise ProtocolError("bad control message: %s" % e) from None
         if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
@@ -651,7 +655,9 @@ class Connection(asyncio.BufferedProtocol):
             raise ProtocolError("control message lacks its payload")
         try:
             msg, end = decode_with_version(mv, off, python=self.pyotp, loads=self.loads,
-                                           max_inflated=self.max_inflated)
+                                           max_inflated=self.max_inflated, max_depth=self.max_depth)
+        except TermTooDeep as e:
+            return self._too_deep(e)
         except DecodeError as e:
             if isinstance(e.__cause__, PayloadRefused):
                 raise ProtocolError(str(e.__cause__)) from None
@@ -662,6 +668,14 @@ class Connection(asyncio.BufferedProtocol):
         if end != len(mv):
             raise ProtocolError("%d bytes of garbage after the message" % (len(mv) - end))
         return msg
+
+    def _too_deep(self, e: TermTooDeep) -> Any:
+        """A well-formed message nested deeper than max_term_depth: only that message is
+        lost (its frame length is known, so the stream stays in step), as a BEAM node
+        would keep the connection; the peer is not broken, the limit is ours."""
+        _log.error("pyotp dist: dropped a message from %s: %s (Node.start's max_term_depth=%d)",
+                   self.peer, e, self.max_depth)
+        return _NO_MSG
 
     def reason_in(self, r: Any) -> Any:
         """An exit reason as received, adapted for the core (see from_erl)."""
@@ -705,6 +719,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def send(self, to: Pid, msg: Any) -> None:
         self.ch.send(to, msg)
+
+    def alias_send(self, ref: Reference, msg: Any) -> None:
+        self.ch.alias_send(ref, msg)
+
+    def call(self, frm: Pid, to: Any, ref: Reference, request: Any, label: Any) -> None:
+        """A call queued while this node was being connected (see DistChannel.call)."""
+        self.ch.call(frm, to, ref, request, label)
 
     def reg_send(self, frm: Pid, name: Any, msg: Any) -> None:
         self.ch.reg_send(frm, name, msg)

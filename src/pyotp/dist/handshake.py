@@ -73,10 +73,13 @@ MANDATORY_25 = (EXTENDED_REFERENCES | FUN_TAGS | NEW_FUN_TAGS | EXTENDED_PIDS_PO
 """What OTP 25 requires of a peer (0x1070F94); pyotp requires the same of its peers."""
 
 OUR_FLAGS = (MANDATORY_25 | DIST_MONITOR | DIST_MONITOR_NAME | UNICODE_IO | SMALL_ATOM_TAGS
-             | BIG_SEQTRACE_LABELS | EXIT_PAYLOAD | UNLINK_ID | SPAWN | V4_NC | SEND_SENDER)
+             | BIG_SEQTRACE_LABELS | EXIT_PAYLOAD | UNLINK_ID | SPAWN | V4_NC | SEND_SENDER
+             | ALIAS)
 """The flags pyotp advertises (plus PUBLISHED for visible connections and PYOTP).
-Deliberately absent: the atom cache (DIST_HDR_ATOM_CACHE), FRAGMENTS (so every frame is a
-plain ``'p'`` pass-through frame), ALIAS and NAME_ME."""
+ALIAS: process aliases (ALIAS_SEND), so call replies go to the caller's alias and a late
+one is dropped, as between BEAM nodes. Deliberately absent: the atom cache
+(DIST_HDR_ATOM_CACHE), FRAGMENTS (so every frame is a plain ``'p'`` pass-through frame)
+and NAME_ME."""
 
 VERSION = 6
 

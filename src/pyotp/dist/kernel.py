@@ -68,6 +68,7 @@ BUSY_WAIT_DEFAULT = "auto"  # Node.start's default busy_wait (see core/wait_poli
 MAX_FRAME_SIZE = 256 << 20        # bytes of one frame after the handshake
 MAX_INFLATED_SIZE = 64 << 20      # bytes a compressed term (tag 80) may inflate to
 MAX_HANDSHAKES = 64               # incoming connections in their handshake at once
+MAX_TERM_DEPTH = _core.ETF_MAX_DEPTH   # nesting of a received message (deeper: dropped)
 A_GEN_CAST = Atom("$gen_cast")
 A_NOTSUP = Atom("notsup")
 A_BADARG = Atom("badarg")
@@ -203,7 +204,7 @@ class NetKernel:
                  python_payloads: Union[bool, Iterable[str]],
                  busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT,
                  max_frame_size: int = MAX_FRAME_SIZE, max_inflated_size: int = MAX_INFLATED_SIZE,
-                 max_handshakes: int = MAX_HANDSHAKES,
+                 max_handshakes: int = MAX_HANDSHAKES, max_term_depth: int = MAX_TERM_DEPTH,
                  epmd_max_per_host: int = _epmd.MAX_PER_HOST,
                  epmd_max_connections: int = _epmd.MAX_CONNECTIONS, transport: Any = None) -> None:
         if not isinstance(name, str) or name.count("@") != 1 or not all(name.split("@")):
@@ -230,6 +231,8 @@ class NetKernel:
         _check_limit("max_frame_size", max_frame_size, 1 << 16, 0xFFFFFFFF)
         _check_limit("max_inflated_size", max_inflated_size, 0, 0xFFFFFFFF)
         _check_limit("max_handshakes", max_handshakes, 1, 1 << 20)
+        _check_limit("max_term_depth", max_term_depth, 16, 1 << 30)
+        self.max_term_depth = max_term_depth
         _check_limit("epmd_max_per_host", epmd_max_per_host, 1, 1 << 20)
         _check_limit("epmd_max_connections", epmd_max_connections, 1, 1 << 20)
         self.max_frame_size = max_frame_size
@@ -788,6 +791,9 @@ class NetKernel:
             self.loop.call_soon_threadsafe(self.remote_hook, op, frm, to, arg)
             return
         if op == "send":
+            if type(to) is Reference:
+                self._send_to_alias(to, arg)
+                return
             if type(to) is Pid:
                 node = to.node
                 c = self.conns.get(node)
@@ -813,27 +819,33 @@ class NetKernel:
             return
         handler(frm, to, arg)
 
+    def _send_to_alias(self, ref: Reference, msg: Any) -> None:
+        """send() to another node's alias (from a thread, or before that node is
+        connected): ALIAS_SEND once connected."""
+        node = ref.node
+        c = self.conns.get(node)
+        if c is not None:
+            c.ch.alias_send(ref, msg)
+        elif node != self.name:
+            self._queue(node, "alias_send", (ref, msg))
+
     def _op_call(self, frm: Pid, to: Any, arg: Any) -> None:
-        ref, request = arg
+        ref, request, label = arg       # label: '$gen_call', or 'system' (pyotp.sys)
         node = cast(str, _node_of(to))
         if node == self.name:           # stale pid of an earlier incarnation
             _core._dist_down(frm, ref, to, "noproc")
             return
         c = self.conns.get(node)
         if c is not None:
-            c.ch.call(frm, to, ref, request)
+            c.ch.call(frm, to, ref, request, label)
             return
         # queued until connected: a request that cannot be encoded fails now, in the
         # caller, rather than being dropped at connect time (a timeout for the caller)
         encode_term_into(bytearray(), request, True)
         self.calls[ref] = (frm, to, node)
-        target = _wire_target(to)
-        msg = (A_GEN_CALL, (frm, ref), request)
-        self._queue(node, "monitor", (frm, target, ref))
-        if type(to) is Pid:
-            self._queue(node, "send", (to, msg))
-        else:
-            self._queue(node, "reg_send", (frm, to[0], msg))
+        # replayed as a whole once connected: its tag depends on the flags the peer
+        # negotiates (an alias tag when both sides have ALIAS)
+        self._queue(node, "call", (frm, to, ref, request, label))
 
     def _op_reply(self, frm: Any, to: Pid, arg: Any) -> None:
         c = self.conns.get(to.node)
@@ -902,11 +914,9 @@ class NetKernel:
         conn.ch.deliver_name(name, msg)
 
     def deliver_alias(self, conn: Connection, alias: Any, msg: Any) -> None:
-        # We do not advertise ALIAS; a peer that sends to an alias anyway is answering a
-        # call: route by the call table.
-        entry = self.calls.get(alias) if type(alias) is Reference else None
-        if entry is not None:
-            self.deliver(conn, entry[0], msg)
+        """ALIAS_SEND: a reply to one of our alias-tagged calls, or a message for a
+        pyotp.alias() (dropped if it is not active)."""
+        conn.ch.deliver_alias(alias, msg)
 
     def on_link(self, conn: Connection, frm: Pid, to: Pid) -> None:
         if type(frm) is not Pid or type(to) is not Pid:

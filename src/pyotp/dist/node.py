@@ -24,7 +24,7 @@ from ..etf import Atom, Pid, Reference
 from . import epmd as _epmd
 from . import kernel as _kmod
 from . import rpc, system
-from .kernel import (BUSY_WAIT_DEFAULT, MAX_FRAME_SIZE, MAX_HANDSHAKES, MAX_INFLATED_SIZE, DistError,
+from .kernel import (BUSY_WAIT_DEFAULT, MAX_FRAME_SIZE, MAX_HANDSHAKES, MAX_INFLATED_SIZE, MAX_TERM_DEPTH, DistError,
                      NetKernel, _Done, _DONE, _external_call, kernel)
 
 __all__ = ["Node", "DistError", "NetKernel", "kernel"]
@@ -58,6 +58,7 @@ class Node:
                     busy_wait: Union[str, float] = BUSY_WAIT_DEFAULT,
                     console: bool = False, max_frame_size: int = MAX_FRAME_SIZE,
                     max_inflated_size: int = MAX_INFLATED_SIZE, max_handshakes: int = MAX_HANDSHAKES,
+                    max_term_depth: int = MAX_TERM_DEPTH,
                     epmd_max_per_host: int = _epmd.MAX_PER_HOST,
                     epmd_max_connections: int = _epmd.MAX_CONNECTIONS, transport: Any = None) -> str:
         """Make this node distributed as ``name`` ("alive@host").
@@ -109,7 +110,10 @@ class Node:
           connections in their handshake at once, default 64), ``epmd_max_per_host`` and
           ``epmd_max_connections`` (for the EPMD this node may host: registrations from
           one address, default 128, and connections at once, default 512). A peer over a
-          limit has its connection closed, with a logged reason.
+          limit has its connection closed, with a logged reason. ``max_term_depth``
+          (nesting of tuples, lists and maps in a received message, default one million;
+          BEAM has no such limit) is the exception: a message nested deeper is dropped
+          alone, with a logged error, and the connection stays up.
 
         Returns the node name.
 
@@ -125,6 +129,7 @@ class Node:
                       setup_time=setup_time, python_payloads=python_payloads,
                       busy_wait=busy_wait, max_frame_size=max_frame_size,
                       max_inflated_size=max_inflated_size, max_handshakes=max_handshakes,
+                      max_term_depth=max_term_depth,
                       epmd_max_per_host=epmd_max_per_host,
                       epmd_max_connections=epmd_max_connections, transport=transport)
         k.rpc = rpc

@@ -11,6 +11,13 @@ to the scope's name on each visible pyotp node; these messages are applied when 
 in connection order. When a member dies it leaves its groups; when a node goes down, its
 members vanish from every group.
 
+A scope of the same name on an Erlang or Elixir node (OTP 23+ ``pg``) joins in too: BEAM's
+pg discovers only visible nodes, and pyotp connects to BEAM hidden, so pyotp discovers it
+(``{discover, Pid}`` to the scope's name when the connection comes up); from then on both
+sides exchange exactly what two BEAM scopes do, addressed to each other's scope process
+(``{'$gen_cast', {sync, Pid, Groups}}``, ``{join, ...}``, ``{leave, ...}``). BEAM's pg
+crashes on a message it does not expect, so nothing else is ever sent to it.
+
 >>> pg.join("workers", pyotp.self())
 'ok'
 >>> pg.get_members("workers")
@@ -24,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from .. import _core
 from ..etf import Atom, Pid, Reference
 from ..gen_server import GenServer
+from .handshake import SPAWN
 
 DEFAULT_SCOPE = "pg"
 
@@ -43,6 +51,7 @@ class _Scope:
         self.remote: Dict[str, Dict[Any, List[Pid]]] = {}
         self.members: Dict[Any, List[Pid]] = {}
         self.watchers: Dict[Reference, Tuple[Pid, Any]] = {}     # ref -> (pid, group | _ALL)
+        self.beam: Dict[str, Pid] = {}      # BEAM node -> its scope process (after discover)
 
     def rebuild(self, group: Any) -> None:
         pids = list(self.local.get(group, ()))
@@ -183,6 +192,29 @@ def _broadcast(s: _Scope, msg: Any) -> None:
         return
     for n in k.peers():
         k.send_name(n, s.name, msg)
+    for peer in list(s.beam.values()):
+        _core.send(peer, msg)
+
+
+A_GEN_CAST = Atom("$gen_cast")
+
+
+def _on_beam(s: _Scope, msg: Any) -> None:
+    """A message from a BEAM node's pg scope, addressed to our scope process (as BEAM's
+    scopes address each other): discover, the sync cast, join, leave."""
+    if type(msg) is not tuple or len(msg) < 2 or type(msg[1]) is not Pid:
+        return
+    peer = msg[1]
+    node = str(peer.node)
+    if msg[0] == "discover":
+        s.beam[node] = peer
+        mine = [(g, list(p)) for g, p in s.local.items()]
+        _core.send(peer, (A_GEN_CAST, (A_SYNC, s.pid, mine)))
+    elif msg[0] == "sync" and len(msg) == 3:
+        s.beam[node] = peer
+        _on_wire(s, None, msg)
+    elif node in s.beam:             # join / leave from a scope we know (BEAM ignores others)
+        _on_wire(s, None, msg)
 
 
 def _set_remote(s: _Scope, node: str, groups: Dict[Any, List[Pid]]) -> None:
@@ -245,10 +277,18 @@ class _ScopeServer(GenServer):
     def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
         return ("reply", "ok", state)
 
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        s = _scopes.get(state[0])
+        if s is not None and type(msg) is tuple and len(msg) == 3 and msg[0] == "sync":
+            _on_beam(s, msg)         # a BEAM scope's gen_server:cast(Peer, {sync, ...})
+        return ("noreply", state)
+
     def handle_info(self, msg: Any, state: Any) -> Any:
         scope, watched = state
         s = _scopes.get(scope)
-        if type(msg) is tuple and msg[0] == "watch":
+        if type(msg) is tuple and msg and msg[0] in ("discover", "join", "leave") and s is not None:
+            _on_beam(s, msg)
+        elif type(msg) is tuple and msg[0] == "watch":
             for p in msg[1]:
                 if p not in watched:
                     watched[p] = _core.monitor(p)
@@ -288,18 +328,29 @@ def _attach(s: _Scope) -> None:
     k.add_service(s.name, on_message=lambda conn, msg: _on_wire(s, conn, msg),
                   on_nodeup=lambda node, conn: _nodeup(s, node, conn),
                   on_nodedown=lambda node: _nodedown(s, node))
-    for n in k.peers():
+    for n in k.peers() + [n for n, c in k.conns.items() if _beam_with_pg(c)]:
         k.send_name(n, s.name, (A_DISCOVER, s.pid))
 
 
+def _beam_with_pg(conn: Any) -> bool:
+    """A BEAM node that may run pg scopes: OTP 23+ (pg's first release, and the first to
+    negotiate DFLAG_SPAWN). C nodes (erl_call, ei, JInterface) lack SPAWN: they get
+    nothing they did not ask for (erl_call gives up on an unexpected message)."""
+    return not conn.pyotp and bool(conn.peer_flags & SPAWN)
+
+
 def _nodeup(s: _Scope, node: str, conn: Any) -> None:
-    if not conn.pyotp or conn.hidden:
+    # pyotp peers: visible ones; BEAM nodes: every one that may run pg (they are hidden to
+    # each other, and BEAM's pg discovers only visible nodes, so the discovery has to
+    # come from here)
+    if conn.pyotp and conn.hidden or not conn.pyotp and not _beam_with_pg(conn):
         return
     if s.pid is not None and _scopes.get(s.name) is s:
         _kernel.send_name(node, s.name, (A_DISCOVER, s.pid))
 
 
 def _nodedown(s: _Scope, node: str) -> None:
+    s.beam.pop(node, None)
     if node in s.remote:
         _set_remote(s, node, {})
 
@@ -320,6 +371,7 @@ def _stop() -> None:
     _kernel = None
     for s in _scopes.values():
         s.remote.clear()
+        s.beam.clear()
         for g in list(s.members):
             s.rebuild(g)
         if k is not None:

@@ -68,7 +68,7 @@ class _Rex(GenServer):
         return ("ok", arg)          # the state is the kernel
 
     def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
-        if type(req) is tuple and len(req) == 5 and req[0] == "call":
+        if _rex_call_request(req):
             _core.spawn(_rex_worker, state, req[1], req[2], req[3], ("reply", from_))
             return ("noreply", state)
         return ("reply", (A_BADRPC, Atom("unknown_request")), state)
@@ -83,6 +83,14 @@ class _Rex(GenServer):
                 and len(msg[1]) == 5 and msg[1][0] == "call"):
             _core.spawn(_rex_worker, state, msg[1][1], msg[1][2], msg[1][3], ("send", msg[0]))
         return ("noreply", state)
+
+
+def _rex_call_request(req: Any) -> bool:
+    """``{call, M, F, A, GL}`` (rpc:call before OTP 23, C nodes) or ``{block_call, M, F, A,
+    GL}`` (rpc:block_call). OTP's rex runs a block_call in itself, one at a time; here it
+    runs in a worker like a call: the caller sees the same result, only other block_calls
+    to this node are not held up behind it."""
+    return type(req) is tuple and len(req) == 5 and (req[0] == "call" or req[0] == "block_call")
 
 
 async def _rex_worker(k: "NetKernel", m: Any, f: Any, a: Any, reply_to: Any) -> None:
