@@ -119,14 +119,14 @@ def _as_function(fun: Any) -> Callable[[Any], Any]:
     if callable(fun) and not isinstance(fun, (ExportFun, OpaqueFun)):
         return fun
     if isinstance(fun, ExportFun) and fun.arity == 1:
-        from .dist import node as _node
-        k = _node._kernel
+        from .dist import kernel as _kernel, rpc as _rpc
+        k = _kernel.running()
         m, f = str(fun.module), str(fun.function)
-        if k is not None and not k.allowed(m):
+        if k is not None and not _rpc.allowed(k, m):
             raise _core.Exit(("not_allowed", m))
         try:
-            return _node._resolve(m, f)
-        except _node._Undef:
+            return _rpc._resolve(m, f)
+        except _rpc._Undef:
             raise _core.Exit(("undef", [(m, f, 1, [])])) from None
     raise NotImplementedError("a pyotp process cannot run an Erlang closure; "
                               "pass fun Module:Function/1 naming a Python function")
