@@ -12,7 +12,8 @@
 #   _dist_forget_channels()  the scheduler ended: drop every channel
 #   _remote_send(to, msg)    a send to a remote pid or (name, node)
 #   _remote_reply(to, msg)   a GenServer reply to a remote caller
-#   _remote_call(frm, to, ref, request)      a GenServer call to a remote server
+#   _remote_call(frm, to, ref, request, label)  a GenServer call (label '$gen_call') or a
+#                                            sys request (label 'system') to a remote server
 #   _remote_call_gave_up(caller, ref, server) a remote call ended without its reply
 #   _remote_hook(op, frm, to, arg)           every other signal involving a remote pid
 #                                            (link, unlink, monitor, demonitor, exit2,
@@ -35,7 +36,7 @@ cdef inline void _dist_forget_channels():
 # declaration of a cdef function in the same module, so they are listed here only):
 #   cdef int _remote_send(object to, object msg) except -1
 #   cdef int _remote_reply(object to, object msg) except -1
-#   cdef int _remote_call(object frm, object to, object ref, object request) except -1
+#   cdef int _remote_call(object frm, object to, object ref, object request, object label) except -1
 #   cdef int _remote_call_gave_up(object caller, object ref, object server) except -1
 
 # The Python kernel's handler for the signals that need it (pyotp/dist/kernel.py,

@@ -143,6 +143,7 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
 
 cdef object _sys_hook = None
 cdef object _SYSTEM_TAG = Atom("system")
+cdef object _GEN_CALL_TAG = Atom("$gen_call")
 
 
 def _set_sys_hook(hook):
@@ -488,7 +489,7 @@ cdef object _begin_call(Process caller, object server, object request, object ti
     if type(target) is not Process:
         if _remote_handler is None:
             raise Exit(("noconnection", ("GenServer", "call", [server, request, timeout])))
-        _remote_call(caller.pid, target, ref, request, _SYSTEM_TAG if kind == K_SYS else _DC_GEN_CALL)
+        _remote_call(caller.pid, target, ref, request, _SYSTEM_TAG if kind == K_SYS else _GEN_CALL_TAG)
         t = None
     else:
         t = <Process>target
