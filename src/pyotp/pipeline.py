@@ -264,9 +264,7 @@ class _ProducerStage(GenStage):
                 return ("noreply", [], state)     # the next tick releases the rest
             GenStage.cast(_core.self(), ("$gen_stage", ("cancel_consumers", "shutdown")))
             return ("noreply", [], state)
-        if type(msg) is tuple and len(msg) == 3 and msg[0] == "EXIT":
-            return ("noreply", [], state)         # a linked helper (a pump): its own business
-        r = self.inner.handle_info(msg, state)
+        r = self.inner.handle_info(msg, state)     # EXITs of linked helpers too (pumps)
         if self.draining:
             return ("noreply", [], r[-1] if type(r) is tuple and r[0] == "noreply" else state)
         return self._out(r)
@@ -793,27 +791,35 @@ async def _amqp_pump(stage: Pid, url: str, queue: str, prefetch: int, declare: b
                      requeue: bool) -> None:
     # Owns the AMQP connection: consumes with a prefetch window (the broker never has
     # more than `prefetch` unacknowledged messages out: that is the back-pressure), hands
-    # messages to the producer stage, and settles acks the pipeline sends back.
+    # messages to the producer stage, and settles the acks the pipeline sends back. When
+    # the connection closes, for whatever reason, the broker requeues every message not
+    # acked yet: a crash loses nothing, and a message is delivered again only if its ack
+    # never reached the broker.
     import aio_pika
+    me = _core.self()
     _core.process_flag("trap_exit", True)     # close the connection whatever stops the stage
     conn = await aio_pika.connect(url)
     try:
+        def lost(_sender: Any = None, exc: Any = None, *_: Any) -> None:
+            _core.send(me, ("$amqp_lost", repr(exc)))
+        conn.close_callbacks.add(lost)
         channel = await conn.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        q = await (channel.declare_queue(queue, durable=True) if declare else channel.get_queue(queue))
+        q = await (channel.declare_queue(queue, durable=True) if declare
+                   else channel.get_queue(queue, ensure=True))
         pending: Dict[int, Any] = {}
 
         async def on_message(m: Any) -> None:
             pending[m.delivery_tag] = m
-            _core.send(stage, ("$amqp", m.body, m.delivery_tag, bool(m.redelivered)))
+            _core.send(stage, ("$amqp", m.body, m.delivery_tag, bool(m.redelivered), m.routing_key))
 
         tag = await q.consume(on_message)
         while True:
             msg = await _core.receive()
-            if msg == "$amqp_cancel":
-                await q.cancel(tag)
-                _core.send(stage, "$amqp_cancelled")
-            elif type(msg) is tuple and msg[0] == "$amqp_ack":
+            if type(msg) is not tuple or not msg:
+                continue
+            op = msg[0]
+            if op == "$amqp_ack":
                 for t in msg[1]:
                     m = pending.pop(t, None)
                     if m is not None:
@@ -822,60 +828,84 @@ async def _amqp_pump(stage: Pid, url: str, queue: str, prefetch: int, declare: b
                     m = pending.pop(t, None)
                     if m is not None:
                         await m.reject(requeue=requeue)
-            elif msg == "$amqp_close" or (type(msg) is tuple and msg[0] == "EXIT" and msg[1] == stage):
+            elif op == "$amqp_cancel":
+                await q.cancel(tag)
+                _core.send(stage, ("$amqp_cancelled",))
+            elif op == "$amqp_close":
+                return
+            elif op == "$amqp_lost":
+                raise _core.Exit(("amqp_connection_lost", msg[1]))
+            elif op == "EXIT" and msg[1] == stage:
                 return
     finally:
-        await conn.close()
+        if not conn.is_closed:
+            conn.close_callbacks.discard(lost)
+            await conn.close()
 
 
 class RabbitMQProducer(GenStage):
-    """Consumes a RabbitMQ queue through aio-pika (``pip install aio-pika``). Options:
-    ``url`` (``amqp://guest:guest@localhost/``), ``queue`` (required), ``prefetch_count``
-    (50: at most that many unacknowledged messages are out), ``declare`` (True: declare
-    the queue durable), ``on_failure`` (``"reject_and_requeue"``, Broadway's default, or
-    ``"reject"``). Successful messages are acked, failed ones rejected; messages the
-    pipeline never acknowledged (a crash) are redelivered by the broker once the
-    connection closes. ``metadata``: delivery_tag, redelivered."""
+    """Consumes a RabbitMQ queue through aio-pika (``pip install aio-pika``), as
+    BroadwayRabbitMQ does. Options: ``url`` (``amqp://guest:guest@localhost/``), ``queue``
+    (required), ``prefetch_count`` (50: the broker never has more than that many
+    unacknowledged messages out, which bounds the producer's buffer: that is the
+    back-pressure), ``declare`` (True: declare the queue durable; False: it must exist),
+    ``on_failure`` (``"reject_and_requeue"``, Broadway's default, or ``"reject"``).
+
+    Successful messages are acked, failed ones rejected (requeued by default: they come
+    back with ``metadata["redelivered"]`` true). On ``Pipeline.stop`` the consumer is
+    cancelled first, every message already received is handled and acknowledged, then
+    the connection closes; the broker requeues what was never acknowledged (a crashed
+    stage's messages), so nothing acknowledged is lost and a message is handled twice only
+    if its ack was lost. If the connection is lost the producer stops with
+    ``("amqp_connection_lost", why)`` and its supervisor restarts it (a new connection).
+    ``metadata``: delivery_tag, redelivered, routing_key.
+
+    >>> pid = await MyPipeline.start_link(
+    ...     producer={"module": (RabbitMQProducer, {"queue": "events", "url": url})},
+    ...     processors={"default": {"concurrency": 2}})
+    """
 
     def init(self, opts: Any) -> Any:
         opts = dict(opts or {})
         queue = opts.pop("queue", None)
-        if not queue:
-            raise PipelineError("RabbitMQProducer needs queue=")
+        if not queue or not isinstance(queue, str):
+            raise PipelineError("RabbitMQProducer needs queue= (a queue name), got %r" % (queue,))
         url = opts.pop("url", "amqp://guest:guest@localhost/")
         prefetch = opts.pop("prefetch_count", 50)
+        if type(prefetch) is not int or prefetch <= 0:
+            raise PipelineError("RabbitMQProducer prefetch_count must be an int > 0, got %r" % (prefetch,))
         declare = opts.pop("declare", True)
         on_failure = opts.pop("on_failure", "reject_and_requeue")
         if on_failure not in ("reject", "reject_and_requeue"):
             raise PipelineError("on_failure must be 'reject' or 'reject_and_requeue', got %r" % (on_failure,))
         if opts:
             raise PipelineError("unknown RabbitMQProducer options %r" % (sorted(opts),))
-        self.queue: Deque[Message] = deque()
-        self.demand = 0
-        self.pump = _core.spawn_link(_amqp_pump, _core.self(), url, queue, prefetch, declare,
+        self.pump = _core.spawn_link(_amqp_pump, _core.self(), url, queue, prefetch, bool(declare),
                                      on_failure == "reject_and_requeue")
-        return ("producer", None)
-
-    def _take(self) -> List[Message]:
-        k = min(self.demand, len(self.queue))
-        self.demand -= k
-        return [self.queue.popleft() for _ in range(k)]
+        # received messages go out at once; those without demand wait in the stage's
+        # buffer (at most prefetch_count of them), which a drain empties before it stops
+        return ("producer", None, {"buffer_size": "infinity"})
 
     def handle_demand(self, demand: int, state: Any) -> Any:
-        self.demand += demand
-        return ("noreply", self._take(), state)
-
-    def handle_info(self, msg: Any, state: Any) -> Any:
-        if type(msg) is tuple and len(msg) == 4 and msg[0] == "$amqp":
-            self.queue.append(Message(msg[1], {"delivery_tag": msg[2], "redelivered": msg[3]},
-                                      (_AMQP_ACK, self.pump, None)))
-            return ("noreply", self._take(), state)
         return ("noreply", [], state)
 
+    def handle_info(self, msg: Any, state: Any) -> Any:
+        if type(msg) is tuple and len(msg) == 5 and msg[0] == "$amqp":
+            meta = {"delivery_tag": msg[2], "redelivered": msg[3], "routing_key": msg[4]}
+            return ("noreply", [Message(msg[1], meta, (_AMQP_ACK, self.pump, None))], state)
+        if type(msg) is tuple and len(msg) == 3 and msg[0] == "EXIT" and msg[1] == self.pump:
+            return ("stop", msg[2] if msg[2] != "normal" else ("amqp_pump_exited", "normal"), state)
+        return ("noreply", [], state)
+
+    def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
+        if req == "pump":
+            return ("reply", self.pump, [], state)
+        return ("reply", ("error", "unknown_request"), [], state)
+
     def prepare_for_draining(self, state: Any) -> Any:
-        _core.send(self.pump, "$amqp_cancel")
+        _core.send(self.pump, ("$amqp_cancel",))
         return ("noreply", [], state)
 
     def terminate(self, reason: Any, state: Any) -> Any:
-        _core.send(self.pump, "$amqp_close")
+        _core.send(self.pump, ("$amqp_close",))
         return "ok"
