@@ -509,3 +509,29 @@ async def test_bad_callback_return_stops_the_stage():
     await Forwarder.start((pyotp.self(), [(p, {"cancel": "temporary"})]))
     reason = (await pyotp.receive(is_down(ref)))[4]
     assert reason[0] == "bad_return_value"
+
+
+class Busy(GenStage):
+    """A consumer whose every batch costs real CPU time (about a millisecond)."""
+
+    def init(self, arg):
+        p, self.n, self.to = arg
+        return ("consumer", 0, {"subscribe_to": [(p, {"max_demand": 10, "min_demand": 5})]})
+
+    def handle_events(self, events, from_, seen):
+        sum(range(20_000))
+        seen += len(events)
+        if seen >= self.n:
+            pyotp.send(self.to, "done")
+        return ("noreply", [], seen)
+
+
+async def test_a_long_batch_heavy_run_does_not_starve_timers():
+    # A few thousand heavy messages fit in one scheduler turn's message count: the turn's
+    # time limit is what lets the loop fire a timer in the middle of the run.
+    p = await Counter.start_link((0, None, {}))
+    await Busy.start_link((p, 3000, pyotp.self()))
+    pyotp.send_after(pyotp.self(), "timer", 0.005)
+    first = await pyotp.receive(lambda m: m in ("timer", "done"))
+    assert first == "timer"
+    await pyotp.receive(lambda m: m == "done")
