@@ -535,3 +535,67 @@ async def test_a_long_batch_heavy_run_does_not_starve_timers():
     first = await pyotp.receive(lambda m: m in ("timer", "done"))
     assert first == "timer"
     await pyotp.receive(lambda m: m == "done")
+
+
+class Kilobytes(GenStage):
+    """Emits 1 KiB payloads, each made only when asked for."""
+
+    def init(self, _):
+        return ("producer", 0)
+
+    def handle_demand(self, demand, i):
+        return ("noreply", [bytes([j % 256]) * 1024 for j in range(i, i + demand)], i + demand)
+
+
+class Pass(GenStage):
+    def init(self, p):
+        return ("producer_consumer", None, {"subscribe_to": [(p, {"max_demand": 50})]})
+
+    def handle_events(self, events, from_, st):
+        return ("noreply", events, st)
+
+
+class CountSink(GenStage):
+    def init(self, arg):
+        p, self.n, self.to = arg
+        return ("consumer", 0, {"subscribe_to": [(p, {"max_demand": 50})]})
+
+    def handle_events(self, events, from_, seen):
+        seen += len(events)
+        if seen >= self.n:
+            pyotp.send(self.to, "done")
+        return ("noreply", [], seen)
+
+
+async def _plain_sink(n, to):
+    for _ in range(n):
+        await pyotp.receive()
+    pyotp.send(to, "done")
+
+
+async def test_memory_is_bounded_by_demand_not_by_the_input():
+    import tracemalloc
+    n = 5000                        # 5 MiB of events through the pipeline
+    bound = 3 * 50 * (1024 + 64)    # stages x max_demand x an event
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        p = await Kilobytes.start_link(n)
+        pc = await Pass.start_link(p)
+        await CountSink.start_link((pc, n, pyotp.self()))
+        await pyotp.receive(lambda m: m == "done")
+        staged = tracemalloc.get_traced_memory()[1] - base
+        # the same events as plain messages, no demand: the sender runs ahead of the
+        # receiver (here, all of them are sent before it runs) and they wait in its mailbox
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        sink = pyotp.spawn(_plain_sink, n, pyotp.self())
+        for j in range(n):
+            pyotp.send(sink, bytes([j % 256]) * 1024)
+        await pyotp.receive(lambda m: m == "done")
+        plain = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert staged < bound + 256 * 1024, (staged, bound)
+    assert plain > n * 1024, plain
