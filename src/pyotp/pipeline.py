@@ -27,7 +27,11 @@ restarted by the pipeline's supervisor (``rest_for_one``: the stages after it re
 the messages it held are not acknowledged (a broker redelivers them). ``Pipeline.stop``
 drains: producers stop producing, every message already produced is handled and
 acknowledged, then the stages exit. Counters (``Pipeline.counters``): received, processed,
-failed, acked, batches, in_flight.
+failed, acked, batches, in_flight. Telemetry events (``pyotp.telemetry.attach``):
+``("pyotp", "pipeline", "processor", "stop")`` per batch of messages a processor handled,
+measurements ``{"duration", "count", "failed"}``, metadata ``{"pipeline", "processor",
+"index"}``; ``("pyotp", "pipeline", "batch_processor", "stop")`` per batch,
+``{"duration", "size", "failed"}``, ``{"pipeline", "batcher", "batch_key", "trigger"}``.
 
 Producers shipped: ``IterableProducer`` (an iterable, plus messages pushed with
 ``Pipeline.push_messages``), ``FileProducer`` (tails a growing file, one message per line)
@@ -56,10 +60,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
-from . import _core
+from . import _core, telemetry
 from ._core import Pid
 from .gen_stage import GenStage, GenStageError, PartitionDispatcher
 from .supervisor import Supervisor
@@ -170,18 +175,23 @@ def ack_messages(successful: List[Message], failed: List[Message]) -> None:
 
 
 class _Counters:
-    __slots__ = ("received", "processed", "failed", "acked", "batches")
+    __slots__ = ("received", "processed", "failed", "acked", "batches", "name")
 
-    def __init__(self) -> None:
+    def __init__(self, name: Any = None) -> None:
         self.received = self.processed = self.failed = self.acked = self.batches = 0
+        self.name = name          # the pipeline's name (telemetry metadata)
 
     def snapshot(self) -> Dict[str, int]:
-        d = {k: getattr(self, k) for k in self.__slots__}
+        d = {k: getattr(self, k) for k in self.__slots__ if k != "name"}
         d["in_flight"] = self.received - self.acked
         return d
 
 
 _pipelines: Dict[Any, Dict[str, Any]] = {}     # supervisor pid -> topology info
+
+# telemetry events (Broadway's [:broadway, :processor | :batch_processor, :stop])
+PROCESSOR_STOP = ("pyotp", "pipeline", "processor", "stop")
+BATCH_STOP = ("pyotp", "pipeline", "batch_processor", "stop")
 
 
 def _ack(counters: _Counters, ok: List[Message], bad: List[Message]) -> None:
@@ -296,6 +306,7 @@ class _ProcessorStage(GenStage):
         cls, name, index, producers, opts, batchers, context, counters = arg
         self.mod = cls()
         self.name = name
+        self.index = index
         self.context = context
         self.counters = counters
         self.batchers = batchers
@@ -315,6 +326,7 @@ class _ProcessorStage(GenStage):
         return (m, m.batcher)
 
     def handle_events(self, events: List[Message], from_: Any, state: Any) -> Any:
+        t0 = time.perf_counter()
         handle = self.mod.handle_message
         ok: List[Message] = []
         bad: List[Message] = []
@@ -334,6 +346,7 @@ class _ProcessorStage(GenStage):
                     m.failed(("unknown_batcher", m.batcher))
                 bad.append(m)
         self.counters.processed += len(events)
+        nbad = len(bad)
         if bad:
             bad = self._failed(bad)
         if self.batchers:
@@ -345,6 +358,9 @@ class _ProcessorStage(GenStage):
             out = []
         if self.live == 0 and not self.done:
             GenStage.async_info(_core.self(), "$pipeline_drained") if self.batchers else None
+        telemetry.execute(PROCESSOR_STOP, {"duration": time.perf_counter() - t0, "count": len(events),
+                                           "failed": nbad},
+                          {"pipeline": self.counters.name, "processor": self.name, "index": self.index})
         return ("noreply", out, state)
 
     def _failed(self, bad: List[Message]) -> List[Message]:
@@ -460,6 +476,7 @@ class _BatchProcessorStage(GenStage):
 
     def handle_events(self, events: List[Any], from_: Any, state: Any) -> Any:
         for info, batch in events:
+            t0 = time.perf_counter()
             try:
                 r = self.mod.handle_batch(info.batcher, batch, info, self.context)
                 r = list(r)
@@ -477,6 +494,10 @@ class _BatchProcessorStage(GenStage):
                         _log.error("pipeline handle_failed raised %r", e)
             self.counters.batches += 1
             _ack(self.counters, ok, bad)
+            telemetry.execute(BATCH_STOP, {"duration": time.perf_counter() - t0, "size": len(batch),
+                                           "failed": len(bad)},
+                              {"pipeline": self.counters.name, "batcher": info.batcher,
+                               "batch_key": info.batch_key, "trigger": info.trigger})
         return ("noreply", [], state)
 
     def handle_cancel(self, reason: Any, from_: Any, state: Any) -> Any:
@@ -549,7 +570,7 @@ class Pipeline:
             _pos(b, "batch_size", 100, "batcher %r" % (bname,))
             _pos(b, "batch_timeout", 1.0, "batcher %r" % (bname,), number=True)
         base = name or "pipeline_%d_%d" % (os.getpid(), next(_counter))
-        counters = _Counters()
+        counters = _Counters(base)
         pnames = ["%s.Producer_%d" % (base, i) for i in range(pconc)]
         cnames = ["%s.Processor_default_%d" % (base, i) for i in range(conc)]
         children: List[Any] = []
