@@ -51,6 +51,9 @@ EVENT_TYPES = (b"view", b"click", b"cart", b"buy")
 REGIONS = ("eu-west", "eu-north", "us-east", "us-west", "ap-south")
 T0 = 1_700_000_000_000          # ms
 MAX_DEMAND = 1000
+# temporary: a stage whose producer dies does not exit by itself; the one_for_all
+# supervisor stops and restarts them all, in order, from the checkpoint
+SUB = {"max_demand": MAX_DEMAND, "cancel": "temporary"}
 EOF = "eof"
 
 Key = Tuple[int, str, str]      # (window start ms, region, event type)
@@ -172,7 +175,7 @@ class Parser(GenStage):
     def init(self, cfg: Dict[str, Any]) -> Any:
         pyotp.send(cfg["report"], ("started", "parser", pyotp.self(), None))
         return ("producer_consumer", None,
-                {"subscribe_to": [("stream_reader", {"max_demand": MAX_DEMAND})]})
+                {"subscribe_to": [("stream_reader", SUB)]})
 
     def handle_events(self, events: List[Any], from_: Any, state: Any) -> Any:
         out = []
@@ -193,7 +196,7 @@ class Enricher(GenStage):
         self.table = {u: region_of(u) for u in range(10_000)}
         pyotp.send(cfg["report"], ("started", "enricher", pyotp.self(), None))
         return ("producer_consumer", None,
-                {"subscribe_to": [("stream_parser", {"max_demand": MAX_DEMAND})]})
+                {"subscribe_to": [("stream_parser", SUB)]})
 
     def handle_events(self, events: List[Any], from_: Any, state: Any) -> Any:
         table = self.table
@@ -225,7 +228,7 @@ class Aggregator(GenStage):
         self.handled = 0
         cfg["stats"]["aggregated"] = 0
         pyotp.send(cfg["report"], ("started", "aggregator", pyotp.self(), None))
-        return ("consumer", None, {"subscribe_to": [("stream_enricher", {"max_demand": MAX_DEMAND})]})
+        return ("consumer", None, {"subscribe_to": [("stream_enricher", SUB)]})
 
     def _close(self, next_offset: int) -> None:
         w = self.current
