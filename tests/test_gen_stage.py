@@ -599,3 +599,24 @@ async def test_memory_is_bounded_by_demand_not_by_the_input():
         tracemalloc.stop()
     assert staged < bound + 256 * 1024, (staged, bound)
     assert plain > n * 1024, plain
+
+
+def test_blocking_stream_from_a_plain_thread():
+    node = pyotp.Runtime.start_thread()
+    try:
+        p = node.call_in_loop(lambda: GenStage.from_enumerable(range(2500), link=False))
+        assert list(GenStage.blocking_stream(node, [(p, {"max_demand": 100})])) == list(range(2500))
+        c = node.call_in_loop(Counter.start, (0, None, {}))
+        assert list(GenStage.blocking_stream(node, [c], take=5)) == [0, 1, 2, 3, 4]
+        s = node.call_in_loop(Silent.start, {})
+        it = GenStage.blocking_stream(node, [s], timeout=10)
+        node.cast(s, ("emit", [7]))
+        assert next(it) == 7
+        node.cast(s, ("stop", "boom"))
+        with pytest.raises(pyotp.Exit) as e:
+            next(it)
+        assert e.value.reason == "boom"
+        with pytest.raises(GenStageError, match="take"):
+            GenStage.blocking_stream(node, [c], take=-1)
+    finally:
+        node.stop()

@@ -630,7 +630,8 @@ cdef class _ThreadWaiter:
         self.lock.acquire()
 
     def wait(self, timeout):
-        if not self.lock.acquire(timeout=timeout):
+        # None: wait without limit (Lock.acquire spells that -1)
+        if not self.lock.acquire(timeout=-1 if timeout is None else timeout):
             raise Exit("timeout")
         if self.exc is not None:
             raise self.exc

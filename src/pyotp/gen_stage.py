@@ -68,8 +68,8 @@ import itertools
 import logging
 import random
 from collections import deque
-from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterable, List, Optional,
-                    Tuple, Union)
+from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterable, Iterator, List,
+                    Optional, Tuple, Union)
 
 from . import _core
 from ._core import Atom, BadArg, Exit, Pid, Reference
@@ -1120,6 +1120,23 @@ class GenStage:
         """
         return _stream(subscriptions, take)
 
+    @staticmethod
+    def blocking_stream(node: Any, subscriptions: List[Any], *, take: Optional[int] = None,
+                        timeout: Optional[float] = None) -> Iterator[Any]:
+        """``GenStage.stream`` for plain threads: a (blocking) iterator over the events of
+        stages running on ``node``, a ``pyotp.Runtime.start_thread()`` handle. Each batch
+        is asked for as the iteration reaches it, so a slow loop holds the producers back.
+        ``timeout`` (seconds) bounds each wait for a batch.
+
+        >>> node = pyotp.Runtime.start_thread()
+        >>> producer = node.call_in_loop(lambda: GenStage.from_enumerable(range(10), link=False))
+        >>> list(GenStage.blocking_stream(node, [producer]))
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        """
+        if take is not None and (type(take) is not int or take < 0):
+            raise GenStageError("take must be an int >= 0, got %r" % (take,))
+        return _blocking_stream(node, list(subscriptions), take, timeout)
+
 
 # ---------------------------------------------------------------------------------------
 # from_enumerable and stream
@@ -1234,6 +1251,32 @@ class _StreamConsumer(GenStage):
         self.waiting = from_
         self._serve()
         return ("noreply", [], state)
+
+
+def _blocking_stream(node: Any, subs: List[Any], take: Optional[int],
+                     timeout: Optional[float]) -> Iterator[Any]:
+    if take == 0:
+        return
+    consumer = node.call_in_loop(_StreamConsumer.start, subs)
+    left = take
+    try:
+        while True:
+            r = _core._thread_call(consumer, "next", timeout)
+            if r[0] == "done":
+                return
+            if r[0] == "exit":
+                raise Exit(r[1])
+            for e in r[1]:
+                yield e
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
+    finally:
+        try:
+            node.call_in_loop(_core.exit, consumer, "shutdown", timeout=5.0)
+        except RuntimeError:       # the node has stopped: so has the consumer
+            pass
 
 
 async def _stream(subs: List[Any], take: Optional[int]) -> AsyncIterator[Any]:
