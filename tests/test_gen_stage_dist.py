@@ -41,16 +41,21 @@ class Square(GenStage):
 
 
 class Collect(GenStage):
-    """Forwards ("events", node, batch) to `to` until it has seen `n` events."""
+    """Forwards ("events", node, batch) to `to`; stops normally once it has seen `limit`
+    events (when given)."""
 
     def init(self, arg):
-        to, subs = arg
+        to, subs, *limit = arg
         self.to = to
-        return ("consumer", None, {"subscribe_to": subs})
+        self.limit = limit[0] if limit else None
+        return ("consumer", 0, {"subscribe_to": subs})
 
-    def handle_events(self, events, from_, st):
+    def handle_events(self, events, from_, seen):
         pyotp.send(self.to, ("events", Node.self(), list(events)))
-        return ("noreply", [], st)
+        seen += len(events)
+        if self.limit is not None and seen >= self.limit:
+            return ("stop", "normal", seen)
+        return ("noreply", [], seen)
 
     def handle_cancel(self, reason, from_, st):
         pyotp.send(self.to, ("cancelled", reason))
@@ -63,9 +68,9 @@ async def role_stages():
     await pyotp.receive(lambda m: m == "stop")
 
 
-async def remote_consumer(to, producer_name, node):
-    """Runs on b: a consumer there subscribed to a producer on a."""
-    pid = await Collect.start((to, [((producer_name, node), {"max_demand": 10, "min_demand": 5})]))
+async def remote_consumer(to, producer_name, node, limit):
+    """Runs on b: a consumer there subscribed to a producer on a, stopping after `limit`."""
+    pid = await Collect.start((to, [((producer_name, node), {"max_demand": 10, "min_demand": 5})], limit))
     pyotp.send(to, ("consumer_up", pid))
 
 
@@ -106,23 +111,29 @@ def test_remote_producer_local_stages_keep_order_and_values(peer):
 def test_remote_consumer_back_pressure_over_the_wire(peer):
     async def main():
         me = pyotp.self()
-        await Numbers.start_link(me, name="local_numbers")
-        await Node.spawn(peer.name, remote_consumer, me, "local_numbers", Node.self())
-        await pyotp.receive(lambda m: type(m) is tuple and m[0] == "consumer_up", 10)
+        producer = await Numbers.start_link(me, name="local_numbers")
+        await Node.spawn(peer.name, remote_consumer, me, "local_numbers", Node.self(), 100)
+        consumer = (await pyotp.receive(lambda m: type(m) is tuple and m[0] == "consumer_up", 10))[1]
+        ref = pyotp.monitor(consumer)
         got, nodes = await collect(100)
+        await pyotp.receive(lambda m: type(m) is tuple and m[0] == "DOWN" and m[1] == ref, 10)
+        # its asks came over the same connection before its exit: once the producer has
+        # answered this call it has handled (and reported) every one of them
+        emitted = await GenStage.call(producer, "n")
         demands = []
         while True:       # every demand the producer was sent, in order
             try:
                 demands.append((await pyotp.receive(lambda m: type(m) is tuple and m[0] == "demand", 0))[1])
             except TimeoutError:
                 break
-        return got[:100], nodes, demands
-    got, nodes, demands = run(main)
+        return got, nodes, demands, emitted
+    got, nodes, demands, emitted = run(main)
     assert got == list(range(100))
     assert nodes == {peer.name}
-    # max_demand first, then max - min each time min is reached: never more than asked
+    # max_demand first, then max - min each time min is reached; the producer emitted
+    # exactly what was asked, and the consumer never asked beyond max_demand ahead
     assert demands[0] == 10 and set(demands[1:]) == {5}
-    assert sum(demands) <= 100 + 10
+    assert emitted == sum(demands) <= 100 + 10
 
 
 def test_lost_producer_node_cancels_by_mode():
