@@ -202,6 +202,29 @@ def targets(table: Dict[str, Dict[str, Dict[str, Any]]]) -> List[Tuple[str, str,
     return out
 
 
+def gen_stage_targets(others: Dict[str, List[Dict[str, Any]]]) -> List[Tuple[str, str, str, str]]:
+    """(what, target, measured, verdict) for issue 17's targets, from bench/test_bench_gen_stage.py."""
+    def rec(group: str, impl: str) -> Optional[Dict[str, Any]]:
+        return next((r for r in others.get(group, []) if r.get("impl") == impl), None)
+    out: List[Tuple[str, str, str, str]] = []
+    gs, aio = rec("gen_stage-3-stages", "pyotp-gen_stage"), rec("gen_stage-3-stages", "asyncio-queue")
+    if gs is None:
+        return out
+    rate = gs["rate"]
+    out.append(("events through 3 GenStage stages (max_demand 1000)", ">= 2 M events/s",
+                fmt_rate(rate) + " events/s", "met" if rate >= 2e6 else "**missed**"))
+    if aio is not None:
+        r = rate / aio["rate"]
+        out.append(("GenStage vs asyncio bounded queues", ">= 5x", fmt_ratio(r), "met" if r >= 5 else "**missed**"))
+    m = rec("gen_stage-slow-consumer-memory", "pyotp-gen_stage")
+    if m is not None and m.get("peak_event_bytes") is not None:
+        ok = m["peak_event_bytes"] <= m["bound_bytes"]
+        out.append(("peak heap for events, consumer 10x slower", "<= max_demand x stages x event (%.0f KiB)"
+                    % (m["bound_bytes"] / 1024), "%.0f KiB for %d events" % (m["peak_event_bytes"] / 1024, m["events"]),
+                    "met" if ok else "**missed**"))
+    return out
+
+
 def markdown(table: Dict[str, Dict[str, Dict[str, Any]]], machine: Dict[str, Any], mode: str,
              peer_errors: Dict[str, str], errors: List[str], elapsed: float,
              others: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> str:
@@ -287,9 +310,21 @@ def markdown(table: Dict[str, Dict[str, Dict[str, Any]]], machine: Dict[str, Any
         L.append("|---|---|---|---|")
         for g in sorted(others):
             for r in sorted(others[g], key=lambda r: -r["rate"]):
-                L.append("| %s | `%s` | %s | %s %s |" % (g, r.get("test", ""), r["impl"], fmt_rate(r["rate"]),
-                                                    r.get("unit", "ops/s")))
+                mem = ""
+                if r.get("peak_event_bytes") is not None:
+                    mem = "; peak heap for the events %.0f KiB (input %.0f KiB)" % (
+                        r["peak_event_bytes"] / 1024, r.get("input_bytes", 0) / 1024)
+                L.append("| %s | `%s` | %s | %s %s%s |" % (g, r.get("test", ""), r["impl"], fmt_rate(r["rate"]),
+                                                      r.get("unit", "ops/s"), mem))
         L.append("")
+        gs = gen_stage_targets(others)
+        if gs:
+            L.append("## GenStage targets (issue 17; same run)\n")
+            L.append("| what | target | measured | |")
+            L.append("|---|---|---|---|")
+            for what, tgt, val, verdict in gs:
+                L.append("| %s | %s | %s | %s |" % (what, tgt, val, verdict))
+            L.append("")
     L.append("## Not measured\n")
     for c, why in sorted(peer_errors.items()):
         L.append("- **%s**: missing, %s" % (LABELS.get(c, c), why))

@@ -148,3 +148,26 @@ def test_message_helpers():
     m = Message(1).update_data(lambda x: x + 1).put_batch_key("k")
     assert (m.data, m.batch_key, m.status) == (2, "k", "ok")
     assert m.failed("why").status == ("failed", "why")
+
+
+async def test_telemetry_events_per_processor_batch_and_per_batch():
+    me = pyotp.self()
+    seen = []
+    pyotp.telemetry.attach_many("pipe-test", [("pyotp", "pipeline", "processor", "stop"),
+                                              ("pyotp", "pipeline", "batch_processor", "stop")],
+                                lambda ev, m, md, cfg: seen.append((ev[2], m, md)), None)
+    try:
+        pid = await Pipe.start_link(producer={"module": (IterableProducer, {"items": [2, 4, 7, 8], "ack_to": me})},
+                                    processors={"default": {"concurrency": 1}},
+                                    batchers={"even": {"batch_size": 3}}, context=me, name="telepipe")
+        await acks(4)
+        await Pipeline.stop(pid)
+    finally:
+        pyotp.telemetry.detach("pipe-test")
+    procs = [(m, md) for kind, m, md in seen if kind == "processor"]
+    batches = [(m, md) for kind, m, md in seen if kind == "batch_processor"]
+    assert sum(m["count"] for m, _ in procs) == 4 and sum(m["failed"] for m, _ in procs) == 1   # 7
+    assert all(md == {"pipeline": "telepipe", "processor": "default", "index": 0} for _, md in procs)
+    assert [m["size"] for m, _ in batches] == [3]
+    assert batches[0][1]["batcher"] == "even" and batches[0][1]["trigger"] == "size"
+    assert all(m["duration"] >= 0 for m, _ in procs + batches)

@@ -68,8 +68,8 @@ import itertools
 import logging
 import random
 from collections import deque
-from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterable, List, Optional,
-                    Tuple, Union)
+from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterable, Iterator, List,
+                    Optional, Tuple, Union)
 
 from . import _core
 from ._core import Atom, BadArg, Exit, Pid, Reference
@@ -285,7 +285,7 @@ class BroadcastDispatcher(Dispatcher):
     def _settle(self) -> int:
         if not self.demands:
             return 0
-        m = min(d[0] for d in self.demands)
+        m: int = min(d[0] for d in self.demands)
         if m > 0:
             for d in self.demands:
                 d[0] -= m
@@ -336,7 +336,7 @@ class PartitionDispatcher(Dispatcher):
         super().__init__(**opts)
         parts = opts.get("partitions")
         if _pos_int(parts):
-            names: List[Any] = list(range(parts))
+            names: List[Any] = list(range(int(parts)))  # type: ignore[arg-type]
         elif isinstance(parts, (list, tuple)) and parts:
             names = list(parts)
         else:
@@ -469,7 +469,7 @@ class _StageServer(GenServer):
         self.cmons: Dict[Any, Any] = {}                     # monitor ref -> ref
         self.buffer: List[Any] = []
         self.dropped = 0
-        self.pc_queue: Deque[Tuple[Any, List[Any]]] = deque()
+        self.pc_queue: Deque[Tuple[Any, Any]] = deque()      # (from_, events) | (_QueuedCancel, args)
         self.pc_demand = 0
         self.acc_demand = 0
         self.accumulate = False
@@ -813,7 +813,8 @@ class _StageServer(GenServer):
         while self.pc_demand > 0 and q:
             from_, events = q.popleft()
             if from_ is _QueuedCancel:
-                out = self._consumer_cancelled(*events, now=True)
+                ref, kind, reason = events    # a queued cancellation, not events
+                out = self._consumer_cancelled(ref, kind, reason, now=True)
                 if out[0] != "noreply":
                     return out
                 continue
@@ -1006,7 +1007,8 @@ class GenStage:
             raise GenStageError("sync_subscribe needs to=<producer>")
         r = await _core.call(stage, ("$gen_stage", ("subscribe", opts)), timeout)
         if r[0] == "ok":
-            return r[1]
+            ref: Reference = r[1]
+            return ref
         raise GenStageError(r[1])
 
     @staticmethod
@@ -1104,7 +1106,8 @@ class GenStage:
         >>> producer = await GenStage.from_enumerable(range(100))
         """
         start = _Enumerable.start_link if link else _Enumerable.start
-        return await start((items, opts), name=name)
+        pid: Pid = await start((items, opts), name=name)
+        return pid
 
     @staticmethod
     def stream(subscriptions: List[Any], *, take: Optional[int] = None) -> AsyncIterator[Any]:
@@ -1116,6 +1119,23 @@ class GenStage:
         >>> async for event in GenStage.stream([producer]): ...
         """
         return _stream(subscriptions, take)
+
+    @staticmethod
+    def blocking_stream(node: Any, subscriptions: List[Any], *, take: Optional[int] = None,
+                        timeout: Optional[float] = None) -> Iterator[Any]:
+        """``GenStage.stream`` for plain threads: a (blocking) iterator over the events of
+        stages running on ``node``, a ``pyotp.Runtime.start_thread()`` handle. Each batch
+        is asked for as the iteration reaches it, so a slow loop holds the producers back.
+        ``timeout`` (seconds) bounds each wait for a batch.
+
+        >>> node = pyotp.Runtime.start_thread()
+        >>> producer = node.call_in_loop(lambda: GenStage.from_enumerable(range(10), link=False))
+        >>> list(GenStage.blocking_stream(node, [producer]))
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        """
+        if take is not None and (type(take) is not int or take < 0):
+            raise GenStageError("take must be an int >= 0, got %r" % (take,))
+        return _blocking_stream(node, list(subscriptions), take, timeout)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1131,7 +1151,7 @@ async def _pump(stage: Pid, aiter: AsyncIterator[Any]) -> None:
     while True:
         msg = await _core.receive(lambda m: type(m) is tuple and len(m) == 2 and m[0] is _Pump)
         n = msg[1]
-        batch = []
+        batch: List[Any] = []
         done = False
         try:
             while len(batch) < n:
@@ -1231,6 +1251,32 @@ class _StreamConsumer(GenStage):
         self.waiting = from_
         self._serve()
         return ("noreply", [], state)
+
+
+def _blocking_stream(node: Any, subs: List[Any], take: Optional[int],
+                     timeout: Optional[float]) -> Iterator[Any]:
+    if take == 0:
+        return
+    consumer = node.call_in_loop(_StreamConsumer.start, subs)
+    left = take
+    try:
+        while True:
+            r = _core._thread_call(consumer, "next", timeout)
+            if r[0] == "done":
+                return
+            if r[0] == "exit":
+                raise Exit(r[1])
+            for e in r[1]:
+                yield e
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
+    finally:
+        try:
+            node.call_in_loop(_core.exit, consumer, "shutdown", timeout=5.0)
+        except RuntimeError:       # the node has stopped: so has the consumer
+            pass
 
 
 async def _stream(subs: List[Any], take: Optional[int]) -> AsyncIterator[Any]:

@@ -27,7 +27,11 @@ restarted by the pipeline's supervisor (``rest_for_one``: the stages after it re
 the messages it held are not acknowledged (a broker redelivers them). ``Pipeline.stop``
 drains: producers stop producing, every message already produced is handled and
 acknowledged, then the stages exit. Counters (``Pipeline.counters``): received, processed,
-failed, acked, batches, in_flight.
+failed, acked, batches, in_flight. Telemetry events (``pyotp.telemetry.attach``):
+``("pyotp", "pipeline", "processor", "stop")`` per batch of messages a processor handled,
+measurements ``{"duration", "count", "failed"}``, metadata ``{"pipeline", "processor",
+"index"}``; ``("pyotp", "pipeline", "batch_processor", "stop")`` per batch,
+``{"duration", "size", "failed"}``, ``{"pipeline", "batcher", "batch_key", "trigger"}``.
 
 Producers shipped: ``IterableProducer`` (an iterable, plus messages pushed with
 ``Pipeline.push_messages``), ``FileProducer`` (tails a growing file, one message per line)
@@ -56,10 +60,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
-from . import _core
+from . import _core, telemetry
 from ._core import Pid
 from .gen_stage import GenStage, GenStageError, PartitionDispatcher
 from .supervisor import Supervisor
@@ -170,18 +175,23 @@ def ack_messages(successful: List[Message], failed: List[Message]) -> None:
 
 
 class _Counters:
-    __slots__ = ("received", "processed", "failed", "acked", "batches")
+    __slots__ = ("received", "processed", "failed", "acked", "batches", "name")
 
-    def __init__(self) -> None:
+    def __init__(self, name: Any = None) -> None:
         self.received = self.processed = self.failed = self.acked = self.batches = 0
+        self.name = name          # the pipeline's name (telemetry metadata)
 
     def snapshot(self) -> Dict[str, int]:
-        d = {k: getattr(self, k) for k in self.__slots__}
+        d = {k: getattr(self, k) for k in self.__slots__ if k != "name"}
         d["in_flight"] = self.received - self.acked
         return d
 
 
 _pipelines: Dict[Any, Dict[str, Any]] = {}     # supervisor pid -> topology info
+
+# telemetry events (Broadway's [:broadway, :processor | :batch_processor, :stop])
+PROCESSOR_STOP = ("pyotp", "pipeline", "processor", "stop")
+BATCH_STOP = ("pyotp", "pipeline", "batch_processor", "stop")
 
 
 def _ack(counters: _Counters, ok: List[Message], bad: List[Message]) -> None:
@@ -264,9 +274,7 @@ class _ProducerStage(GenStage):
                 return ("noreply", [], state)     # the next tick releases the rest
             GenStage.cast(_core.self(), ("$gen_stage", ("cancel_consumers", "shutdown")))
             return ("noreply", [], state)
-        if type(msg) is tuple and len(msg) == 3 and msg[0] == "EXIT":
-            return ("noreply", [], state)         # a linked helper (a pump): its own business
-        r = self.inner.handle_info(msg, state)
+        r = self.inner.handle_info(msg, state)     # EXITs of linked helpers too (pumps)
         if self.draining:
             return ("noreply", [], r[-1] if type(r) is tuple and r[0] == "noreply" else state)
         return self._out(r)
@@ -298,6 +306,7 @@ class _ProcessorStage(GenStage):
         cls, name, index, producers, opts, batchers, context, counters = arg
         self.mod = cls()
         self.name = name
+        self.index = index
         self.context = context
         self.counters = counters
         self.batchers = batchers
@@ -317,6 +326,7 @@ class _ProcessorStage(GenStage):
         return (m, m.batcher)
 
     def handle_events(self, events: List[Message], from_: Any, state: Any) -> Any:
+        t0 = time.perf_counter()
         handle = self.mod.handle_message
         ok: List[Message] = []
         bad: List[Message] = []
@@ -336,6 +346,7 @@ class _ProcessorStage(GenStage):
                     m.failed(("unknown_batcher", m.batcher))
                 bad.append(m)
         self.counters.processed += len(events)
+        nbad = len(bad)
         if bad:
             bad = self._failed(bad)
         if self.batchers:
@@ -347,6 +358,9 @@ class _ProcessorStage(GenStage):
             out = []
         if self.live == 0 and not self.done:
             GenStage.async_info(_core.self(), "$pipeline_drained") if self.batchers else None
+        telemetry.execute(PROCESSOR_STOP, {"duration": time.perf_counter() - t0, "count": len(events),
+                                           "failed": nbad},
+                          {"pipeline": self.counters.name, "processor": self.name, "index": self.index})
         return ("noreply", out, state)
 
     def _failed(self, bad: List[Message]) -> List[Message]:
@@ -462,6 +476,7 @@ class _BatchProcessorStage(GenStage):
 
     def handle_events(self, events: List[Any], from_: Any, state: Any) -> Any:
         for info, batch in events:
+            t0 = time.perf_counter()
             try:
                 r = self.mod.handle_batch(info.batcher, batch, info, self.context)
                 r = list(r)
@@ -479,6 +494,10 @@ class _BatchProcessorStage(GenStage):
                         _log.error("pipeline handle_failed raised %r", e)
             self.counters.batches += 1
             _ack(self.counters, ok, bad)
+            telemetry.execute(BATCH_STOP, {"duration": time.perf_counter() - t0, "size": len(batch),
+                                           "failed": len(bad)},
+                              {"pipeline": self.counters.name, "batcher": info.batcher,
+                               "batch_key": info.batch_key, "trigger": info.trigger})
         return ("noreply", [], state)
 
     def handle_cancel(self, reason: Any, from_: Any, state: Any) -> Any:
@@ -551,7 +570,7 @@ class Pipeline:
             _pos(b, "batch_size", 100, "batcher %r" % (bname,))
             _pos(b, "batch_timeout", 1.0, "batcher %r" % (bname,), number=True)
         base = name or "pipeline_%d_%d" % (os.getpid(), next(_counter))
-        counters = _Counters()
+        counters = _Counters(base)
         pnames = ["%s.Producer_%d" % (base, i) for i in range(pconc)]
         cnames = ["%s.Processor_default_%d" % (base, i) for i in range(conc)]
         children: List[Any] = []
@@ -575,6 +594,7 @@ class Pipeline:
         sup = await Supervisor.start_link(children, strategy="rest_for_one", max_restarts=max_restarts,
                                           max_seconds=max_seconds,
                                           name=name)
+        assert sup is not None        # the list form never returns "ignore"
         _pipelines[sup] = {"producers": pnames, "processors": cnames, "terminals": terminals,
                            "counters": counters, "names": [c["id"] for c in children]}
         return sup
@@ -593,7 +613,8 @@ class Pipeline:
 
         >>> Pipeline.counters(pid)["acked"]
         """
-        return Pipeline._info(pipeline)["counters"].snapshot()
+        counters: _Counters = Pipeline._info(pipeline)["counters"]
+        return counters.snapshot()
 
     @staticmethod
     def producer_names(pipeline: Any) -> List[str]:
@@ -666,7 +687,7 @@ class IterableProducer(GenStage):
         if opts:
             raise PipelineError("unknown IterableProducer options %r" % (sorted(opts),))
         self.queue: Deque[Any] = deque()
-        self.demand = 0
+        self.wanted = 0
         self.me = _core.self()
         self.acked = [0, 0]
         return ("producer", None)
@@ -679,16 +700,16 @@ class IterableProducer(GenStage):
         return out
 
     def handle_demand(self, demand: int, state: Any) -> Any:
-        self.demand += demand
-        out = self._take(self.demand)
-        self.demand -= len(out)
+        self.wanted += demand
+        out = self._take(self.wanted)
+        self.wanted -= len(out)
         return ("noreply", out, state)
 
     def handle_cast(self, msg: Any, state: Any) -> Any:
         if type(msg) is tuple and msg[0] == "$push":
             self.queue.extend(msg[1])
-            out = self._take(self.demand)
-            self.demand -= len(out)
+            out = self._take(self.wanted)
+            self.wanted -= len(out)
             return ("noreply", out, state)
         return ("noreply", [], state)
 
@@ -728,7 +749,7 @@ class FileProducer(GenStage):
         self.pos = self.f.tell()
         self.committed = self.pos
         self.acked: Dict[int, int] = {}       # offset -> next offset, acknowledged beyond committed
-        self.demand = 0
+        self.wanted = 0
         self.polling = False
         self.me = _core.self()
         return ("producer", None)
@@ -737,7 +758,7 @@ class FileProducer(GenStage):
         out: List[Message] = []
         f = self.f
         ack = (_PID_ACK, self.me, None)
-        while len(out) < self.demand:
+        while len(out) < self.wanted:
             line = f.readline()
             if not line:
                 break
@@ -746,20 +767,20 @@ class FileProducer(GenStage):
                 break
             out.append(Message(line[:-1], {"offset": self.pos, "next": self.pos + len(line)}, ack))
             self.pos += len(line)
-        self.demand -= len(out)
-        if self.demand > 0 and not self.polling:
+        self.wanted -= len(out)
+        if self.wanted > 0 and not self.polling:
             self.polling = True
             _core.send_after(self.me, "$poll", self.poll)
         return out
 
     def handle_demand(self, demand: int, state: Any) -> Any:
-        self.demand += demand
+        self.wanted += demand
         return ("noreply", self._read(), state)
 
     def handle_info(self, msg: Any, state: Any) -> Any:
         if msg == "$poll":
             self.polling = False
-            return ("noreply", self._read() if self.demand else [], state)
+            return ("noreply", self._read() if self.wanted else [], state)
         if type(msg) is tuple and len(msg) == 3 and msg[0] == "$ack":
             for m in itertools.chain(msg[1], msg[2]):
                 self.acked[m.metadata["offset"]] = m.metadata["next"]
@@ -793,27 +814,35 @@ async def _amqp_pump(stage: Pid, url: str, queue: str, prefetch: int, declare: b
                      requeue: bool) -> None:
     # Owns the AMQP connection: consumes with a prefetch window (the broker never has
     # more than `prefetch` unacknowledged messages out: that is the back-pressure), hands
-    # messages to the producer stage, and settles acks the pipeline sends back.
+    # messages to the producer stage, and settles the acks the pipeline sends back. When
+    # the connection closes, for whatever reason, the broker requeues every message not
+    # acked yet: a crash loses nothing, and a message is delivered again only if its ack
+    # never reached the broker.
     import aio_pika
+    me = _core.self()
     _core.process_flag("trap_exit", True)     # close the connection whatever stops the stage
     conn = await aio_pika.connect(url)
     try:
+        def lost(_sender: Any = None, exc: Any = None, *_: Any) -> None:
+            _core.send(me, ("$amqp_lost", repr(exc)))
+        conn.close_callbacks.add(lost)
         channel = await conn.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        q = await (channel.declare_queue(queue, durable=True) if declare else channel.get_queue(queue))
+        q = await (channel.declare_queue(queue, durable=True) if declare
+                   else channel.get_queue(queue, ensure=True))
         pending: Dict[int, Any] = {}
 
         async def on_message(m: Any) -> None:
             pending[m.delivery_tag] = m
-            _core.send(stage, ("$amqp", m.body, m.delivery_tag, bool(m.redelivered)))
+            _core.send(stage, ("$amqp", m.body, m.delivery_tag, bool(m.redelivered), m.routing_key))
 
         tag = await q.consume(on_message)
         while True:
             msg = await _core.receive()
-            if msg == "$amqp_cancel":
-                await q.cancel(tag)
-                _core.send(stage, "$amqp_cancelled")
-            elif type(msg) is tuple and msg[0] == "$amqp_ack":
+            if type(msg) is not tuple or not msg:
+                continue
+            op = msg[0]
+            if op == "$amqp_ack":
                 for t in msg[1]:
                     m = pending.pop(t, None)
                     if m is not None:
@@ -822,60 +851,84 @@ async def _amqp_pump(stage: Pid, url: str, queue: str, prefetch: int, declare: b
                     m = pending.pop(t, None)
                     if m is not None:
                         await m.reject(requeue=requeue)
-            elif msg == "$amqp_close" or (type(msg) is tuple and msg[0] == "EXIT" and msg[1] == stage):
+            elif op == "$amqp_cancel":
+                await q.cancel(tag)
+                _core.send(stage, ("$amqp_cancelled",))
+            elif op == "$amqp_close":
+                return
+            elif op == "$amqp_lost":
+                raise _core.Exit(("amqp_connection_lost", msg[1]))
+            elif op == "EXIT" and msg[1] == stage:
                 return
     finally:
-        await conn.close()
+        if not conn.is_closed:
+            conn.close_callbacks.discard(lost)
+            await conn.close()
 
 
 class RabbitMQProducer(GenStage):
-    """Consumes a RabbitMQ queue through aio-pika (``pip install aio-pika``). Options:
-    ``url`` (``amqp://guest:guest@localhost/``), ``queue`` (required), ``prefetch_count``
-    (50: at most that many unacknowledged messages are out), ``declare`` (True: declare
-    the queue durable), ``on_failure`` (``"reject_and_requeue"``, Broadway's default, or
-    ``"reject"``). Successful messages are acked, failed ones rejected; messages the
-    pipeline never acknowledged (a crash) are redelivered by the broker once the
-    connection closes. ``metadata``: delivery_tag, redelivered."""
+    """Consumes a RabbitMQ queue through aio-pika (``pip install aio-pika``), as
+    BroadwayRabbitMQ does. Options: ``url`` (``amqp://guest:guest@localhost/``), ``queue``
+    (required), ``prefetch_count`` (50: the broker never has more than that many
+    unacknowledged messages out, which bounds the producer's buffer: that is the
+    back-pressure), ``declare`` (True: declare the queue durable; False: it must exist),
+    ``on_failure`` (``"reject_and_requeue"``, Broadway's default, or ``"reject"``).
+
+    Successful messages are acked, failed ones rejected (requeued by default: they come
+    back with ``metadata["redelivered"]`` true). On ``Pipeline.stop`` the consumer is
+    cancelled first, every message already received is handled and acknowledged, then
+    the connection closes; the broker requeues what was never acknowledged (a crashed
+    stage's messages), so nothing acknowledged is lost and a message is handled twice only
+    if its ack was lost. If the connection is lost the producer stops with
+    ``("amqp_connection_lost", why)`` and its supervisor restarts it (a new connection).
+    ``metadata``: delivery_tag, redelivered, routing_key.
+
+    >>> pid = await MyPipeline.start_link(
+    ...     producer={"module": (RabbitMQProducer, {"queue": "events", "url": url})},
+    ...     processors={"default": {"concurrency": 2}})
+    """
 
     def init(self, opts: Any) -> Any:
         opts = dict(opts or {})
         queue = opts.pop("queue", None)
-        if not queue:
-            raise PipelineError("RabbitMQProducer needs queue=")
+        if not queue or not isinstance(queue, str):
+            raise PipelineError("RabbitMQProducer needs queue= (a queue name), got %r" % (queue,))
         url = opts.pop("url", "amqp://guest:guest@localhost/")
         prefetch = opts.pop("prefetch_count", 50)
+        if type(prefetch) is not int or prefetch <= 0:
+            raise PipelineError("RabbitMQProducer prefetch_count must be an int > 0, got %r" % (prefetch,))
         declare = opts.pop("declare", True)
         on_failure = opts.pop("on_failure", "reject_and_requeue")
         if on_failure not in ("reject", "reject_and_requeue"):
             raise PipelineError("on_failure must be 'reject' or 'reject_and_requeue', got %r" % (on_failure,))
         if opts:
             raise PipelineError("unknown RabbitMQProducer options %r" % (sorted(opts),))
-        self.queue: Deque[Message] = deque()
-        self.demand = 0
-        self.pump = _core.spawn_link(_amqp_pump, _core.self(), url, queue, prefetch, declare,
+        self.pump = _core.spawn_link(_amqp_pump, _core.self(), url, queue, prefetch, bool(declare),
                                      on_failure == "reject_and_requeue")
-        return ("producer", None)
-
-    def _take(self) -> List[Message]:
-        k = min(self.demand, len(self.queue))
-        self.demand -= k
-        return [self.queue.popleft() for _ in range(k)]
+        # received messages go out at once; those without demand wait in the stage's
+        # buffer (at most prefetch_count of them), which a drain empties before it stops
+        return ("producer", None, {"buffer_size": "infinity"})
 
     def handle_demand(self, demand: int, state: Any) -> Any:
-        self.demand += demand
-        return ("noreply", self._take(), state)
-
-    def handle_info(self, msg: Any, state: Any) -> Any:
-        if type(msg) is tuple and len(msg) == 4 and msg[0] == "$amqp":
-            self.queue.append(Message(msg[1], {"delivery_tag": msg[2], "redelivered": msg[3]},
-                                      (_AMQP_ACK, self.pump, None)))
-            return ("noreply", self._take(), state)
         return ("noreply", [], state)
 
+    def handle_info(self, msg: Any, state: Any) -> Any:
+        if type(msg) is tuple and len(msg) == 5 and msg[0] == "$amqp":
+            meta = {"delivery_tag": msg[2], "redelivered": msg[3], "routing_key": msg[4]}
+            return ("noreply", [Message(msg[1], meta, (_AMQP_ACK, self.pump, None))], state)
+        if type(msg) is tuple and len(msg) == 3 and msg[0] == "EXIT" and msg[1] == self.pump:
+            return ("stop", msg[2] if msg[2] != "normal" else ("amqp_pump_exited", "normal"), state)
+        return ("noreply", [], state)
+
+    def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
+        if req == "pump":
+            return ("reply", self.pump, [], state)
+        return ("reply", ("error", "unknown_request"), [], state)
+
     def prepare_for_draining(self, state: Any) -> Any:
-        _core.send(self.pump, "$amqp_cancel")
+        _core.send(self.pump, ("$amqp_cancel",))
         return ("noreply", [], state)
 
     def terminate(self, reason: Any, state: Any) -> Any:
-        _core.send(self.pump, "$amqp_close")
+        _core.send(self.pump, ("$amqp_close",))
         return "ok"
