@@ -605,6 +605,7 @@ def _node_detach():
     if s.timer_handle is not None:
         s.timer_handle.cancel()
     s.closed = True
+    s.drain_thread_calls()      # calls queued by other threads too late: they fail now
     _sched = None
     _dist_channels.clear()      # a channel never outlives its node's scheduler
 

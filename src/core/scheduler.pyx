@@ -15,6 +15,10 @@
 #  - Each turn runs at most TURN_LIMIT message dispatches, each process at most BUDGET per
 #    visit, then the loop gets control back for I/O: many messages per loop turn, fairly.
 #  - `_current` is the process whose code is running (None outside the runtime).
+#  - Blocking calls from other OS threads arrive on `tq`, a second lock-free MPSC (of
+#    _ThreadCall), and share `wake_pending`: a thread posts a turn only when it flips it
+#    0 -> 1, so a burst of calls costs one wake-up and a busy loop (a turn posted or
+#    running) none. Every turn drains `tq` first and re-checks it when it clears the flag.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
@@ -56,6 +60,7 @@ cdef inline object _suspended():
 @cython.final
 cdef class Scheduler:
     cdef pyotp_mpsc rq
+    cdef pyotp_mpsc tq         # _ThreadCall requests from other OS threads
     cdef long wake_pending
     cdef readonly object loop
     cdef unsigned long loop_tid
@@ -77,6 +82,7 @@ cdef class Scheduler:
 
     def __cinit__(self, loop):
         pyotp_mpsc_init(&self.rq)
+        pyotp_mpsc_init(&self.tq)
         self.wake_pending = 0
         self.loop = loop
         self.loop_tid = pyotp_thread_id()
@@ -153,6 +159,8 @@ cdef class Scheduler:
         cdef Process p
         cdef Py_ssize_t n = 0
         cdef int r
+        if pyotp_mpsc_nonempty(&self.tq):
+            self.drain_thread_calls()
         while n < TURN_LIMIT:
             r = pyotp_mpsc_pop(&self.rq, &node)
             if r != PYOTP_Q_ITEM:
@@ -163,9 +171,31 @@ cdef class Scheduler:
             n += self.run_process(p)
         self.dispatched += n
         pyotp_store_int(&self.wake_pending, 0)
-        if pyotp_mpsc_nonempty(&self.rq) and pyotp_cas_int(&self.wake_pending, 0, 1):
+        if (pyotp_mpsc_nonempty(&self.rq) or pyotp_mpsc_nonempty(&self.tq)) and \
+                pyotp_cas_int(&self.wake_pending, 0, 1):
             self.post()
         self.arm_timer()
+
+    cdef void drain_thread_calls(self) except *:
+        """Start every queued call from another thread (their servers then run in this
+        same turn). A popped request owns the queue's reference."""
+        cdef pyotp_qnode* node
+        cdef _ThreadCall tc
+        while pyotp_mpsc_pop(&self.tq, &node) == PYOTP_Q_ITEM:
+            tc = <_ThreadCall>(<RqNode*>node).owner
+            Py_DECREF(tc)
+            if self.closed:
+                tc.waiter.fail(RuntimeError("the pyotp node has stopped"))
+            else:
+                _thread_call_begin(tc)
+
+    cdef void push_thread_call(self, _ThreadCall tc) noexcept:
+        """Any thread: queue tc; post a turn only if none is posted or running."""
+        tc.node.owner = <PyObject*>tc
+        Py_INCREF(tc)
+        pyotp_mpsc_push(&self.tq, <pyotp_qnode*>&tc.node)
+        if pyotp_cas_int(&self.wake_pending, 0, 1):
+            self.post()
 
     cdef Py_ssize_t run_process(self, Process p) except -1:
         global _current
@@ -607,6 +637,12 @@ from _thread import allocate_lock as _new_lock
 
 
 cdef class _ThreadWaiter:
+    # One per calling thread, reused call after call (see _thread_call): `lock` is held
+    # while no answer is there; the answer releases it. A wait that gives up retires the
+    # waiter so a late answer cannot release the thread's next call.
+    # (Spinning on a flag before sleeping was measured and did not pay: the answering
+    # loop thread holds the GIL until it goes back to its poll, so the caller waits for
+    # the GIL either way.)
     cdef object lock
     cdef public object value
     cdef public object exc
@@ -615,12 +651,34 @@ cdef class _ThreadWaiter:
         self.lock = _new_lock()
         self.lock.acquire()
 
+    cdef void answer(self, object value, object exc) except *:
+        self.value = value
+        self.exc = exc
+        self.lock.release()
+
+    cdef void fail(self, object exc) except *:
+        self.answer(None, exc)
+
     def wait(self, timeout):
-        if not self.lock.acquire(timeout=timeout):
+        if not self.lock.acquire(True, -1 if timeout is None else timeout):
             raise Exit("timeout")
-        if self.exc is not None:
-            raise self.exc
-        return self.value
+        cdef object exc = self.exc
+        cdef object value = self.value
+        self.exc = None
+        self.value = None            # the lock is held again: ready for the next call
+        if exc is not None:
+            raise exc
+        return value
+
+
+@cython.final
+cdef class _ThreadCall:
+    """A blocking call from another OS thread, queued on Scheduler.tq."""
+    cdef RqNode node
+    cdef object server
+    cdef object request
+    cdef object timeout
+    cdef _ThreadWaiter waiter
 
 
 cdef void _external_resolve(Process p) except *:
@@ -635,9 +693,7 @@ cdef void _external_resolve(Process p) except *:
     if w is None:
         return
     if type(w) is _ThreadWaiter:
-        (<_ThreadWaiter>w).value = value
-        (<_ThreadWaiter>w).exc = exc
-        (<_ThreadWaiter>w).lock.release()
+        (<_ThreadWaiter>w).answer(value, exc)
     elif not w.done():
         if exc is not None:
             w.set_exception(exc)
