@@ -22,6 +22,15 @@
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
+import asyncio.tasks as _aio_tasks
+
+# asyncio's table of current tasks (loop -> task), when it is the plain dict that the C
+# _enter_task/_leave_task maintain (CPython 3.7-3.13): _resume then sets and clears the
+# entry itself, saving two calls per resume on the ring's hot path. Elsewhere (a future
+# CPython keeping it per thread) the functions are called.
+cdef object _cur_tasks_obj = getattr(_aio_tasks, "_current_tasks", None)
+cdef dict _cur_tasks = _cur_tasks_obj if type(_cur_tasks_obj) is dict and \
+    type(_enter_task).__name__ == "builtin_function_or_method" else None
 
 DEF BUDGET = 256
 DEF TURN_LIMIT = 30000
@@ -565,7 +574,12 @@ cdef void _resume(Process p, object value, object exc) except *:
         p.must_cancel = False
         exc = _asyncio.CancelledError()
     # the process is asyncio's current task while its coroutine runs (see Process.cancel)
-    _enter_task(loop, p)
+    cdef dict tasks = _cur_tasks
+    if tasks is not None and loop not in tasks:
+        tasks[loop] = p
+    else:
+        tasks = None
+        _enter_task(loop, p)
     try:
         if exc is None:
             status = PyIter_Send(coro, value, &res)
@@ -579,13 +593,19 @@ cdef void _resume(Process p, object value, object exc) except *:
                 y = si.value
                 status = PYGEN_RETURN
     except BaseException as e:
-        _leave_task(loop, p)
+        if tasks is not None:
+            tasks.pop(loop, None)
+        else:
+            _leave_task(loop, p)
         p.coro = None
         if isinstance(e, _FATAL):
             raise
         _coro_failed(p, e)
         return
-    _leave_task(loop, p)
+    if tasks is not None:
+        tasks.pop(loop, None)
+    else:
+        _leave_task(loop, p)
     if status == PYGEN_NEXT:
         if y is _TOKEN:
             return
