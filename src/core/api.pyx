@@ -171,7 +171,7 @@ def receive(match=None, timeout=None):
         p.timer = _sched.start_timer(TK_WAKE, timeout, None, None, p)
     p.wait = W_RECEIVE
     p.match = match
-    return _suspended()
+    return _suspended_in(p)
 
 
 def sleep(seconds):

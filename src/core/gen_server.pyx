@@ -449,7 +449,7 @@ def call(server, request, timeout=5.0):
         if p.sync_cb:
             _caller_for_wait("GenServer.call()")
         _begin_call(p, server, request, timeout)
-        return _suspended()
+        return _suspended_in(p)
     return _external_call(server, request, timeout)
 
 

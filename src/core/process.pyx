@@ -80,6 +80,7 @@ cdef class Process:
     cdef uint64_t handled
     cdef object name
     cdef object coro                # coroutine being driven (spawn body or async callback)
+    cdef object susp                # the reusable awaitable of a waiting receive (suspend.h)
     cdef object match               # W_RECEIVE predicate (None: any)
     cdef Reference wait_ref         # W_REPLY: the awaited tag
     cdef Process wait_target        # W_REPLY: who holds the call monitor (to drop it)

@@ -43,6 +43,7 @@ cdef tuple _FATAL = (KeyboardInterrupt, SystemExit)
 cdef Scheduler _sched = None
 cdef Process _current = None
 cdef object _TOKEN = object()
+pyotp_susp_ready()
 
 # Real Python generators (not Cython ones): `await` on them goes through CPython's fast
 # generator-delegation path and their return needs no StopIteration object.
@@ -56,14 +57,26 @@ def _suspend(token):
 def _ready(value):
     return value
     yield
+@types.coroutine
+def _drive(awaitable):
+    return (yield from awaitable)
 ''', "<pyotp._core>", "exec"), _gens)
 cdef object _suspend = _gens["_suspend"]
 cdef object _ready = _gens["_ready"]
+cdef object _drive = _gens["_drive"]
 del _gens
 
 
 cdef inline object _suspended():
     return _suspend(_TOKEN)
+
+
+cdef inline object _suspended_in(Process p):
+    """As _suspended(), for the process p itself awaiting: its reusable awaitable
+    (suspend.h), no allocation per wait."""
+    if p.susp is None:
+        p.susp = pyotp_susp_new(_TOKEN)
+    return pyotp_susp_arm(p.susp)
 
 
 @cython.final
@@ -539,6 +552,8 @@ cdef void _coro_start(Process p) except *:
             raise
         _coro_failed(p, e)
         return
+    if pyotp_susp_check(r):
+        r = _drive(r)       # the body was receive() itself: a coroutine to drive it
     if hasattr(r, "send") and hasattr(r, "throw"):
         p.coro = r
         _resume(p, None, None)
