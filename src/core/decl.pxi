@@ -35,6 +35,7 @@ cdef extern from "suspend.h":
     object pyotp_susp_new(object token)
     object pyotp_susp_arm(object s)
     bint pyotp_susp_check(object o)
+    int PYOTP_SUSP_FAST
 
 cdef extern from "Python.h":
     ctypedef enum PySendResult:

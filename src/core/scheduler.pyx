@@ -74,6 +74,8 @@ cdef inline object _suspended():
 cdef inline object _suspended_in(Process p):
     """As _suspended(), for the process p itself awaiting: its reusable awaitable
     (suspend.h), no allocation per wait."""
+    if not PYOTP_SUSP_FAST:
+        return _suspend(_TOKEN)
     if p.susp is None:
         p.susp = pyotp_susp_new(_TOKEN)
     return pyotp_susp_arm(p.susp)

@@ -15,6 +15,14 @@
 #define PYOTP_SUSPEND_H
 #include <Python.h>
 
+/* 3.10 and 3.11 resume an awaited iterator through am_send (PyIter_Send); 3.12+ call its
+ * .send() method, slower than a generator: there receive() keeps the generator. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define PYOTP_SUSP_FAST 0
+#else
+#define PYOTP_SUSP_FAST 1
+#endif
+
 typedef struct {
     PyObject_HEAD
     PyObject *token;      /* what the first send yields (borrowed from the module: lives as long) */
@@ -40,10 +48,12 @@ static PyObject *pyotp_susp_await(PyObject *self) {
     return self;
 }
 
-/* The iterator protocol too (a send of None from a plain `next`), for completeness. */
-static PyObject *pyotp_susp_next(PyObject *self) {
+/* .send(value): what CPython calls instead of am_send when a tracer is set (3.10, 3.11)
+ * and always from 3.12 on (where the fast path is therefore not used, see
+ * PYOTP_SUSP_FAST). */
+static PyObject *pyotp_susp_send_meth(PyObject *self, PyObject *arg) {
     PyObject *res = NULL;
-    PySendResult r = pyotp_susp_send(self, Py_None, &res);
+    PySendResult r = pyotp_susp_send(self, arg, &res);
     if (r == PYGEN_NEXT)
         return res;
     {
@@ -56,6 +66,15 @@ static PyObject *pyotp_susp_next(PyObject *self) {
     }
     return NULL;
 }
+
+static PyObject *pyotp_susp_next(PyObject *self) {
+    return pyotp_susp_send_meth(self, Py_None);
+}
+
+static PyMethodDef pyotp_susp_methods[] = {
+    {"send", (PyCFunction)pyotp_susp_send_meth, METH_O, NULL},
+    {NULL, NULL, 0, NULL}
+};
 
 static PyAsyncMethods pyotp_susp_async = {
     pyotp_susp_await,   /* am_await */
@@ -75,6 +94,7 @@ static int pyotp_susp_ready(void) {
     pyotp_susp_type.tp_as_async = &pyotp_susp_async;
     pyotp_susp_type.tp_iter = PyObject_SelfIter;
     pyotp_susp_type.tp_iternext = pyotp_susp_next;
+    pyotp_susp_type.tp_methods = pyotp_susp_methods;
     pyotp_susp_type.tp_dealloc = (destructor)PyObject_Free;
     pyotp_susp_type.tp_doc = "The awaitable of a waiting receive() (internal).";
     return PyType_Ready(&pyotp_susp_type);
