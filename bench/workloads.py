@@ -492,15 +492,34 @@ class PyotpThreadCall(Bench):
         self.extra["loop"] = loop_name(self.node._loop)
         self.pid = self.node.call_in_loop(PCounter.start, 0)
 
+    threads = 1      # bench/test_bench_threads.py also runs it with several calling threads
+
     def run(self) -> None:
-        call, pid = self.node.call, self.pid
-        pongs = 0
-        for _ in range(self.n):
-            if call(pid, "ping") == "pong":
-                pongs += 1
-        served = call(pid, "take")
+        if self.threads == 1:
+            pongs = self._calls(self.n)
+        else:
+            share = [self.n // self.threads + (i < self.n % self.threads) for i in range(self.threads)]
+            got: List[int] = [0] * self.threads
+
+            def worker(i: int) -> None:
+                got[i] = self._calls(share[i])
+            ts = [threading.Thread(target=worker, args=(i,)) for i in range(self.threads)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            pongs = sum(got)
+        served = self.node.call(self.pid, "take")
         check(pongs == self.n and served == self.n,
               "thread_call: %d pongs, server counted %r, expected %d" % (pongs, served, self.n))
+
+    def _calls(self, n: int) -> int:
+        call, pid = self.node.call, self.pid
+        pongs = 0
+        for _ in range(n):
+            if call(pid, "ping") == "pong":
+                pongs += 1
+        return pongs
 
     def teardown(self) -> None:
         self.node.stop()

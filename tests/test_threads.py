@@ -101,3 +101,53 @@ def test_call_from_another_thread_times_out_with_exit():
         assert e.value.reason[0] == "timeout"
     finally:
         node.stop()
+
+
+class Echo(GenServer):
+    def init(self, _):
+        return ("ok", 0)
+
+    def handle_call(self, req, from_, n):
+        return ("reply", req, n + 1)
+
+
+def test_four_threads_burst_of_blocking_calls_each_gets_its_own_answer():
+    """Calls from several threads share one queue and one wake-up per burst (issue 15):
+    every call must still get its own answer, in order per thread, and an error answer
+    must not leak into the thread's next call."""
+    node = pyotp.Runtime.start_thread()
+    try:
+        pid = node.call_in_loop(Echo.start, None)
+        T, N = 4, 2000
+        got = {}
+        barrier = threading.Barrier(T)
+
+        def caller(t):
+            barrier.wait()
+            out = []
+            for i in range(N):
+                if i == N // 2:
+                    with pytest.raises(Exit):
+                        node.call("no_such_server", "x")     # noproc, answered by the loop
+                    continue
+                out.append(node.call(pid, (t, i)))
+            got[t] = out
+
+        threads = [threading.Thread(target=caller, args=(t,)) for t in range(T)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for t in range(T):
+            assert got[t] == [(t, i) for i in range(N) if i != N // 2]
+    finally:
+        node.stop()
+
+
+def test_blocking_call_after_the_node_stopped_raises():
+    node = pyotp.Runtime.start_thread()
+    pid = node.call_in_loop(Echo.start, None)
+    assert node.call(pid, "x") == "x"
+    node.stop()
+    with pytest.raises(RuntimeError):
+        node.call(pid, "x")

@@ -39,7 +39,8 @@ def flatten() -> Path:
             parts.append((SRC / m.group(1)).read_text())
         else:
             parts.append(line)
-    shutil.copy(SRC / "core" / "platform.h", OUT / "platform.h")
+    for header in (SRC / "core").glob("*.h"):
+        shutil.copy(header, OUT / header.name)
     target = OUT / "core.pyx"
     target.write_text("".join(parts))
     return target

@@ -175,7 +175,7 @@ def receive(match=None, timeout=None):
         p.timer = _sched.start_timer(TK_WAKE, timeout, None, None, p)
     p.wait = W_RECEIVE
     p.match = match
-    return _suspended()
+    return _suspended_in(p)
 
 
 def sleep(seconds):
@@ -611,6 +611,7 @@ def _node_detach():
     if s.timer_handle is not None:
         s.timer_handle.cancel()
     s.closed = True
+    s.drain_thread_calls()      # calls queued by other threads too late: they fail now
     _sched = None
     _dist_forget_channels()     # a channel never outlives its node's scheduler
 

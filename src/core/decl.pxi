@@ -30,6 +30,13 @@ cdef extern from "platform.h":
     int pyotp_spin_readable(int fd, double max_us) nogil
     long pyotp_recv_nb(int fd, char* buf, size_t n) nogil
 
+cdef extern from "suspend.h":
+    int pyotp_susp_ready() except -1
+    object pyotp_susp_new(object token)
+    object pyotp_susp_arm(object s)
+    bint pyotp_susp_check(object o)
+    int PYOTP_SUSP_FAST
+
 cdef extern from "Python.h":
     ctypedef enum PySendResult:
         PYGEN_RETURN

@@ -519,7 +519,7 @@ def call(server, request, timeout=5.0):
         if p.sync_cb:
             _caller_for_wait("GenServer.call()")
         _begin_call(p, server, request, timeout)
-        return _suspended()
+        return _suspended_in(p)
     return _external_call(server, request, timeout)
 
 
@@ -538,32 +538,54 @@ cdef object _external_call(object server, object request, object timeout):
     return fut
 
 
-def _thread_call_start(server, request, timeout, _ThreadWaiter waiter not None):
-    """Runs on the loop thread for a blocking call made from another thread."""
-    _on_loop_thread(_need_sched(), "_thread_call_start")
+cdef void _thread_call_begin(_ThreadCall tc) except *:
+    """On the loop thread (a scheduler turn): start a call queued by another thread."""
+    cdef _ThreadWaiter waiter = tc.waiter
     cdef Process proxy = _external_caller(waiter)
     try:
-        _begin_call(proxy, server, request, timeout)
+        _begin_call(proxy, tc.server, tc.request, tc.timeout)
     except BaseException as e:
-        waiter.exc = e
         _external_discard(proxy)
-        waiter.lock.release()
-        return
-    # run the server now rather than in a later loop iteration: the blocked thread is
-    # waiting on this turn (the turn posted by the delivery then finds nothing to do)
-    _sched.run_turn()
+        if isinstance(e, _FATAL):
+            raise
+        waiter.fail(e)
+
+
+import threading as _threading
+_thread_waiters = _threading.local()
 
 
 def _thread_call(server, request, timeout=5.0):
-    """Blocking GenServer.call from a thread that is not the node's loop thread."""
+    """Blocking GenServer.call from a thread that is not the node's loop thread.
+
+    The request goes on the scheduler's lock-free thread queue; the thread then sleeps on
+    its own reusable lock until the loop answers."""
     cdef Scheduler s = _need_sched()
     if pyotp_thread_id() == s.loop_tid:
         raise RuntimeError("a blocking GenServer call on the node's own loop thread would "
                            "deadlock: await GenServer.call(...) instead")
+    if s.closed or s.loop.is_closed():
+        raise RuntimeError("the pyotp node has stopped")
     _timeout_arg(timeout, "call")
-    cdef _ThreadWaiter w = _ThreadWaiter()
-    s.loop.call_soon_threadsafe(_thread_call_start, server, request, timeout, w)
-    return w.wait(None if timeout is None or timeout == "infinity" else timeout + 5.0)
+    cdef _ThreadWaiter w
+    try:
+        w = _thread_waiters.w
+    except AttributeError:
+        w = _thread_waiters.w = _ThreadWaiter()
+    cdef object wait_for = None if timeout is None or timeout == "infinity" else timeout + 5.0
+    cdef _ThreadCall tc = _ThreadCall.__new__(_ThreadCall)
+    tc.server = server
+    tc.request = request
+    tc.timeout = timeout
+    tc.waiter = w
+    s.push_thread_call(tc)
+    try:
+        return w.wait(wait_for)
+    except BaseException:
+        # the wait gave up (or was interrupted) before the answer, or the answer is an
+        # error: either way retire w, whose lock a late answer may still release
+        _thread_waiters.w = _ThreadWaiter()
+        raise
 
 
 def _sys_request(server, request, timeout=5.0):

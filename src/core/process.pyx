@@ -82,6 +82,7 @@ cdef class Process:
     cdef uint64_t reductions        # callbacks run + coroutine resumptions (BEAM's reductions: work done)
     cdef object name
     cdef object coro                # coroutine being driven (spawn body or async callback)
+    cdef object susp                # the reusable awaitable of a waiting receive (suspend.h)
     cdef object match               # W_RECEIVE predicate (None: any)
     cdef Reference wait_ref         # W_REPLY: the awaited tag
     cdef Process wait_target        # W_REPLY: who holds the call monitor (to drop it)

@@ -18,9 +18,22 @@
 #    that each carry a big batch (GenStage events) would otherwise hold the loop, its
 #    timers and its sockets for seconds within one count.
 #  - `_current` is the process whose code is running (None outside the runtime).
+#  - Blocking calls from other OS threads arrive on `tq`, a second lock-free MPSC (of
+#    _ThreadCall), and share `wake_pending`: a thread posts a turn only when it flips it
+#    0 -> 1, so a burst of calls costs one wake-up and a busy loop (a turn posted or
+#    running) none. Every turn drains `tq` first and re-checks it when it clears the flag.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
+import asyncio.tasks as _aio_tasks
+
+# asyncio's table of current tasks (loop -> task), when it is the plain dict that the C
+# _enter_task/_leave_task maintain (CPython 3.7-3.13): _resume then sets and clears the
+# entry itself, saving two calls per resume on the ring's hot path. Elsewhere (a future
+# CPython keeping it per thread) the functions are called.
+cdef object _cur_tasks_obj = getattr(_aio_tasks, "_current_tasks", None)
+cdef dict _cur_tasks = _cur_tasks_obj if type(_cur_tasks_obj) is dict and \
+    type(_enter_task).__name__ == "builtin_function_or_method" else None
 
 DEF BUDGET = 256
 DEF TURN_LIMIT = 30000
@@ -34,6 +47,7 @@ cdef tuple _FATAL = (KeyboardInterrupt, SystemExit)
 cdef Scheduler _sched = None
 cdef Process _current = None
 cdef object _TOKEN = object()
+pyotp_susp_ready()
 
 # Real Python generators (not Cython ones): `await` on them goes through CPython's fast
 # generator-delegation path and their return needs no StopIteration object.
@@ -47,9 +61,13 @@ def _suspend(token):
 def _ready(value):
     return value
     yield
+@types.coroutine
+def _drive(awaitable):
+    return (yield from awaitable)
 ''', "<pyotp._core>", "exec"), _gens)
 cdef object _suspend = _gens["_suspend"]
 cdef object _ready = _gens["_ready"]
+cdef object _drive = _gens["_drive"]
 del _gens
 
 
@@ -57,9 +75,20 @@ cdef inline object _suspended():
     return _suspend(_TOKEN)
 
 
+cdef inline object _suspended_in(Process p):
+    """As _suspended(), for the process p itself awaiting: its reusable awaitable
+    (suspend.h), no allocation per wait."""
+    if not PYOTP_SUSP_FAST:
+        return _suspend(_TOKEN)
+    if p.susp is None:
+        p.susp = pyotp_susp_new(_TOKEN)
+    return pyotp_susp_arm(p.susp)
+
+
 @cython.final
 cdef class Scheduler:
     cdef pyotp_mpsc rq
+    cdef pyotp_mpsc tq         # _ThreadCall requests from other OS threads
     cdef long wake_pending
     cdef readonly object loop
     cdef unsigned long loop_tid
@@ -81,6 +110,7 @@ cdef class Scheduler:
 
     def __cinit__(self, loop):
         pyotp_mpsc_init(&self.rq)
+        pyotp_mpsc_init(&self.tq)
         self.wake_pending = 0
         self.loop = loop
         self.loop_tid = pyotp_thread_id()
@@ -160,6 +190,8 @@ cdef class Scheduler:
         cdef double until = pyotp_monotonic_ms() + TURN_MS
         cdef unsigned int visits = 0
         cdef Py_ssize_t checked = 0
+        if pyotp_mpsc_nonempty(&self.tq):
+            self.drain_thread_calls()
         while n < TURN_LIMIT:
             r = pyotp_mpsc_pop(&self.rq, &node)
             if r != PYOTP_Q_ITEM:
@@ -177,9 +209,31 @@ cdef class Scheduler:
                     break
         self.dispatched += n
         pyotp_store_int(&self.wake_pending, 0)
-        if pyotp_mpsc_nonempty(&self.rq) and pyotp_cas_int(&self.wake_pending, 0, 1):
+        if (pyotp_mpsc_nonempty(&self.rq) or pyotp_mpsc_nonempty(&self.tq)) and \
+                pyotp_cas_int(&self.wake_pending, 0, 1):
             self.post()
         self.arm_timer()
+
+    cdef void drain_thread_calls(self) except *:
+        """Start every queued call from another thread (their servers then run in this
+        same turn). A popped request owns the queue's reference."""
+        cdef pyotp_qnode* node
+        cdef _ThreadCall tc
+        while pyotp_mpsc_pop(&self.tq, &node) == PYOTP_Q_ITEM:
+            tc = <_ThreadCall>(<RqNode*>node).owner
+            Py_DECREF(tc)
+            if self.closed:
+                tc.waiter.fail(RuntimeError("the pyotp node has stopped"))
+            else:
+                _thread_call_begin(tc)
+
+    cdef void push_thread_call(self, _ThreadCall tc) noexcept:
+        """Any thread: queue tc; post a turn only if none is posted or running."""
+        tc.node.owner = <PyObject*>tc
+        Py_INCREF(tc)
+        pyotp_mpsc_push(&self.tq, <pyotp_qnode*>&tc.node)
+        if pyotp_cas_int(&self.wake_pending, 0, 1):
+            self.post()
 
     cdef Py_ssize_t run_process(self, Process p) except -1:
         global _current
@@ -516,6 +570,8 @@ cdef void _coro_start(Process p) except *:
             raise
         _coro_failed(p, e)
         return
+    if pyotp_susp_check(r):
+        r = _drive(r)       # the body was receive() itself: a coroutine to drive it
     if hasattr(r, "send") and hasattr(r, "throw"):
         p.coro = r
         _resume(p, None, None)
@@ -552,7 +608,12 @@ cdef void _resume(Process p, object value, object exc) except *:
         p.must_cancel = False
         exc = _asyncio.CancelledError()
     # the process is asyncio's current task while its coroutine runs (see Process.cancel)
-    _enter_task(loop, p)
+    cdef dict tasks = _cur_tasks
+    if tasks is not None and loop not in tasks:
+        tasks[loop] = p
+    else:
+        tasks = None
+        _enter_task(loop, p)
     try:
         if exc is None:
             status = PyIter_Send(coro, value, &res)
@@ -566,13 +627,19 @@ cdef void _resume(Process p, object value, object exc) except *:
                 y = si.value
                 status = PYGEN_RETURN
     except BaseException as e:
-        _leave_task(loop, p)
+        if tasks is not None:
+            tasks.pop(loop, None)
+        else:
+            _leave_task(loop, p)
         p.coro = None
         if isinstance(e, _FATAL):
             raise
         _coro_failed(p, e)
         return
-    _leave_task(loop, p)
+    if tasks is not None:
+        tasks.pop(loop, None)
+    else:
+        _leave_task(loop, p)
     if status == PYGEN_NEXT:
         if y is _TOKEN:
             return
@@ -624,6 +691,12 @@ from _thread import allocate_lock as _new_lock
 
 
 cdef class _ThreadWaiter:
+    # One per calling thread, reused call after call (see _thread_call): `lock` is held
+    # while no answer is there; the answer releases it. A wait that gives up retires the
+    # waiter so a late answer cannot release the thread's next call.
+    # (Spinning on a flag before sleeping was measured and did not pay: the answering
+    # loop thread holds the GIL until it goes back to its poll, so the caller waits for
+    # the GIL either way.)
     cdef object lock
     cdef public object value
     cdef public object exc
@@ -632,13 +705,35 @@ cdef class _ThreadWaiter:
         self.lock = _new_lock()
         self.lock.acquire()
 
+    cdef void answer(self, object value, object exc) except *:
+        self.value = value
+        self.exc = exc
+        self.lock.release()
+
+    cdef void fail(self, object exc) except *:
+        self.answer(None, exc)
+
     def wait(self, timeout):
         # None: wait without limit (Lock.acquire spells that -1)
-        if not self.lock.acquire(timeout=-1 if timeout is None else timeout):
+        if not self.lock.acquire(True, -1 if timeout is None else timeout):
             raise Exit("timeout")
-        if self.exc is not None:
-            raise self.exc
-        return self.value
+        cdef object exc = self.exc
+        cdef object value = self.value
+        self.exc = None
+        self.value = None            # the lock is held again: ready for the next call
+        if exc is not None:
+            raise exc
+        return value
+
+
+@cython.final
+cdef class _ThreadCall:
+    """A blocking call from another OS thread, queued on Scheduler.tq."""
+    cdef RqNode node
+    cdef object server
+    cdef object request
+    cdef object timeout
+    cdef _ThreadWaiter waiter
 
 
 cdef void _external_resolve(Process p) except *:
@@ -653,9 +748,7 @@ cdef void _external_resolve(Process p) except *:
     if w is None:
         return
     if type(w) is _ThreadWaiter:
-        (<_ThreadWaiter>w).value = value
-        (<_ThreadWaiter>w).exc = exc
-        (<_ThreadWaiter>w).lock.release()
+        (<_ThreadWaiter>w).answer(value, exc)
     elif not w.done():
         if exc is not None:
             w.set_exception(exc)
