@@ -14,6 +14,7 @@
 - core/etf.pyx       the External Term Format codec
 - core/wait_policy.pyx how long a thread may spin before it sleeps (busy wait)
 - core/dist_channel.pyx the per-message data path of a distribution connection
+- core/resp.pyx      the Redis protocol (RESP2/RESP3) parser and encoder (pyotp.resp)
 """
 include "core/decl.pxi"
 include "core/terms.pyx"
@@ -28,3 +29,4 @@ include "core/dist_entry.pyx"
 include "core/etf.pyx"
 include "core/wait_policy.pyx"
 include "core/dist_channel.pyx"
+include "core/resp.pyx"
