@@ -270,7 +270,7 @@ def c_quit(conn: Any, a: List[bytes]) -> Any:
 def c_select(conn: Any, a: List[bytes]) -> Any:
     n = parse_int(a[1])
     if n is None:
-        return ErrorReply("ERR value is out of range, must be positive")
+        return E_INT
     return "OK" if n == 0 else ErrorReply("ERR DB index is out of range")
 
 

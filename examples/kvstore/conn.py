@@ -133,11 +133,14 @@ class Conn(GenServer):
             p.inflight -= 1
             try:
                 cmds = self.parser.feed(msg)
-            except ProtocolError as e:
-                self._run_all([])
-                self.out += b"-ERR %s\r\n" % str(e).encode()
-                return self._close("normal")
+            except ProtocolError:
+                cmds = []
             self._run_all(cmds)
+            if self.parser.error is not None:
+                # Redis answers what came before the violation, then the error, then closes
+                self.slots.append(_ready(ErrorReply("ERR " + self.parser.error)))
+                self.closing = True
+                self._flush()
             if p.paused_read:
                 p.maybe_resume()
             if self.closing and not self.slots:
@@ -194,9 +197,7 @@ class Conn(GenServer):
                             self.slots.append(r)
                             continue
             if self.slots:
-                s = _Slot(0, None)
-                s.value = r
-                self.slots.append(s)
+                self.slots.append(_ready(r))
             else:
                 encode_into(out, r, self.proto)
         self._flush()
@@ -291,6 +292,12 @@ class Conn(GenServer):
             self.proto_.tr.write(bytes(out))
             del out[:]
 
+
+
+def _ready(v: Any) -> _Slot:
+    s = _Slot(0, None)
+    s.value = v
+    return s
 
 
 def _first(parts: List[Any]) -> Any:

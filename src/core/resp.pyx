@@ -80,7 +80,8 @@ cdef class RespParser:
     """Incremental parser of client requests. ``feed(data)`` returns the list of complete
     commands in ``data`` plus what was buffered before (each command a list of bytes
     arguments); an incomplete tail is kept for the next feed. A protocol violation raises
-    RespProtocolError.
+    RespProtocolError; the commands complete before it are returned first (as Redis runs
+    them), with ``error`` set, and the next feed raises.
 
     >>> p = RespParser()
     >>> p.feed(b"*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n*1\\r\\n$4\\r\\nPI")
@@ -117,6 +118,11 @@ cdef class RespParser:
         """Bytes received and not yet returned as part of a command."""
         return PyByteArray_GET_SIZE(self.buf) - self.pos
 
+    @property
+    def error(self):
+        """The protocol violation met so far (Redis's text), or None."""
+        return self.poisoned
+
     cdef _fail(self, str msg):
         self.poisoned = msg
         self.buf = bytearray()
@@ -126,6 +132,14 @@ cdef class RespParser:
 
     def feed(self, data):
         cdef list out = []
+        try:
+            self._feed(data, out)
+        except RespProtocolError:
+            if not out:
+                raise
+        return out
+
+    cdef _feed(self, data, list out):
         cdef const char* p
         cdef const char* nl
         cdef Py_ssize_t n, pos, start
@@ -203,7 +217,6 @@ cdef class RespParser:
             del self.buf[:pos]
             pos = 0
         self.pos = pos
-        return out
 
 
 cdef object _split_inline(bytes line):
