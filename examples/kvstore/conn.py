@@ -26,6 +26,7 @@ from pyotp.resp import ErrorReply, Parser, ProtocolError, encode_into
 
 from .commands import COMMANDS, Plan, arity_error, unknown_command
 from .table import execute_read, execute_write
+from .wire import unwire, wire_op
 
 _log = logging.getLogger("examples.kvstore")
 MAX_INFLIGHT = 32
@@ -110,7 +111,8 @@ class Conn(GenServer):
         self.closing = False
         self.me = pyotp.self()
         self.slots: Deque[_Slot] = deque()
-        self.waits: Dict[Any, Tuple[_Slot, int, str, Any]] = {}   # ref -> (slot, part, kind, node(s))
+        self.waits: Dict[Any, Tuple[_Slot, int, str, Any, Any]] = {}   # ref -> (slot, part, kind, node(s), key)
+        self.writing: Dict[bytes, int] = {}     # keys with a write forwarded and not answered
         self.out = bytearray()
         CLUSTER.clients += 1
         proto.pid = self.me
@@ -153,7 +155,8 @@ class Conn(GenServer):
             w = self.waits.pop(msg[1], None)
             if w is not None:
                 self.cluster.unwait(w[3], self.me, msg[1])
-                self._resolve(w[0], w[1], msg[2])
+                self._unwrite(w[4])
+                self._resolve(w[0], w[1], unwire(msg[2]))
         elif kind == "ack":                     # ("ack", ref, node) from a replica
             self._acked(msg[1], msg[2])
         elif kind == "lost":                    # ("lost", ref, node): that node went down
@@ -163,6 +166,7 @@ class Conn(GenServer):
                     self._acked(msg[1], msg[2])
                 else:
                     del self.waits[msg[1]]
+                    self._unwrite(w[4])
                     self._resolve(w[0], w[1], E_DOWN)
         self._flush()
         if self.closing and not self.slots:
@@ -234,19 +238,23 @@ class Conn(GenServer):
             if node == c.me:
                 self._resolve(slot, i, c.execute_all(op))
             else:
-                self._remote(slot, i, node, ("a", op))
+                self._remote(slot, i, node, ("a", wire_op(op)))
             return
         pref = c.ring.preference(op[1])
         live = [n for n in pref if n in c.live]
         if not live:
             self._resolve(slot, i, E_CLUSTERDOWN)
         elif kind == "r":
-            if c.me in live:
+            # a read of a key this connection is still writing elsewhere goes where the
+            # write went (messages between two processes keep their order), so a pipeline
+            # reads its own writes
+            if c.me in live and op[1] not in self.writing:
                 self._resolve(slot, i, execute_read(c.table, op))
             else:
-                self._remote(slot, i, live[0], ("r", op))
+                self._remote(slot, i, live[0], ("r", wire_op(op)))
         elif live[0] != c.me:
-            self._remote(slot, i, live[0], ("w", op))
+            self.writing[op[1]] = self.writing.get(op[1], 0) + 1
+            self._remote(slot, i, live[0], ("w", wire_op(op)), op[1])
         else:
             # this node is the key's primary: apply, then wait for the live replicas
             reply, rec = execute_write(c.table, op)
@@ -256,16 +264,24 @@ class Conn(GenServer):
                 return
             slot.parts[i] = reply
             ref = pyotp.make_ref()
-            self.waits[ref] = (slot, i, "acks", set(reps))
+            self.waits[ref] = (slot, i, "acks", set(reps), None)
             c.wait(reps, self.me, ref)
             for n in reps:
                 pyotp.send(("kvstore", n), ("put", [rec], self.me, ref))
 
-    def _remote(self, slot: _Slot, i: int, node: str, req: Tuple[Any, ...]) -> None:
+    def _remote(self, slot: _Slot, i: int, node: str, req: Tuple[Any, ...], key: Any = None) -> None:
         ref = pyotp.make_ref()
-        self.waits[ref] = (slot, i, "reply", node)
+        self.waits[ref] = (slot, i, "reply", node, key)
         self.cluster.wait([node], self.me, ref)
         pyotp.send(("kvstore", node), req + (self.me, ref))
+
+    def _unwrite(self, key: Any) -> None:
+        if key is not None:
+            n = self.writing[key] - 1
+            if n:
+                self.writing[key] = n
+            else:
+                del self.writing[key]
 
     def _acked(self, ref: Any, node: str) -> None:
         w = self.waits.get(ref)

@@ -34,6 +34,7 @@ from .conn import Acceptor, Conn, Protocol
 from .glob import matcher
 from .ring import Ring
 from .table import Table, execute_read, execute_write
+from .wire import wire
 
 _log = logging.getLogger("examples.kvstore")
 CLUSTER: "Cluster" = None  # type: ignore[assignment]
@@ -52,25 +53,6 @@ class Config:
     cookie: str = "kvstore"
     peers: List[str] = field(default_factory=list)
     replicas: int = 2                      # replication factor
-
-
-def wire(v: Any) -> Any:
-    """A reply as it crosses nodes (a str would arrive as bytes)."""
-    if isinstance(v, ErrorReply):
-        return (Atom("err"), str(v).encode())
-    if type(v) is str:
-        return (Atom("str"), v.encode())
-    return v
-
-
-def unwire(v: Any) -> Any:
-    if type(v) is tuple and len(v) == 2 and isinstance(v[0], str):
-        return ErrorReply(v[1].decode()) if v[0] == "err" else v[1].decode()
-    return v
-
-
-def wire_op(op: tuple) -> tuple:
-    return (Atom(op[0]),) + op[1:]
 
 
 class Cluster:
