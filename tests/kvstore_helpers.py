@@ -188,4 +188,15 @@ def poll(fn: Any, what: str, timeout: float = WAIT) -> Any:
         time.sleep(0.01)
 
 
-__all__ = ["KvNode", "RedisServer", "Raw", "redis_cli", "poll", "unique", "free_port", "WAIT"]
+__all__ = ["KvNode", "RedisServer", "Raw", "redis_cli", "poll", "live_members_of", "unique", "free_port", "WAIT"]
+
+
+def live_members_of(port: int) -> set:
+    """The nodes a kvstore node considers live (INFO replication)."""
+    import redis
+    c = redis.Redis(port=port)
+    try:
+        v = c.info("replication")["live_members"]      # redis-py splits "a,b" into a list
+        return set(v if isinstance(v, list) else v.split(","))
+    finally:
+        c.close()
