@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import pyotp
-from pyotp import GenServer
+from pyotp import Atom, GenServer
 from pyotp.resp import ErrorReply, Parser, ProtocolError, encode_into
 
 from .commands import COMMANDS, Plan, arity_error, unknown_command
@@ -32,6 +32,8 @@ _log = logging.getLogger("examples.kvstore")
 MAX_INFLIGHT = 32
 _ids = itertools.count(1)
 _CLOSED = ("tcp_closed",)
+_PUT = Atom("put")
+_BATCH = Atom("batch")
 E_DOWN = ErrorReply("TRYAGAIN the node holding this key went down during the request; retry")
 E_CLUSTERDOWN = ErrorReply("CLUSTERDOWN no live replica holds this key")
 
@@ -113,6 +115,11 @@ class Conn(GenServer):
         self.slots: Deque[_Slot] = deque()
         self.waits: Dict[Any, Tuple[_Slot, int, str, Any, Any]] = {}   # ref -> (slot, part, kind, node(s), key)
         self.writing: Dict[bytes, int] = {}     # keys with a write forwarded and not answered
+        # what one received chunk sends to other nodes, sent at its end as one message per
+        # node: records for replicas (with the parts waiting for their acks) and requests
+        self.out_puts: Dict[str, List[Any]] = {}
+        self.put_parts: List[Tuple[_Slot, int]] = []
+        self.out_reqs: Dict[str, List[Any]] = {}
         self.out = bytearray()
         CLUSTER.clients += 1
         proto.pid = self.me
@@ -151,12 +158,11 @@ class Conn(GenServer):
         if msg is _CLOSED or msg == _CLOSED:
             return ("stop", "normal", state)
         kind = msg[0]
-        if kind == "done":                      # ("done", ref, reply) from a node's store
-            w = self.waits.pop(msg[1], None)
-            if w is not None:
-                self.cluster.unwait(w[3], self.me, msg[1])
-                self._unwrite(w[4])
-                self._resolve(w[0], w[1], unwire(msg[2]))
+        if kind == "dones":                     # ("dones", [(ref, reply), ...]) from a node's store
+            for ref, reply in msg[1]:
+                self._done(ref, reply)
+        elif kind == "done":                    # ("done", ref, reply)
+            self._done(msg[1], msg[2])
         elif kind == "ack":                     # ("ack", ref, node) from a replica
             self._acked(msg[1], msg[2])
         elif kind == "lost":                    # ("lost", ref, node): that node went down
@@ -204,6 +210,7 @@ class Conn(GenServer):
                 self.slots.append(_ready(r))
             else:
                 encode_into(out, r, self.proto)
+        self._send_batches()
         self._flush()
 
     def _run_plan(self, plan: Plan) -> Any:
@@ -264,16 +271,38 @@ class Conn(GenServer):
                 return
             slot.parts[i] = reply
             ref = pyotp.make_ref()
-            self.waits[ref] = (slot, i, "acks", set(reps), None)
-            c.wait(reps, self.me, ref)
             for n in reps:
-                pyotp.send(("kvstore", n), ("put", [rec], self.me, ref))
+                self.out_puts.setdefault(n, []).append(rec)
+            self.put_parts.append((slot, i))
 
     def _remote(self, slot: _Slot, i: int, node: str, req: Tuple[Any, ...], key: Any = None) -> None:
         ref = pyotp.make_ref()
         self.waits[ref] = (slot, i, "reply", node, key)
         self.cluster.wait([node], self.me, ref)
-        pyotp.send(("kvstore", node), req + (self.me, ref))
+        self.out_reqs.setdefault(node, []).append((Atom(req[0]), req[1], ref))
+
+    def _done(self, ref: Any, reply: Any) -> None:
+        w = self.waits.pop(ref, None)
+        if w is not None:
+            self.cluster.unwait(w[3], self.me, ref)
+            self._unwrite(w[4])
+            self._resolve(w[0], w[1], unwire(reply))
+
+    def _send_batches(self) -> None:
+        c = self.cluster
+        if self.out_puts:
+            ref = pyotp.make_ref()
+            nodes = set(self.out_puts)
+            self.waits[ref] = (None, self.put_parts, "acks", nodes, None)
+            c.wait(nodes, self.me, ref)
+            for n, recs in self.out_puts.items():
+                pyotp.send(("kvstore", n), (_PUT, recs, self.me, ref))
+            self.out_puts = {}
+            self.put_parts = []
+        if self.out_reqs:
+            for n, reqs in self.out_reqs.items():
+                pyotp.send(("kvstore", n), (_BATCH, reqs, self.me))
+            self.out_reqs = {}
 
     def _unwrite(self, key: Any) -> None:
         if key is not None:
@@ -291,7 +320,8 @@ class Conn(GenServer):
         self.cluster.unwait([node], self.me, ref)
         if not w[3]:
             del self.waits[ref]
-            self._resolve(w[0], w[1], w[0].parts[w[1]])
+            for slot, i in w[1]:
+                self._resolve(slot, i, slot.parts[i])
 
     def _resolve(self, slot: _Slot, i: int, v: Any) -> None:
         slot.parts[i] = v

@@ -7,9 +7,11 @@ its store process (``Store``, registered as ``"kvstore"``) and the supervision t
     └── kvstore.acceptor  Acceptor: starts a Conn for each accepted socket
 
 Cluster protocol (messages between Store processes, and from a Conn to a Store):
-``("r"|"w"|"a", op, reply_to, ref)`` runs a read, a write (on the key's primary) or a
-whole-keyspace op, answered ``("done", ref, reply)``; ``("put", records, from, ref)``
-applies replicated records, answered ``("ack", ref, node)``. A write is acknowledged to
+``("batch", [(kind, op, ref), ...], reply_to)`` runs, in order, the reads (``"r"``), writes
+(``"w"``, on the key's primary) and whole-keyspace ops (``"a"``) one chunk of a client's
+requests sent to this node, answered ``("dones", [(ref, reply), ...])`` (the single forms
+``("r"|"w"|"a", op, reply_to, ref)`` -> ``("done", ref, reply)`` are understood too);
+``("put", records, from, ref)`` applies replicated records, answered ``("ack", ref, node)``. A write is acknowledged to
 the client once every live replica of its key has acked it. On ``nodeup`` each side
 sends ``("sync", node, pid)``: the receiver starts sending writes to the newcomer at once,
 then dumps the records (with tombstones) of the keys the newcomer replicates; the
@@ -204,6 +206,38 @@ class Store(GenServer):
             GenServer.reply(self.sync_waiter, "ok")
             self.sync_waiter = None
 
+    def _batch(self, reqs: List[Any], to: Any) -> None:
+        """Requests of one chunk of a connection on another node, in order: replies for
+        reads and unchanged keys at once, replicated writes once their replicas acked
+        (one put per replica set for the whole batch)."""
+        c = self.c
+        t = c.table
+        now: List[Any] = []
+        groups: Dict[tuple, List[Any]] = {}
+        for kind, op, ref in reqs:
+            if kind == "w":
+                reply, rec = execute_write(t, op)
+                if rec is not None:
+                    reps = tuple(n for n in c.ring.preference(op[1]) if n != c.me and n in c.wlive)
+                    if reps:
+                        g = groups.setdefault(reps, [[], []])
+                        g[0].append(rec)
+                        g[1].append((ref, wire(reply)))
+                        continue
+            elif kind == "r":
+                reply = execute_read(t, op)
+            else:
+                reply = c.execute_all(op)
+            now.append((ref, wire(reply)))
+        if now:
+            pyotp.send(to, (Atom("dones"), now))
+        for reps, (recs, replies) in groups.items():
+            pref_ref = pyotp.make_ref()
+            self.pending[pref_ref] = [set(reps), to, None, replies]
+            c.wait(reps, self.me, pref_ref)
+            for n in reps:
+                pyotp.send(("kvstore", n), (Atom("put"), recs, self.me, pref_ref))
+
     def handle_info(self, msg: Any, state: Any) -> Any:
         c = self.c
         t = c.table
@@ -225,6 +259,8 @@ class Store(GenServer):
                 c.wait(reps, self.me, pref_ref)
                 for n in reps:
                     pyotp.send(("kvstore", n), (Atom("put"), [rec], self.me, pref_ref))
+        elif kind == "batch":                 # ("batch", [(kind, op, ref), ...], reply_to)
+            self._batch(msg[1], msg[2])
         elif kind == "r":
             pyotp.send(msg[2], (Atom("done"), msg[3], wire(execute_read(t, msg[1]))))
         elif kind == "a":
@@ -236,7 +272,10 @@ class Store(GenServer):
                 c.unwait([msg[2]], self.me, msg[1])
                 if not p[0]:
                     del self.pending[msg[1]]
-                    pyotp.send(p[1], (Atom("done"), p[2], wire(p[3])))
+                    if p[2] is None:
+                        pyotp.send(p[1], (Atom("dones"), p[3]))
+                    else:
+                        pyotp.send(p[1], (Atom("done"), p[2], wire(p[3])))
         elif kind == "expire":
             t.expire_now(msg[1], msg[2])
         elif kind == "fsync":
