@@ -80,7 +80,11 @@ class KvNode(Proc):
         self.started = 0
         self.cmd = cmd
         super().__init__(cmd, node or "kvstore:%d" % self.port)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
 
     def wait_ready(self) -> None:
         self.started += 1
@@ -91,7 +95,11 @@ class KvNode(Proc):
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=child_env({"PYTHONPATH": os.pathsep.join(
             [child_env()["PYTHONPATH"], ROOT])}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._reader, daemon=True).start()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
 
 
 class RedisServer(Proc):

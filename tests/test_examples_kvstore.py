@@ -249,35 +249,39 @@ def test_maxmemory_oom_and_eviction(tmp_path):
 def test_aof_replay_and_a_truncated_last_record(tmp_path):
     data = str(tmp_path / "d")
     n = KvNode(data=data)
-    c = redis.Redis(port=n.port)
-    for i in range(200):
-        c.set("k%d" % i, "v%d" % i)
-    c.delete("k5")
-    c.set("ttl", "v", ex=1000)
-    c.incrby("cnt", 7)
-    c.close()
-    n.kill()                                  # SIGKILL: no orderly shutdown
-    with open(os.path.join(data, "appendonly.aof"), "ab") as f:
-        f.write(b"K\x40\x00\x00\x00\x01\x02")  # a record cut short by a crash
-    n.restart()
-    assert "ignoring the last 7 bytes" in n.output()
-    c = redis.Redis(port=n.port)
-    assert c.get("k199") == b"v199" and c.get("k5") is None and c.get("cnt") == b"7"
-    assert c.dbsize() == 201 and c.ttl("ttl") > 900
-    c.close()
-    n.stop()
+    try:
+        c = redis.Redis(port=n.port)
+        for i in range(200):
+            c.set("k%d" % i, "v%d" % i)
+        c.delete("k5")
+        c.set("ttl", "v", ex=1000)
+        c.incrby("cnt", 7)
+        c.close()
+        n.kill()                                  # SIGKILL: no orderly shutdown
+        with open(os.path.join(data, "appendonly.aof"), "ab") as f:
+            f.write(b"K\x40\x00\x00\x00\x01\x02")  # a record cut short by a crash
+        n.restart()
+        assert "ignoring the last 7 bytes" in n.output()
+        c = redis.Redis(port=n.port)
+        assert c.get("k199") == b"v199" and c.get("k5") is None and c.get("cnt") == b"7"
+        assert c.dbsize() == 201 and c.ttl("ttl") > 900
+        c.close()
+    finally:
+        n.stop()
 
 
 def test_aof_fsync_always(tmp_path):
     data = str(tmp_path / "d")
     n = KvNode("--appendfsync", "always", data=data)
-    c = redis.Redis(port=n.port)
-    assert c.config_get("appendfsync") == {"appendfsync": "always"}
-    c.set("a", "1")
-    c.close()
-    n.kill()
-    n.restart()
-    c = redis.Redis(port=n.port)
-    assert c.get("a") == b"1"
-    c.close()
-    n.stop()
+    try:
+        c = redis.Redis(port=n.port)
+        assert c.config_get("appendfsync") == {"appendfsync": "always"}
+        c.set("a", "1")
+        c.close()
+        n.kill()
+        n.restart()
+        c = redis.Redis(port=n.port)
+        assert c.get("a") == b"1"
+        c.close()
+    finally:
+        n.stop()

@@ -4,6 +4,7 @@ Jepsen-style check that no acknowledged write is lost when a node is SIGKILLed a
 restarted while clients write."""
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -11,7 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from kvstore_helpers import KvNode, poll, unique
+from kvstore_helpers import KvNode, free_port, poll, unique
 
 
 def live_members(port: int) -> set:
@@ -23,17 +24,24 @@ def live_members(port: int) -> set:
         c.close()
 
 
+@contextlib.contextmanager
 def pair(tmp_path=None, *args):
+    """Two nodes that know each other, both live; stopped (or killed) on the way out."""
     a_name, b_name = unique("kva"), unique("kvb")
-    a = KvNode(*args, node=a_name, peers=[b_name], data=str(tmp_path / "a") if tmp_path else None)
-    b = KvNode(*args, node=b_name, peers=[a_name], data=str(tmp_path / "b") if tmp_path else None)
-    poll(lambda: live_members(a.port) == {a_name, b_name} == live_members(b.port), "both nodes live")
-    return a, b
+    nodes = []
+    try:
+        nodes.append(KvNode(*args, node=a_name, peers=[b_name], data=str(tmp_path / "a") if tmp_path else None))
+        nodes.append(KvNode(*args, node=b_name, peers=[a_name], data=str(tmp_path / "b") if tmp_path else None))
+        a, b = nodes
+        poll(lambda: live_members(a.port) == {a_name, b_name} == live_members(b.port), "both nodes live")
+        yield a, b
+    finally:
+        for n in nodes:
+            n.stop()
 
 
 def test_two_nodes_replicate_and_forward():
-    a, b = pair()
-    try:
+    with pair() as (a, b):
         ca, cb = redis.Redis(port=a.port), redis.Redis(port=b.port)
         for i in range(200):
             assert ca.set("k%d" % i, "v%d" % i) is True
@@ -54,17 +62,10 @@ def test_two_nodes_replicate_and_forward():
         assert ca.flushdb() is True and cb.dbsize() == 0 and ca.dbsize() == 0
         ca.close()
         cb.close()
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_replication_factor_one_shards_the_keys():
-    a_name, b_name = unique("kva"), unique("kvb")
-    a = KvNode("--replicas", "1", node=a_name, peers=[b_name])
-    b = KvNode("--replicas", "1", node=b_name, peers=[a_name])
-    try:
-        poll(lambda: live_members(a.port) == {a_name, b_name} == live_members(b.port), "both nodes live")
+    with pair(None, "--replicas", "1") as (a, b):
         ca, cb = redis.Redis(port=a.port), redis.Redis(port=b.port)
         ca.mset({"k%d" % i: i for i in range(100)})
         assert cb.mget(["k%d" % i for i in range(100)]) == [b"%d" % i for i in range(100)]
@@ -73,13 +74,14 @@ def test_replication_factor_one_shards_the_keys():
         assert held_a + held_b == 100 and 10 < held_a < 90      # each node holds its share only
         ca.close()
         cb.close()
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_jepsen_sigkill_and_restart_loses_no_acknowledged_write(tmp_path):
-    a, b = pair(tmp_path)
+    with pair(tmp_path) as (a, b):
+        jepsen(a, b)
+
+
+def jepsen(a: KvNode, b: KvNode) -> None:
     acked = {}
     lock = threading.Condition()
     stop = threading.Event()
@@ -149,5 +151,53 @@ def test_jepsen_sigkill_and_restart_loses_no_acknowledged_write(tmp_path):
     assert cb.info("keyspace")["db0"]["keys"] >= len(keys)
     ca.close()
     cb.close()
-    a.stop()
-    b.stop()
+
+
+def test_nodes_option_starts_a_three_node_cluster():
+    import signal
+    import socket
+    import sys
+    from dist_helpers import ensure_epmd
+    from kvstore_helpers import Proc
+
+    def three_free_ports() -> int:
+        for _ in range(50):
+            base = free_port()
+            socks = []
+            try:
+                for p in range(base, base + 3):
+                    s = socket.socket()
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", p))
+                    socks.append(s)
+                return base
+            except OSError:
+                continue
+            finally:
+                for s in socks:
+                    s.close()
+        raise RuntimeError("no three consecutive free ports")
+
+    ensure_epmd()
+    port = three_free_ports()
+    prefix = unique("kvn").split("@")[0] + "x"
+    proc = Proc([sys.executable, "-u", "-m", "examples.kvstore", "--port", str(port), "--nodes", "3",
+                 "--name-prefix", prefix], "kvstore --nodes 3")
+    try:
+        proc.wait_log("kvstore ready on", 3)
+        names = {"%s%d@127.0.0.1" % (prefix, i) for i in (1, 2, 3)}
+        for p in range(port, port + 3):
+            poll(lambda: live_members(p) == names, "all three nodes live on %d" % p)
+        cs = [redis.Redis(port=p) for p in range(port, port + 3)]
+        cs[0].mset({"k%d" % i: i for i in range(300)})
+        for c in cs:
+            assert c.mget(["k%d" % i for i in range(300)]) == [b"%d" % i for i in range(300)]
+            assert c.dbsize() == 300
+        held = [c.info("keyspace")["db0"]["keys"] for c in cs]
+        assert sum(held) == 600 and max(held) < 300       # replication factor 2 of 3 nodes
+        for c in cs:
+            c.close()
+    finally:
+        proc.proc.send_signal(signal.SIGTERM)             # the launcher stops its nodes
+        proc.proc.wait(60)
+    assert proc.output().count("kvstore ready on") == 3

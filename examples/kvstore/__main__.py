@@ -32,6 +32,8 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--cookie", default=os.environ.get("KVSTORE_COOKIE", "kvstore"),
                    help="distribution cookie (or $KVSTORE_COOKIE)")
     p.add_argument("--peer", action="append", default=[], help="another node of the cluster (repeatable)")
+    p.add_argument("--name-prefix", default="kv",
+                   help="with --nodes: node names are PREFIX1@127.0.0.1, PREFIX2@... (default kv)")
     a = p.parse_args(argv)
     if not 1 <= a.nodes <= 64:
         p.error("--nodes must be between 1 and 64")
@@ -41,9 +43,9 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def launch(a: argparse.Namespace) -> int:
-    """--nodes N: start N nodes (kv1@127.0.0.1 on PORT, kv2 on PORT+1, ...), each told the
-    others' names, and wait; Ctrl-C stops them all."""
-    names = ["kv%d@127.0.0.1" % (i + 1) for i in range(a.nodes)]
+    """--nodes N: start N nodes (kv1@127.0.0.1 on PORT, kv2 on PORT+1, ...) as child
+    processes, each told the others' names, and wait; Ctrl-C (or SIGTERM) stops them all."""
+    names = ["%s%d@127.0.0.1" % (a.name_prefix, i + 1) for i in range(a.nodes)]
     procs = []
     for i, name in enumerate(names):
         cmd = [sys.executable, "-m", "examples.kvstore", "--port", str(a.port + i), "--host", a.host,
@@ -55,13 +57,18 @@ def launch(a: argparse.Namespace) -> int:
         for other in names:
             if other != name:
                 cmd += ["--peer", other]
-        procs.append(subprocess.Popen(cmd))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT))
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     try:
         return max(p.wait() for p in procs)
     except KeyboardInterrupt:
         for p in procs:
-            p.send_signal(signal.SIGINT)
-        return max(p.wait() for p in procs)
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        return max(abs(p.wait()) for p in procs)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
