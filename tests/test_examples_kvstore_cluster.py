@@ -78,10 +78,29 @@ def test_replication_factor_one_shards_the_keys():
 
 def test_jepsen_sigkill_and_restart_loses_no_acknowledged_write(tmp_path):
     with pair(tmp_path) as (a, b):
-        jepsen(a, b)
+        jepsen([a, b], b)
 
 
-def jepsen(a: KvNode, b: KvNode) -> None:
+def test_jepsen_three_nodes_replication_factor_two(tmp_path):
+    names = [unique("kv3") for _ in range(3)]
+    nodes = []
+    try:
+        for i, n in enumerate(names):
+            nodes.append(KvNode(node=n, peers=[m for m in names if m != n], data=str(tmp_path / str(i))))
+        for nd in nodes:
+            poll(lambda: live_members(nd.port) == set(names), "all three nodes live")
+        jepsen(nodes, nodes[1])
+    finally:
+        for nd in nodes:
+            nd.stop()
+
+
+def jepsen(nodes, b: KvNode) -> None:
+    """Clients write unique values to every node; ``b`` is SIGKILLed and restarted
+    meanwhile; every acknowledged write is then read back from every node."""
+    a = next(n for n in nodes if n is not b)
+    ports = [n.port for n in nodes]
+    everyone = {n.node for n in nodes}
     acked = {}
     lock = threading.Condition()
     stop = threading.Event()
@@ -90,12 +109,11 @@ def jepsen(a: KvNode, b: KvNode) -> None:
 
     def client(t: int) -> None:
         # no client-side retries or backoff: a refused connection is just a failed write
-        conns = {p: redis.Redis(port=p, socket_timeout=30, retry=Retry(NoBackoff(), 0))
-                 for p in (a.port, b.port)}
+        conns = {p: redis.Redis(port=p, socket_timeout=30, retry=Retry(NoBackoff(), 0)) for p in ports}
         i = 0
         while not stop.is_set():
             key, value = "c%d:%d" % (t, i), "v%d-%d" % (t, i)
-            port = (a.port, b.port)[(t + i) % 2]
+            port = ports[(t + i) % len(ports)]
             i += 1
             try:
                 ok = conns[port].set(key, value)
@@ -127,13 +145,15 @@ def jepsen(a: KvNode, b: KvNode) -> None:
         with lock:
             before_kill = dict(acked)
         ca = redis.Redis(port=a.port)
-        poll(lambda: live_members(a.port) == {a.node}, "the survivor to notice")
+        poll(lambda: live_members(a.port) == everyone - {b.node}, "the survivors to notice")
         # the surviving replica answers reads of everything acknowledged before the kill
         keys = sorted(before_kill)
         assert ca.mget(keys) == [before_kill[k] for k in keys]
+        ca.close()
         wait_acked(len(before_kill) + 300)              # writes go on with one node
         b.restart()                                     # replays its log, catches up from a
-        poll(lambda: live_members(a.port) == {a.node, b.node}, "the restarted node to rejoin")
+        for n in nodes:
+            poll(lambda: live_members(n.port) == everyone, "the restarted node to rejoin")
         wait_acked(len(acked) + 300)
     finally:
         stop.set()
@@ -142,15 +162,19 @@ def jepsen(a: KvNode, b: KvNode) -> None:
     assert not errors, errors
     assert failed, "the kill never hit a client (the check proves nothing then)"
     assert "replayed" in b.output()                    # the restart started from its log
-    ca, cb = redis.Redis(port=a.port), redis.Redis(port=b.port)
     keys = sorted(acked)
     want = [acked[k] for k in keys]
-    assert ca.mget(keys) == want
-    assert cb.mget(keys) == want
-    # and b holds them itself (not by forwarding): its own key count covers them all
-    assert cb.info("keyspace")["db0"]["keys"] >= len(keys)
-    ca.close()
-    cb.close()
+    for n in nodes:
+        c = redis.Redis(port=n.port)
+        assert c.mget(keys) == want, n.node
+        c.close()
+    # and every key is held by rf=2 nodes (b among them for its share): count the copies
+    held = 0
+    for n in nodes:
+        c = redis.Redis(port=n.port)
+        held += c.info("keyspace")["db0"]["keys"]
+        c.close()
+    assert held >= 2 * len(keys)
 
 
 def test_nodes_option_starts_a_three_node_cluster():

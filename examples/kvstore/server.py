@@ -15,8 +15,8 @@ requests sent to this node, answered ``("dones", [(ref, reply), ...])`` (the sin
 the client once every live replica of its key has acked it. On ``nodeup`` each side
 sends ``("sync", node, pid)``: the receiver starts sending writes to the newcomer at once,
 then dumps the records (with tombstones) of the keys the newcomer replicates; the
-newcomer merges them by version and answers ``("ready", node)``, after which it serves
-reads and can be primary. On ``nodedown`` the node leaves the live set and every process
+newcomer merges them by version and, once it has merged every peer it reached at start,
+answers ``("ready", node)``, after which it serves reads and can be primary. On ``nodedown`` the node leaves the live set and every process
 waiting on it is told (``("lost", ref, node)``).
 """
 from __future__ import annotations
@@ -173,8 +173,10 @@ class Store(GenServer):
         self.c = c
         self.me = pyotp.self()
         self.pending: Dict[Any, List[Any]] = {}     # ref -> [nodes left, reply_to, ref, reply]
-        self.synced: Set[str] = set()
+        self.synced: Set[str] = set()       # peers whose records we merged
+        self.told: Set[str] = set()         # peers we told we are ready
         self.sync_waiter: Any = None
+        self.started = not c.cfg.node       # a node is ready once its start merged every peer
         t = c.table
         t.on_expiry = self._arm
         for k, e in t.exp.items():
@@ -201,10 +203,18 @@ class Store(GenServer):
         return ("reply", ("error", "unknown call"), state)
 
     def _check_synced(self) -> None:
+        # A starting node tells its peers it is ready (so they read from it and make it a
+        # primary again) only once it has merged the records of every peer it reached:
+        # before that it may lack writes another replica took while it was away.
         from pyotp.dist import Node
         if self.sync_waiter is not None and all(n in self.synced for n in Node.list()):
             GenServer.reply(self.sync_waiter, "ok")
             self.sync_waiter = None
+            self.started = True
+        if self.started:
+            for n in self.synced - self.told:
+                self.told.add(n)
+                pyotp.send(("kvstore", n), (Atom("ready"), self.c.me))
 
     def _batch(self, reqs: List[Any], to: Any) -> None:
         """Requests of one chunk of a connection on another node, in order: replies for
@@ -299,7 +309,6 @@ class Store(GenServer):
             for rec in msg[2]:
                 t.apply(tuple(rec))
             self.synced.add(n)
-            pyotp.send(("kvstore", n), (Atom("ready"), c.me))
             self._check_synced()
         elif kind == "ready":
             c.set_live(msg[1], True, True)
@@ -307,6 +316,7 @@ class Store(GenServer):
         elif kind == "nodedown":
             n = msg[1]
             self.synced.discard(n)
+            self.told.discard(n)
             c.set_live(n, False, False)
             c.node_lost(n)
             self._check_synced()
