@@ -285,3 +285,17 @@ def test_aof_fsync_always(tmp_path):
         c.close()
     finally:
         n.stop()
+
+
+def test_client_list_and_kill_through_the_registry(kv):
+    a, b = redis.Redis(port=kv.port), Raw(kv.port)
+    a.client_setname("alpha")
+    assert b.cmd("CLIENT", "SETNAME", "beta") == b"+OK\r\n"
+    listed = {c["name"]: c for c in a.client_list()}
+    assert {"alpha", "beta"} <= set(listed) and a.info("clients")["connected_clients"] >= 2
+    assert a.client_kill_filter(_id=listed["beta"]["id"]) == 1
+    assert b.closed()                                         # its socket was closed
+    poll(lambda: "beta" not in {c["name"] for c in a.client_list()}, "the killed client to leave the list")
+    assert a.ping() is True
+    a.close()
+    b.close()

@@ -308,6 +308,7 @@ def c_hello(conn: Any, a: List[bytes]) -> Any:
     conn.proto = proto
     if name is not None:
         conn.name = name
+    conn.published()
     return hello_map(conn)
 
 
@@ -319,6 +320,7 @@ def c_client(conn: Any, a: List[bytes]) -> Any:
         if any(c <= 32 or c > 126 for c in a[2]):
             return ErrorReply("ERR Client names cannot contain spaces, newlines or special characters.")
         conn.name = a[2]
+        conn.published()
         return "OK"
     if sub == b"GETNAME":
         return conn.name
@@ -327,8 +329,32 @@ def c_client(conn: Any, a: List[bytes]) -> Any:
     if sub == b"SETINFO":
         return "OK" if len(a) == 4 else arity_error("client|setinfo")
     if sub == b"INFO":
-        return b"id=%d name=%s resp=%d\n" % (conn.id, conn.name or b"", conn.proto)
+        return client_line(conn.id, conn.addr, conn.name, conn.proto)
+    if sub == b"LIST":
+        from pyotp import Registry
+        return b"".join(client_line(k, *v) for k, _, v in sorted(Registry.select(CLIENTS), key=lambda e: e[0]))
+    if sub == b"KILL":
+        # CLIENT KILL ID <id>: the connection's process is found in the registry and told
+        # to close (a message, not an exit signal, so it closes its socket on the way out)
+        if len(a) != 4 or a[2].upper() != b"ID":
+            return E_SYNTAX
+        n = parse_int(a[3])
+        if n is None:
+            return E_INT
+        from pyotp import Atom, Registry, send
+        killed = 0
+        for pid, _ in Registry.lookup(CLIENTS, n):
+            send(pid, (Atom("client_kill"),))
+            killed += 1
+        return killed
     return ErrorReply("ERR unknown subcommand '%s'. Try CLIENT HELP." % a[1].decode("utf-8", "replace"))
+
+
+CLIENTS = "kvstore.clients"          # Registry of the connection processes: id -> (addr, name, proto)
+
+
+def client_line(cid: int, addr: bytes, name: Any, proto: int) -> bytes:
+    return b"id=%d addr=%s name=%s resp=%d\n" % (cid, addr, name or b"", proto)
 
 
 def c_command(conn: Any, a: List[bytes]) -> Any:

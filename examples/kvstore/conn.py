@@ -21,10 +21,10 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import pyotp
-from pyotp import Atom, GenServer
+from pyotp import Atom, GenServer, Registry
 from pyotp.resp import ErrorReply, Parser, ProtocolError, encode_into
 
-from .commands import COMMANDS, Plan, arity_error, unknown_command
+from .commands import CLIENTS, COMMANDS, Plan, arity_error, unknown_command
 from .table import execute_read, execute_write
 from .wire import unwire, wire_op
 
@@ -122,11 +122,18 @@ class Conn(GenServer):
         self.out_reqs: Dict[str, List[Any]] = {}
         self.out = bytearray()
         CLUSTER.clients += 1
+        peer = proto.tr.get_extra_info("peername")
+        self.addr = (b"%s:%d" % (peer[0].encode(), peer[1])) if isinstance(peer, tuple) else b"?"
+        Registry.register(CLIENTS, self.id, (self.addr, self.name, self.proto))
         proto.pid = self.me
         for d in proto.early:
             pyotp.send(self.me, d if d else _CLOSED)
         proto.early = []
         return ("ok", None)
+
+    def published(self) -> None:
+        """Refresh this connection's entry in the clients Registry (CLIENT LIST reads it)."""
+        Registry.update_value(CLIENTS, self.id, lambda v: (self.addr, self.name, self.proto))
 
     def terminate(self, reason: Any, state: Any) -> None:
         self.cluster.clients -= 1
@@ -158,6 +165,8 @@ class Conn(GenServer):
         if msg is _CLOSED or msg == _CLOSED:
             return ("stop", "normal", state)
         kind = msg[0]
+        if kind == "client_kill":               # CLIENT KILL from another connection
+            return self._close("normal")
         if kind == "dones":                     # ("dones", [(ref, reply), ...]) from a node's store
             for ref, reply in msg[1]:
                 self._done(ref, reply)

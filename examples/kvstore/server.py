@@ -3,6 +3,7 @@ its store process (``Store``, registered as ``"kvstore"``) and the supervision t
 
     kvstore.sup (Supervisor, one_for_one)
     ├── kvstore        Store: replication, forwarded requests, catch-up, expiry timers
+    ├── kvstore.clients  Registry (unique): client id -> (addr, name, protocol), for CLIENT LIST/KILL
     ├── kvstore.conns  DynamicSupervisor of Conn processes, one per client socket
     └── kvstore.acceptor  Acceptor: starts a Conn for each accepted socket
 
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Set
 
 import pyotp
-from pyotp import Atom, DynamicSupervisor, GenServer, Supervisor
+from pyotp import Atom, DynamicSupervisor, GenServer, Registry, Supervisor
 from pyotp.resp import ErrorReply
 
 from . import table as _table
+from .commands import CLIENTS
 from .conn import Acceptor, Conn, Protocol
 from .glob import matcher
 from .ring import Ring
@@ -144,7 +146,7 @@ class Cluster:
         s = {
             "server": ["redis_version:7.0.0", "pyotp_kvstore:1", "process_id:%d" % os.getpid(),
                        "tcp_port:%d" % self.cfg.port, "node:%s" % self.me],
-            "clients": ["connected_clients:%d" % self.clients],
+            "clients": ["connected_clients:%d" % Registry.count(CLIENTS)],
             "memory": ["used_memory:%d" % t.used, "maxmemory:%d" % t.maxmemory,
                        "maxmemory_policy:%s" % t.policy],
             "persistence": ["aof_enabled:%d" % (1 if t.aof else 0),
@@ -336,6 +338,7 @@ async def start(cfg: Config, ready: Optional[Any] = None) -> Any:
     CLUSTER = Cluster(cfg.node or "nonode@nohost", tbl, cfg.replicas, cfg)
     await Supervisor.start_link([
         {"id": "store", "start": (Store.start_link, (None,), {"name": "kvstore"})},
+        (Registry, {"keys": "unique", "name": CLIENTS}),
         {"id": "conns", "start": (DynamicSupervisor.start_link, (), {"name": "kvstore.conns", "strategy": "one_for_one",
                                                                       "max_restarts": 1000000}),
          "type": "supervisor"},
