@@ -225,3 +225,27 @@ def test_nodes_option_starts_a_three_node_cluster():
         proc.proc.send_signal(signal.SIGTERM)             # the launcher stops its nodes
         proc.proc.wait(60)
     assert proc.output().count("kvstore ready on") == 3
+
+
+def test_a_returning_node_catches_up_deletes_and_flushes(tmp_path):
+    with pair(tmp_path) as (a, b):
+        ca = redis.Redis(port=a.port)
+        ca.mset({"k%d" % i: i for i in range(100)})
+        b.kill()
+        poll(lambda: live_members(a.port) == {a.node}, "a to notice")
+        assert ca.delete(*["k%d" % i for i in range(50)]) == 50     # b's log still has them
+        ca.set("new", "x")
+        b.restart()
+        poll(lambda: live_members(a.port) == {a.node, b.node}, "b to rejoin")
+        cb = redis.Redis(port=b.port)
+        assert cb.info("keyspace")["db0"]["keys"] == 51            # b's own table: no resurrection
+        assert cb.mget("k0", "k49", "k50", "new") == [None, None, b"50", b"x"]
+        b.kill()
+        poll(lambda: live_members(a.port) == {a.node}, "a to notice again")
+        assert ca.flushdb() is True
+        b.restart()
+        poll(lambda: live_members(a.port) == {a.node, b.node}, "b to rejoin again")
+        cb = redis.Redis(port=b.port)
+        assert cb.dbsize() == 0 and "db0" not in cb.info("keyspace")
+        ca.close()
+        cb.close()
