@@ -223,6 +223,31 @@ def gen_stage_targets(others: Dict[str, List[Dict[str, Any]]]) -> List[Tuple[str
                     % (m["bound_bytes"] / 1024), "%.0f KiB for %d events" % (m["peak_event_bytes"] / 1024, m["events"]),
                     "met" if ok else "**missed**"))
     return out
+def kvstore_section(others: Dict[str, List[Dict[str, Any]]]) -> List[str]:
+    """The kvstore example against redis-server (bench/test_bench_kvstore.py): req/s, the
+    ratio to redis-server in the same run, p50/p99, and issue 22's targets."""
+    groups = [g for g in ("kvstore-get", "kvstore-set", "kvstore-get-P16", "kvstore-set-P16") if g in others]
+    if not groups:
+        return []
+    L = ["## kvstore: examples/kvstore vs redis-server (redis-benchmark -c 50, same run)\n",
+         "| benchmark | implementation | req/s | x redis-server | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
+    rates: Dict[Tuple[str, str], float] = {}
+    for g in groups:
+        base = next((r["rate"] for r in others[g] if r.get("impl") == "redis-server"), None)
+        for r in others[g]:
+            rates[(g, r["impl"])] = r["rate"]
+            L.append("| %s | %s | %s | %s | %s | %s |" % (
+                g, r["impl"], fmt_rate(r["rate"]), fmt_ratio(ratio(r["rate"], base, False)) if base else "-",
+                r.get("p50_ms", "-"), r.get("p99_ms", "-")))
+    L.append("")
+    for what, g, impl, want in (("GET, 1 node", "kvstore-get", "pyotp 1 node", 0.5),
+                                ("SET, 2 nodes, replication factor 2", "kvstore-set", "pyotp 2 nodes (RF 2)", 0.25)):
+        got, base = rates.get((g, impl)), rates.get((g, "redis-server"))
+        x = got / base if got and base else None
+        L.append("- target %s >= %.2fx redis-server: %s" % (
+            what, want, "not measured" if x is None else "%.2fx, %s" % (x, "met" if x >= want else "**missed**")))
+    L.append("")
+    return L
 
 
 def markdown(table: Dict[str, Dict[str, Dict[str, Any]]], machine: Dict[str, Any], mode: str,
@@ -325,6 +350,7 @@ def markdown(table: Dict[str, Dict[str, Dict[str, Any]]], machine: Dict[str, Any
             for what, tgt, val, verdict in gs:
                 L.append("| %s | %s | %s | %s |" % (what, tgt, val, verdict))
             L.append("")
+    L += kvstore_section(others)
     L.append("## Not measured\n")
     for c, why in sorted(peer_errors.items()):
         L.append("- **%s**: missing, %s" % (LABELS.get(c, c), why))

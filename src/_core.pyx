@@ -15,6 +15,8 @@
 - core/etf.pyx       the External Term Format codec
 - core/wait_policy.pyx how long a thread may spin before it sleeps (busy wait)
 - core/dist_channel.pyx the per-message data path of a distribution connection
+- core/alias.pyx     process aliases (alias/unalias, replies to alias-tagged calls)
+- core/resp.pyx      the Redis protocol (RESP2/RESP3) parser and encoder (pyotp.resp)
 """
 include "core/decl.pxi"
 include "core/dist_iface.pxi"
@@ -31,3 +33,4 @@ include "core/etf.pyx"
 include "core/wait_policy.pyx"
 include "core/dist_channel.pyx"
 include "core/alias.pyx"
+include "core/resp.pyx"
