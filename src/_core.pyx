@@ -14,6 +14,7 @@
 - core/etf.pyx       the External Term Format codec
 - core/wait_policy.pyx how long a thread may spin before it sleeps (busy wait)
 - core/dist_channel.pyx the per-message data path of a distribution connection
+- core/shm_ring.pyx   shared-memory byte rings between pool nodes on one host
 """
 include "core/decl.pxi"
 include "core/terms.pyx"
@@ -28,3 +29,4 @@ include "core/dist_entry.pyx"
 include "core/etf.pyx"
 include "core/wait_policy.pyx"
 include "core/dist_channel.pyx"
+include "core/shm_ring.pyx"
