@@ -318,16 +318,24 @@ class ShmTransport(asyncio.Transport):
             self._ring.release()
 
 
-async def open_local_link(sock: socket.socket, ring: Any,
-                          protocol: asyncio.BaseProtocol) -> asyncio.BaseTransport:
+def open_local_link(sock: socket.socket, ring: Any, protocol: asyncio.BaseProtocol) -> None:
     """Start ``protocol`` on one end of a local link: over ``ring`` (a ShmRingPair end,
     ``sock`` then only rings the bell) or, with ``ring`` None, over ``sock`` itself (the
-    fallback where the platform has no anonymous shared memory)."""
-    if ring is not None:
-        return ShmTransport(ring, sock, protocol)
+    fallback where the platform has no anonymous shared memory). Runs on the loop thread
+    and returns at once; the protocol's ``connection_made`` follows from the loop."""
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
-    return transport
+    if ring is not None:
+        ShmTransport(ring, sock, protocol, loop)
+        return
+
+    async def over_socket() -> None:
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, sock)
+        except OSError as e:
+            _log.error("pyotp dist: a local link failed to start: %s", e)
+            sock.close()
+
+    loop.create_task(over_socket())
 
 
 def fallback_notice(reason: BaseException) -> None:

@@ -1,0 +1,170 @@
+"""Main scripts for tests/test_pool.py: run as `python pool_apps.py <role> [args]`, so that
+the pool's workers import this file as their main module (multiprocessing spawn). A role
+reports with one `@@tag value` line per fact on stdout."""
+import asyncio
+import json
+import os
+import sys
+
+import pyotp
+from pyotp import GenServer
+from pyotp.dist import Node
+
+
+def emit(tag, value=None):
+    print("@@%s %s" % (tag, json.dumps(value)), flush=True)
+
+
+class Counter(GenServer):
+    def init(self, n):
+        return ("ok", n)
+
+    def handle_call(self, req, frm, n):
+        if req == "get":
+            return ("reply", n, n)
+        if req == "node":
+            return ("reply", str(Node.self()), n)
+        if req == "pid":
+            return ("reply", os.getpid(), n)
+        return ("reply", ("unknown", req), n)
+
+    def handle_cast(self, req, n):
+        return ("noreply", n + req)
+
+
+class Box:                   # a main-script class crossing nodes as a pickle
+    def __init__(self, v):
+        self.v = v
+
+
+async def where(reply_to, box):
+    pyotp.send(reply_to, (str(Node.self()), os.getpid(), box.v * 2, type(box).__name__))
+
+
+async def start_counter(reply_to):
+    pid = await Counter.start(0)
+    pyotp.send(reply_to, ("counter", pid))
+    await pyotp.receive(lambda m: m == "never")
+
+
+async def forever():
+    await pyotp.receive(lambda m: m == "never")
+
+
+async def role_basic():
+    nodes = sorted(Node.list())
+    emit("nodes", nodes)
+    me = pyotp.self()
+    for n in nodes:
+        await Node.spawn(n, where, me, Box(21))
+    seen = []
+    for _ in nodes:
+        seen.append(await pyotp.receive(timeout=30))
+    emit("seen", sorted(map(list, seen)))
+    # a GenServer on a worker: call and cast from the head
+    await Node.spawn(nodes[0], start_counter, me)
+    _, counter = await pyotp.receive(lambda m: isinstance(m, tuple) and m[0] == "counter", timeout=30)
+    for i in range(100):
+        GenServer.cast(counter, 1)
+    emit("count", await GenServer.call(counter, "get"))
+    emit("counter_node", await GenServer.call(counter, "node"))
+    return "done"
+
+
+async def role_kill_worker():
+    nodes = sorted(Node.list())
+    Node.monitor_nodes(True)
+    me = pyotp.self()
+    await Node.spawn(nodes[0], start_counter, me)
+    _, counter = await pyotp.receive(lambda m: isinstance(m, tuple) and m[0] == "counter", timeout=30)
+    wpid = await GenServer.call(counter, "pid")
+    ref = pyotp.monitor(counter)
+    emit("worker_pid", wpid)
+    os.kill(wpid, 9)
+    down = await pyotp.receive(lambda m: isinstance(m, tuple) and m[0] == "DOWN", timeout=30)
+    emit("down_reason", down[-1])
+    await pyotp.receive(lambda m: m == ("nodedown", nodes[0]), timeout=30)
+    emit("nodedown", nodes[0])
+    await pyotp.receive(lambda m: m == ("nodeup", nodes[0]), timeout=30)
+    # the restarted worker works again
+    await Node.spawn(nodes[0], start_counter, me)
+    _, c2 = await pyotp.receive(lambda m: isinstance(m, tuple) and m[0] == "counter", timeout=30)
+    new_pid = await GenServer.call(c2, "pid")
+    emit("restarted", new_pid != wpid)
+    emit("segments", [_ring_fds(), len(Node.list())])
+    return "done"
+
+
+def _ring_fds():
+    """Ring segments mapped by this process (one per live local link)."""
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if "pyotp-ring" in line)
+
+
+async def role_worker_pids():
+    pids = []
+    me = pyotp.self()
+    for n in sorted(Node.list()):
+        await Node.spawn(n, start_counter, me)
+        _, c = await pyotp.receive(lambda m: isinstance(m, tuple) and m[0] == "counter", timeout=30)
+        pids.append(await GenServer.call(c, "pid"))
+    emit("worker_pids", pids)
+    await pyotp.receive(lambda m: m == "never")     # until killed
+
+
+async def collector(reply_to, senders, per):
+    last = {}
+    got = 0
+    bad = 0
+    while got < senders * per:
+        s, i = await pyotp.receive(timeout=60)
+        if last.get(s, -1) + 1 != i:
+            bad += 1
+        last[s] = i
+        got += 1
+    pyotp.send(reply_to, ("collected", got, bad, str(Node.self())))
+
+
+async def producer(to, s, per):
+    for i in range(per):
+        pyotp.send(to, (s, i))
+
+
+async def spawn_collector(senders, per):
+    me = pyotp.self()
+    target = sorted(Node.list())[0]
+    return await Node.spawn(target, collector, me, senders, per)
+
+
+async def role_order():
+    per = 5000
+    col = await spawn_collector(8, per)
+    for s in range(8):
+        pyotp.spawn(producer, col, s, per)
+    emit("collected", list(await pyotp.receive(timeout=120))[1:3])
+    return "done"
+
+
+async def role_threads():
+    import threading
+    per = 3000
+    col = await spawn_collector(8, per)
+
+    def produce(s):
+        for i in range(per):
+            pyotp.send(col, (s, i))
+
+    threads = [threading.Thread(target=produce, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    emit("collected", list(await pyotp.receive(timeout=120))[1:3])
+    for t in threads:
+        t.join()
+    return "done"
+
+
+if __name__ == "__main__":
+    role = sys.argv[1]
+    nodes = sys.argv[2] if len(sys.argv) > 2 else "2"
+    nodes = nodes if nodes == "auto" else int(nodes)
+    emit("result", pyotp.run(globals()["role_" + role], nodes=nodes))
