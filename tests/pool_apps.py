@@ -163,6 +163,74 @@ async def role_threads():
     return "done"
 
 
+def square(x):
+    return x * x
+
+
+def boom(x):
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def slow(x):
+    import time as _t
+    _t.sleep(x)        # a CPU-less stand-in for a long task (the timeout case)
+    return x
+
+
+async def role_partitions():
+    from pyotp.partition_supervisor import PartitionSupervisor
+    from pyotp import pool
+    await PartitionSupervisor.start_link(child_spec=(Counter, 0), name="parts")
+    emit("partitions", PartitionSupervisor.partitions("parts"))
+    kids = await PartitionSupervisor.which_children("parts")
+    emit("children", [[k[0], str(k[1].node) if hasattr(k[1], "node") else None] for k in kids])
+    emit("count", await PartitionSupervisor.count_children("parts"))
+    for key in ["a", "b", "c", 7, 8]:
+        GenServer.cast(("via", PartitionSupervisor, ("parts", key)), 1)
+    totals = []
+    for i in range(PartitionSupervisor.partitions("parts")):
+        totals.append(await GenServer.call(("via", PartitionSupervisor, ("parts", i)), "get"))
+    emit("total", sum(totals))
+    where = await GenServer.call(("via", PartitionSupervisor, ("parts", 1)), "node")
+    emit("p1_node", where)
+    # a partition whose node dies is restarted (once its node is back)
+    wpid = await GenServer.call(("via", PartitionSupervisor, ("parts", 1)), "pid")
+    Node.monitor_nodes(True)
+    os.kill(wpid, 9)
+    await pyotp.receive(lambda m: m == ("nodeup", where), timeout=60)
+    # the supervisor restarts partition 1 as soon as its node is back: poll the condition
+    # (bounded), nothing here assumes how long that takes
+    for _ in range(600):
+        c = await PartitionSupervisor.count_children("parts")
+        p = PartitionSupervisor.whereis_name(("parts", 1))
+        if c["active"] == 2 and p is not None and await _answers(p):
+            break
+        await asyncio.sleep(0.05)
+    emit("after_restart", [c["active"], await GenServer.call(("via", PartitionSupervisor, ("parts", 1)), "node")])
+    # parallel map
+    emit("map", await pool.map(square, range(50)))
+    emit("stream", [r async for r in pool.async_stream(boom, range(5), max_concurrency=1)])
+    try:
+        await pool.map(slow, [0, 2], timeout=0.5)
+        emit("timeout", None)
+    except pyotp.Exit as e:
+        emit("timeout", str(e.reason[0]))
+    # start on a chosen node, linked
+    pid = await pool.start_link_on(pool.pool_nodes()[1], Counter.start_link, 5)
+    emit("on_node", [str(pid.node), await GenServer.call(pid, "get")])
+    return "done"
+
+
+async def _answers(p):
+    try:
+        await GenServer.call(p, "get", 1.0)
+        return True
+    except Exception:
+        return False
+
+
 if __name__ == "__main__":
     role = sys.argv[1]
     nodes = sys.argv[2] if len(sys.argv) > 2 else "2"

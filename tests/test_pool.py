@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="checks /proc (the pool itself runs on macOS too)")
 
 
-def _start(role, nodes="2"):
-    env = dict(os.environ, PYTHONPATH=child_pythonpath(str(TESTS)))
+def _start(role, nodes="2", **env_extra):
+    env = dict(os.environ, PYTHONPATH=child_pythonpath(str(TESTS)), **env_extra)
     return subprocess.Popen([sys.executable, str(TESTS / "pool_apps.py"), role, str(nodes)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -39,8 +39,8 @@ def _facts(p, until="result", timeout=120):
     return facts
 
 
-def _run(role, nodes="2"):
-    p = _start(role, nodes)
+def _run(role, nodes="2", **env_extra):
+    p = _start(role, nodes, **env_extra)
     try:
         facts = _facts(p)
         assert p.wait(60) == 0, p.stderr.read()
@@ -123,3 +123,56 @@ def test_per_sender_order_across_pool_nodes():
 def test_eight_threads_into_a_pool_node_lose_nothing():
     facts, _ = _run("threads", 2)
     assert facts["collected"] == [24000, 0]
+
+
+def test_partition_supervisor_routing_restart_parallel_map_and_placement():
+    facts, _ = _run("partitions", 2)
+    assert facts["partitions"] == 2                     # defaults to the pool's size
+    (p0, n0), (p1, n1) = facts["children"]
+    assert (p0, p1) == (0, 1) and n0 != n1 and "_w1" in n1   # spread over the pool
+    assert facts["count"] == {"specs": 2, "active": 2, "supervisors": 0, "workers": 2}
+    assert facts["total"] == 5                          # every cast reached one partition
+    assert facts["p1_node"] == n1
+    assert facts["after_restart"] == [2, n1]            # restarted on its node once back
+    assert facts["map"] == [x * x for x in range(50)]   # ordered
+    assert facts["stream"] == [["ok", 0], ["ok", 1], ["ok", 2], ["exit", "ValueError('three')"],
+                               ["ok", 4]]
+    assert facts["timeout"] == "timeout"
+    assert facts["on_node"] == [n1, 5]
+
+
+def test_partition_supervisor_in_one_node_and_bad_options():
+    from pyotp import GenServer
+    from pyotp.partition_supervisor import PartitionSupervisor
+
+    class Acc(GenServer):
+        def init(self, arg):
+            return ("ok", arg)
+
+        def handle_call(self, req, frm, s):
+            return ("reply", s, s)
+
+    async def main():
+        await PartitionSupervisor.start_link(
+            child_spec=(Acc, 0), name="acc", partitions=3,
+            with_arguments=lambda args, i: [i * 10])
+        got = [await GenServer.call(("via", PartitionSupervisor, ("acc", k)), "x")
+               for k in (0, 1, 2, 4, -5)]
+        same = [PartitionSupervisor.whereis_name(("acc", "key")) ==
+                PartitionSupervisor.whereis_name(("acc", "key")) for _ in range(3)]
+        kids = await PartitionSupervisor.which_children("acc")
+        with pytest.raises(ValueError, match="partitions"):
+            await PartitionSupervisor.start_link(child_spec=Acc, name="x", partitions=0)
+        with pytest.raises(TypeError, match="name"):
+            await PartitionSupervisor.start_link(child_spec=Acc, name=None)
+        with pytest.raises(pyotp.BadArg, match="no PartitionSupervisor"):
+            PartitionSupervisor.partitions("nope")
+        return got, all(same), [k[0] for k in kids], PartitionSupervisor.partitions("acc")
+    got, same, ids, n = pyotp.run(main)
+    assert got == [0, 10, 20, 10, 20] and same and ids == [0, 1, 2] and n == 3
+
+
+def test_without_shared_memory_the_pool_falls_back_to_sockets_with_a_notice():
+    facts, err = _run("basic", 3, PYOTP_POOL_TRANSPORT="socket")
+    assert "no shared memory for local node links" in err
+    assert facts["count"] == 100 and len(facts["seen"]) == 2

@@ -40,8 +40,8 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from . import _core
 
-__all__ = ["usable_cores", "check_nodes", "pool_nodes", "worker_node", "MAX_RESTARTS",
-           "RESTART_PERIOD"]
+__all__ = ["usable_cores", "check_nodes", "pool_nodes", "worker_node", "start_link_on", "wait_for_node",
+           "async_stream", "map", "MAX_RESTARTS", "RESTART_PERIOD"]
 
 _log = logging.getLogger("pyotp.pool")
 
@@ -78,6 +78,14 @@ def check_nodes(nodes: Any) -> int:
     return nodes
 
 
+def stopping() -> bool:
+    """Whether this node's pool is shutting down (no new work should go to its nodes)."""
+    return _stopping[0]
+
+
+_stopping = [False]
+
+
 def pool_nodes() -> List[str]:
     """The nodes of this node's pool, head first ([] outside a pool).
 
@@ -93,6 +101,218 @@ def worker_node(key: Any) -> str:
     if not _members:
         return str(_core.local_node())
     return _members[hash(key) % len(_members)]
+
+
+# -- placement: start a process on a chosen pool node --------------------------------------
+
+def _named(fn: Any) -> Tuple[str, str]:
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type):          # Counter.start_link: a classmethod bound to Counter
+        m, q = owner.__module__, owner.__qualname__ + "." + fn.__name__
+    else:
+        m = getattr(fn, "__module__", None)
+        q = getattr(fn, "__qualname__", None)
+    if not m or not q or "<" in q:
+        raise TypeError("a start function for another node must be a module-level function or "
+                        "a method of a module-level class, got %r" % (fn,))
+    return m, q
+
+
+def _resolve(m: str, q: str) -> Any:
+    import importlib
+    obj: Any = importlib.import_module(m)
+    for part in q.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+async def remote_starter(caller: Any, tag: Any, m: str, q: str, args: Tuple[Any, ...],
+                   kwargs: Dict[str, Any]) -> None:
+    """Runs on the chosen node: start the process linked to this starter, hand its pid to
+    the caller (which links to it), wait for the caller's word, then step out of the link."""
+    try:
+        r = await _resolve(m, q)(*args, **kwargs)
+    except (Exception, _core.Exit) as e:
+        _core.send(caller, (tag, "error", repr(e)))
+        return
+    pid = r[1] if isinstance(r, tuple) and len(r) == 2 and r[0] == "ok" else r
+    _core.send(caller, (tag, "ok", r))
+    if isinstance(pid, _core.Pid):
+        await _core.receive(lambda msg: msg == (tag, "linked"), timeout=30)
+        _core.unlink(pid)
+
+
+async def start_link_on(node: str, start: Callable[..., Awaitable[Any]], *args: Any,
+                        timeout: float = 30.0, **kwargs: Any) -> Any:
+    """Run ``start(*args, **kwargs)`` (e.g. ``Counter.start_link``) on pool node ``node``
+    and link the started process to the caller, as if the caller had started it here:
+    what ``start`` returns (its pid). For a supervisor child placed on another node.
+
+    >>> pid = await pool.start_link_on(pool.pool_nodes()[1], Counter.start_link, 0)
+    """
+    from .dist.node import Node
+    if node == str(_core.local_node()):
+        return await start(*args, **kwargs)
+    if node in _members:
+        await wait_for_node(node, timeout)
+    m, q = _named(start)
+    tag = _core.make_ref()
+    me = _core.self()
+    starter = await Node.spawn(node, remote_starter, me, tag, m, q, tuple(args), kwargs)
+    msg = await _core.receive(lambda x: isinstance(x, tuple) and len(x) == 3 and x[0] == tag,
+                              timeout=timeout)
+    if msg[1] == "error":
+        raise _core.StartError(("start_failed_on", node, msg[2]))
+    r = msg[2]
+    pid = r[1] if isinstance(r, tuple) and len(r) == 2 and r[0] == "ok" else r
+    if isinstance(pid, _core.Pid):
+        _core.link(pid)
+        _core.send(starter, (tag, "linked"))
+    return r
+
+
+async def wait_for_node(node: str, timeout: float = 30.0) -> bool:
+    """Wait until pool node ``node`` is connected (a restarting worker comes back under
+    its name); True once it is, False after ``timeout`` seconds.
+
+    >>> await pool.wait_for_node(pool.pool_nodes()[1])
+    True
+    """
+    from .dist.node import kernel
+    if node == str(_core.local_node()):
+        return True
+    k = kernel()
+    if node in k.conns:
+        return True
+    fut = asyncio.get_running_loop().create_future()
+
+    def up(name: str, _conn: Any) -> None:
+        if name == node and not fut.done():
+            fut.set_result(True)
+
+    k.up_callbacks.append(up)
+    try:
+        return bool(await asyncio.wait_for(fut, timeout))
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        k.up_callbacks.remove(up)
+
+
+# -- parallel map over the pool (Task.async_stream) ------------------------------------------
+
+_MAPPER = "pyotp_pool_mapper"
+
+
+async def _mapper() -> None:
+    """Each pool node's mapper: applies functions to items, one at a time (a node is one
+    thread), and answers each with (tag, index, ("ok", value) | ("exit", reason))."""
+    import inspect
+    cache: Dict[Tuple[str, str], Any] = {}
+    while True:
+        msg = await _core.receive()
+        if not (isinstance(msg, tuple) and len(msg) == 5 and msg[0] == "map"):
+            continue
+        _, reply_to, tag, batch, mq = msg
+        fn = cache.get(mq)
+        if fn is None:
+            try:
+                fn = cache[mq] = _resolve(*mq)
+            except Exception as e:
+                for i, _item in batch:
+                    _core.send(reply_to, (tag, i, ("exit", ("undef", repr(e)))))
+                continue
+        out = []
+        for i, item in batch:
+            try:
+                v = fn(item)
+                if inspect.isawaitable(v):
+                    v = await v
+                out.append((i, ("ok", v)))
+            except Exception as e:
+                out.append((i, ("exit", repr(e))))
+        _core.send(reply_to, (tag, out))
+
+
+def _start_mapper() -> None:
+    if _core.whereis(_MAPPER) is None:
+        _core.register(_MAPPER, _core.spawn(_mapper))
+
+
+async def async_stream(fn: Callable[[Any], Any], items: Any, *, max_concurrency: Optional[int] = None,
+                       timeout: Optional[float] = 5.0, batch: int = 1) -> Any:
+    """Elixir's ``Task.async_stream`` over the pool: apply ``fn`` (a module-level
+    function, sync or async) to each item on the pool's nodes, yielding
+    ``("ok", value)`` or ``("exit", reason)`` in the items' order. At most
+    ``max_concurrency`` items are in flight (default: 2 per pool node, so every node has
+    its next item queued), ``batch`` items go per message; an item not answered within
+    ``timeout`` seconds (per batch) raises ``pyotp.Exit(("timeout", ...))`` as Elixir's
+    default ``on_timeout: :exit`` does.
+
+    >>> async for r in pool.async_stream(square, range(4)):
+    ...     print(r)
+    """
+    nodes = pool_nodes() or [str(_core.local_node())]
+    if max_concurrency is None:
+        max_concurrency = 2 * len(nodes) * batch
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ValueError("max_concurrency must be an int >= 1, got %r" % (max_concurrency,))
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError("batch must be an int >= 1, got %r" % (batch,))
+    mq = _named(fn)
+    if len(nodes) == 1 or not _members:
+        _start_mapper()
+    tag = _core.make_ref()
+    me = _core.self()
+    it = iter(enumerate(items))
+    results: Dict[int, Any] = {}
+    inflight = 0
+    nxt = 0
+    turn = 0
+    exhausted = False
+    while True:
+        while not exhausted and inflight < max_concurrency:
+            chunk = []
+            for pair in it:
+                chunk.append(pair)
+                if len(chunk) >= min(batch, max_concurrency - inflight):
+                    break
+            if not chunk:
+                exhausted = True
+                break
+            node = nodes[turn % len(nodes)]
+            turn += 1
+            dest: Any = _MAPPER if node == str(_core.local_node()) or not _members else (_MAPPER, node)
+            _core.send(dest, ("map", me, tag, chunk, mq))
+            inflight += len(chunk)
+        while nxt in results:
+            yield results.pop(nxt)
+            nxt += 1
+        if exhausted and inflight == 0:
+            return
+        try:
+            msg = await _core.receive(lambda m: isinstance(m, tuple) and len(m) == 2 and m[0] == tag,
+                                      timeout=timeout)
+        except TimeoutError:
+            raise _core.Exit(("timeout", ("pool.async_stream", fn.__qualname__))) from None
+        for i, r in msg[1]:
+            results[i] = r
+            inflight -= 1
+
+
+async def map(fn: Callable[[Any], Any], items: Any, **options: Any) -> List[Any]:
+    """``[fn(x) for x in items]`` computed over the pool (``async_stream``'s options); a
+    failed item raises ``pyotp.Exit(reason)``.
+
+    >>> await pool.map(square, range(5))
+    [0, 1, 4, 9, 16]
+    """
+    out = []
+    async for r in async_stream(fn, items, **options):
+        if r[0] != "ok":
+            raise _core.Exit(r[1])
+        out.append(r[1])
+    return out
 
 
 # -- control messages (head <-> worker): a length-prefixed pickle; descriptors ride on the
@@ -133,10 +353,13 @@ def _recv(sock: socket.socket) -> Tuple[Any, List[int]]:
 
 def _new_link() -> Tuple[socket.socket, socket.socket, Optional[int]]:
     """A doorbell socket pair and a ring segment (None where shared memory is missing:
-    the sockets then carry the data, after a logged notice)."""
+    the sockets then carry the data, after a logged notice). PYOTP_POOL_TRANSPORT=socket in
+    the environment forces the sockets (to compare, or to rule the rings out)."""
     from .dist.shm_transport import RING_SIZE, fallback_notice
     a, b = socket.socketpair()
     try:
+        if os.environ.get("PYOTP_POOL_TRANSPORT") == "socket":
+            raise OSError("PYOTP_POOL_TRANSPORT=socket")
         fd = _core.shm_segment(RING_SIZE)
     except OSError as e:
         fallback_notice(e)
@@ -358,11 +581,16 @@ def run_pool(main: Callable[..., Awaitable[Any]], *args: Any, nodes: int, node: 
         _members[:] = p.names
         try:
             await p.start()
+            _start_mapper()
             return await main(*a)
         finally:
+            # main's links to processes on workers must not kill it while the pool ends
+            _core.process_flag("trap_exit", True)
+            _stopping[0] = True
             p.stop()
             _pool = None
             _members.clear()
+            _stopping[0] = False
 
     return run_node(head_main, *args, node=head, cookie=cookie if cookie is not None else secret,
                     **run_kw, **dist)
@@ -421,6 +649,7 @@ async def _worker_main(ctrl: socket.socket, name: str, head: str, secret: str, n
                      python_payloads=settings["python_payloads"],
                      busy_wait=settings["busy_wait"])
     _members[:] = names
+    _start_mapper()
     k = kernel()
     done: "asyncio.Future[None]" = loop.create_future()
 
@@ -454,7 +683,10 @@ async def _worker_main(ctrl: socket.socket, name: str, head: str, secret: str, n
                 return
 
     loop.add_reader(ctrl.fileno(), on_ctrl)
-    _send(ctrl, ("ready",))
+    try:
+        _send(ctrl, ("ready",))
+    except OSError:
+        return                  # the head is already gone
     await done
     # the head is gone or done with us: leave promptly whatever is still running
     threading.Timer(EXIT_GRACE, os._exit, (0,)).start()
