@@ -353,12 +353,19 @@ def _recv(sock: socket.socket) -> Tuple[Any, List[int]]:
 
 def _new_link() -> Tuple[socket.socket, socket.socket, Optional[int]]:
     """A doorbell socket pair and a ring segment (None where shared memory is missing:
-    the sockets then carry the data, after a logged notice). PYOTP_POOL_TRANSPORT=socket in
-    the environment forces the sockets (to compare, or to rule the rings out)."""
+    the sockets then carry the data, after a logged notice). PYOTP_POOL_TRANSPORT=socket (or tcp)
+    in the environment forces Unix (or loopback TCP) sockets, to compare or to rule the
+    rings out."""
     from .dist.shm_transport import RING_SIZE, fallback_notice
+    forced = os.environ.get("PYOTP_POOL_TRANSPORT")
+    if forced == "tcp":                 # benchmarks: the same links over loopback TCP
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            a = socket.create_connection(srv.getsockname())
+            b, _ = srv.accept()
+        return a, b, None
     a, b = socket.socketpair()
     try:
-        if os.environ.get("PYOTP_POOL_TRANSPORT") == "socket":
+        if forced == "socket":
             raise OSError("PYOTP_POOL_TRANSPORT=socket")
         fd = _core.shm_segment(RING_SIZE)
     except OSError as e:
