@@ -141,7 +141,10 @@ async def pmap(items: int) -> dict:
     out = await pool.map(work, data)
     t1 = time.perf_counter()
     assert out == [work(x) for x in data]
-    return {"rate": items / (t1 - t0)}
+    t2 = time.perf_counter()
+    await pool.map(work, data, batch=64)
+    t3 = time.perf_counter()
+    return {"rate": items / (t1 - t0), "rate_batch": items / (t3 - t2)}
 
 
 def baselines(n: int, items: int) -> dict:

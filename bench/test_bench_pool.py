@@ -110,7 +110,8 @@ def test_pool_map(benchmark: Any, mode: str) -> None:
     results: List[Dict[str, Any]] = []
     benchmark.pedantic(lambda: results.append(_case("map", CORES, n)), rounds=SIZES[mode]["rounds"],
                        warmup_rounds=0, iterations=1)
-    for key, impl in (("rate", "pyotp.pool.map"), ("mp_pool", "multiprocessing.Pool.map"),
+    for key, impl in (("rate", "pyotp.pool.map"), ("rate_batch", "pyotp.pool.map(batch=64)"),
+                      ("mp_pool", "multiprocessing.Pool.map"),
                       ("ppe", "ProcessPoolExecutor.map")):
         info = {"group": "pool-map", "impl": "%s/%d" % (impl, CORES), "mode": mode,
                 "rate": statistics.median(r[key] for r in results), "unit": "items/s"}

@@ -231,6 +231,41 @@ async def _answers(p):
         return False
 
 
+async def ps_subscriber(reply_to):
+    from pyotp import PubSub
+    await PubSub.start_link(name="ps")
+    PubSub.subscribe("ps", "news")
+    pyotp.send(reply_to, ("subscribed", str(Node.self())))
+    while True:
+        msg = await pyotp.receive()
+        pyotp.send(reply_to, ("got", str(Node.self()), msg))
+
+
+async def exits_with(reason):
+    await pyotp.receive(lambda m: m == "go", timeout=30)
+    raise pyotp.Exit(reason)
+
+
+async def role_links_pubsub():
+    from pyotp import PubSub
+    me = pyotp.self()
+    await PubSub.start_link(name="ps")
+    nodes = sorted(Node.list())
+    for n in nodes:
+        await Node.spawn(n, ps_subscriber, me)
+    for _ in nodes:
+        await pyotp.receive(lambda m: m[0] == "subscribed", timeout=30)
+    PubSub.broadcast("ps", "news", "hello")
+    got = sorted([(await pyotp.receive(lambda m: m[0] == "got", timeout=30))[1] for _ in nodes])
+    emit("pubsub", got == nodes)
+    pyotp.process_flag("trap_exit", True)
+    pid = await Node.spawn_link(nodes[0], exits_with, "custom_reason")
+    pyotp.send(pid, "go")
+    ex = await pyotp.receive(lambda m: isinstance(m, tuple) and m[0] == "EXIT", timeout=30)
+    emit("link_exit", [ex[1] == pid, ex[2]])
+    return "done"
+
+
 if __name__ == "__main__":
     role = sys.argv[1]
     nodes = sys.argv[2] if len(sys.argv) > 2 else "2"

@@ -176,3 +176,9 @@ def test_without_shared_memory_the_pool_falls_back_to_sockets_with_a_notice():
     facts, err = _run("basic", 3, PYOTP_POOL_TRANSPORT="socket")
     assert "no shared memory for local node links" in err
     assert facts["count"] == 100 and len(facts["seen"]) == 2
+
+
+def test_pubsub_and_links_across_pool_nodes():
+    facts, _ = _run("links_pubsub", 3)
+    assert facts["pubsub"] is True              # a broadcast on the head reached both workers
+    assert facts["link_exit"] == [True, "custom_reason"]

@@ -585,6 +585,7 @@ def run_pool(main: Callable[..., Awaitable[Any]], *args: Any, nodes: int, node: 
         global _pool
         p = _Pool(head, nodes, secret, settings)
         _pool = p
+        _stopping[0] = False
         _members[:] = p.names
         try:
             await p.start()
@@ -596,8 +597,7 @@ def run_pool(main: Callable[..., Awaitable[Any]], *args: Any, nodes: int, node: 
             _stopping[0] = True
             p.stop()
             _pool = None
-            _members.clear()
-            _stopping[0] = False
+            _members.clear()          # _stopping stays set: supervisors may still react
 
     return run_node(head_main, *args, node=head, cookie=cookie if cookie is not None else secret,
                     **run_kw, **dist)
