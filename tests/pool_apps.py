@@ -266,8 +266,18 @@ async def role_links_pubsub():
     return "done"
 
 
+async def role_external():
+    peer = os.environ["PEER"]
+    reply = await GenServer.call(("echo", peer), ("hello", 1))
+    emit("external", [sorted(Node.list()), str(Node.self()), list(reply)])
+    return "done"
+
+
 if __name__ == "__main__":
     role = sys.argv[1]
     nodes = sys.argv[2] if len(sys.argv) > 2 else "2"
     nodes = nodes if nodes == "auto" else int(nodes)
-    emit("result", pyotp.run(globals()["role_" + role], nodes=nodes))
+    kw = {}
+    if os.environ.get("HEAD"):
+        kw = {"node": os.environ["HEAD"], "cookie": os.environ["COOKIE"]}
+    emit("result", pyotp.run(globals()["role_" + role], nodes=nodes, **kw))

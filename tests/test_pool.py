@@ -182,3 +182,15 @@ def test_pubsub_and_links_across_pool_nodes():
     facts, _ = _run("links_pubsub", 3)
     assert facts["pubsub"] is True              # a broadcast on the head reached both workers
     assert facts["link_exit"] == [True, "custom_reason"]
+
+
+def test_head_is_also_a_node_of_an_ordinary_cluster():
+    from dist_helpers import COOKIE, NodeProc, unique
+    head = unique("pool")
+    with NodeProc("peer", role="dist_roles:role_peer") as peer:
+        peer.expect("ready")
+        facts, _ = _run("external", 2, HEAD=head, COOKIE=COOKIE, PEER=peer.name)
+    nodes, me, reply = facts["external"]
+    assert me == head
+    assert peer.name in nodes and head.split("@")[0] + "_w1@127.0.0.1" in nodes
+    assert reply[0] == "echo" and list(reply[1]) == ["hello", 1] and reply[2] == peer.name
