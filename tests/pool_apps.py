@@ -266,6 +266,26 @@ async def role_links_pubsub():
     return "done"
 
 
+async def corrupt_link_to(node):
+    """On a worker: act as a hostile peer on its ring to `node` (a bad head index)."""
+    from pyotp.dist.node import kernel
+    await pyotp.receive(lambda m: m == "go", timeout=30)
+    t = kernel().conns[node].transport
+    t._ring._poke("head", 1 << 40)
+    t._ring_bell()
+
+
+async def role_garbage():
+    nodes = sorted(Node.list())
+    Node.monitor_nodes(True)
+    pid = await Node.spawn(nodes[0], corrupt_link_to, str(Node.self()))
+    pyotp.send(pid, "go")
+    await pyotp.receive(lambda m: m == ("nodedown", nodes[0]), timeout=30)
+    emit("after", [nodes[1] in Node.list(), nodes[0] in Node.list()])
+    emit("ping", await Node.ping(nodes[0]))        # dialled again (TCP, same secret)
+    return "done"
+
+
 async def role_external():
     peer = os.environ["PEER"]
     reply = await GenServer.call(("echo", peer), ("hello", 1))

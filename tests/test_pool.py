@@ -194,3 +194,10 @@ def test_head_is_also_a_node_of_an_ordinary_cluster():
     assert me == head
     assert peer.name in nodes and head.split("@")[0] + "_w1@127.0.0.1" in nodes
     assert reply[0] == "echo" and list(reply[1]) == ["hello", 1] and reply[2] == peer.name
+
+
+def test_garbage_in_a_ring_closes_only_that_link():
+    facts, err = _run("garbage", 3)
+    assert "bad head index" in err
+    assert facts["after"] == [True, False]      # the other worker stayed connected
+    assert facts["ping"] == "pong"              # and the victim is reachable again

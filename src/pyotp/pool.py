@@ -419,6 +419,12 @@ class _Pool:
         for w in self.workers:
             k.cookies[w.name] = self.secret
         k.up_callbacks.append(self._nodeup)
+        # every node also listens on a fixed loopback port, known to all: a link that
+        # closed while both nodes live is dialled again over TCP (same secret)
+        self.settings["ports"] = ports = {self.head: k.port}
+        for w in self.workers:
+            ports[w.name] = _free_port()
+            k.peer_ports[w.name] = ports[w.name]
         for w in self.workers:
             self._spawn(w)
         await asyncio.gather(*(w.ready for w in self.workers))     # type: ignore[misc]
@@ -652,12 +658,16 @@ async def _worker_main(ctrl: socket.socket, name: str, head: str, secret: str, n
                        settings: Dict[str, Any]) -> None:
     from .dist.node import Node, kernel
     loop = asyncio.get_running_loop()
-    await Node.start(name, cookie=secret, epmd="none", port=_free_port(),
+    ports = settings.get("ports", {})
+    await Node.start(name, cookie=secret, epmd="none", port=ports.get(name) or _free_port(),
                      python_payloads=settings["python_payloads"],
                      busy_wait=settings["busy_wait"])
     _members[:] = names
     _start_mapper()
     k = kernel()
+    for other, port in ports.items():
+        if other != name:
+            k.peer_ports[other] = port
     done: "asyncio.Future[None]" = loop.create_future()
 
     def nodeup(peer: str, _conn: Any) -> None:
