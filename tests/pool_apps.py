@@ -286,6 +286,26 @@ async def role_garbage():
     return "done"
 
 
+async def report_policy(reply_to):
+    info = pyotp._core.wait_policy().info()
+    pyotp.send(reply_to, ("policy", info["spinning"], info["reason"]))
+
+
+async def role_policy():
+    from pyotp import pool
+    me = pyotp.self()
+    nodes = sorted(Node.list())
+    await Node.spawn(nodes[0], start_counter, me)
+    _, c = await pyotp.receive(lambda m: isinstance(m, tuple) and m[0] == "counter", timeout=30)
+    for _ in range(2000):
+        await GenServer.call(c, "get")
+    await Node.spawn(nodes[0], report_policy, me)
+    _, spinning, reason = await pyotp.receive(lambda m: m[0] == "policy", timeout=30)
+    mine = pyotp._core.wait_policy().info()
+    emit("policy", [mine["spinning"], mine["reason"], spinning, reason, pool.usable_cores()])
+    return "done"
+
+
 async def role_external():
     peer = os.environ["PEER"]
     reply = await GenServer.call(("echo", peer), ("hello", 1))

@@ -19,10 +19,12 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="checks /proc (the pool itself runs on macOS too)")
 
 
-def _start(role, nodes="2", **env_extra):
+def _start(role, nodes="2", cpus=None, **env_extra):
     env = dict(os.environ, PYTHONPATH=child_pythonpath(str(TESTS)), **env_extra)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     return subprocess.Popen([sys.executable, str(TESTS / "pool_apps.py"), role, str(nodes)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=pin)
 
 
 def _facts(p, until="result", timeout=120):
@@ -39,8 +41,8 @@ def _facts(p, until="result", timeout=120):
     return facts
 
 
-def _run(role, nodes="2", **env_extra):
-    p = _start(role, nodes, **env_extra)
+def _run(role, nodes="2", cpus=None, **env_extra):
+    p = _start(role, nodes, cpus, **env_extra)
     try:
         facts = _facts(p)
         assert p.wait(60) == 0, p.stderr.read()
@@ -201,3 +203,13 @@ def test_garbage_in_a_ring_closes_only_that_link():
     assert "bad head index" in err
     assert facts["after"] == [True, False]      # the other worker stayed connected
     assert facts["ping"] == "pong"              # and the victim is reachable again
+
+
+def test_pool_on_one_cpu_completes_with_the_spin_off():
+    # as in a one-CPU container (taskset -c 0): the rings never spin there (issue 20)
+    cpu = min(os.sched_getaffinity(0))
+    facts, _ = _run("policy", 2, cpus={cpu})
+    head_spin, head_reason, worker_spin, worker_reason, usable = facts["policy"]
+    assert usable == 1
+    assert head_spin is False and worker_spin is False
+    assert head_reason == worker_reason == "one usable CPU"
