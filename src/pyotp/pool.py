@@ -659,9 +659,13 @@ async def _worker_main(ctrl: socket.socket, name: str, head: str, secret: str, n
     from .dist.node import Node, kernel
     loop = asyncio.get_running_loop()
     ports = settings.get("ports", {})
-    await Node.start(name, cookie=secret, epmd="none", port=ports.get(name) or _free_port(),
-                     python_payloads=settings["python_payloads"],
-                     busy_wait=settings["busy_wait"])
+    opts = {"python_payloads": settings["python_payloads"], "busy_wait": settings["busy_wait"]}
+    try:
+        await Node.start(name, cookie=secret, epmd="none", port=ports.get(name) or _free_port(),
+                         **opts)
+    except OSError:
+        # the port was taken meanwhile: the pool links do not need it (only a redial does)
+        await Node.start(name, cookie=secret, epmd="none", port=_free_port(), **opts)
     _members[:] = names
     _start_mapper()
     k = kernel()
