@@ -1,6 +1,7 @@
 """The shared-memory ring pair (core/shm_ring.pyx) and its transport, at the byte level:
 two OS processes, wrap-around, data larger than the ring, a hostile peer, peer death."""
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -214,7 +215,24 @@ def test_peer_killed_ends_the_connection_and_leaves_no_segment():
     assert not [x for x in links if "pyotp-ring" in x]
 
 
-def test_garbage_from_the_peer_closes_only_that_connection(caplog):
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_garbage_from_the_peer_closes_only_that_connection():
+    # our own handler on the transport's logger: other tests may reconfigure logging
+    log = logging.getLogger("pyotp.dist")
+    seen = _Collect()
+    old = (log.level, log.disabled)
+    log.addHandler(seen)
+    log.setLevel(logging.ERROR)
+    log.disabled = False
+
     async def run():
         loop = asyncio.get_running_loop()
         results = {}
@@ -251,5 +269,9 @@ def test_garbage_from_the_peer_closes_only_that_connection(caplog):
         for _, _, p, _ in results.values():
             p.kill()
             await loop.run_in_executor(None, p.wait)
-    asyncio.run(run())
-    assert "bad head index" in caplog.text
+    try:
+        asyncio.run(run())
+    finally:
+        log.removeHandler(seen)
+        log.level, log.disabled = old
+    assert any("bad head index" in line for line in seen.lines)

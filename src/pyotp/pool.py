@@ -646,6 +646,10 @@ def _worker_entry(ctrl: socket.socket, name: str, head: str, secret: str, names:
     """A worker process's life: a distributed node under ``name`` that takes its links
     from the head and ends with the head."""
     _die_with_parent(head_pid)
+    try:
+        os.setpgrp()        # a terminal's Ctrl-C reaches the head only: it ends the pool
+    except OSError:
+        pass
     if os.environ.get("PYOTP_POOL_LOG"):
         logging.basicConfig(level=logging.DEBUG, format=name + " %(message)s")
     from . import runtime
