@@ -14,8 +14,9 @@ pools start and end inside the case. Groups (rates; same run, so read them as ra
 * ``pool-map`` (items/s): ``pyotp.pool.map`` of a ~20 us CPU-bound function over
   nodes=cores, ``multiprocessing.Pool.map`` and ``ProcessPoolExecutor.map`` with as many
   workers, same function and data.
-* ``busy-pool-call`` (calls/s): ``pool-call`` over shm with 0 and cores busy-loop
-  processes beside the pool (issue 20).
+* ``busy-pool-call`` (calls/s): ``pool-call`` over shm with 0, cores/2 and cores
+  busy-loop processes beside the pool, and with the whole pool pinned to one CPU (issue
+  20's scenarios, bench/test_bench_busy.py's ``machine``).
 No speed is asserted.
 """
 from __future__ import annotations
@@ -119,7 +120,7 @@ def test_pool_map(benchmark: Any, mode: str) -> None:
     benchmark.group = "pool-map"
 
 
-@pytest.mark.parametrize("scenario", ["quiet", "busy-all"])
+@pytest.mark.parametrize("scenario", ["quiet", "busy-half", "busy-all", "pinned"])
 def test_busy_pool_call(benchmark: Any, scenario: str, mode: str) -> None:
     n = SIZES[mode]["call"]
     infos: List[Dict[str, Any]] = []
