@@ -17,6 +17,7 @@
 - core/dist_channel.pyx the per-message data path of a distribution connection
 - core/alias.pyx     process aliases (alias/unalias, replies to alias-tagged calls)
 - core/resp.pyx      the Redis protocol (RESP2/RESP3) parser and encoder (pyotp.resp)
+- core/shm_ring.pyx   shared-memory byte rings between pool nodes on one host
 """
 include "core/decl.pxi"
 include "core/dist_iface.pxi"
@@ -34,3 +35,4 @@ include "core/wait_policy.pyx"
 include "core/dist_channel.pyx"
 include "core/alias.pyx"
 include "core/resp.pyx"
+include "core/shm_ring.pyx"

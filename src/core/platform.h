@@ -209,6 +209,100 @@ static inline long pyotp_recv_nb(int fd, char *buf, size_t n) {
 }
 #endif
 
+/* ---- shared-memory byte rings (shm_ring.pyx) ----
+ * pyotp_shm_anon: a new anonymous shared segment of `size` bytes as a descriptor that
+ * has no name anywhere (Linux memfd_create; macOS shm_open then shm_unlink at once), so
+ * it dies with the last process holding it, even on SIGKILL. -1 with errno set on
+ * failure, ENOSYS where the platform has no such segment.
+ * The ring indices are 64-bit counters in the segment: acquire/release for the data
+ * handoff, sequentially consistent for the sleeping flags (a store-then-load pairing on
+ * both sides, so no wake-up is lost). */
+#if defined(_WIN32)
+#include <errno.h>
+#define PYOTP_HAS_SHM 0     /* no rings: pools fall back to sockets (never reached below) */
+static inline int pyotp_shm_anon(size_t size) { (void)size; errno = ENOSYS; return -1; }
+static inline void *pyotp_shm_map(int fd, size_t size) { (void)fd; (void)size; return NULL; }
+static inline int pyotp_shm_unmap(void *p, size_t size) { (void)p; (void)size; return 0; }
+static inline uint64_t pyotp_ld_acq_u64(volatile uint64_t *p) { return *p; }
+static inline void pyotp_st_rel_u64(volatile uint64_t *p, uint64_t v) { *p = v; }
+static inline uint64_t pyotp_ld_sc_u64(volatile uint64_t *p) { return *p; }
+static inline uint32_t pyotp_ld_sc_u32(volatile uint32_t *p) { return *p; }
+static inline void pyotp_st_sc_u32(volatile uint32_t *p, uint32_t v) { *p = v; }
+static inline int pyotp_cas_sc_u32(volatile uint32_t *p, uint32_t e, uint32_t d) { if (*p != e) return 0; *p = d; return 1; }
+static inline void pyotp_fence_sc(void) { }
+static inline int pyotp_spin_u64(volatile uint64_t *i, uint64_t s, double m) { (void)m; return *i != s; }
+#else
+#include <sys/mman.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <stdio.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
+#if (defined(__linux__) && defined(SYS_memfd_create)) || defined(__APPLE__)
+#define PYOTP_HAS_SHM 1
+#else
+#define PYOTP_HAS_SHM 0
+#endif
+static inline int pyotp_shm_anon(size_t size) {
+    int fd = -1;
+#if defined(__linux__) && defined(SYS_memfd_create)
+    fd = (int)syscall(SYS_memfd_create, "pyotp-ring", 1u /* MFD_CLOEXEC */);
+#elif defined(__APPLE__)
+    static unsigned counter;
+    char name[48];
+    for (int tries = 0; fd < 0 && tries < 16; tries++) {
+        snprintf(name, sizeof name, "/pyotp.%d.%u", (int)getpid(),
+                 __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        if (fd >= 0)
+            shm_unlink(name);   /* nameless from here on: nothing can leak */
+        else if (errno != EEXIST)
+            return -1;
+    }
+#else
+    (void)size;
+    errno = ENOSYS;
+    return -1;
+#endif
+    if (fd < 0)
+        return -1;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+static inline void *pyotp_shm_map(int fd, size_t size) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+static inline int pyotp_shm_unmap(void *p, size_t size) { return munmap(p, size); }
+static inline uint64_t pyotp_ld_acq_u64(volatile uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void pyotp_st_rel_u64(volatile uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint64_t pyotp_ld_sc_u64(volatile uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline uint32_t pyotp_ld_sc_u32(volatile uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void pyotp_st_sc_u32(volatile uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline int pyotp_cas_sc_u32(volatile uint32_t *p, uint32_t expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+static inline void pyotp_fence_sc(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/* Spin (without the GIL) until *idx differs from `seen` or max_us passed: 1 if it moved. */
+static inline int pyotp_spin_u64(volatile uint64_t *idx, uint64_t seen, double max_us) {
+    double deadline = pyotp_monotonic_ms() + max_us / 1000.0;
+    unsigned n = 0;
+    for (;;) {
+        if (__atomic_load_n(idx, __ATOMIC_ACQUIRE) != seen)
+            return 1;
+        if ((++n & 63) == 0 && pyotp_monotonic_ms() >= deadline)
+            return 0;
+        pyotp_cpu_relax();
+    }
+}
+#endif
+
 #if defined(_WIN32)
 #define pyotp_thread_id() ((unsigned long)GetCurrentThreadId())
 #else

@@ -100,7 +100,7 @@ class Runtime:
 def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bool] = None,
         shutdown_timeout: float = 5.0, node: Optional[str] = None, cookie: Optional[str] = None,
         max_mailbox: Any = None, dashboard: Optional[int] = None, dashboard_host: str = "127.0.0.1",
-        dashboard_token: Optional[str] = None, **dist: Any) -> Any:
+        dashboard_token: Optional[str] = None, nodes: Any = 1, **dist: Any) -> Any:
     """Start a node, run ``main(*args)`` as its first process, return its result, then shut
     everything down in order (like ``asyncio.run``). uvloop is used when installed unless
     ``use_uvloop=False``. ``max_mailbox`` is the default mailbox limit of every process
@@ -115,6 +115,10 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     at once (``os._exit(128 + signum)``, no further cleanup). ``python -m pyotp run``
     uses the same mechanism (``pyotp._signals``).
 
+    ``nodes=N`` (an int >= 1, or ``"auto"`` for the usable cores) runs a local node pool:
+    N-1 worker nodes as child processes connected by shared memory (``pyotp.pool``,
+    docs/multicore.md); 1, the default, is this process alone.
+
     ``dashboard=8080`` serves the web dashboard (``pyotp.dashboard``) on that port while
     ``main`` runs, on 127.0.0.1 unless ``dashboard_host`` (then ``dashboard_token`` too).
 
@@ -125,9 +129,16 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
     >>> pyotp.run(main)
     1
     """
+    from .pool import check_nodes
+    size = check_nodes(nodes)
     if dashboard is not None:
         from .dashboard import with_dashboard
         main = with_dashboard(main, dashboard, dashboard_host, dashboard_token)
+    if size > 1:
+        from .pool import run_pool
+        return run_pool(main, *args, nodes=size, node=node, cookie=cookie,
+                        run_kw={"use_uvloop": use_uvloop, "shutdown_timeout": shutdown_timeout,
+                                "max_mailbox": max_mailbox}, dist=dist)
     if node is not None:
         # a distributed node: "name@host", with the cookie and the options of Node.start
         from .dist import run_node

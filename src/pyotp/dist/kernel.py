@@ -963,6 +963,40 @@ def _printable(reason: Any) -> Any:
     return ("unencodable_reason", repr(reason))
 
 
+# ==== LOCAL LINK HOOK (issue 13, local node pools) =====================================
+# The ONLY place the node pool (pyotp/pool.py) touches the distribution code (it lives
+# here because the kernel owns connections and pending dials). A pool
+# link arrives already connected (a shared-memory ring pair plus its doorbell socket, or a
+# plain socket where shared memory is missing, both handed over by descriptor): start an
+# ordinary Connection on it, as if it had been dialled (``initiator``) or accepted. The
+# handshake, framing and everything after are unchanged. To port onto a new transport
+# interface, keep this signature and build that interface's connection here.
+def attach_local_link(peer: str, initiator: bool, sock: Any, ring: Any) -> None:
+    """Run a distribution connection to ``peer`` over a local link (see above)."""
+    from .shm_transport import open_local_link
+    k = kernel()
+    if peer in k.conns:                     # already connected (a dial won the race)
+        sock.close()
+        if ring is not None:
+            ring.release()
+        return
+    p = k.pending.get(peer)
+    if p is None:
+        p = k.pending[peer] = _Pending(peer, k.loop)
+        p.timer = k.loop.call_later(k.setup_time + 0.5, k._pending_timeout, p)
+    if p.task is not None and not p.task.done():
+        p.task.cancel()                     # this link replaces a dial in progress
+    if p.attempt is not None:
+        p.attempt.superseded = True
+        p.attempt.abort("replaced by a local link to %s" % peer)
+        p.attempt = None
+    # the initiator's handshake is the pending attempt; the acceptor waits for it
+    p.superseded = not initiator
+    open_local_link(sock, ring, Connection(k, initiator, peer if initiator else None,
+                                           peer_is_pyotp=True))
+# ==== end of LOCAL LINK HOOK =============================================================
+
+
 async def _external_call(server: Any, request: Any, timeout: Optional[float]) -> Any:
     """GenServer.call usable from anywhere, concurrently (runs as an asyncio task, so the
     core treats the caller as external)."""
