@@ -190,13 +190,14 @@ async def wait_for_node(node: str, timeout: float = 30.0) -> bool:
         if name == node and not fut.done():
             fut.set_result(True)
 
-    k.up_callbacks.append(up)
+    service = "pyotp_pool_wait_%d" % id(fut)
+    k.add_service(service, on_nodeup=up)
     try:
         return bool(await asyncio.wait_for(fut, timeout))
     except asyncio.TimeoutError:
         return False
     finally:
-        k.up_callbacks.remove(up)
+        k.remove_service(service)
 
 
 # -- parallel map over the pool (Task.async_stream) ------------------------------------------
@@ -418,7 +419,8 @@ class _Pool:
         k = kernel()
         for w in self.workers:
             k.cookies[w.name] = self.secret
-        k.up_callbacks.append(self._nodeup)
+        k.remove_service("pyotp_pool_head")      # a pool of an earlier run in this process
+        k.add_service("pyotp_pool_head", on_nodeup=self._nodeup)
         # every node also listens on a fixed loopback port, known to all: a link that
         # closed while both nodes live is dialled again over TCP (same secret)
         self.settings["ports"] = ports = {self.head: k.port}
@@ -684,7 +686,7 @@ async def _worker_main(ctrl: socket.socket, name: str, head: str, secret: str, n
         except OSError:
             pass
 
-    k.up_callbacks.append(nodeup)
+    k.add_service("pyotp_pool_worker", on_nodeup=nodeup)
 
     def on_ctrl() -> None:
         # take every message waiting, so that all the links the head sent at once are
