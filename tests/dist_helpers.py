@@ -259,11 +259,14 @@ class ErlNode:
 
 
 def require_erl() -> str:
-    """The path of ``erl``; fails (never skips) with a clear message when it is missing."""
+    """The path of ``erl``. Tests that need it carry ``@pytest.mark.erlang`` (skipped
+    without Erlang unless PYOTP_REQUIRE_ERLANG=1); an unmarked one fails here."""
     erl = shutil.which("erl")
     if erl is None:
-        raise AssertionError("these interop tests need Erlang: `apt-get install -y erlang-base` "
-                             "(CI's .ci/run installs it)")
+        # a test marked `erlang` is skipped before it gets here (tests/conftest.py), so
+        # reaching this line means the test lacks the marker
+        raise AssertionError("this test needs Erlang but is not marked @pytest.mark.erlang "
+                             "(`erl` is not on PATH: apt-get install -y erlang-base)")
     return erl
 
 
