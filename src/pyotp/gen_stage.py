@@ -69,7 +69,7 @@ import logging
 import random
 from collections import deque
 from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterable, List, Optional,
-                    Tuple, Union)
+                    Tuple, Union, cast)
 
 from . import _core
 from ._core import Atom, BadArg, Exit, Pid, Reference
@@ -285,7 +285,7 @@ class BroadcastDispatcher(Dispatcher):
     def _settle(self) -> int:
         if not self.demands:
             return 0
-        m = min(d[0] for d in self.demands)
+        m: int = min(d[0] for d in self.demands)
         if m > 0:
             for d in self.demands:
                 d[0] -= m
@@ -336,7 +336,7 @@ class PartitionDispatcher(Dispatcher):
         super().__init__(**opts)
         parts = opts.get("partitions")
         if _pos_int(parts):
-            names: List[Any] = list(range(parts))
+            names: List[Any] = list(range(cast(int, parts)))
         elif isinstance(parts, (list, tuple)) and parts:
             names = list(parts)
         else:
@@ -469,7 +469,7 @@ class _StageServer(GenServer):
         self.cmons: Dict[Any, Any] = {}                     # monitor ref -> ref
         self.buffer: List[Any] = []
         self.dropped = 0
-        self.pc_queue: Deque[Tuple[Any, List[Any]]] = deque()
+        self.pc_queue: Deque[Tuple[Any, Any]] = deque()     # (from_, events) | (_QueuedCancel, args)
         self.pc_demand = 0
         self.acc_demand = 0
         self.accumulate = False
@@ -813,7 +813,8 @@ class _StageServer(GenServer):
         while self.pc_demand > 0 and q:
             from_, events = q.popleft()
             if from_ is _QueuedCancel:
-                out = self._consumer_cancelled(*events, now=True)
+                ref, kind, reason = events
+                out = self._consumer_cancelled(ref, kind, reason, now=True)
                 if out[0] != "noreply":
                     return out
                 continue
@@ -1006,7 +1007,7 @@ class GenStage:
             raise GenStageError("sync_subscribe needs to=<producer>")
         r = await _core.call(stage, ("$gen_stage", ("subscribe", opts)), timeout)
         if r[0] == "ok":
-            return r[1]
+            return cast(Reference, r[1])
         raise GenStageError(r[1])
 
     @staticmethod
@@ -1104,7 +1105,7 @@ class GenStage:
         >>> producer = await GenStage.from_enumerable(range(100))
         """
         start = _Enumerable.start_link if link else _Enumerable.start
-        return await start((items, opts), name=name)
+        return cast(Pid, await start((items, opts), name=name))
 
     @staticmethod
     def stream(subscriptions: List[Any], *, take: Optional[int] = None) -> AsyncIterator[Any]:
@@ -1131,7 +1132,7 @@ async def _pump(stage: Pid, aiter: AsyncIterator[Any]) -> None:
     while True:
         msg = await _core.receive(lambda m: type(m) is tuple and len(m) == 2 and m[0] is _Pump)
         n = msg[1]
-        batch = []
+        batch: List[Any] = []
         done = False
         try:
             while len(batch) < n:

@@ -575,6 +575,7 @@ class Pipeline:
         sup = await Supervisor.start_link(children, strategy="rest_for_one", max_restarts=max_restarts,
                                           max_seconds=max_seconds,
                                           name=name)
+        assert sup is not None          # the list form never returns "ignore"
         _pipelines[sup] = {"producers": pnames, "processors": cnames, "terminals": terminals,
                            "counters": counters, "names": [c["id"] for c in children]}
         return sup
@@ -593,7 +594,8 @@ class Pipeline:
 
         >>> Pipeline.counters(pid)["acked"]
         """
-        return Pipeline._info(pipeline)["counters"].snapshot()
+        snap: Dict[str, int] = Pipeline._info(pipeline)["counters"].snapshot()
+        return snap
 
     @staticmethod
     def producer_names(pipeline: Any) -> List[str]:
@@ -666,7 +668,7 @@ class IterableProducer(GenStage):
         if opts:
             raise PipelineError("unknown IterableProducer options %r" % (sorted(opts),))
         self.queue: Deque[Any] = deque()
-        self.demand = 0
+        self.pending_demand = 0
         self.me = _core.self()
         self.acked = [0, 0]
         return ("producer", None)
@@ -679,16 +681,16 @@ class IterableProducer(GenStage):
         return out
 
     def handle_demand(self, demand: int, state: Any) -> Any:
-        self.demand += demand
-        out = self._take(self.demand)
-        self.demand -= len(out)
+        self.pending_demand += demand
+        out = self._take(self.pending_demand)
+        self.pending_demand -= len(out)
         return ("noreply", out, state)
 
     def handle_cast(self, msg: Any, state: Any) -> Any:
         if type(msg) is tuple and msg[0] == "$push":
             self.queue.extend(msg[1])
-            out = self._take(self.demand)
-            self.demand -= len(out)
+            out = self._take(self.pending_demand)
+            self.pending_demand -= len(out)
             return ("noreply", out, state)
         return ("noreply", [], state)
 
@@ -728,7 +730,7 @@ class FileProducer(GenStage):
         self.pos = self.f.tell()
         self.committed = self.pos
         self.acked: Dict[int, int] = {}       # offset -> next offset, acknowledged beyond committed
-        self.demand = 0
+        self.pending_demand = 0
         self.polling = False
         self.me = _core.self()
         return ("producer", None)
@@ -737,7 +739,7 @@ class FileProducer(GenStage):
         out: List[Message] = []
         f = self.f
         ack = (_PID_ACK, self.me, None)
-        while len(out) < self.demand:
+        while len(out) < self.pending_demand:
             line = f.readline()
             if not line:
                 break
@@ -746,20 +748,20 @@ class FileProducer(GenStage):
                 break
             out.append(Message(line[:-1], {"offset": self.pos, "next": self.pos + len(line)}, ack))
             self.pos += len(line)
-        self.demand -= len(out)
-        if self.demand > 0 and not self.polling:
+        self.pending_demand -= len(out)
+        if self.pending_demand > 0 and not self.polling:
             self.polling = True
             _core.send_after(self.me, "$poll", self.poll)
         return out
 
     def handle_demand(self, demand: int, state: Any) -> Any:
-        self.demand += demand
+        self.pending_demand += demand
         return ("noreply", self._read(), state)
 
     def handle_info(self, msg: Any, state: Any) -> Any:
         if msg == "$poll":
             self.polling = False
-            return ("noreply", self._read() if self.demand else [], state)
+            return ("noreply", self._read() if self.pending_demand else [], state)
         if type(msg) is tuple and len(msg) == 3 and msg[0] == "$ack":
             for m in itertools.chain(msg[1], msg[2]):
                 self.acked[m.metadata["offset"]] = m.metadata["next"]
@@ -851,18 +853,18 @@ class RabbitMQProducer(GenStage):
         if opts:
             raise PipelineError("unknown RabbitMQProducer options %r" % (sorted(opts),))
         self.queue: Deque[Message] = deque()
-        self.demand = 0
+        self.pending_demand = 0
         self.pump = _core.spawn_link(_amqp_pump, _core.self(), url, queue, prefetch, declare,
                                      on_failure == "reject_and_requeue")
         return ("producer", None)
 
     def _take(self) -> List[Message]:
-        k = min(self.demand, len(self.queue))
-        self.demand -= k
+        k = min(self.pending_demand, len(self.queue))
+        self.pending_demand -= k
         return [self.queue.popleft() for _ in range(k)]
 
     def handle_demand(self, demand: int, state: Any) -> Any:
-        self.demand += demand
+        self.pending_demand += demand
         return ("noreply", self._take(), state)
 
     def handle_info(self, msg: Any, state: Any) -> Any:

@@ -396,7 +396,7 @@ async def _main(host: str, port: int) -> None:  # pragma: no cover - manual tool
 # already imported it as pyotp.dist.epmd; runpy warns about that ("found in sys.modules
 # ... unpredictable behaviour") unless the module has a __path__. The __main__ copy only
 # serves EPMD, so the warning says nothing useful to the user: an empty __path__ silences it.
-__path__: list = []
+__path__: "list[str]" = []
 
 
 def main(argv: "list[str] | None" = None) -> int:  # pragma: no cover - manual tool
