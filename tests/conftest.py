@@ -3,10 +3,18 @@
 # (PYTHONPATH=src), and pytest ignores the second registration of the same name.
 import os
 import shutil
+import sys
 
 import pytest
 
 pytest_plugins = ["pyotp.testing"]
+
+# Shared helpers (dist_helpers, pathutil, the roles children run...) are imported by name.
+# pytest puts each test file's own folder on sys.path; when the tests sit in subfolders
+# (tools/relayout_tests.py) the helpers are in tests/helpers/, added here once.
+_HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
+if os.path.isdir(_HELPERS) and _HELPERS not in sys.path:
+    sys.path.insert(0, _HELPERS)
 
 
 def erlang_required() -> bool:

@@ -27,6 +27,11 @@ import time
 from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# tests/ itself, whether this helper sits in it or in tests/helpers/
+TESTS = HERE if os.path.basename(HERE) == "tests" else os.path.dirname(HERE)
+# the suite's module folders: a child imports roles from helpers and from test modules
+TEST_DIRS = [TESTS] + sorted(os.path.join(TESTS, d) for d in os.listdir(TESTS)
+                             if os.path.isdir(os.path.join(TESTS, d)) and not d.startswith((".", "_")))
 
 
 def _pyotp_root() -> str:
@@ -36,7 +41,7 @@ def _pyotp_root() -> str:
         import pyotp
         return os.path.dirname(os.path.dirname(os.path.abspath(pyotp.__file__)))
     except ImportError:
-        return os.path.join(os.path.dirname(HERE), "src")
+        return os.path.join(os.path.dirname(TESTS), "src")
 
 
 SRC = _pyotp_root()
@@ -99,7 +104,7 @@ def free_port() -> int:
 
 def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([SRC, HERE] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join([SRC, *TEST_DIRS] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
     if extra:
         env.update(extra)

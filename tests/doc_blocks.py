@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+# the repository root: above tests/, wherever this helper sits in it (tests/helpers/ too)
+ROOT = next(p for p in Path(__file__).resolve().parents if p.name == "tests").parent
 COMPILE_ONLY = "# doc-test: compile only"
 # printed between blocks so that the parent can split the output per block
 SEP = "\x00doc-block-end\x00"

@@ -10,15 +10,7 @@ import pyotp
 from pyotp import GenServer, Supervisor, Task
 from pyotp.dist import rpc
 from pyotp.gen_statem import GenStateMachine
-
-
-class Recorder(GenServer):
-    def init(self, seen):
-        return ("ok", seen)
-
-    def handle_call(self, request, from_, seen):
-        seen.append(request)
-        return ("reply", len(seen), seen)
+from servers import Counter, Recorder
 
 
 class Light(GenStateMachine):
@@ -78,13 +70,6 @@ def test_unawaited_calls_warn_and_do_nothing():
 
 
 def test_a_forgotten_await_fails_where_the_value_is_used():
-    class Counter(GenServer):
-        def init(self, n):
-            return ("ok", n)
-
-        def handle_call(self, request, from_, n):
-            return ("reply", n, n)
-
     async def main():
         pid = await Counter.start_link(1)
         with warnings.catch_warnings(record=True) as w:
