@@ -103,3 +103,14 @@ def test_gen_statem_bad_return_reason_is_documented():
     # OTP says bad_return_from_state_function: the docs list the difference
     docs = (ROOT / "docs" / "gen_statem.md").read_text()
     assert "bad_return_from_state_function" in docs and "Differences from OTP" in docs
+
+
+def test_pyotp_run_inside_a_running_node_is_a_clear_error():
+    async def inner():
+        return 1
+
+    async def main():
+        with pytest.raises(RuntimeError, match="already running"):
+            pyotp.run(inner)
+        return "still fine"
+    assert pyotp.run(main) == "still fine"

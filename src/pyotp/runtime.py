@@ -139,6 +139,10 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, use_uvloop: Optional[boo
                         shutdown_timeout=shutdown_timeout, max_mailbox=max_mailbox, **dist)
     if dist or cookie is not None:
         raise TypeError("cookie and distribution options need node='name@host'")
+    if _core._node_running():
+        # one node per OS process: a second one would take over the first one's scheduler
+        raise RuntimeError("pyotp.run: a node is already running in this process; inside "
+                           "it, start processes (pyotp.spawn, start_link) instead")
     loop = _new_loop(use_uvloop)
 
     async def _amain() -> Any:
