@@ -9,12 +9,15 @@ import pytest
 
 pytest_plugins = ["pyotp.testing"]
 
-# Shared helpers (dist_helpers, pathutil, the roles children run...) are imported by name.
-# pytest puts each test file's own folder on sys.path; when the tests sit in subfolders
-# (tools/relayout_tests.py) the helpers are in tests/helpers/, added here once.
-_HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
-if os.path.isdir(_HELPERS) and _HELPERS not in sys.path:
-    sys.path.insert(0, _HELPERS)
+# Shared helpers (dist_helpers, pathutil, the roles children run...) and a few test
+# modules (test_operations' RunProc) are imported by name. pytest puts each test file's
+# own folder on sys.path; when the tests sit in subfolders (tools/relayout_tests.py) the
+# helpers are in tests/helpers/ and the others in the sibling folders: all added here.
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+for _d in sorted(os.listdir(_TESTS), reverse=True):
+    _p = os.path.join(_TESTS, _d)
+    if os.path.isdir(_p) and not _d.startswith((".", "_")) and _p not in sys.path:
+        sys.path.insert(0, _p)
 
 
 def erlang_required() -> bool:
