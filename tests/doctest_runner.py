@@ -15,6 +15,8 @@ and registered as ``"counter"`` (its pid in ``counter`` and ``pid``), a supervis
 ``mgr`` (``"alarms"``), a unique registry ``"MyReg"``, a PubSub ``"Chat"``, and
 ``Node``, ``rpc``, ``pg``, ``global_names``, ``beam_api`` from pyotp.dist. A docstring needing anything else starts it itself, or is written as
 a plain indented example (no ``>>>``).
+
+    PYTHONPATH=src:tests python tests/doctest_runner.py [NAME ...] [--update-pending]
 """
 from __future__ import annotations
 
@@ -210,9 +212,24 @@ def run(test: doctest.DocTest) -> Result:
     return Result(test.name, failures)
 
 
+def write_pending(results: List[Result]) -> None:
+    """--update-pending: rewrite tests/doctest_pending.txt as the docstrings that fail now
+    (after a merge brought new ones; check the diff: the list should only shrink)."""
+    import re
+    from pathutil import TESTS
+    path = TESTS / "doctest_pending.txt"
+    head = [l for l in path.read_text(encoding="utf-8").splitlines() if l.startswith("#")]
+    names = sorted({re.sub(r" \(line \d+\)$", "", r.name) for r in results if not r.ok})
+    path.write_text("\n".join(head + names) + "\n", encoding="utf-8")
+    print("wrote %d names to %s" % (len(names), path))
+
+
 if __name__ == "__main__":
+    from pathutil import ROOT
+    sys.path.insert(0, str(ROOT))     # as `python -m pytest` from the root has it
+    update = "--update-pending" in sys.argv
     tests = doctests()
-    want = sys.argv[1:]
+    want = [a for a in sys.argv[1:] if a != "--update-pending"]
     results = []
     for t in tests:
         if want and not any(w in t.name for w in want):
@@ -226,3 +243,5 @@ if __name__ == "__main__":
             print("   ", f)
     print("%d docstrings, %d examples, %d failing docstrings" % (
         len(results), sum(len(t.examples) for t in tests), len(bad)))
+    if update and not want:
+        write_pending(results)
