@@ -175,6 +175,11 @@ def run(test: doctest.DocTest) -> Result:
     that starts a node itself (it calls ``pyotp.run``/``run_node``), outside any."""
     in_node = not any("run(" in ex.source for ex in test.examples)
     saved = (sys.stdout, sys.displayhook)      # an example killed mid-way keeps neither
+    # the process-wide configuration as a fresh program has it (nothing configured), not
+    # as the tests that ran before left it; restored afterwards
+    from pyotp import config
+    saved_config = dict(config._last)
+    config._last.update(path=None, env=None)
     try:
         if in_node:
             async def examples(parent: Any) -> None:
@@ -209,6 +214,7 @@ def run(test: doctest.DocTest) -> Result:
         failures = ["the node failed: %s: %s" % (type(e).__name__, e)]
     finally:
         sys.stdout, sys.displayhook = saved
+        config._last.update(saved_config)
     return Result(test.name, failures)
 
 
