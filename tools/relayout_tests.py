@@ -15,8 +15,10 @@ Tests still import helpers by bare name (`from dist_helpers import ...`), and th
 helpers find the repository root and the suite's folders wherever they sit (pathutil,
 dist_helpers): nothing in them changes. A moved test file is one folder deeper, so the
 few expressions that locate the repository root or the helpers from `__file__` are
-rewritten (REWRITES); a child process finds roles in any of the suite's folders
-(dist_helpers.TEST_DIRS).
+rewritten (REWRITES), as are paths to a helper script (`TESTS / "badarg_grid.py"`); a
+child process finds roles in any of the suite's folders (dist_helpers.TEST_DIRS), and
+tests/conftest.py puts them all on sys.path. Other files (tests/doctest_pending.txt)
+stay in tests/.
 """
 from __future__ import annotations
 
@@ -124,9 +126,13 @@ def plan(tests: Path) -> Dict[Path, Path]:
     return moves
 
 
-def rewrite(text: str) -> str:
+def rewrite(text: str, helpers: List[str]) -> str:
     for pattern, repl in REWRITES:
         text = re.sub(pattern, lambda m: repl, text)
+    # a helper run as a script by its path from the tests folder: TESTS / "badarg_grid.py"
+    for name in helpers:
+        text = re.sub(r'(\bTESTS\s*/\s*)"%s"' % re.escape(name),
+                      lambda m: '%s"%s" / "%s"' % (m.group(1), HELPERS, name), text)
     return text
 
 
@@ -144,6 +150,8 @@ def relayout(repo: Path, dry_run: bool = False) -> List[str]:
                             capture_output=True).returncode == 0
     report = []
     moves = plan(tests)
+    helpers = sorted(p.name for p in (tests / HELPERS).glob("*.py")) if (tests / HELPERS).is_dir() else []
+    helpers = sorted(set(helpers) | {d.name for d in moves.values() if d.parent.name == HELPERS})
     for src, dst in moves.items():
         folder = dst.parent.name
         note = ""
@@ -161,7 +169,7 @@ def relayout(repo: Path, dry_run: bool = False) -> List[str]:
             shutil.move(str(src), str(dst))
         if src.name.startswith("test_"):
             text = dst.read_text(encoding="utf-8")
-            new = rewrite(text)
+            new = rewrite(text, helpers)
             if new != text:
                 dst.write_text(new, encoding="utf-8")
                 report.append("    rewrote the paths found from __file__")
