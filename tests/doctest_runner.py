@@ -175,10 +175,13 @@ def run(test: doctest.DocTest) -> Result:
     that starts a node itself (it calls ``pyotp.run``/``run_node``), outside any."""
     in_node = not any("run(" in ex.source for ex in test.examples)
     saved = (sys.stdout, sys.displayhook)      # an example killed mid-way keeps neither
-    # the process-wide configuration as a fresh program has it (nothing configured), not
-    # as the tests that ran before left it; restored afterwards
-    from pyotp import config
-    saved_config = dict(config._last)
+    # the process-wide configuration and application environment as a fresh program has
+    # them (nothing configured), not as the tests that ran before left them; and what the
+    # examples change there (put_env, configure...) is undone afterwards
+    from pyotp import application, config
+    saved_config = (dict(config._last), set(config._configured))
+    saved_apps = ({k: dict(v) for k, v in application._env.items()}, dict(application._loaded),
+                  dict(application._classes))
     config._last.update(path=None, env=None)
     try:
         if in_node:
@@ -214,7 +217,14 @@ def run(test: doctest.DocTest) -> Result:
         failures = ["the node failed: %s: %s" % (type(e).__name__, e)]
     finally:
         sys.stdout, sys.displayhook = saved
-        config._last.update(saved_config)
+        config._last.clear()
+        config._last.update(saved_config[0])
+        config._configured.clear()
+        config._configured.update(saved_config[1])
+        for table, before in zip((application._env, application._loaded, application._classes),
+                                 saved_apps):
+            table.clear()
+            table.update(before)
     return Result(test.name, failures)
 
 
