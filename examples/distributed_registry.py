@@ -80,7 +80,9 @@ async def client(b: Any, c: Any) -> Dict[str, Any]:
     await c.wait_for_async("LEADER")
     await global_names.sync()
     answers.append(await GenServer.call(NAME, "whoami"))
-    return {"answers": answers, "leader_now": str(global_names.whereis_name("leader").node)}
+    leader = global_names.whereis_name("leader")
+    assert leader is not None, "no node took over the leader name"
+    return {"answers": answers, "leader_now": str(leader.node)}
 
 
 def demo() -> Dict[str, Any]:

@@ -43,7 +43,7 @@ class TrafficLight(GenStateMachine):
         return ["state_functions", "state_enter"]
 
     def init(self, opts: Dict[str, Any]) -> Any:
-        data = {"log": [], "cause": "start", "watcher": opts.get("watcher"),
+        data: Dict[str, Any] = {"log": [], "cause": "start", "watcher": opts.get("watcher"),
                 "echo": bool(opts.get("echo"))}
         return ("ok", "red", data)
 

@@ -35,7 +35,7 @@ except ImportError:  # running from a source checkout: python examples/worker_te
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     import pyotp
 
-from pyotp import GenServer
+from pyotp import GenServer, Pid
 
 
 class Worker(GenServer):
@@ -50,10 +50,12 @@ class Worker(GenServer):
 
     @classmethod
     async def start_link(cls, opts: Optional[Dict[str, Any]] = None, *,
-                         name: Any = None, timeout: Optional[float] = None) -> Any:
+                         name: Any = None, timeout: Optional[float] = None,
+                         max_mailbox: Any = None) -> Pid:
         """Start a worker linked to the caller; ``opts`` as in the class doc."""
         opts = dict(opts or {})
-        return await super().start_link(opts, name=name or opts.get("name"), timeout=timeout)
+        return await super().start_link(opts, name=name or opts.get("name"), timeout=timeout,
+                                        max_mailbox=max_mailbox)
 
     # -- the API --------------------------------------------------------------------------
 

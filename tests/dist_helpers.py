@@ -27,6 +27,11 @@ import time
 from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# tests/ itself, whether this helper sits in it or in tests/helpers/
+TESTS = HERE if os.path.basename(HERE) == "tests" else os.path.dirname(HERE)
+# the suite's module folders: a child imports roles from helpers and from test modules
+TEST_DIRS = [TESTS] + sorted(os.path.join(TESTS, d) for d in os.listdir(TESTS)
+                             if os.path.isdir(os.path.join(TESTS, d)) and not d.startswith((".", "_")))
 
 
 def _pyotp_root() -> str:
@@ -36,7 +41,7 @@ def _pyotp_root() -> str:
         import pyotp
         return os.path.dirname(os.path.dirname(os.path.abspath(pyotp.__file__)))
     except ImportError:
-        return os.path.join(os.path.dirname(HERE), "src")
+        return os.path.join(os.path.dirname(TESTS), "src")
 
 
 SRC = _pyotp_root()
@@ -99,7 +104,7 @@ def free_port() -> int:
 
 def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([SRC, HERE] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join([SRC, *TEST_DIRS] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
     if extra:
         env.update(extra)
@@ -292,11 +297,14 @@ def require_elixir() -> str:
 
 
 def require_erl() -> str:
-    """The path of ``erl``; fails (never skips) with a clear message when it is missing."""
+    """The path of ``erl``. Tests that need it carry ``@pytest.mark.erlang`` (skipped
+    without Erlang unless PYOTP_REQUIRE_ERLANG=1); an unmarked one fails here."""
     erl = shutil.which("erl")
     if erl is None:
-        raise AssertionError("these interop tests need Erlang: `apt-get install -y erlang-base` "
-                             "(CI's .ci/run installs it)")
+        # a test marked `erlang` is skipped before it gets here (tests/conftest.py), so
+        # reaching this line means the test lacks the marker
+        raise AssertionError("this test needs Erlang but is not marked @pytest.mark.erlang "
+                             "(`erl` is not on PATH: apt-get install -y erlang-base)")
     return erl
 
 

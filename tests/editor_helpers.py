@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from dist_helpers import SRC, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from pathutil import ROOT
 DEADLINE = 30.0          # seconds any awaited event may take before the test fails
 
 

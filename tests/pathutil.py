@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pyotp
 
-TESTS = Path(__file__).resolve().parent
+def _tests_root() -> Path:
+    """tests/, wherever this helper sits in it (tests/ or tests/helpers/, see
+    tools/relayout_tests.py): the nearest folder up named tests."""
+    here = Path(__file__).resolve().parent
+    return next((p for p in (here, *here.parents) if p.name == "tests"), here)
+
+
+TESTS = _tests_root()
+# every folder of the suite holding modules (children import roles and helpers by name)
+TEST_DIRS = [str(TESTS)] + sorted(str(p) for p in TESTS.iterdir()
+                                  if p.is_dir() and not p.name.startswith((".", "_")))
 ROOT = TESTS.parent
 PYOTP_HOME = str(Path(pyotp.__file__).resolve().parent.parent)
 

@@ -1,5 +1,5 @@
 """Interop with real Erlang nodes (``erl`` from erlang-base; CI installs it: these tests
-fail, never skip, when it is missing).
+are marked `erlang`: skipped without Erlang unless PYOTP_REQUIRE_ERLANG=1, as CI sets).
 
 The test process is the pyotp node; an ``erl -name`` child evaluates an Erlang script
 that prints ``@@tag value`` lines (``~w``), which the test reads in order.
@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import pyotp
 from pyotp import Atom, Exit, GenServer
 from pyotp.dist import Node, rpc, run_node
 from dist_helpers import COOKIE, ErlNode, require_erl, unique, unique_short
+
+pytestmark = pytest.mark.erlang
 
 
 class PyServ(GenServer):

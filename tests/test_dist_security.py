@@ -130,6 +130,7 @@ def test_rpc_builtin_functions_stay_callable():
     assert run(main) == (120, True, None, True, undef("erlang", "no_such_function", []))
 
 
+@pytest.mark.erlang
 def test_erlang_rpc_erpc_spawn_refuse_walks(tmp_path):
     require_erl()
     marker = str(tmp_path / "marker")

@@ -16,13 +16,14 @@ import pyotp
 from pyotp.dist import beam_api
 from pyotp.etf import Atom
 
-from dist_helpers import COOKIE, HERE, WAIT, ErlNode, NodeProc, child_env, ensure_epmd, unique
+from dist_helpers import COOKIE, HERE, WAIT, ErlNode, NodeProc, child_env, ensure_epmd, require_erl, unique
 
 
 # ---------------------------------------------------------------------------------------
 # helpers
 
 def erl_call_path() -> str:
+    require_erl()
     found = sorted(glob.glob("/usr/lib/erlang/lib/erl_interface-*/bin/erl_call")
                    + glob.glob("/usr/local/lib/erlang/lib/erl_interface-*/bin/erl_call"))
     if not found:

@@ -19,7 +19,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pyotp
 from pyotp import GenServer
@@ -116,7 +116,7 @@ class _Session:
             except Exception:           # the peer is already gone
                 pass
 
-    def presence(self) -> tuple:
+    def presence(self) -> Tuple[Any, ...]:
         return ("presence", pyotp.self(), self.client, self.name, self.pos, pyotp.local_node())
 
     async def push_peers(self) -> None:
@@ -230,11 +230,11 @@ class EditorNode:
     async def start(self) -> None:
         self.rt = pyotp.Runtime()
         await self.rt.__aenter__()
-        ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        ready: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
         self.root = self.rt.spawn(self._root, ready)
         await ready
 
-    async def _root(self, ready: asyncio.Future) -> None:
+    async def _root(self, ready: "asyncio.Future[None]") -> None:
         # the processes started here are linked to this one, which lives as long as the node
         try:
             cfg = self.cfg
@@ -261,7 +261,7 @@ class EditorNode:
 
     async def stop(self) -> None:
         if self.rt is not None:
-            done: asyncio.Future = asyncio.get_running_loop().create_future()
+            done: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
             pyotp.send(self.root, ("stop", done))
             try:
                 await asyncio.wait_for(done, 10.0)
@@ -286,7 +286,8 @@ class EditorNode:
                 store.close()
             return {"text": text, "rev": rev, "node": None, "open": False}
         assert self.rt is not None
-        return await self.rt.run_process(ask)
+        snapshot: Dict[str, Any] = await self.rt.run_process(ask)
+        return snapshot
 
     def health(self) -> Dict[str, Any]:
         nodes: List[str] = []

@@ -28,9 +28,9 @@ or in a program:
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
-from pyotp import GenServer
+from pyotp import GenServer, Pid
 from pyotp.application import Application
 from pyotp.supervisor import Supervisor
 
@@ -49,8 +49,8 @@ class MetricsServer(GenServer):
 
     @classmethod
     async def start_link(cls, arg: Any = None, *, name: Any = METRICS,
-                         timeout: Optional[float] = None) -> Any:
-        return await super().start_link(arg, name=name, timeout=timeout)
+                         timeout: Optional[float] = None, max_mailbox: Any = None) -> Pid:
+        return await super().start_link(arg, name=name, timeout=timeout, max_mailbox=max_mailbox)
 
     def init(self, _arg: Any) -> Any:
         return ("ok", {"enabled": bool(Application.get_env("metrics", "enabled", True)),
@@ -79,7 +79,7 @@ class Metrics(Application):
         return await Supervisor.start_link([MetricsServer], strategy="one_for_one",
                                            name="metrics.supervisor")
 
-    def config_change(self, changed: Dict[str, Any], new: Dict[str, Any], removed: list) -> Any:
+    def config_change(self, changed: Dict[str, Any], new: Dict[str, Any], removed: List[Any]) -> Any:
         if "enabled" in changed or "enabled" in new:
             GenServer.cast(METRICS, ("enabled", {**changed, **new}["enabled"]))
         return "ok"
@@ -93,8 +93,8 @@ class Counter(GenServer):
 
     @classmethod
     async def start_link(cls, arg: Any = None, *, name: Any = COUNTER,
-                         timeout: Optional[float] = None) -> Any:
-        return await super().start_link(arg, name=name, timeout=timeout)
+                         timeout: Optional[float] = None, max_mailbox: Any = None) -> Pid:
+        return await super().start_link(arg, name=name, timeout=timeout, max_mailbox=max_mailbox)
 
     def init(self, _arg: Any) -> Any:
         start = Application.fetch_env_strict("my_app", "counter_start")
@@ -118,8 +118,8 @@ class Greeter(GenServer):
 
     @classmethod
     async def start_link(cls, arg: Any = None, *, name: Any = GREETER,
-                         timeout: Optional[float] = None) -> Any:
-        return await super().start_link(arg, name=name, timeout=timeout)
+                         timeout: Optional[float] = None, max_mailbox: Any = None) -> Pid:
+        return await super().start_link(arg, name=name, timeout=timeout, max_mailbox=max_mailbox)
 
     def init(self, _arg: Any) -> Any:
         limits = Application.get_env("my_app", "limits", {})
@@ -155,7 +155,7 @@ class MyApp(Application):
         _log.info("my_app started (%s)", start_type)
         return ("ok", sup, {"started_as": start_type})
 
-    def config_change(self, changed: Dict[str, Any], new: Dict[str, Any], removed: list) -> Any:
+    def config_change(self, changed: Dict[str, Any], new: Dict[str, Any], removed: List[Any]) -> Any:
         updated = {**changed, **new}
         if "greeting" in updated:
             GenServer.cast(GREETER, ("set_greeting", updated["greeting"]))
@@ -177,7 +177,8 @@ async def greet(name: str) -> str:
     >>> await greet("Ada")
     'Hello, Ada!'
     """
-    return await GenServer.call(GREETER, ("greet", name))
+    greeting: str = await GenServer.call(GREETER, ("greet", name))
+    return greeting
 
 
 async def count() -> int:
@@ -186,7 +187,8 @@ async def count() -> int:
     >>> await count()
     1
     """
-    return await GenServer.call(COUNTER, "value")
+    n: int = await GenServer.call(COUNTER, "value")
+    return n
 
 
 async def metrics() -> Dict[str, int]:
@@ -195,4 +197,5 @@ async def metrics() -> Dict[str, int]:
     >>> await metrics()
     {'greeting': 1}
     """
-    return await GenServer.call(METRICS, "counts")
+    counts: Dict[str, int] = await GenServer.call(METRICS, "counts")
+    return counts

@@ -40,7 +40,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
     try:
         import uvloop  # the faster event loop, when installed
-        loop = uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
     try:

@@ -41,6 +41,12 @@ log = logging.getLogger("user_service")
 HTTP = "UserHttp"
 
 
+
+def _resolve(fut: "asyncio.Future[Any]", value: Any) -> None:
+    """Set ``fut``'s result unless it is already done (a second signal, a second stop)."""
+    if not fut.done():
+        fut.set_result(value)
+
 @dataclass
 class Config:
     """How to run the service. Durations are seconds.
@@ -484,7 +490,7 @@ async def serve(config: Config, *, on_ready: Optional[Callable[[int], None]] = N
     if handle_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(s.name))
+                loop.add_signal_handler(sig, _resolve, stop, sig.name)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):
                 pass
@@ -544,7 +550,7 @@ class ServiceThread:
         self._error: Optional[BaseException] = None
         try:
             import uvloop  # the faster event loop, when installed
-            self._loop = uvloop.new_event_loop()
+            self._loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         except ImportError:
             self._loop = asyncio.new_event_loop()
         self._stop: "asyncio.Future[Any]" = self._loop.create_future()
@@ -580,7 +586,7 @@ class ServiceThread:
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(lambda: self._stop.done() or self._stop.set_result("stopped"))
+            self._loop.call_soon_threadsafe(_resolve, self._stop, "stopped")
             self._thread.join(timeout)
         if self._error is not None:
             raise self._error

@@ -58,6 +58,7 @@ async def login_run(url: str, n: int = 1000, accounts: int = 50,
 
     async def one(i: int) -> None:
         t0 = time.perf_counter()
+        status: Any
         try:
             status, body = await post_json(host, port, "/auth/login",
                                            {"email": emails[i % accounts], "password": password})

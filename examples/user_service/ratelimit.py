@@ -79,7 +79,8 @@ class LoginBucket(GenServer):
     def _idle(s: Dict[str, Any], now: float) -> float:
         """Seconds until this bucket holds nothing worth keeping."""
         until = max([s["locked_until"]] + [t + s["policy"].window for t in s["failures"]])
-        return max(0.0, until - now)
+        left: float = max(0.0, until - now)
+        return left
 
     def handle_info(self, msg: Any, s: Dict[str, Any]) -> Any:
         if msg == "timeout":

@@ -255,7 +255,8 @@ class Store(GenServer):
         row = await db.fetchone("SELECT role FROM users WHERE id = ?", (uid,))
         if row is None or tuple(row)[0] != "admin":
             return False
-        return (await db.fetchone("SELECT count(*) FROM users WHERE role = 'admin'"))[0] <= 1
+        admins: int = (await db.fetchone("SELECT count(*) FROM users WHERE role = 'admin'"))[0]
+        return admins <= 1
 
     @staticmethod
     async def _user(db: Any, uid: Any) -> Optional[Dict[str, Any]]:

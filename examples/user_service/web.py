@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 import socket
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional, Tuple
 
 import pyotp
 from pyotp import GenServer
@@ -63,7 +63,7 @@ class ApiError(Exception):
                 self.headers)
 
 
-async def read_body(receive: Callable[[], Awaitable[Dict[str, Any]]],
+async def read_body(receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
                     headers: Dict[str, str], limit: int) -> bytes:
     """Read an ASGI request body of at most ``limit`` bytes: a larger Content-Length is
     refused before reading anything, a body that grows past the limit while streaming
@@ -118,7 +118,8 @@ async def in_process(fn: Callable[..., Awaitable[Reply]], *args: Any, what: str 
             return e.reply()
 
     try:
-        return await RUNNER.run_process(body)
+        result: Tuple[int, Any, Dict[str, str]] = await RUNNER.run_process(body)
+        return result
     except pyotp.Exit as e:
         log.warning("%s: a server it called is unavailable: %s", what, repr(e.reason)[:300])
         return (503, {"error": "service_unavailable",

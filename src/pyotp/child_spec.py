@@ -280,7 +280,12 @@ def validate_children(specs: Iterable[Any], auto_shutdown: Optional[str]) -> Lis
     for s in specs:
         c = validate_child(s, auto_shutdown=auto_shutdown)
         if c.id in seen:
-            raise ChildSpecError("duplicate child id %r" % (c.id,))
+            raise ChildSpecError(
+                "duplicate child id %r: every child of a supervisor needs its own id; to run "
+                "the same module twice give each an id, e.g. Supervisor.child_spec((%s, arg), "
+                "id=\"%s_2\") or a child spec dict {\"id\": ..., \"start\": ...}"
+                % (c.id, getattr(c.id, "__name__", "Module"),
+                   str(getattr(c.id, "__name__", c.id)).lower()))
         seen.add(c.id)
         out.append(c)
     return out

@@ -25,6 +25,7 @@ import inspect
 from typing import Any, Callable, Dict, Optional
 
 from . import _core
+from ._core import Pid
 from .gen_server import GenServer
 
 
@@ -53,13 +54,14 @@ class CircuitBreaker(GenServer):
                          timeout: Optional[float] = None, service: Any = None,
                          failure_threshold: int = 5, reset_timeout: float = 30.0,
                          half_open_max_calls: int = 1, call_timeout: Optional[float] = 5.0,
-                         events: Any = None) -> Any:
+                         events: Any = None, max_mailbox: Any = None) -> Pid:
         """Start a breaker for ``service`` (keywords as in the module doc; ``arg``, if
         given, is a dict of the same options)."""
         opts = _options(arg, dict(service=service, failure_threshold=failure_threshold,
                                   reset_timeout=reset_timeout, half_open_max_calls=half_open_max_calls,
                                   call_timeout=call_timeout, events=events, name=name))
-        return await GenServer.start_link.__func__(cls, opts, name=name, timeout=timeout)  # type: ignore[attr-defined]
+        return await GenServer.start_link.__func__(cls, opts, name=name, timeout=timeout,  # type: ignore[attr-defined,no-any-return]
+                                                   max_mailbox=max_mailbox)
 
     @classmethod
     def child_spec(cls, arg: Dict[str, Any]) -> Dict[str, Any]:

@@ -268,7 +268,7 @@ def run_demo(seconds: float = 6.0, forever: bool = False, users: int = 40,
     import logging
     logging.getLogger("pyotp").setLevel(logging.CRITICAL)   # the crashes are the point
     try:
-        return pyotp.run(demo_main, seconds, forever, users, distribution)  # type: ignore[no-any-return]
+        return pyotp.run(demo_main, seconds, forever, users, distribution)
     except KeyboardInterrupt:
         print("\ninterrupted")
         return {}

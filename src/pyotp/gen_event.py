@@ -68,7 +68,7 @@ import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _core
-from ._core import Atom
+from ._core import Atom, Pid
 from .gen_server import GenServer
 
 __all__ = ["EventHandler", "EventManager"]
@@ -202,7 +202,7 @@ class EventManager(GenServer):
 
     @classmethod
     async def start_link(cls, arg: Any = None, *, name: Optional[Any] = None,
-                         timeout: Optional[float] = None) -> Any:
+                         timeout: Optional[float] = None, max_mailbox: Any = None) -> Pid:
         """Start an event manager linked to the calling process and return its pid.
         ``name`` is a str, ``("global", n)`` or ``("via", module, key)``; ``arg`` is not
         used (it lets supervisors start a manager from the ``(EventManager, arg)``
@@ -211,16 +211,18 @@ class EventManager(GenServer):
 
         >>> mgr = await EventManager.start_link(name="alarms")
         """
-        return await super().start_link((name, _self_or_none()), name=name, timeout=timeout)
+        return await super().start_link((name, _self_or_none()), name=name, timeout=timeout,
+                                        max_mailbox=max_mailbox)
 
     @classmethod
     async def start(cls, arg: Any = None, *, name: Optional[Any] = None,
-                    timeout: Optional[float] = None) -> Any:
+                    timeout: Optional[float] = None, max_mailbox: Any = None) -> Pid:
         """Like start_link, without the link.
 
         >>> mgr = await EventManager.start(name="alarms")
         """
-        return await super().start((name, None), name=name, timeout=timeout)
+        return await super().start((name, None), name=name, timeout=timeout,
+                                   max_mailbox=max_mailbox)
 
     @classmethod
     def child_spec(cls, arg: Any = None) -> Dict[str, Any]:

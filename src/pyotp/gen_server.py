@@ -38,9 +38,10 @@ server with reason ``("bad_return_value", value)``.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, cast
 
 from . import _core
+from ._core import Pid
 from .gen import start_result
 
 _log = logging.getLogger("pyotp")
@@ -106,25 +107,26 @@ class GenServer:
 
     @classmethod
     async def start_link(cls, arg: Any = None, *, name: Optional[Name] = None,
-                         timeout: Optional[float] = None, max_mailbox: Any = None) -> Any:
+                         timeout: Optional[float] = None, max_mailbox: Any = None) -> Pid:
         """Start a server linked to the calling process; returns its pid once ``init``
         returned ("ok", ...). ``"ignore"`` gives None; a failed init raises
         ``pyotp.StartError(reason)`` (and, being linked, the caller also gets the exit
         signal, as in OTP). ``timeout`` bounds init (seconds; None waits forever).
-        ``max_mailbox`` limits the server's mailbox (as ``pyotp.process_flag``).
+        ``max_mailbox`` limits the server's mailbox (as ``pyotp.process_flag``). Typed
+        ``Pid``: a server whose ``init`` may return ``"ignore"`` must check for None.
 
         >>> pid = await Counter.start_link(0, name="counter")
         """
-        return start_result(await _core._gen_start(cls, arg, name, True, timeout, max_mailbox))
+        return cast(Pid, start_result(await _core._gen_start(cls, arg, name, True, timeout, max_mailbox)))
 
     @classmethod
     async def start(cls, arg: Any = None, *, name: Optional[Name] = None,
-                    timeout: Optional[float] = None, max_mailbox: Any = None) -> Any:
+                    timeout: Optional[float] = None, max_mailbox: Any = None) -> Pid:
         """Like start_link, without the link.
 
         >>> pid = await Counter.start(0)
         """
-        return start_result(await _core._gen_start(cls, arg, name, False, timeout, max_mailbox))
+        return cast(Pid, start_result(await _core._gen_start(cls, arg, name, False, timeout, max_mailbox)))
 
     # `call`, `cast` and `reply` are the compiled functions themselves: no Python frame
     # between the user and the core on the hot path.

@@ -69,7 +69,7 @@ import logging
 import random
 from collections import deque
 from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterable, Iterator, List,
-                    Optional, Tuple, Union)
+                    Optional, Tuple, Union, cast)
 
 from . import _core
 from ._core import Atom, BadArg, Exit, Pid, Reference

@@ -174,7 +174,7 @@ class PubSub:
         return await GenServer.stop(_servers[pubsub][0], reason, timeout)
 
     @staticmethod
-    def subscribe(pubsub: str, topic: Any, *, metadata: Any = None) -> str:
+    def subscribe(pubsub: str, topic: Any, metadata: Any = None) -> str:
         """Subscribe the calling process to ``topic``: it will receive every message
         broadcast on it. ``metadata`` is stored with the subscription (visible through
         ``Registry.lookup(pubsub, topic)``).

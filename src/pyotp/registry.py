@@ -56,7 +56,7 @@ compared with ``==``. Keys must be hashable.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _core
 from ._core import BadArg
@@ -326,11 +326,12 @@ class Registry:
     @staticmethod
     async def start_link(arg: Optional[Dict[str, Any]] = None, *, keys: Optional[str] = None,
                          name: Optional[str] = None, partitions: int = 1,
-                         meta: Optional[Dict[Any, Any]] = None) -> Any:
+                         meta: Union[Dict[Any, Any], Sequence[Tuple[Any, Any]], None] = None) -> Any:
         """Start a registry linked to the caller and return its pid. ``keys`` is
         ``"unique"`` or ``"duplicate"``, ``name`` (a str) is how every other function
         finds it; the options may also come as one dict ``arg`` (the ``(Registry, {...})``
-        child-spec shorthand). ``meta`` seeds ``Registry.meta``.
+        child-spec shorthand). ``meta`` seeds ``Registry.meta``: a dict, or Elixir's keyword
+        list as a list of ``(key, value)`` pairs.
 
         >>> await Registry.start_link(keys="unique", name="MyReg")
         """
@@ -339,7 +340,7 @@ class Registry:
     @staticmethod
     async def start(arg: Optional[Dict[str, Any]] = None, *, keys: Optional[str] = None,
                     name: Optional[str] = None, partitions: int = 1,
-                    meta: Optional[Dict[Any, Any]] = None) -> Any:
+                    meta: Union[Dict[Any, Any], Sequence[Tuple[Any, Any]], None] = None) -> Any:
         """Like start_link, without the link.
 
         >>> await Registry.start(keys="unique", name="MyReg")
@@ -690,7 +691,7 @@ def _via_key(name: Any) -> Tuple[Any, Any, Any]:
 
 
 async def _start(link: bool, arg: Optional[Dict[str, Any]], keys: Optional[str],
-                 name: Optional[str], partitions: int, meta: Optional[Dict[Any, Any]]) -> Any:
+                 name: Optional[str], partitions: int, meta: Any) -> Any:
     if arg is not None:
         if not isinstance(arg, dict):
             raise TypeError("Registry.start_link: the positional argument is a dict of "
@@ -710,7 +711,13 @@ async def _start(link: bool, arg: Optional[Dict[str, Any]], keys: Optional[str],
         raise BadArg("Registry.start_link: partitions must be a positive int, got %r"
                      % (partitions,))
     if meta is not None and not isinstance(meta, dict):
-        raise BadArg("Registry.start_link: meta must be a dict, got %r" % (meta,))
+        # Elixir's `meta:` is a keyword list, [{key, value}]: a list of pairs
+        if isinstance(meta, (list, tuple)) and all(
+                isinstance(kv, tuple) and len(kv) == 2 for kv in meta):
+            meta = dict(meta)
+        else:
+            raise BadArg("Registry.start_link: meta must be a dict or a list of (key, value) "
+                         "pairs, got %r" % (meta,))
     reg = _Reg(name, keys == "unique", partitions, meta or {})
     if link:
         return await _Root.start_link(reg, name=name)

@@ -9,7 +9,9 @@ import asyncio
 import logging
 import signal
 import threading
-from typing import Any, Awaitable, Callable, Optional, cast
+from typing import Any, Awaitable, Callable, Optional, TypeVar, cast
+
+_T = TypeVar("_T")
 
 from . import _core, _signals
 from ._core import Exit
@@ -97,10 +99,10 @@ class Runtime:
         return NodeThread(use_uvloop, max_mailbox=max_mailbox)
 
 
-def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bool] = None,
+def run(main: Callable[..., Awaitable[_T]], *args: Any, use_uvloop: Optional[bool] = None,
         shutdown_timeout: float = 5.0, node: Optional[str] = None, cookie: Optional[str] = None,
         max_mailbox: Any = None, dashboard: Optional[int] = None, dashboard_host: str = "127.0.0.1",
-        dashboard_token: Optional[str] = None, nodes: Any = 1, **dist: Any) -> Any:
+        dashboard_token: Optional[str] = None, nodes: Any = 1, **dist: Any) -> _T:
     """Start a node, run ``main(*args)`` as its first process, return its result, then shut
     everything down in order (like ``asyncio.run``). uvloop is used when installed unless
     ``use_uvloop=False``. ``max_mailbox`` is the default mailbox limit of every process
@@ -148,6 +150,10 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
                         shutdown_timeout=shutdown_timeout, max_mailbox=max_mailbox, **dist)
     if dist or cookie is not None:
         raise TypeError("cookie and distribution options need node='name@host'")
+    if _core._node_running():
+        # one node per OS process: a second one would take over the first one's scheduler
+        raise RuntimeError("pyotp.run: a node is already running in this process; inside "
+                           "it, start processes (pyotp.spawn, start_link) instead")
     loop = _new_loop(use_uvloop)
 
     async def _amain() -> Any:
@@ -177,7 +183,7 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, use_uvloop: Optional[bo
         raise SystemExit(128 + stop.result())
 
     try:
-        return loop.run_until_complete(_amain())
+        return cast(_T, loop.run_until_complete(_amain()))
     finally:
         if _core._node_running():
             # interrupted (Ctrl-C / SystemExit escaped the loop): no orderly shutdown ran

@@ -16,7 +16,7 @@ See docs/distribution.md for the type mapping and the wire extension.
 from __future__ import annotations
 
 import functools
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, TypeVar, cast
 
 from . import rpc
 from .epmd import EpmdError
@@ -28,9 +28,12 @@ __all__ = ["Node", "rpc", "multi_call", "abcast", "run_node", "DistError", "Epmd
            "HandshakeError", "global_names", "pg"]
 
 
-def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie: str,
+_T = TypeVar("_T")
+
+
+def run_node(main: Callable[..., Awaitable[_T]], *args: Any, node: str, cookie: str,
              use_uvloop: Optional[bool] = None, shutdown_timeout: float = 5.0,
-             max_mailbox: Any = None, **dist: Any) -> Any:
+             max_mailbox: Any = None, **dist: Any) -> _T:
     """``pyotp.run`` for a distributed node: start distribution as ``node`` (keyword
     arguments as for ``Node.start``), run ``main(*args)`` as the first process, return
     its result; distribution stops before the other processes are shut down. If ``main``
@@ -62,12 +65,15 @@ def run_node(main: Callable[..., Awaitable[Any]], *args: Any, node: str, cookie:
             Node.stop()
 
     try:
-        return runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout,
-                           max_mailbox=max_mailbox)
+        result: _T = runtime.run(wrapper, use_uvloop=use_uvloop, shutdown_timeout=shutdown_timeout,
+                                 max_mailbox=max_mailbox)
     except _core.Exit as e:
         if stopped and e.reason == "shutdown":
-            return None      # stopped on request (init:stop, halt): a normal end
+            # stopped on request (init:stop, halt): a normal end, with no result (typed as
+            # main's, which is what a program not stopped from outside gets, as pyotp.run)
+            return cast(_T, None)
         raise
+    return result
 
 
 from . import global_names, pg  # noqa: E402

@@ -411,6 +411,14 @@ class Connection(asyncio.BufferedProtocol):
             self._hs_timer.cancel()
             self._hs_timer = None
         reason = self.close_reason or (exc and str(exc)) or "connection closed"
+        if was == HS_ACK and self.close_reason is None:
+            # The peer checks our challenge reply and, on a wrong digest, closes without a
+            # word (the protocol has no message for it; OTP logs it on that side only).
+            # Say it here too, or the connecting side sees nothing but pang/noconnection.
+            reason = ("%s closed the connection after checking our cookie: the cookies "
+                      "differ (set the same cookie on both nodes: cookie=..., --cookie or "
+                      "~/.erlang.cookie)" % self.peer)
+            _log.warning("pyotp dist: cannot connect to %s", reason)
         try:
             if was == UP:
                 self.kernel.conn_down(self, reason)

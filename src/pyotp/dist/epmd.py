@@ -392,6 +392,32 @@ async def _main(host: str, port: int) -> None:  # pragma: no cover - manual tool
     await asyncio.Event().wait()
 
 
+# `python -m pyotp.dist.epmd` runs this file as __main__ after `import pyotp.dist` has
+# already imported it as pyotp.dist.epmd; runpy warns about that ("found in sys.modules
+# ... unpredictable behaviour") unless the module has a __path__. The __main__ copy only
+# serves EPMD, so the warning says nothing useful to the user: an empty __path__ silences it.
+__path__: "list[str]" = []
+
+
+def main(argv: "list[str] | None" = None) -> int:  # pragma: no cover - manual tool
+    """``python -m pyotp.dist.epmd [port]``: serve EPMD until Ctrl-C (exit status 0)."""
+    import sys
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        port = int(args[0]) if args else default_port()
+    except ValueError:
+        print("usage: python -m pyotp.dist.epmd [port]", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_main("0.0.0.0", port))
+    except KeyboardInterrupt:
+        print("pyotp EPMD stopped", flush=True)
+    except OSError as e:
+        print("pyotp EPMD: cannot listen on port %d: %s" % (port, e), file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m pyotp.dist.epmd [port]`
     import sys
-    asyncio.run(_main("0.0.0.0", int(sys.argv[1]) if len(sys.argv) > 1 else default_port()))
+    sys.exit(main())

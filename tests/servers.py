@@ -1,0 +1,43 @@
+"""Test servers shared by the test files (define a server here once rather than in each
+file; tools/relayout_tests.py moves this module to tests/helpers/ with the others).
+
+>>> pid = await Counter.start_link(0)
+>>> GenServer.cast(pid, ("add", 2))
+>>> await GenServer.call(pid, "get")
+2
+"""
+from typing import Any
+
+from pyotp import GenServer
+
+
+class Counter(GenServer):
+    """State: an int. call "get" -> the count; cast ("add", n); call "crash" raises;
+    any other call is echoed back with the count: ("echo", request, n)."""
+
+    def init(self, n: Any) -> Any:
+        return ("ok", n)
+
+    def handle_call(self, request: Any, from_: Any, n: int) -> Any:
+        if request == "get":
+            return ("reply", n, n)
+        if request == "crash":
+            raise RuntimeError("crash in call, on request")
+        return ("reply", ("echo", request, n), n)
+
+    def handle_cast(self, request: Any, n: int) -> Any:
+        if type(request) is tuple and len(request) == 2 and request[0] == "add":
+            return ("noreply", n + request[1])
+        return ("noreply", n)
+
+
+class Recorder(GenServer):
+    """State: a list the test owns. Every call is appended to it and answered with the
+    list's length: a test can see which requests reached the server."""
+
+    def init(self, seen: list) -> Any:
+        return ("ok", seen)
+
+    def handle_call(self, request: Any, from_: Any, seen: list) -> Any:
+        seen.append(request)
+        return ("reply", len(seen), seen)
