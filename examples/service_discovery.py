@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pyotp                                            # noqa: E402
 from pyotp import GenServer                             # noqa: E402
 from pyotp.dist import Node, run_node                   # noqa: E402
-from pyotp.service_discovery import ServiceDiscovery    # noqa: E402
+from pyotp import ServiceDiscovery    # noqa: E402
 from distributed_nodes import NodeProcess, node_name, role_main, stdin_closed  # noqa: E402
 
 COOKIE = "service-discovery-example"

@@ -116,7 +116,8 @@ def read_results(path: Path) -> Dict[Key, Tuple[int, int]]:
 
 def load_checkpoint(workdir: Path) -> Dict[str, Any]:
     try:
-        return json.loads((workdir / "checkpoint.json").read_text())
+        data: Dict[str, Any] = json.loads((workdir / "checkpoint.json").read_text())
+        return data
     except FileNotFoundError:
         return {"offset": 0, "out_size": 0, "windows": 0}
 
@@ -232,6 +233,7 @@ class Aggregator(GenStage):
 
     def _close(self, next_offset: int) -> None:
         w = self.current
+        assert w is not None             # a window is open when one closes
         rows = "".join("%d,%s,%s,%d,%d\n" % (w, region, etype, c, s)
                        for (region, etype), (c, s) in sorted(self.aggs.items()))
         self.out.write(rows.encode())
@@ -328,6 +330,7 @@ async def run_pipeline(data: Path, workdir: Path, lines: int, window_s: float, k
                 print("  supervisor restarted the stages; the reader resumes at byte %d" % m[3], flush=True)
         elif m[0] == "mark" and kill_at is not None and killed is None:
             victim = pyotp.whereis("stream_enricher")
+            assert victim is not None, "the enricher is not running"
             killed = (victim, m[1])
             if not quiet:
                 print("  killing the enricher %r after %d events" % (victim, m[1]), flush=True)

@@ -99,6 +99,20 @@ def normalize(text: str) -> str:
     return "\n".join(l.rstrip() for l in text.strip("\n").splitlines())
 
 
+def _run_as_script(b: Block) -> None:
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        script = Path(d) / "doc_block.py"
+        script.write_text(b.source)
+        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=120)
+    sys.stdout.write(r.stdout)
+    sys.stdout.flush()
+    if r.returncode != 0:
+        raise RuntimeError("the block exited with %d:\n%s" % (r.returncode, r.stderr[-3000:]))
+
+
 def run_file(path: Path) -> int:
     """Child side: compile every block, run those not marked compile-only in one
     namespace, print SEP after each block. A failing block ends the run (exit 1) with its
@@ -118,7 +132,12 @@ def run_file(path: Path) -> int:
                                  "(end it with pyotp.run(main))\n" % b.label())
                 return 1
             try:
-                exec(code, ns)
+                if re.search(r"^if __name__ == .__main__.:", b.source, re.M):
+                    # a script guarded for multiprocessing's spawn (pool workers import
+                    # the main module): run it as a file of its own, as a user would
+                    _run_as_script(b)
+                else:
+                    exec(code, ns)
             except BaseException:
                 traceback.print_exc()
                 sys.stderr.write("\nFAILED: the block at %s raised\n" % b.label())

@@ -204,17 +204,19 @@ def c_scan(conn: Any, a: List[bytes]) -> Any:
     cursor = parse_int(a[1])
     if cursor is None or cursor < 0:
         return ErrorReply("ERR invalid cursor")
-    pat, count, i = b"*", 10, 2
+    pat: Optional[bytes] = b"*"
+    count, i = 10, 2
     while i < len(a):
         o = a[i].upper()
         if o == b"MATCH" and i + 1 < len(a):
             pat = a[i + 1]
         elif o == b"COUNT" and i + 1 < len(a):
-            count = parse_int(a[i + 1])
-            if count is None:
+            c = parse_int(a[i + 1])
+            if c is None:
                 return E_INT
-            if count < 1:
+            if c < 1:
                 return E_SYNTAX
+            count = c
         elif o == b"TYPE" and i + 1 < len(a):
             if a[i + 1].lower() != b"string":
                 pat = None       # only strings live here

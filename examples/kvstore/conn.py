@@ -113,7 +113,7 @@ class Conn(GenServer):
         self.closing = False
         self.me = pyotp.self()
         self.slots: Deque[_Slot] = deque()
-        self.waits: Dict[Any, Tuple[_Slot, int, str, Any, Any]] = {}   # ref -> (slot, part, kind, node(s), key)
+        self.waits: Dict[Any, Tuple[Any, Any, str, Any, Any]] = {}   # ref -> (slot, part, kind, node(s), key)
         self.writing: Dict[bytes, int] = {}     # keys with a write forwarded and not answered
         # what one received chunk sends to other nodes, sent at its end as one message per
         # node: records for replicas (with the parts waiting for their acks) and requests

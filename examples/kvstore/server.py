@@ -26,7 +26,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import pyotp
 from pyotp import Atom, DynamicSupervisor, GenServer, Registry, Supervisor
@@ -104,7 +104,7 @@ class Cluster:
         for ref, pid in self.waiting.pop(n, {}).items():
             pyotp.send(pid, (Atom("lost"), ref, Atom(n)))
 
-    def execute_all(self, op: tuple) -> Any:
+    def execute_all(self, op: Tuple[Any, ...]) -> Any:
         if op[0] == "keys":
             m = matcher(op[1])
             return [k for k in self.table.live_keys() if m(k)]
@@ -225,7 +225,7 @@ class Store(GenServer):
         c = self.c
         t = c.table
         now: List[Any] = []
-        groups: Dict[tuple, List[Any]] = {}
+        groups: Dict[Tuple[Any, ...], List[Any]] = {}
         for kind, op, ref in reqs:
             if kind == "w":
                 reply, rec = execute_write(t, op)

@@ -213,9 +213,10 @@ def execute_write(t: Table, op: Tuple[Any, ...]) -> Tuple[Any, Optional[_aof.Rec
     if name == "incrby":
         n = 0
         if cur is not None:
-            n = parse_int(cur)          # type: ignore[assignment]
-            if n is None:
+            v = parse_int(cur)
+            if v is None:
                 return E_INT, None
+            n = v
         n += op[2]
         if not I64_MIN <= n <= I64_MAX:
             return E_OVERFLOW, None

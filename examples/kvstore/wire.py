@@ -2,7 +2,7 @@
 simple-string and error replies travel tagged."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Tuple
 
 from pyotp import Atom
 from pyotp.resp import ErrorReply
@@ -23,5 +23,5 @@ def unwire(v: Any) -> Any:
     return v
 
 
-def wire_op(op: tuple) -> tuple:
+def wire_op(op: Tuple[Any, ...]) -> Tuple[Any, ...]:
     return (Atom(op[0]),) + op[1:]

@@ -36,7 +36,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, cast
 
 from . import _core
 
@@ -110,8 +110,8 @@ def _named(fn: Any) -> Tuple[str, str]:
     if isinstance(owner, type):          # Counter.start_link: a classmethod bound to Counter
         m, q = owner.__module__, owner.__qualname__ + "." + fn.__name__
     else:
-        m = getattr(fn, "__module__", None)
-        q = getattr(fn, "__qualname__", None)
+        m = str(getattr(fn, "__module__", None) or "")
+        q = str(getattr(fn, "__qualname__", None) or "")
     if not m or not q or "<" in q:
         raise TypeError("a start function for another node must be a module-level function or "
                         "a method of a module-level class, got %r" % (fn,))
@@ -429,7 +429,7 @@ class _Pool:
             k.peer_ports[w.name] = ports[w.name]
         for w in self.workers:
             self._spawn(w)
-        await asyncio.gather(*(w.ready for w in self.workers))     # type: ignore[misc]
+        await asyncio.gather(*(cast("asyncio.Future[None]", w.ready) for w in self.workers))
         for i, a in enumerate(self.names):
             for b in self.names[i + 1:]:
                 self._link(a, b)
@@ -520,7 +520,8 @@ class _Pool:
             return
         _log.warning("pyotp pool: worker %s exited (%s): restarting it", w.name, code)
         t = self.restarting[w.name] = self.loop.create_task(self._restart(w))
-        t.add_done_callback(lambda _t, n=w.name: self.restarting.pop(n, None))
+        name = w.name
+        t.add_done_callback(lambda _t: self.restarting.pop(name, None))
 
     async def _restart(self, w: _Worker) -> None:
         from .dist.node import kernel

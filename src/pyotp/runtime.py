@@ -138,9 +138,10 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, use_uvloop: Optional[boo
         main = with_dashboard(main, dashboard, dashboard_host, dashboard_token)
     if size > 1:
         from .pool import run_pool
-        return run_pool(main, *args, nodes=size, node=node, cookie=cookie,
-                        run_kw={"use_uvloop": use_uvloop, "shutdown_timeout": shutdown_timeout,
-                                "max_mailbox": max_mailbox}, dist=dist)
+        return cast(_T, run_pool(main, *args, nodes=size, node=node, cookie=cookie,
+                                 run_kw={"use_uvloop": use_uvloop,
+                                         "shutdown_timeout": shutdown_timeout,
+                                         "max_mailbox": max_mailbox}, dist=dist))
     if node is not None:
         # a distributed node: "name@host", with the cookie and the options of Node.start
         from .dist import run_node

@@ -21,7 +21,7 @@ fun, (class, exception)))``, ``suspend``/``resume``/``terminate`` give ``"ok"``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 from . import _core
 from .etf import Atom, ExportFun, OpaqueFun
@@ -117,7 +117,7 @@ def _as_function(fun: Any) -> Callable[[Any], Any]:
     this node lets rpc run (the node's rpc_allow and undef rules). An Erlang closure
     (``fn s -> ... end``) cannot run in Python: NotImplementedError."""
     if callable(fun) and not isinstance(fun, (ExportFun, OpaqueFun)):
-        return fun
+        return cast(Callable[[Any], Any], fun)
     if isinstance(fun, ExportFun) and fun.arity == 1:
         from .dist import kernel as _kernel, rpc as _rpc
         k = _kernel.running()
@@ -125,7 +125,7 @@ def _as_function(fun: Any) -> Callable[[Any], Any]:
         if k is not None and not _rpc.allowed(k, m):
             raise _core.Exit(("not_allowed", m))
         try:
-            return _rpc._resolve(m, f)
+            return cast(Callable[[Any], Any], _rpc._resolve(m, f))
         except _rpc._Undef:
             raise _core.Exit(("undef", [(m, f, 1, [])])) from None
     raise NotImplementedError("a pyotp process cannot run an Erlang closure; "

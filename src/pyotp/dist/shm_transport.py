@@ -33,7 +33,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from .. import _core
 
@@ -52,7 +52,7 @@ class ShmTransport(asyncio.Transport):
 
     def __init__(self, ring: Any, bell: socket.socket, protocol: asyncio.BaseProtocol,
                  loop: Optional[asyncio.AbstractEventLoop] = None,
-                 extra: Optional[dict] = None) -> None:
+                 extra: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(extra)
         self._loop = loop or asyncio.get_running_loop()
         self._ring = ring
@@ -313,7 +313,8 @@ class ShmTransport(asyncio.Transport):
 
     def _lost_cb(self, exc: Optional[BaseException]) -> None:
         try:
-            self._protocol.connection_lost(exc)
+            self._protocol.connection_lost(exc if exc is None or isinstance(exc, Exception)
+                                           else ConnectionError(repr(exc)))
         finally:
             self._ring.release()
 
