@@ -151,22 +151,6 @@ def receive(match=None, timeout=None):
     >>> msg = await pyotp.receive()
     >>> reply = await pyotp.receive(lambda m: m[0] == ref, timeout=1.0)
     """
-    if _caller_for_wait("receive()") is None:
-        raise CallbackError("receive() must be awaited inside a pyotp process")
-    return _receive_co(match, timeout)
-
-
-def _sleep_begin(seconds):
-    cdef Process p = _caller_for_wait("sleep()")
-    if p is None:
-        return _asyncio.sleep(seconds)
-    p.wait = W_SLEEP
-    p.timer = _sched.start_timer(TK_WAKE, seconds, None, None, p)
-    return _TOKEN
-
-
-def _receive_step(match, timeout):
-    """receive's first step: the message, or _TOKEN once the caller is parked."""
     cdef Process p = _caller_for_wait("receive()")
     cdef Msg* m
     cdef object v
@@ -183,7 +167,7 @@ def _receive_step(match, timeout):
         p.handled += 1
         if p.tracer is not None:
             _trace(p, "receive", v)
-        return v
+        return _ready(v)
     timeout = _timeout_arg(timeout, "receive")
     if timeout is not None:
         if timeout == 0:
@@ -191,11 +175,7 @@ def _receive_step(match, timeout):
         p.timer = _sched.start_timer(TK_WAKE, timeout, None, None, p)
     p.wait = W_RECEIVE
     p.match = match
-    return _TOKEN
-
-
-cdef object _receive_co = _as_coroutine(_co_step2_value, "pyotp.receive", _receive_step)
-cdef object _sleep_co = _as_coroutine(_co_step1, "pyotp.sleep", _sleep_begin)
+    return _suspended_in(p)
 
 
 def sleep(seconds):
@@ -209,7 +189,9 @@ def sleep(seconds):
         raise BadArg("sleep expects seconds >= 0, got %r" % (seconds,))
     if p is None:
         return _asyncio.sleep(seconds)
-    return _sleep_co(seconds)
+    p.wait = W_SLEEP
+    p.timer = _sched.start_timer(TK_WAKE, seconds, None, None, p)
+    return _suspended()
 
 
 # ---------------------------------------------------------------------------------------

@@ -508,23 +508,10 @@ cdef object _begin_call(Process caller, object server, object request, object ti
 def call(server, request, timeout=5.0):
     """GenServer.call: send `request` to `server` and wait for its reply (seconds;
     None or "infinity" waits forever). Raises pyotp.Exit with ("noproc", ...),
-    ("timeout", ...) or the server's exit reason, as OTP does. Nothing is sent until the
-    result is awaited; one never awaited warns (RuntimeWarning, as any coroutine).
+    ("timeout", ...) or the server's exit reason, as OTP does.
 
     >>> n = await GenServer.call(counter, "get")
     """
-    cdef Process p = _current_here()
-    if p is not None:
-        if p.sync_cb:
-            _caller_for_wait("GenServer.call()")  # the plain-callback error, at once
-    else:
-        _external_call_check()                    # the wrong-thread error, at once
-    return _call_co(server, request, timeout)
-
-
-def _call_begin(server, request, timeout):
-    """GenServer.call's first step (scheduler.pyx): _TOKEN once the caller is parked, or
-    the future a caller outside the runtime awaits."""
     cdef Process p = _current_here()
     if p is not None:
         if p.tracer is not None:
@@ -532,23 +519,15 @@ def _call_begin(server, request, timeout):
         if p.sync_cb:
             _caller_for_wait("GenServer.call()")
         _begin_call(p, server, request, timeout)
-        return _TOKEN
+        return _suspended_in(p)
     return _external_call(server, request, timeout)
 
 
-cdef object _call_co = _as_coroutine(_co_step3, "GenServer.call", _call_begin)
-
-
-cdef Scheduler _external_call_check():
+cdef object _external_call(object server, object request, object timeout):
     cdef Scheduler s = _need_sched()
     if pyotp_thread_id() != s.loop_tid:
         raise RuntimeError("GenServer.call from another thread: use the node handle's "
                            "blocking call (pyotp.Runtime.start_thread().call)")
-    return s
-
-
-cdef object _external_call(object server, object request, object timeout):
-    cdef Scheduler s = _external_call_check()
     fut = s.loop.create_future()
     cdef Process proxy = _external_caller(fut)
     try:

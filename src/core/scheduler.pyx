@@ -75,54 +75,14 @@ cdef inline object _suspended():
     return _suspend(_TOKEN)
 
 
-# The API's waiting functions (GenServer.call, receive, sleep) return native coroutines:
-# one does nothing until awaited, and one never awaited makes CPython warn
-# "RuntimeWarning: coroutine 'GenServer.call' was never awaited" as it is collected, so a
-# missing `await` shows at once (not later, as a generator where a value was expected).
-# Speed: an `async def` wrapper would add an object and a delegation hop per wait (-15%
-# on calls), and a compiled awaitable a StopIteration per resume (-50%). So each is a plain
-# generator function whose code object is flagged CO_COROUTINE instead of CO_GENERATOR:
-# calling it makes a native coroutine that yields _TOKEN to the scheduler itself, one
-# object as before. The interpreter runs YIELD_VALUE in any generator-like frame; only the
-# compiler refuses a bare `yield` in `async def`. Its first step calls the compiled
-# `begin`, which does the work and returns _TOKEN once the caller is parked (or a value,
-# or an awaitable for a caller outside the runtime).
-_gens = {"_TOKEN": _TOKEN}
-exec(compile('''
-import inspect, types
-
-def _as_coroutine(gen_fn, qualname, begin):
-    code = gen_fn.__code__
-    flags = (code.co_flags & ~(inspect.CO_GENERATOR | inspect.CO_ITERABLE_COROUTINE)) | inspect.CO_COROUTINE
-    ns = dict(gen_fn.__globals__, _begin=begin)
-    f = types.FunctionType(code.replace(co_flags=flags), ns, gen_fn.__name__, gen_fn.__defaults__)
-    f.__qualname__ = qualname
-    f.__module__ = "pyotp"
-    return f
-
-def _step3(a, b, c):
-    r = _begin(a, b, c)
-    if r is _TOKEN:
-        return (yield r)
-    return (yield from r)
-
-def _step2_value(a, b):
-    r = _begin(a, b)
-    if r is _TOKEN:
-        return (yield r)
-    return r
-
-def _step1(a):
-    r = _begin(a)
-    if r is _TOKEN:
-        return (yield r)
-    return (yield from r)
-''', "<pyotp._core>", "exec"), _gens)
-cdef object _as_coroutine = _gens["_as_coroutine"]
-cdef object _co_step3 = _gens["_step3"]
-cdef object _co_step2_value = _gens["_step2_value"]
-cdef object _co_step1 = _gens["_step1"]
-del _gens
+cdef inline object _suspended_in(Process p):
+    """As _suspended(), for the process p itself awaiting: its reusable awaitable
+    (suspend.h), no allocation per wait."""
+    if not PYOTP_SUSP_FAST:
+        return _suspend(_TOKEN)
+    if p.susp is None:
+        p.susp = pyotp_susp_new(_TOKEN)
+    return pyotp_susp_arm(p.susp)
 
 
 @cython.final
