@@ -13,15 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from kvstore_helpers import KvNode, free_port, poll, unique
-
-
-def live_members(port: int) -> set:
-    c = redis.Redis(port=port)
-    try:
-        v = c.info("replication")["live_members"]      # redis-py splits "a,b" into a list
-        return set(v if isinstance(v, list) else v.split(","))
-    finally:
-        c.close()
+from kvstore_helpers import live_members_of as live_members
 
 
 @contextlib.contextmanager
