@@ -169,11 +169,13 @@ def jepsen(nodes, b: KvNode) -> None:
     assert held >= 2 * len(keys)
 
 
-def test_nodes_option_starts_a_three_node_cluster():
+def test_nodes_option_runs_the_store_on_a_three_node_pool(tmp_path):
+    """--nodes 3: the head and two pool workers each serve on their own port and log; a
+    SIGKILLed worker is restarted by the pool, its store started again, and it catches up."""
+    import os
     import signal
     import socket
     import sys
-    from dist_helpers import ensure_epmd
     from kvstore_helpers import Proc
 
     def three_free_ports() -> int:
@@ -194,29 +196,58 @@ def test_nodes_option_starts_a_three_node_cluster():
                     s.close()
         raise RuntimeError("no three consecutive free ports")
 
-    ensure_epmd()
     port = three_free_ports()
     prefix = unique("kvn").split("@")[0] + "x"
     proc = Proc([sys.executable, "-u", "-m", "examples.kvstore", "--port", str(port), "--nodes", "3",
-                 "--name-prefix", prefix], "kvstore --nodes 3")
+                 "--name-prefix", prefix, "--data", str(tmp_path)], "kvstore --nodes 3")
+    head = "%s1@127.0.0.1" % prefix
+    names = {head, "%s1_w1@127.0.0.1" % prefix, "%s1_w2@127.0.0.1" % prefix}
     try:
         proc.wait_log("kvstore ready on", 3)
-        names = {"%s%d@127.0.0.1" % (prefix, i) for i in (1, 2, 3)}
         for p in range(port, port + 3):
             poll(lambda: live_members(p) == names, "all three nodes live on %d" % p)
         cs = [redis.Redis(port=p) for p in range(port, port + 3)]
+        pids = {c.info("server")["process_id"] for c in cs}
+        assert len(pids) == 3 and proc.proc.pid in pids      # the head and two worker processes
+        assert {c.info("server")["node"] for c in cs} == names
         cs[0].mset({"k%d" % i: i for i in range(300)})
         for c in cs:
             assert c.mget(["k%d" % i for i in range(300)]) == [b"%d" % i for i in range(300)]
             assert c.dbsize() == 300
         held = [c.info("keyspace")["db0"]["keys"] for c in cs]
         assert sum(held) == 600 and max(held) < 300       # replication factor 2 of 3 nodes
-        for c in cs:
+        assert sorted(os.listdir(tmp_path)) == sorted(n.split("@")[0] for n in names)
+
+        w1 = cs[1].info("server")["process_id"]
+        cs[1].close()
+        os.kill(w1, signal.SIGKILL)
+
+        def mset() -> bool:         # TRYAGAIN while w1 drops out mid-request, as Redis Cluster
+            try:
+                return bool(cs[2].mset({"n%d" % i: i for i in range(100)}))
+            except redis.exceptions.TryAgainError:
+                return False
+        poll(mset, "a write while w1 is away (or back)")
+
+        def w1_back() -> bool:
+            try:
+                return redis.Redis(port=port + 1).info("server")["process_id"] != w1
+            except redis.ConnectionError:
+                return False
+        poll(w1_back, "the pool to restart w1 and its store")
+        for p in range(port, port + 3):
+            poll(lambda: live_members(p) == names, "the restarted w1 live on %d" % p)
+        c1 = redis.Redis(port=port + 1)
+        assert c1.mget(["n%d" % i for i in range(100)]) == [b"%d" % i for i in range(100)]
+        assert c1.get("k7") == b"7" and c1.dbsize() == 400
+        c1.set("after", "x")
+        assert cs[0].get("after") == b"x"
+        for c in cs + [c1]:
             c.close()
     finally:
-        proc.proc.send_signal(signal.SIGTERM)             # the launcher stops its nodes
+        proc.proc.send_signal(signal.SIGTERM)             # the pool's head ends its workers
         proc.proc.wait(60)
-    assert proc.output().count("kvstore ready on") == 3
+    assert proc.output().count("kvstore ready on") == 4
 
 
 def test_a_returning_node_catches_up_deletes_and_flushes(tmp_path):

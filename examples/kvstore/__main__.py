@@ -22,7 +22,8 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=6379, help="client port (the first one with --nodes)")
     p.add_argument("--host", default="127.0.0.1", help="client interface (default 127.0.0.1)")
     p.add_argument("--nodes", type=int, default=1,
-                   help="start this many nodes, one OS process each, on consecutive ports (kv1@127.0.0.1 ...)")
+                   help="run on a local node pool of this many nodes (one per core), on consecutive ports "
+                        "(head kv1@127.0.0.1, workers kv1_w1@127.0.0.1 ...)")
     p.add_argument("--data", default=None, help="directory of the append-only log (per node: DIR/<node>)")
     p.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
     p.add_argument("--maxmemory", type=int, default=0, help="bytes of data (0: no limit)")
@@ -33,7 +34,7 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="distribution cookie (or $KVSTORE_COOKIE)")
     p.add_argument("--peer", action="append", default=[], help="another node of the cluster (repeatable)")
     p.add_argument("--name-prefix", default="kv",
-                   help="with --nodes: node names are PREFIX1@127.0.0.1, PREFIX2@... (default kv)")
+                   help="with --nodes: the pool's head is PREFIX1@127.0.0.1, its workers PREFIX1_w1@... (default kv)")
     a = p.parse_args(argv)
     if not 1 <= a.nodes <= 64:
         p.error("--nodes must be between 1 and 64")
@@ -42,44 +43,20 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return a
 
 
-def launch(a: argparse.Namespace) -> int:
-    """--nodes N: start N nodes (kv1@127.0.0.1 on PORT, kv2 on PORT+1, ...) as child
-    processes, each told the others' names, and wait; Ctrl-C (or SIGTERM) stops them all."""
-    names = ["%s%d@127.0.0.1" % (a.name_prefix, i + 1) for i in range(a.nodes)]
-    procs = []
-    for i, name in enumerate(names):
-        cmd = [sys.executable, "-m", "examples.kvstore", "--port", str(a.port + i), "--host", a.host,
-               "--node", name, "--cookie", a.cookie, "--replicas", str(a.replicas),
-               "--appendfsync", a.appendfsync, "--maxmemory", str(a.maxmemory),
-               "--maxmemory-policy", a.maxmemory_policy]
-        if a.data:
-            cmd += ["--data", os.path.join(a.data, name.split("@")[0])]
-        for other in names:
-            if other != name:
-                cmd += ["--peer", other]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT))
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        return max(p.wait() for p in procs)
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        return max(abs(p.wait()) for p in procs)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     a = parse(argv)
-    if a.nodes > 1:
-        return launch(a)
     import logging
     import pyotp
     from .server import Config, serve
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("pyotp").setLevel(logging.WARNING)   # not a line per client connection
+    if a.nodes > 1:
+        from . import pool
+        try:
+            pool.run(a)
+        except KeyboardInterrupt:
+            pass
+        return 0
     cfg = Config(port=a.port, host=a.host, data=a.data, appendfsync=a.appendfsync, maxmemory=a.maxmemory,
                  maxmemory_policy=a.maxmemory_policy, node=a.node, cookie=a.cookie, peers=a.peer,
                  replicas=a.replicas)

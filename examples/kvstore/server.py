@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -188,6 +189,10 @@ class Store(GenServer):
         if c.cfg.node:
             from pyotp.dist import Node
             Node.monitor_nodes(True)
+            # nodes already connected (a pool's mesh, or a peer that dialled in before this
+            # init) gave their nodeup to nobody: ask each for its records and to ask back
+            for n in Node.list():
+                pyotp.send(("kvstore", n), (Atom("sync"), c.me, self.me, True))
         return ("ok", None)
 
     def _arm(self, key: bytes, exp: int) -> None:
@@ -304,6 +309,8 @@ class Store(GenServer):
             ring = c.ring
             recs = t.dump_for(lambda k: n in ring.preference(k))
             pyotp.send(msg[2], (Atom("sync_data"), c.me, recs, t.flush_ver))
+            if len(msg) > 3 and msg[3]:       # a store that just started: our nodeup sync was lost
+                pyotp.send(msg[2], (Atom("sync"), c.me, self.me))
         elif kind == "sync_data":
             n = msg[1]
             c.add_member(n)
@@ -334,7 +341,8 @@ async def start(cfg: Config, ready: Optional[Any] = None) -> Any:
         _log.info("kvstore: replayed %d records from %s", tbl.loaded, cfg.data)
     if cfg.node:
         from pyotp.dist import Node
-        await Node.start(cfg.node, cookie=cfg.cookie)
+        if not Node.alive():            # a pool node is distributed already
+            await Node.start(cfg.node, cookie=cfg.cookie)
     CLUSTER = Cluster(cfg.node or "nonode@nohost", tbl, cfg.replicas, cfg)
     await Supervisor.start_link([
         {"id": "store", "start": (Store.start_link, (None,), {"name": "kvstore"})},
@@ -363,7 +371,9 @@ async def start(cfg: Config, ready: Optional[Any] = None) -> Any:
 async def serve(cfg: Config) -> None:
     """Run a node until it is stopped (SIGINT/SIGTERM through pyotp.run)."""
     def ready(port: int) -> None:
-        print("kvstore ready on %s:%d node %s" % (cfg.host, port, cfg.node or "nonode@nohost"), flush=True)
+        # one write per line: a pool's nodes share the head's stdout
+        sys.stdout.write("kvstore ready on %s:%d node %s\n" % (cfg.host, port, cfg.node or "nonode@nohost"))
+        sys.stdout.flush()
     srv = await start(cfg, ready)
     try:
         await pyotp.receive(lambda m: m == "stop")
