@@ -8,6 +8,7 @@ the store there again; the new store syncs from its peers (server.Store) and ser
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any, Tuple
@@ -18,6 +19,8 @@ from pyotp.dist import Node
 
 from .server import Config, serve
 
+_log = logging.getLogger("examples.kvstore")
+
 # (port, host, data, appendfsync, maxmemory, maxmemory_policy, replicas): plain terms,
 # so that they cross to the workers without pickling
 Opts = Tuple[int, str, str, str, int, str, int]
@@ -25,6 +28,8 @@ Opts = Tuple[int, str, str, str, int, str, int]
 
 async def run_store(opts: Opts, index: int) -> None:
     """The store of pool node ``index`` (this node): what serve runs on a single node."""
+    if pyotp.whereis("kvstore") is not None:
+        return                  # a nodeup for a redialled link: the store runs here already
     port, host, data, appendfsync, maxmemory, policy, replicas = opts
     me = Node.self()
     cfg = Config(port=port + index, host=host, data=os.path.join(data, me.split("@")[0]) if data else None,
@@ -43,7 +48,10 @@ async def head_main(opts: Opts) -> None:
     while True:
         msg = await pyotp.receive()
         if isinstance(msg, tuple) and msg[0] == "nodeup" and msg[1] in nodes and not pool.stopping():
-            await Node.spawn(msg[1], run_store, opts, nodes.index(msg[1]))
+            try:
+                await Node.spawn(msg[1], run_store, opts, nodes.index(msg[1]))
+            except Exception as e:      # noqa: BLE001  (it went down again: its next nodeup retries)
+                _log.warning("kvstore: could not start the store on %s: %r", msg[1], e)
 
 
 def _free_port() -> int:
