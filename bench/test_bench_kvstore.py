@@ -11,7 +11,9 @@ with --bench-quick) against:
 * ``pyotp 1 node``: ``python -m examples.kvstore`` alone, no log;
 * ``pyotp 2 nodes (RF 2)``: two nodes joined by pyotp distribution, replication factor 2,
   redis-benchmark connected to the first: every SET is acknowledged only after both nodes
-  applied it (half the keys' primary is the other node: forwarded).
+  applied it (half the keys' primary is the other node: forwarded);
+* ``pyotp 2-node pool (RF 2)``: the same on a local node pool (``--nodes 2``: the head and
+  one worker process, linked by shared memory).
 
 Groups ``kvstore-get``, ``kvstore-set``, ``kvstore-get-P16``, ``kvstore-set-P16``; each
 record has rate (requests/s, redis-benchmark's own figure) and p50/p99 latency (ms).
@@ -35,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.conftest import EXTRA_RESULTS                      # noqa: E402
 
-IMPLS = ["redis-server", "pyotp 1 node", "pyotp 2 nodes (RF 2)"]
+IMPLS = ["redis-server", "pyotp 1 node", "pyotp 2 nodes (RF 2)", "pyotp 2-node pool (RF 2)"]
 _cache: Dict[Tuple[str, int], Dict[str, Dict[str, float]]] = {}
 
 
@@ -61,11 +63,15 @@ def servers() -> Iterator[Dict[str, int]]:
     a_name, b_name = unique("kvba"), unique("kvbb")
     a = KvNode(node=a_name, peers=[b_name])
     b = KvNode(node=b_name, peers=[a_name])
+    # --nodes 2: the head and one worker of a local node pool (shared-memory links)
+    pool = KvNode("--nodes", "2", "--name-prefix", unique("kvp").split("@")[0])
     try:
         poll(lambda: live_members_of(a.port) == {a_name, b_name}, "the two nodes to join")
-        yield {"redis-server": real.port, "pyotp 1 node": one.port, "pyotp 2 nodes (RF 2)": a.port}
+        poll(lambda: len(live_members_of(pool.port)) == 2, "the pool's two nodes to join")
+        yield {"redis-server": real.port, "pyotp 1 node": one.port, "pyotp 2 nodes (RF 2)": a.port,
+               "pyotp 2-node pool (RF 2)": pool.port}
     finally:
-        for p in (b, a, one, real):
+        for p in (pool, b, a, one, real):
             p.stop()
 
 
