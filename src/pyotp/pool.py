@@ -499,17 +499,22 @@ class _Pool:
             if fd is not None:
                 os.close(fd)
 
+    def _close_ctrl(self, w: _Worker) -> None:
+        """Stop watching and close the worker's control socket (if it still has one)."""
+        if w.ctrl is None:
+            return
+        try:
+            self.loop.remove_reader(w.ctrl.fileno())
+        except (ValueError, OSError):
+            pass
+        w.ctrl.close()
+        w.ctrl = None
+
     def _on_exit(self, w: _Worker) -> None:
         self.loop.remove_reader(w.proc.sentinel)
         w.proc.join(0)
         code = w.proc.exitcode
-        if w.ctrl is not None:
-            try:
-                self.loop.remove_reader(w.ctrl.fileno())
-            except (ValueError, OSError):
-                pass
-            w.ctrl.close()
-            w.ctrl = None
+        self._close_ctrl(w)
         if self.stopping:
             return
         now = time.monotonic()
@@ -558,13 +563,7 @@ class _Pool:
                     self.loop.remove_reader(w.proc.sentinel)
                 except (ValueError, OSError):
                     pass
-            if w.ctrl is not None:
-                try:
-                    self.loop.remove_reader(w.ctrl.fileno())
-                except (ValueError, OSError):
-                    pass
-                w.ctrl.close()
-                w.ctrl = None
+            self._close_ctrl(w)
         deadline = time.monotonic() + EXIT_GRACE
         for w in self.workers:
             if w.proc is not None:
