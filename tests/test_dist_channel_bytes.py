@@ -233,6 +233,8 @@ def test_malformed_input_closes_only_that_connection():
         "truncated term": struct.pack(">I", 4) + b"p\x83h\x05",
         "oversized frame": struct.pack(">I", 0xFFFFFFF0) + b"p",
         "not a control tuple": frame(Atom("hello")),
+        "ALIAS_SEND to a non-reference": None,
+        "ALIAS_SEND without a payload": None,
     }
 
     async def main():
@@ -245,6 +247,10 @@ def test_malformed_input_closes_only_that_connection():
                 data = frame((99, p.pid, p.pid))
             elif what == "wrong arity":
                 data = frame((2, EMPTY), "x")
+            elif what == "ALIAS_SEND to a non-reference":
+                data = frame((33, p.pid, Atom("not_a_ref")), "x")
+            elif what == "ALIAS_SEND without a payload":
+                data = frame((33, p.pid, pyotp.make_ref()))
             p.feed(data, (1, 3))
             await _await_with_timeout(p.t.gone, 10)
             out[what] = (p.t.aborted, p.name in kernel().conns)
