@@ -58,7 +58,10 @@ class Runtime:
 
     async def shutdown(self) -> None:
         """Stop every process (see class doc), then detach the node from the loop."""
-        if not _core._node_running():
+        if not _core._node_running() or asyncio.get_running_loop() is not self.loop:
+            # not this runtime's node: a run interrupted by a signal leaves its coroutine
+            # suspended inside `async with Runtime`, and when the garbage collector closes
+            # it later, inside another node's loop, it must not stop that node
             return
         try:
             fut = _core._shutdown_all("shutdown")
