@@ -71,6 +71,7 @@ def test_oversubscribed_machine_stops_spinning_and_recovers():
     m.now += 50.0
     assert p.budget_us() == 0.0                       # two in a row: oversubscribed
     assert "oversubscribed" in p.info()["reason"]
+    assert p.info()["denied"] == {"one_cpu": 0, "oversubscribed": 1, "preempted": 0, "backoff": 0}
     m.runnable = 3                                    # one extra thread is tolerated
     m.now += 10.0
     assert p.budget_us() == 0.0                       # facts are re-read only every 50 ms
@@ -84,18 +85,53 @@ def test_rising_involuntary_switches_stop_spinning():
     assert p.budget_us() == 100.0
     m.now += 50.0
     m.nivcsw = 120                                    # preempted 20 times since the last probe
+    assert p.budget_us() == 100.0                     # one such interval may be work passing by
+    m.now += 50.0
+    m.nivcsw = 135                                    # and again: this thread shares its core
     assert p.budget_us() == 0.0
-    assert "preempted (20 involuntary switches per 50 ms)" == p.info()["reason"]
+    assert "preempted (15 involuntary switches per 50 ms)" == p.info()["reason"]
+    assert p.info()["denied"]["preempted"] == 1       # the budget_us() call above
     m.now += 60.0                                     # no new preemption: spinning may resume
     assert p.budget_us() == 100.0
     m.now += 5000.0
-    m.nivcsw = 140                                    # 20 more over 5 s: a low rate, not contention
+    m.nivcsw = 155                                    # 20 more over 5 s: a low rate, not contention
     assert p.budget_us() == 100.0
+    m.now += 50.0
+    assert p.budget_us() == 100.0
+
+
+def test_isolated_bad_samples_do_not_stop_a_quiet_machine_spinning():
+    # Two nodes on a 2-core machine: both spin, and now and then a reply is late (a GC),
+    # a load sample catches a passing thread, or one interval sees a burst of
+    # preemptions. None of these alone pauses the spin; each is followed by normal samples.
+    m = Machine(usable=2, online=2, runnable=2, nivcsw=0)
+    p = m.policy()
+    spun = refused = 0
+    for i in range(4000):                 # 4000 calls, one per 0.1 ms of fake time: a probe
+        if i % 1000 == 0:                 # every 500 calls
+            m.runnable = 4                # one crowded sample (the probe at i)
+        elif i % 1000 == 1:
+            m.runnable = 2
+        elif i % 1000 == 500:
+            m.nivcsw += 30                # one interval with a burst of preemptions
+        b = p.budget_us()
+        if b > 0.0:
+            spun += 1
+            p.record(i % 50 != 0, 20.0 if i % 50 else b)   # every 50th reply comes late
+        else:
+            refused += 1
+        m.now += 0.1
+    info = p.info()
+    assert refused == 0 and spun == 4000, info
+    assert info["misses"] == 80 and info["spinning"]
+    assert sum(info["denied"].values()) == 0
 
 
 def test_missed_spins_back_off_exponentially_and_a_hit_ends_it():
     m = Machine()
     p = m.policy()
+    p.record(False, 100.0)                            # one miss among hits: spin on, widely
+    assert p.budget_us() == 100.0
     pauses = []
     for _ in range(5):
         p.record(False, 100.0)
@@ -106,10 +142,13 @@ def test_missed_spins_back_off_exponentially_and_a_hit_ends_it():
     assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0]
     assert "backing off" not in p.info()["reason"]
     p.record(False, 100.0)
-    assert p.info()["reason"].startswith("backing off after 6")
+    assert p.info()["reason"].startswith("backing off after 7")
+    assert p.info()["denied"]["backoff"] > 0
     p.record(True, 20.0)                              # a success ends the back-off at once
     m.now += 0.25
     assert p.budget_us() == 80.0
+    p.record(False, 100.0)                            # the count of misses in a row restarts
+    assert p.budget_us() == 100.0
     for _ in range(30):                               # the pause is capped at one second
         p.record(False, 100.0)
     m.now += 999.0
@@ -221,3 +260,68 @@ def test_two_nodes_pinned_to_one_cpu_complete_their_calls_without_spinning():
     assert info["mode"] == "auto" and not info["spinning"]
     assert info["reason"] == "one usable CPU" and info["usable_cpus"] == 1
     assert info["spun_us"] == 0.0
+
+
+def test_spin_sites_follow_the_runtime_setting():
+    sites = _core.wait_policies()
+    assert set(sites) == {"dist", "thread_loop", "thread_caller"}
+    assert sites["dist"] is _core.wait_policy()
+    before = _core.wait_policy().setting
+    try:
+        _core.wait_policy().configure(40)
+        assert [p.setting for p in sites.values()] == [40, 40, 40]
+        assert sites["thread_caller"].budget_us() == 40.0
+        _core.wait_policy().configure("none")
+        assert all(p.budget_us() == 0.0 for p in sites.values())
+    finally:
+        _core.wait_policy().configure(before)
+    assert sites["thread_loop"].setting == before
+
+
+@pytest.mark.parametrize("setting, threads", [(200, 1), (200, 4), ("none", 1), ("auto", 4)])
+def test_thread_calls_answer_right_whether_they_spin_or_sleep(setting, threads):
+    # A fixed setting spins on both sides at every call (the caller for its answer, the
+    # loop thread for the next call), "none" never: each call gets its own answer either way.
+    import threading
+    import pyotp
+    from pyotp import GenServer
+
+    class Echo(GenServer):
+        def init(self, arg):
+            return ("ok", 0)
+
+        def handle_call(self, req, from_, n):
+            return ("reply", req, n + 1)
+
+    before = _core.wait_policy().setting
+    _core.wait_policy().configure(setting)
+    node = pyotp.Runtime.start_thread()
+    try:
+        pid = node.call_in_loop(Echo.start_link, None)
+        caller0 = _core.wait_policies()["thread_caller"].info()["spins"]
+        loop0 = _core.wait_policies()["thread_loop"].info()["spins"]
+        bad = []
+
+        def worker(k):
+            for i in range(500):
+                got = node.call(pid, (k, i))
+                if got != (k, i):
+                    bad.append((k, i, got))
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert bad == []
+        caller = _core.wait_policies()["thread_caller"].info()["spins"] - caller0
+        loop = _core.wait_policies()["thread_loop"].info()["spins"] - loop0
+        if setting == "none":
+            assert caller == loop == 0
+        elif setting == 200 and threads == 1:
+            assert caller == 500 and loop > 0
+        with pytest.raises(pyotp.Exit):                  # a timed-out call retires its waiter
+            node.call(pid, ("sleep",), timeout=0)
+        assert node.call(pid, "after") == "after"
+    finally:
+        node.stop()
+        _core.wait_policy().configure(before)

@@ -558,8 +558,9 @@ _thread_waiters = _threading.local()
 def _thread_call(server, request, timeout=5.0):
     """Blocking GenServer.call from a thread that is not the node's loop thread.
 
-    The request goes on the scheduler's lock-free thread queue; the thread then sleeps on
-    its own reusable lock until the loop answers."""
+    The request goes on the scheduler's lock-free thread queue; the thread then spins
+    briefly without the GIL (as the waiting policy allows) and sleeps on its own reusable
+    lock until the loop answers."""
     cdef Scheduler s = _need_sched()
     if pyotp_thread_id() == s.loop_tid:
         raise RuntimeError("a blocking GenServer call on the node's own loop thread would "
@@ -578,14 +579,21 @@ def _thread_call(server, request, timeout=5.0):
     tc.request = request
     tc.timeout = timeout
     tc.waiter = w
-    s.push_thread_call(tc)
+    # Spin only while the policy says it pays and each calling thread can have a core
+    # besides the loop thread's (tcallers counts this one too).
+    cdef double spin = _tcall_policy.budget_us()
+    if pyotp_add_int(&s.tcallers, 1) >= _tcall_policy.cores():
+        spin = 0.0
     try:
-        return w.wait(wait_for)
+        s.push_thread_call(tc)
+        return w.wait(wait_for, spin)
     except BaseException:
         # the wait gave up (or was interrupted) before the answer, or the answer is an
         # error: either way retire w, whose lock a late answer may still release
         _thread_waiters.w = _ThreadWaiter()
         raise
+    finally:
+        pyotp_add_int(&s.tcallers, -1)
 
 
 def _sys_request(server, request, timeout=5.0):

@@ -22,6 +22,12 @@
 #    _ThreadCall), and share `wake_pending`: a thread posts a turn only when it flips it
 #    0 -> 1, so a burst of calls costs one wake-up and a busy loop (a turn posted or
 #    running) none. Every turn drains `tq` first and re-checks it when it clears the flag.
+#  - A thread's answer is published when the turn that produced it ends (`answered`), just
+#    before the loop thread lets go of the GIL, so that the woken thread does not wake
+#    only to wait for the GIL. After a turn that answered a thread, the loop thread may
+#    spin briefly without the GIL for that thread's next call (the `thread_loop` waiting
+#    policy), holding `wake_pending` meanwhile so the caller posts no wake-up: a thread
+#    making call after call then costs neither a self-pipe write nor a poll wake-up.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
@@ -85,6 +91,23 @@ cdef inline object _suspended_in(Process p):
     return pyotp_susp_arm(p.susp)
 
 
+cdef extern from "platform.h":
+    void pyotp_cpu_relax() nogil
+
+
+cdef inline int _spin_queues(pyotp_mpsc* a, pyotp_mpsc* b, double max_us) noexcept nogil:
+    """Spin until either queue has an item (1) or max_us passed (0)."""
+    cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
+    cdef unsigned int i = 0
+    while True:
+        if pyotp_mpsc_nonempty(a) or pyotp_mpsc_nonempty(b):
+            return 1
+        pyotp_cpu_relax()
+        i += 1
+        if (i & 15) == 0 and pyotp_monotonic_ms() > until:
+            return 0
+
+
 @cython.final
 cdef class Scheduler:
     cdef pyotp_mpsc rq
@@ -103,6 +126,10 @@ cdef class Scheduler:
     cdef object all_exited     # future set when procs becomes empty during shutdown
     cdef bint closed
     cdef readonly uint64_t dispatched
+    cdef long tcallers          # threads inside a blocking call (gen_server.pyx)
+    cdef Py_ssize_t tserved     # thread calls started in the current turn
+    cdef bint in_turn
+    cdef list answered          # _ThreadWaiters answered in this turn, published at its end
     cdef long mbx_size                  # the node's default max_mailbox (0: none)
     cdef bint mbx_kill
     cdef bint mbx_log
@@ -125,6 +152,10 @@ cdef class Scheduler:
         self.all_exited = None
         self.closed = False
         self.mbx_cb = self._mbx_exceeded
+        self.tcallers = 0
+        self.tserved = 0
+        self.in_turn = False
+        self.answered = []
 
     cdef Process new_process(self, int kind):
         cdef Process p = Process.__new__(Process)
@@ -181,8 +212,59 @@ cdef class Scheduler:
 
     def _run(self):
         self.run_turn()
+        if self.tserved:
+            self.spin_for_threads()
+
+    cdef void spin_for_threads(self) except *:
+        """The turn just answered another thread's call: wait (without the GIL) for that
+        thread's next call, while the waiting policy says it pays and few enough threads
+        call that each can have a core. At most 64 rounds or TURN_MS here, then the event
+        loop gets its turn back (timers, sockets)."""
+        cdef double until = pyotp_monotonic_ms() + TURN_MS
+        cdef double spin, t0
+        cdef int ok, rounds
+        for rounds in range(64):
+            if not self.tserved or self.closed or pyotp_mpsc_nonempty(&self.rq) \
+                    or pyotp_monotonic_ms() > until:
+                return
+            spin = _tq_policy.budget_us()
+            # each calling thread needs a core of its own besides this one, or the spin
+            # holds the core that the thread needs to make its next call
+            if spin <= 0.0 or pyotp_load_int(&self.tcallers) >= _tq_policy.cores():
+                return
+            if not pyotp_cas_int(&self.wake_pending, 0, 1):
+                return              # a turn is posted already
+            t0 = pyotp_monotonic_ms()
+            with nogil:
+                ok = _spin_queues(&self.tq, &self.rq, spin)
+            _tq_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
+            if not ok:
+                pyotp_store_int(&self.wake_pending, 0)
+                if (pyotp_mpsc_nonempty(&self.rq) or pyotp_mpsc_nonempty(&self.tq)) and \
+                        pyotp_cas_int(&self.wake_pending, 0, 1):
+                    self.post()
+                return
+            self.run_turn()     # clears wake_pending as it ends
+
+    cdef void publish_answers(self) except *:
+        cdef list done = self.answered
+        if done:
+            self.answered = []
+            for w in done:
+                (<_ThreadWaiter>w).publish()
 
     cdef void run_turn(self) except *:
+        cdef bint outer = not self.in_turn
+        self.in_turn = True
+        self.tserved = 0
+        try:
+            self.run_queues()
+        finally:
+            if outer:
+                self.in_turn = False
+                self.publish_answers()
+
+    cdef void run_queues(self) except *:
         cdef pyotp_qnode* node
         cdef Process p
         cdef Py_ssize_t n = 0
@@ -225,6 +307,7 @@ cdef class Scheduler:
             if self.closed:
                 tc.waiter.fail(RuntimeError("the pyotp node has stopped"))
             else:
+                self.tserved += 1
                 _thread_call_begin(tc)
 
     cdef void push_thread_call(self, _ThreadCall tc) noexcept:
@@ -691,39 +774,75 @@ from _thread import allocate_lock as _new_lock
 
 
 cdef class _ThreadWaiter:
-    # One per calling thread, reused call after call (see _thread_call): `lock` is held
-    # while no answer is there; the answer releases it. A wait that gives up retires the
-    # waiter so a late answer cannot release the thread's next call.
-    # (Spinning on a flag before sleeping was measured and did not pay: the answering
-    # loop thread holds the GIL until it goes back to its poll, so the caller waits for
-    # the GIL either way.)
+    # One per calling thread, reused call after call (see _thread_call). `state`: 0 while
+    # the call is pending, 1 once answered, 2 when the caller gave up spinning and sleeps
+    # on `lock` (held while no answer is there; the answer releases it). The answer is
+    # published (publish()) when the loop's turn ends, just before the loop thread lets
+    # go of the GIL. A wait that gives up retires the waiter so a late answer cannot
+    # release the thread's next call.
+    # (Spinning on the state pays only because the answer is published as the loop thread
+    # releases the GIL: published mid-turn, the caller would see it and then wait for the
+    # GIL until the turn ends, as a sleeper does.)
     cdef object lock
+    cdef long state
     cdef public object value
     cdef public object exc
 
     def __cinit__(self):
         self.lock = _new_lock()
         self.lock.acquire()
+        self.state = 0
 
     cdef void answer(self, object value, object exc) except *:
         self.value = value
         self.exc = exc
-        self.lock.release()
+        cdef Scheduler s = _sched
+        if s is not None and s.in_turn:
+            s.answered.append(self)
+        else:
+            self.publish()
+
+    cdef void publish(self) except *:
+        if not pyotp_cas_int(&self.state, 0, 1):
+            pyotp_store_int(&self.state, 1)      # it sleeps on the lock (state 2)
+            self.lock.release()
 
     cdef void fail(self, object exc) except *:
         self.answer(None, exc)
 
-    def wait(self, timeout):
-        # None: wait without limit (Lock.acquire spells that -1)
-        if not self.lock.acquire(True, -1 if timeout is None else timeout):
-            raise Exit("timeout")
+    cdef object wait(self, object timeout, double spin):
+        """The calling thread: spin up to ``spin`` us without the GIL for the answer (when
+        the waiting policy allows), then sleep on the lock. None: no time limit."""
+        cdef int ok = 0
+        cdef double t0
+        if spin > 0.0:
+            t0 = pyotp_monotonic_ms()
+            with nogil:
+                ok = _spin_answer(&self.state, spin)
+            _tcall_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
+        if pyotp_cas_int(&self.state, 0, 2):
+            # Lock.acquire spells "no limit" -1
+            if not self.lock.acquire(True, -1 if timeout is None else timeout):
+                raise Exit("timeout")
         cdef object exc = self.exc
         cdef object value = self.value
         self.exc = None
         self.value = None            # the lock is held again: ready for the next call
+        self.state = 0
         if exc is not None:
             raise exc
         return value
+
+
+cdef inline int _spin_answer(long* state, double max_us) noexcept nogil:
+    cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
+    cdef unsigned int i = 0
+    while pyotp_load_int(state) == 0:
+        pyotp_cpu_relax()
+        i += 1
+        if (i & 15) == 0 and pyotp_monotonic_ms() > until:
+            return 0
+    return 1
 
 
 @cython.final

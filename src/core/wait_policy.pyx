@@ -16,14 +16,28 @@
 #    persist: two crowded probes in a row, preemptions as a rate per probe interval.
 #  - mode "none" never spins; a fixed number always spins that long (the user asked for
 #    it); "auto" spins at most AUTO_MAX_US and only while: more than one CPU is usable, the
-#    machine is not oversubscribed, spins have been succeeding (consecutive misses back
-#    off exponentially), and the budget follows the waits that succeeded (4x their
-#    moving average), so a spin never lasts much longer than a reply usually takes.
+#    machine is not oversubscribed, spins have been succeeding (from the second miss in a
+#    row, spinning backs off exponentially), and the budget follows the waits that
+#    succeeded (4x their moving average), so a spin never lasts much longer than a reply
+#    usually takes.
+#  - A single bad sample never stops spinning: one miss (a reply delayed by a GC or a
+#    timer), one crowded load sample or one probe interval with many preemptions is
+#    what a quiet 2-core machine running two spinning nodes sees now and then, and
+#    pausing the spin for it cost a quarter of the quiet call rate. Every fact counts
+#    only when the next sample confirms it; a real busy loop confirms it at once.
 
 cdef enum:
     _WP_NONE = 0
     _WP_FIXED = 1
     _WP_AUTO = 2
+
+# why auto does not spin (counted per refused spin, for info()["denied"])
+cdef enum:
+    _WPD_ONE_CPU = 0
+    _WPD_OVERSUB = 1
+    _WPD_PREEMPT = 2
+    _WPD_BACKOFF = 3
+    _WPD_N = 4
 
 cdef double _WP_AUTO_MAX_US = 100.0     # auto's ceiling: today's default busy_wait
 cdef double _WP_MIN_US = 5.0            # a budget below this cannot catch a reply
@@ -104,13 +118,18 @@ cdef class WaitPolicy:
     cdef long last_nivcsw
     cdef double last_probe         # ms
     cdef int crowded               # consecutive probes that saw more runnable threads than CPUs
+    cdef int preempted             # consecutive probes with many involuntary switches
     cdef bint oversub
+    cdef int why                   # _WPD_* while oversub
+    cdef long long denied[_WPD_N]
     cdef str reason
     cdef object clock
     cdef object probe
     cdef long long spins, hits, total_misses
     cdef double spun_us
     cdef readonly object setting
+    cdef WaitPolicy machine        # another site's policy whose machine facts this one uses
+    cdef bint loop_site            # used on the loop thread: may probe the machine facts
 
     def __init__(self, setting="auto", clock=None, probe=None):
         if clock is not None and not callable(clock):
@@ -121,10 +140,13 @@ cdef class WaitPolicy:
         self.probe = probe
         self.usable = self.online = 0
         self.last_nivcsw = -1
+        self.machine = None
         self.configure(setting)
 
     def configure(self, setting):
-        """Change the setting ("auto", "none" or microseconds); statistics restart."""
+        """Change the setting ("auto", "none" or microseconds); statistics restart. The
+        runtime's policy passes it on to the policies of its other spin sites."""
+        cdef int i
         mode, us = _wp_parse(setting)
         self.setting = setting
         self.mode = mode
@@ -137,10 +159,17 @@ cdef class WaitPolicy:
         self.next_cpus = 0.0
         self.oversub = False
         self.crowded = 0
+        self.preempted = 0
+        self.why = 0
+        for i in range(_WPD_N):
+            self.denied[i] = 0
         self.last_probe = 0.0
         self.reason = "" if mode == _WP_AUTO else ("off" if mode == _WP_NONE else "fixed")
         self.spins = self.hits = self.total_misses = 0
         self.spun_us = 0.0
+        if self is _wait_policy:
+            for site in _wp_sites:
+                (<WaitPolicy>site).configure(setting)
 
     cdef inline double _now(self) except? -1.0:
         if self.clock is None:
@@ -163,32 +192,61 @@ cdef class WaitPolicy:
         self.last_probe = now
         # a single crowded sample is often a passing kernel thread: two in a row count
         self.crowded = self.crowded + 1 if runnable is not None and int(runnable) > self.online + 1 else 0
+        self.preempted = self.preempted + 1 if switched > _WP_NIVCSW_LIMIT else 0
         if self.usable <= 1:
-            self.oversub, self.reason = True, "one usable CPU"
+            self.oversub, self.reason, self.why = True, "one usable CPU", _WPD_ONE_CPU
         elif self.crowded >= 2:
             # clearly more runnable threads than cores (ours counted; one extra is often
             # the peer node itself or a passing kernel thread): a spin takes a core from
             # someone, often the very peer whose reply it waits for
             self.oversub, self.reason = True, "oversubscribed (%d runnable, %d CPUs)" % (
                 int(runnable), self.online)
-        elif switched > _WP_NIVCSW_LIMIT:
+            self.why = _WPD_OVERSUB
+        elif self.preempted >= 2:
+            # as for crowding: one interval with many switches is often a burst of other
+            # work passing by (a build step, a kernel thread); a thread sharing its core
+            # with a busy loop is preempted in every interval
             self.oversub, self.reason = True, "preempted (%d involuntary switches per %d ms)" % (
                 switched, <int>_WP_PROBE_MS)
+            self.why = _WPD_PREEMPT
         else:
             self.oversub, self.reason = False, ""
         if nivcsw is not None:
             self.last_nivcsw = int(nivcsw)
         return 0
 
+    cdef inline long cores(self) noexcept:
+        """How many threads may spin at once (the callers of a site count themselves
+        against it): the usable CPUs under "auto", any number under a fixed setting."""
+        return self.usable if self.mode == _WP_AUTO else 1 << 30
+
     cpdef double budget_us(self) except -1.0:
         """Microseconds the caller may spin now (0: sleep at once)."""
+        return self._budget(True)
+
+    cdef double _budget(self, bint count) except -1.0:
         cdef double now
         if self.mode != _WP_AUTO:
             return self.max_us
         now = self._now()
-        if now >= self.next_probe:
+        if self.machine is not None:
+            # a site of the runtime's policy: its machine facts (probed on the loop
+            # thread only: RUSAGE_THREAD there is the spinner's own count)
+            if self.loop_site and now >= self.machine.next_probe:
+                self.machine._probe(now)
+            self.oversub, self.why = self.machine.oversub, self.machine.why
+            self.usable = self.machine.usable
+            if self.usable == 0:
+                return 0.0          # no facts yet (the loop thread has not probed)
+        elif now >= self.next_probe:
             self._probe(now)
-        if self.oversub or now < self.off_until:
+        if self.oversub:
+            if count:
+                self.denied[self.why] += 1
+            return 0.0
+        if now < self.off_until:
+            if count:
+                self.denied[_WPD_BACKOFF] += 1
             return 0.0
         return self.budget
 
@@ -211,34 +269,63 @@ cdef class WaitPolicy:
         if got:
             self.budget = min(self.max_us, max(_WP_MIN_US, 4.0 * self.avg_wait))
         else:
-            # each consecutive miss doubles the pause (1, 2, 4 ... ms, at most 1 s); one
-            # success ends it. A miss also means the waits got longer: widen the budget
-            # back to the ceiling so a slower peer is still caught when spinning resumes.
-            backoff = min(_WP_BACKOFF_MAX_MS, <double>(1 << min(self.misses - 1, 10)))
-            self.off_until = self._now() + backoff
+            # A miss means the waits got longer: widen the budget back to the ceiling so a
+            # slower peer is still caught. One miss among hits is a delayed reply (a GC, a
+            # timer): spin on. From the second in a row each miss doubles a pause (1, 2,
+            # 4 ... ms, at most 1 s); one success ends it.
             self.budget = self.max_us
+            if self.misses >= 2:
+                backoff = min(_WP_BACKOFF_MAX_MS, <double>(1 << min(self.misses - 2, 10)))
+                self.off_until = self._now() + backoff
         return 0
 
     @property
     def spinning(self):
         """Whether a spin would be allowed now (``budget_us() > 0``)."""
-        return self.budget_us() > 0.0
+        return self._budget(False) > 0.0
 
     def info(self):
         """The policy's state, for operators and tests:
         ``{"mode", "spinning", "reason", "budget_us", "usable_cpus", "spins", "hits",
-        "misses", "spun_us"}``."""
-        cdef double b = self.budget_us()
+        "misses", "spun_us", "denied"}``; ``denied`` counts the spins refused, by why
+        (``one_cpu``, ``oversubscribed``, ``preempted``, ``backoff``)."""
+        cdef double b = self._budget(False)
         cdef str reason = self.reason
+        if self.machine is not None:
+            reason = self.machine.reason
         if self.mode == _WP_AUTO and b == 0.0 and not self.oversub:
             reason = "backing off after %d missed spins" % self.misses
         return {"mode": ("none", "fixed", "auto")[self.mode], "spinning": b > 0.0,
                 "reason": reason, "budget_us": b, "usable_cpus": self.usable or None,
                 "spins": self.spins, "hits": self.hits, "misses": self.total_misses,
-                "spun_us": self.spun_us}
+                "spun_us": self.spun_us,
+                "denied": {"one_cpu": self.denied[_WPD_ONE_CPU],
+                           "oversubscribed": self.denied[_WPD_OVERSUB],
+                           "preempted": self.denied[_WPD_PREEMPT],
+                           "backoff": self.denied[_WPD_BACKOFF]}}
 
 
+cdef tuple _wp_sites = ()
 cdef WaitPolicy _wait_policy = WaitPolicy("auto")
+
+
+cdef WaitPolicy _wp_site(bint loop_site):
+    """A policy for another spin site: the runtime policy's setting and machine facts,
+    its own record of waits (replies over a socket and answers to another thread's call
+    take different times)."""
+    global _wp_sites
+    cdef WaitPolicy p = WaitPolicy(_wait_policy.setting)
+    p.machine = _wait_policy
+    p.loop_site = loop_site
+    _wp_sites = _wp_sites + (p,)
+    return p
+
+
+# calls from other OS threads (scheduler.pyx, gen_server.pyx): the loop thread waiting
+# for the next call of a thread it just answered, and a calling thread waiting for its
+# answer
+cdef WaitPolicy _tq_policy = _wp_site(True)
+cdef WaitPolicy _tcall_policy = _wp_site(False)
 
 
 def wait_policy():
@@ -248,3 +335,15 @@ def wait_policy():
     'auto'
     """
     return _wait_policy
+
+
+def wait_policies():
+    """Every spin site's policy by name: ``"dist"`` (the runtime's, distribution reads),
+    ``"thread_loop"`` (the loop thread waiting for the next call of a thread it just
+    answered) and ``"thread_caller"`` (a calling thread waiting for its answer). All follow
+    the runtime's setting and its machine facts.
+
+    >>> sorted(wait_policies())
+    ['dist', 'thread_caller', 'thread_loop']
+    """
+    return {"dist": _wait_policy, "thread_loop": _tq_policy, "thread_caller": _tcall_policy}
