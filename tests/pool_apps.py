@@ -306,6 +306,23 @@ async def role_policy():
     return "done"
 
 
+def dies_on_a_worker(x):
+    """A map function that kills the worker node it runs on at item 1."""
+    if x == 1 and pyotp.pool.pool_nodes()[0] != str(Node.self()):
+        os._exit(3)
+    return x * 10
+
+
+async def role_map_lost_node():
+    from pyotp import pool
+    worker = pool.pool_nodes()[1]
+    got = [r async for r in pool.async_stream(dies_on_a_worker, range(4), max_concurrency=4,
+                                                timeout=60)]
+    emit("stream", [list(r[:1]) + [list(r[1]) if isinstance(r[1], tuple) else r[1]] for r in got])
+    emit("worker", worker)
+    return "done"
+
+
 async def role_external():
     peer = os.environ["PEER"]
     reply = await GenServer.call(("echo", peer), ("hello", 1))
