@@ -483,11 +483,18 @@ class _Pool:
         mine, theirs = socket.socketpair()
         w.ctrl = mine
         w.ready = self.loop.create_future()
-        w.proc = ctx.Process(target=_worker_entry, name="pyotp pool " + w.name,
-                             args=(theirs, w.name, self.head, self.secret, self.names,
-                                   os.getpid(), self.settings))
-        w.proc.start()
-        theirs.close()
+        proc = ctx.Process(target=_worker_entry, name="pyotp pool " + w.name,
+                           args=(theirs, w.name, self.head, self.secret, self.names,
+                                 os.getpid(), self.settings))
+        try:
+            proc.start()
+        except BaseException:
+            mine.close()
+            w.ctrl = None
+            raise
+        finally:
+            theirs.close()
+        w.proc = proc           # only a started process: stop() joins it
         self.loop.add_reader(mine.fileno(), self._on_ctrl, w)
         self.loop.add_reader(w.proc.sentinel, self._on_exit, w)
 
