@@ -11,6 +11,12 @@ Cases:
 * ``oneway M`` / ``call M``: two pool nodes; the head sends M messages ``("msg", i)`` to a
   sink on the worker (which answers its count), or makes M sequential GenServer.calls.
   PYOTP_POOL_TRANSPORT=socket|tcp selects the link (default: shared memory).
+* ``oneway_local M`` / ``call_local M``: the same loops with the sink on the same node (one
+  OS process, no link): the ceiling of what the Python on both ends allows per message,
+  were the link free (two nodes run the two ends in parallel, one node runs them in turn).
+* ``ring_pingpong M``: two OS processes and a bare ring pair (pyotp._core.ShmRingPair, no
+  node, no event loop): an 8-byte ping answered by an 8-byte pong, M times, both ends
+  spinning: the ceiling of a round trip through the rings from Python.
 * ``map N ITEMS``: pyotp.pool.map over N nodes of a small CPU-bound function, against
   multiprocessing.Pool.map and concurrent.futures.ProcessPoolExecutor.map (N workers
   each, same function and data), all in this process's run.
@@ -127,6 +133,65 @@ async def call(m: int) -> dict:
     return {"rate": best, "policy": pyotp._core.wait_policy().info()["reason"]}
 
 
+async def oneway_local(m: int) -> dict:
+    sink = await Sink.start(None)
+    send = pyotp.send
+    for _ in range(3):
+        me = pyotp.self()
+        t0 = time.perf_counter()
+        for i in range(m):
+            send(sink, ("msg", i))
+            if i & 4095 == 0:
+                await pyotp.sleep(0)
+        send(sink, ("done", me))
+        _, n = await pyotp.receive(lambda x: x[0] == "count", timeout=300)
+        t1 = time.perf_counter()
+        assert n == m, (n, m)
+    return {"rate": m / (t1 - t0)}
+
+
+async def call_local(m: int) -> dict:
+    sink = await Sink.start(None)
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(m):
+            await GenServer.call(sink, "get")
+        best = max(best, m / (time.perf_counter() - t0))
+    return {"rate": best}
+
+
+_RING = 1 << 16
+
+
+def _ring_echo(ring: Any, m: int) -> None:
+    buf = bytearray(8)
+    for _ in range(m):
+        while not ring.readinto(buf):
+            ring.spin(10_000.0)
+        ring.write(buf)
+
+
+def ring_pingpong(m: int) -> dict:
+    import subprocess
+    from pyotp import _core
+    fd = _core.shm_segment(_RING)
+    ring = _core.ShmRingPair(fd, _RING, 0)
+    peer = subprocess.Popen([sys.executable, "-m", "bench.pool_bench", "ring_peer", str(fd), str(m)],
+                            pass_fds=[fd])
+    os.close(fd)
+    buf = bytearray(8)
+    ping = b"pingping"
+    t0 = time.perf_counter()
+    for _ in range(m):
+        ring.write(ping)
+        while not ring.readinto(buf):
+            ring.spin(10_000.0)
+    rate = m / (time.perf_counter() - t0)
+    peer.wait(60)
+    return {"rate": rate}
+
+
 def work(x: int) -> int:
     """A small CPU-bound task (~20 us)."""
     s = 0
@@ -178,6 +243,16 @@ def main(argv: List[str]) -> None:
         r = pyotp.run(oneway, args[0], nodes=2)
     elif case == "call":
         r = pyotp.run(call, args[0], nodes=2)
+    elif case == "oneway_local":
+        r = pyotp.run(oneway_local, args[0])
+    elif case == "call_local":
+        r = pyotp.run(call_local, args[0])
+    elif case == "ring_pingpong":
+        r = ring_pingpong(args[0])
+    elif case == "ring_peer":
+        from pyotp import _core
+        _ring_echo(_core.ShmRingPair(args[0], _RING, 1), args[1])
+        return
     elif case == "map":
         r = pyotp.run(pmap, args[1], nodes=args[0])
         r.update(baselines(args[0], args[1]))

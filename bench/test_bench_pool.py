@@ -11,12 +11,17 @@ pools start and end inside the case. Groups (rates; same run, so read them as ra
   same with no interaction at all (the machine's ceiling for N).
 * ``pool-oneway`` (msg/s) and ``pool-call`` (calls/s): between two pool nodes over
   ``shm`` (the rings), ``socket`` (a Unix socket pair) and ``tcp`` (loopback).
+  Beside them, the ceilings (``ceiling/...``): the same loops within one node
+  (``one-node``), and a bare ring ping-pong between two processes with no node
+  (``ring-pingpong``, pool-call only).
 * ``pool-map`` (items/s): ``pyotp.pool.map`` of a ~20 us CPU-bound function over
   nodes=cores, ``multiprocessing.Pool.map`` and ``ProcessPoolExecutor.map`` with as many
   workers, same function and data.
 * ``busy-pool-call`` (calls/s): ``pool-call`` over shm with 0, cores/2 and cores
   busy-loop processes beside the pool, and with the whole pool pinned to one CPU (issue
-  20's scenarios, bench/test_bench_busy.py's ``machine``).
+  20's scenarios, bench/test_bench_busy.py's ``machine``), beside ``beam/<scenario>``:
+  two BEAM nodes doing sequential gen_server calls under the same load (the driver and
+  sink of bench/test_bench_busy.py's dist rows, rate from the driver's own timing).
 No speed is asserted.
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any, Dict, List
 import pytest
 
 from bench.conftest import EXTRA_RESULTS
-from bench.test_bench_busy import machine
+from bench.test_bench_busy import _round, beams, machine, pair  # noqa: F401 (beams: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -106,6 +111,16 @@ def test_pool_link(benchmark: Any, kind: str, transport: str, mode: str) -> None
             "msg/s" if kind == "oneway" else "calls/s")
 
 
+@pytest.mark.parametrize("case", ["oneway_local", "call_local", "ring_pingpong"])
+def test_pool_link_ceilings(benchmark: Any, case: str, mode: str) -> None:
+    kind = "oneway" if case == "oneway_local" else "call"
+    n = SIZES[mode][kind] * (5 if case == "ring_pingpong" else 1)
+    rates = _rounds(benchmark, mode, lambda: _case(case, n)["rate"])
+    _record(benchmark, "pool-" + kind, "ceiling/" + ("ring-pingpong" if case == "ring_pingpong"
+                                                     else "one-node"), mode, rates,
+            "msg/s" if kind == "oneway" else "calls/s")
+
+
 def test_pool_map(benchmark: Any, mode: str) -> None:
     n = SIZES[mode]["map"]
     results: List[Dict[str, Any]] = []
@@ -121,9 +136,18 @@ def test_pool_map(benchmark: Any, mode: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", ["quiet", "busy-half", "busy-all", "pinned"])
-def test_busy_pool_call(benchmark: Any, scenario: str, mode: str) -> None:
+@pytest.mark.parametrize("impl", ["pyotp", "beam"])
+def test_busy_pool_call(benchmark: Any, impl: str, scenario: str, mode: str,
+                        beams: Any) -> None:  # noqa: F811 (the fixture)
     n = SIZES[mode]["call"]
     infos: List[Dict[str, Any]] = []
+    if impl == "beam":
+        with machine(scenario), pair("beam", beams) as (driver, sink):
+            cmd = "call %d %s" % (n, sink.name)
+            _round(driver, "call 200 %s" % sink.name)            # connect and warm up
+            rates = _rounds(benchmark, mode, lambda: n / _round(driver, cmd))
+        _record(benchmark, "busy-pool-call", "beam/" + scenario, mode, rates, "calls/s")
+        return
     with machine(scenario):
         rates = _rounds(benchmark, mode, lambda: (infos.append(_case("call", n)), infos[-1]["rate"])[1])
     _record(benchmark, "busy-pool-call", "pyotp/shm/" + scenario, mode, rates, "calls/s",

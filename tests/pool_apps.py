@@ -272,7 +272,7 @@ async def corrupt_link_to(node):
     await pyotp.receive(lambda m: m == "go", timeout=30)
     t = kernel().conns[node].transport
     t._ring._poke("head", 1 << 40)
-    t._ring_bell()
+    t._bell.send(b"\x01")      # its doorbell: the peer looks at the ring now
 
 
 async def role_garbage():
@@ -303,6 +303,23 @@ async def role_policy():
     _, spinning, reason = await pyotp.receive(lambda m: m[0] == "policy", timeout=30)
     mine = pyotp._core.wait_policy().info()
     emit("policy", [mine["spinning"], mine["reason"], spinning, reason, pool.usable_cores()])
+    return "done"
+
+
+def dies_on_a_worker(x):
+    """A map function that kills the worker node it runs on at item 1."""
+    if x == 1 and pyotp.pool.pool_nodes()[0] != str(Node.self()):
+        os._exit(3)
+    return x * 10
+
+
+async def role_map_lost_node():
+    from pyotp import pool
+    worker = pool.pool_nodes()[1]
+    got = [r async for r in pool.async_stream(dies_on_a_worker, range(4), max_concurrency=4,
+                                                timeout=60)]
+    emit("stream", [list(r[:1]) + [list(r[1]) if isinstance(r[1], tuple) else r[1]] for r in got])
+    emit("worker", worker)
     return "done"
 
 

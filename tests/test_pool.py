@@ -122,6 +122,13 @@ def test_per_sender_order_across_pool_nodes():
     assert facts["collected"] == [40000, 0]      # all of them, none out of order
 
 
+def test_map_items_in_flight_on_a_dead_worker_fail_naming_it():
+    facts, _ = _run("map_lost_node")
+    w = facts["worker"]
+    assert facts["stream"] == [["ok", 0], ["exit", ["noconnection", w]], ["ok", 20],
+                               ["exit", ["noconnection", w]]]
+
+
 def test_eight_threads_into_a_pool_node_lose_nothing():
     facts, _ = _run("threads", 2)
     assert facts["collected"] == [24000, 0]

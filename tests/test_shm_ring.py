@@ -114,6 +114,46 @@ def test_hostile_indices_raise():
         w.writable()
 
 
+def test_put_rings_the_bell_once_per_sleep_and_drain_feeds_the_protocol():
+    fd = _core.shm_segment(CAP)
+    a, b = _core.ShmRingPair(fd, CAP, 0), _core.ShmRingPair(fd, CAP, 1)
+    os.close(fd)
+    sa, sb = socket.socketpair()
+    sa.setblocking(False)
+    sb.setblocking(False)
+    with pytest.raises(ValueError, match="no doorbell"):
+        a.put(b"x")
+    with pytest.raises(ValueError, match="doorbell descriptor"):
+        a.attach_bell(-1)
+    a.attach_bell(sa.fileno())
+    b.attach_bell(sb.fileno())
+    assert a.put(b"awake") == 5             # b never said it sleeps: no bell
+    assert b.take_bells() is True           # nothing waiting is not EOF
+    with pytest.raises(BlockingIOError):
+        sb.recv(16)
+
+    class T:                                # what drain reads of its transport
+        _reading, _lost, _peer_gone, _buffered = True, False, False, False
+
+        class _protocol:
+            got = []
+
+            @classmethod
+            def data_received(cls, data):
+                cls.got.append(data)
+    b.drain(T)                              # reads, then (nothing more) publishes sleep
+    assert T._protocol.got == [b"awake"]
+    assert a.put(b"one") == 3 and a.put(bytearray(b"two")) == 3 and a.put(memoryview(b"3")) == 1
+    assert sb.recv(16) == b"\x01"           # one wake-up for the burst
+    b.drain(T)
+    assert b"".join(T._protocol.got) == b"awakeonetwo3"
+    sa.close()
+    assert b.take_bells() is False          # the peer closed its end: EOF
+    sb.close()
+    a.release()
+    b.release()
+
+
 def test_two_processes_blocking_writer_wraps_and_streams_big_data():
     fd = _core.shm_segment(CAP)
     ring = _core.ShmRingPair(fd, CAP, 0)

@@ -231,6 +231,8 @@ static inline void pyotp_st_sc_u32(volatile uint32_t *p, uint32_t v) { *p = v; }
 static inline int pyotp_cas_sc_u32(volatile uint32_t *p, uint32_t e, uint32_t d) { if (*p != e) return 0; *p = d; return 1; }
 static inline void pyotp_fence_sc(void) { }
 static inline int pyotp_spin_u64(volatile uint64_t *i, uint64_t s, double m) { (void)m; return *i != s; }
+static inline void pyotp_bell_ring(int fd) { (void)fd; }
+static inline long pyotp_bell_take(int fd) { (void)fd; return 0; }
 #else
 #include <sys/mman.h>
 #include <fcntl.h>
@@ -299,6 +301,36 @@ static inline int pyotp_spin_u64(volatile uint64_t *idx, uint64_t seen, double m
         if ((++n & 63) == 0 && pyotp_monotonic_ms() >= deadline)
             return 0;
         pyotp_cpu_relax();
+    }
+}
+/* The doorbell of a ring pair (a connected stream socket): one byte wakes the peer.
+ * pyotp_bell_ring never blocks; a full socket means wake-ups are already waiting there
+ * and a gone peer shows as EOF on our side, so errors are ignored. pyotp_bell_take
+ * empties it: > 0 bytes taken, 0 at EOF (the peer closed or died), -1 nothing waiting,
+ * -2 another error (errno set). */
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+static inline void pyotp_bell_ring(int fd) {
+    char c = 1;
+    (void)send(fd, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+static inline long pyotp_bell_take(int fd) {
+    char buf[256];
+    long total = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+            total += n;
+            if ((size_t)n < sizeof buf)
+                return total;
+            continue;
+        }
+        if (n == 0)
+            return total ? total : 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return total ? total : -1;
+        return total ? total : -2;
     }
 }
 #endif

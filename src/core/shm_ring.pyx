@@ -5,8 +5,11 @@
 # Linux, shm_open + immediate shm_unlink on macOS, a clear OSError elsewhere so the caller
 # falls back to a socket), the copy in and out, the sleeping/waiting flags that decide
 # when the other side must be woken, and the bounded spin of an idle reader. The wake-up
-# itself (a byte on a socket both event loops watch) and the asyncio side belong to the
-# transport (pyotp/dist/shm_transport.py).
+# itself is a byte on a socket both event loops watch (`bell`, rung and emptied here); the
+# asyncio side (flow control, closing, connection_lost) belongs to the transport
+# (pyotp/dist/shm_transport.py), which calls `drain` and `put` for the bytes: the read loop
+# (ring -> protocol buffer -> spin -> sleep) and the write (copy, wake) run here without
+# Python per batch, so a call's round trip pays no interpreted transport code.
 # Layout of one ring (offsets in bytes; each field alone on its 64-byte cache line, so the
 # producer's and the consumer's stores never share a line):
 #     0 magic   64 head (producer)   128 tail (consumer)   192 consumer sleeping
@@ -25,9 +28,14 @@
 #    protocol, mirrored, wakes a producer waiting for space.
 #  - Loop thread only per end; the spin releases the GIL and is bounded by the runtime's
 #    WaitPolicy (wait_policy.pyx) budget.
+#  - Doorbells are coalesced by the flags: a writer rings only when it took the reader's
+#    sleeping flag, so a burst costs at most one wake-up and an awake reader none.
 
 from libc.string cimport memcpy
 from libc.stdint cimport uint64_t, uint32_t, int64_t
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 
 cdef extern from "platform.h":
     int PYOTP_HAS_SHM
@@ -42,6 +50,8 @@ cdef extern from "platform.h":
     int pyotp_cas_sc_u32(uint32_t* p, uint32_t expected, uint32_t desired) nogil
     void pyotp_fence_sc() nogil
     int pyotp_spin_u64(uint64_t* idx, uint64_t seen, double max_us) nogil
+    void pyotp_bell_ring(int fd) nogil
+    long pyotp_bell_take(int fd) nogil
 
 cdef extern from "errno.h":
     int errno
@@ -55,6 +65,7 @@ cdef enum:
     _RING_HDR = 320
     _RING_MIN = 4096
     _RING_MAX = 1 << 30
+    _RING_READ_CHUNK = 1 << 18      # what a plain (non-buffered) protocol gets at most at once
 
 RING_HDR = _RING_HDR
 shm_available = bool(PYOTP_HAS_SHM)
@@ -115,9 +126,11 @@ cdef class ShmRingPair:
     cdef uint64_t wtail_seen          # the consumer's tail as last validated
     cdef uint64_t rtail               # our consumer index (private copy, published)
     cdef readonly int side
+    cdef readonly int bell            # the doorbell socket's descriptor, -1 before attach_bell
 
     def __cinit__(self):
         self.base = NULL
+        self.bell = -1
 
     def __init__(self, int fd, capacity, int side):
         import os
@@ -159,6 +172,7 @@ cdef class ShmRingPair:
 
     def release(self):
         """Unmap the segment (idempotent); the end is unusable afterwards."""
+        self.bell = -1
         if self.base != NULL:
             pyotp_shm_unmap(self.base, self.size)
             self.base = NULL
@@ -191,13 +205,11 @@ cdef class ShmRingPair:
         self._live()
         return self._avail()
 
-    def write(self, data):
-        """Copy as much of ``data`` as fits; the count (0 when full)."""
-        self._live()
-        cdef const unsigned char[::1] src = data if not isinstance(data, memoryview) else data.cast("B")
-        cdef uint64_t n = src.shape[0]
+    cdef uint64_t _put(self, const char* src, uint64_t n) except? 0xFFFFFFFFFFFFFFFF:
+        """Copy as much of src[:n] as fits and publish it; the count."""
         cdef uint64_t free = self._free()
         cdef uint64_t at, first
+        cdef char* data0 = self.out + _RING_HDR
         if n > free:
             n = free
         if n == 0:
@@ -206,21 +218,18 @@ cdef class ShmRingPair:
         first = self.capacity - at
         if first > n:
             first = n
-        cdef char* data0 = self.out + _RING_HDR
-        memcpy(data0 + at, &src[0], first)
+        memcpy(data0 + at, src, first)
         if n > first:
-            memcpy(data0, &src[first], n - first)
+            memcpy(data0, src + first, n - first)
         self.whead += n
         pyotp_st_rel_u64(<uint64_t*>(self.out + _RING_HEAD_OFF), self.whead)
         return n
 
-    def readinto(self, buf):
-        """Copy waiting bytes into ``buf`` (a writable buffer); the count (0: none)."""
-        self._live()
-        cdef unsigned char[::1] dst = buf
-        cdef uint64_t n = dst.shape[0]
+    cdef uint64_t _take(self, char* dst, uint64_t n) except? 0xFFFFFFFFFFFFFFFF:
+        """Copy up to n waiting bytes to dst and publish the new tail; the count."""
         cdef uint64_t avail = self._avail()
         cdef uint64_t at, first
+        cdef char* data0 = self.inp + _RING_HDR
         if n > avail:
             n = avail
         if n == 0:
@@ -229,13 +238,147 @@ cdef class ShmRingPair:
         first = self.capacity - at
         if first > n:
             first = n
-        cdef char* data0 = self.inp + _RING_HDR
-        memcpy(&dst[0], data0 + at, first)
+        memcpy(dst, data0 + at, first)
         if n > first:
-            memcpy(&dst[first], data0, n - first)
+            memcpy(dst + first, data0, n - first)
         self.rtail += n
         pyotp_st_rel_u64(<uint64_t*>(self.inp + _RING_TAIL_OFF), self.rtail)
         return n
+
+    cdef uint64_t _put_obj(self, object data) except? 0xFFFFFFFFFFFFFFFF:
+        cdef Py_buffer view
+        cdef uint64_t n
+        if type(data) is bytearray:     # the channel's write buffer: no buffer export
+            return self._put(PyByteArray_AS_STRING(data), <uint64_t>PyByteArray_GET_SIZE(data))
+        if type(data) is bytes:
+            return self._put(PyBytes_AS_STRING(data), <uint64_t>PyBytes_GET_SIZE(data))
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            n = self._put(<const char*>view.buf, <uint64_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return n
+
+    cdef uint64_t _take_obj(self, object buf) except? 0xFFFFFFFFFFFFFFFF:
+        cdef Py_buffer view
+        cdef uint64_t n
+        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+        try:
+            n = self._take(<char*>view.buf, <uint64_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return n
+
+    def write(self, data):
+        """Copy as much of ``data`` (a contiguous buffer) as fits; the count (0 when full)."""
+        self._live()
+        return self._put_obj(data)
+
+    def readinto(self, buf):
+        """Copy waiting bytes into ``buf`` (a writable buffer); the count (0: none)."""
+        self._live()
+        return self._take_obj(buf)
+
+    # -- the transport's data path (one call per batch, no Python in between) --------------
+
+    def attach_bell(self, int fd):
+        """Use the connected stream socket ``fd`` (owned by the caller, non-blocking) as this
+        end's doorbell for ``put``, ``drain`` and ``take_bells``."""
+        self._live()
+        if fd < 0:
+            raise ValueError("doorbell descriptor must be >= 0, got %d" % fd)
+        self.bell = fd
+
+    cdef inline int _bell_live(self) except -1:
+        self._live()
+        if self.bell < 0:
+            raise ValueError("no doorbell attached (attach_bell)")
+        return 0
+
+    cdef inline bint _took_flag(self, char* ring, int off) noexcept:
+        pyotp_fence_sc()
+        return pyotp_cas_sc_u32(<uint32_t*>(ring + off), 1, 0) != 0
+
+    def put(self, data):
+        """``write``, then ring the bell if the peer's reader sleeps: the count taken (the
+        rest did not fit; ``wait_space`` before retrying)."""
+        self._bell_live()
+        cdef uint64_t n = self._put_obj(data)
+        if n and self._took_flag(self.out, _RING_SLEEP_OFF):
+            pyotp_bell_ring(self.bell)
+        return n
+
+    def take_bells(self):
+        """Empty the doorbell: False when the peer closed it or died (EOF), else True
+        (OSError for another failure)."""
+        self._bell_live()
+        cdef long got = pyotp_bell_take(self.bell)
+        if got == -2:
+            import os
+            e = errno
+            raise OSError(e, os.strerror(e))
+        return got != 0
+
+    def drain(self, transport):
+        """Hand the waiting bytes to ``transport._protocol`` (``get_buffer``/``buffer_updated``
+        when ``transport._buffered``, else ``data_received``) while ``transport._reading``
+        and not ``transport._lost``; after a read, spin for more as the runtime's waiting
+        policy allows; then publish that this end sleeps (the peer's next ``put`` rings).
+        Returns when asleep, stopped, or (``transport._peer_gone``) the ring is empty.
+        Raises ShmRingError for a bad peer index, or what the protocol raised."""
+        self._bell_live()
+        cdef WaitPolicy policy = _wait_policy
+        cdef uint64_t n, k
+        cdef bint got_any = False
+        cdef double budget, t0
+        cdef int ok
+        cdef uint64_t* head = <uint64_t*>(self.inp + _RING_HEAD_OFF)
+        cdef uint64_t seen
+        cdef uint32_t* sleeping = <uint32_t*>(self.inp + _RING_SLEEP_OFF)
+        cdef object proto, buf
+        while transport._reading and not transport._lost:
+            if self.base == NULL:
+                return          # released by a callback (the connection ended)
+            n = self._avail()
+            if n:
+                got_any = True
+                proto = transport._protocol
+                if transport._buffered:
+                    buf = proto.get_buffer(n)
+                    k = self._take_obj(buf)
+                    buf = None
+                    if self._took_flag(self.inp, _RING_WAIT_OFF):
+                        pyotp_bell_ring(self.bell)
+                    proto.buffer_updated(k)
+                else:
+                    if n > _RING_READ_CHUNK:
+                        n = _RING_READ_CHUNK
+                    buf = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+                    k = self._take(PyBytes_AS_STRING(buf), n)
+                    if k < n:
+                        buf = buf[:k]
+                    if self._took_flag(self.inp, _RING_WAIT_OFF):
+                        pyotp_bell_ring(self.bell)
+                    proto.data_received(buf)
+                    buf = None
+                continue
+            if transport._peer_gone:
+                return
+            if got_any:
+                got_any = False
+                budget = policy.budget_us()
+                if budget > 0.0:
+                    seen = self.rtail
+                    t0 = pyotp_monotonic_ms()
+                    with nogil:
+                        ok = pyotp_spin_u64(head, seen, budget)
+                    policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
+                    if ok:
+                        continue
+            pyotp_st_sc_u32(sleeping, 1)
+            if self._avail() == 0:
+                return
+            pyotp_st_sc_u32(sleeping, 0)
 
     def wake_reader(self):
         """After a write: True if the peer's reader was asleep and must be woken now (this

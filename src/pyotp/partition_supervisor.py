@@ -36,7 +36,8 @@ from .supervisor import Supervisor
 
 __all__ = ["PartitionSupervisor"]
 
-# name -> [partitions, pids by partition]: routing reads it without a message
+# name -> [partitions, pids by partition, partitions at start (resize's limit)]: routing
+# reads it without a message
 _tables: Dict[Any, List[Any]] = {}
 
 
@@ -110,7 +111,7 @@ class PartitionSupervisor:
             node = nodes[i % len(nodes)] if nodes else None
             spec = dict(base, id=i, start=(_start_partition, (name, i, node, fn, tuple(a), kwargs)))
             children.append(spec)
-        _tables[name] = [partitions, [None] * partitions]
+        _tables[name] = [partitions, [None] * partitions, partitions]
         try:
             sup = await Supervisor.start_link(children, strategy=strategy, max_restarts=max_restarts,
                                               max_seconds=max_seconds, name=name)
@@ -137,6 +138,38 @@ class PartitionSupervisor:
         return int(_table(name)[0])
 
     @staticmethod
+    async def resize(name: Any, partitions: int) -> int:
+        """Elixir 1.18's ``resize!``: run ``partitions`` partitions from now on, by stopping
+        the highest ones or starting again those stopped before (their specs stay in the
+        supervisor). At least 0, at most the number it was started with (ValueError
+        otherwise; BadArg if there is no such supervisor). Returns the previous number.
+        Keys route over the partitions that run: shrinking changes where keys go at once,
+        before the partitions stop; growing, once the new ones run.
+
+        >>> sup = await PartitionSupervisor.start_link(child_spec=(Counter, 0), name="rs",
+        ...                                            partitions=4)
+        >>> await PartitionSupervisor.resize("rs", 2)
+        4
+        """
+        t = _table(name)
+        if isinstance(partitions, bool) or not isinstance(partitions, int):
+            raise TypeError("partitions must be an int, got %r" % (partitions,))
+        if not 0 <= partitions <= t[2]:
+            raise ValueError("partitions must be from 0 to %d (the number %r started with), got %d"
+                             % (t[2], name, partitions))
+        old = int(t[0])
+        if partitions < old:
+            t[0] = partitions
+            for i in range(old - 1, partitions - 1, -1):
+                await Supervisor.terminate_child(name, i)
+                t[1][i] = None
+        elif partitions > old:
+            for i in range(old, partitions):
+                await Supervisor.restart_child(name, i)
+            t[0] = partitions
+        return old
+
+    @staticmethod
     async def which_children(name: Any) -> List[Tuple[Any, Any, str, Any]]:
         """The supervisor's children: ``[(partition, pid, type, modules)]``."""
         return await Supervisor.which_children(name)
@@ -159,7 +192,9 @@ class PartitionSupervisor:
     @staticmethod
     def whereis_name(name_key: Tuple[Any, Any]) -> Any:
         name, key = _split(name_key)
-        n, pids = _table(name)
+        n, pids = _table(name)[:2]
+        if n == 0:
+            return None             # resized to no partitions
         pid = pids[_partition_of(key, n)]
         return pid if pid is not None and (pid.node != _core.local_node() or _core.is_alive(pid)) else None
 

@@ -248,7 +248,10 @@ async def async_stream(fn: Callable[[Any], Any], items: Any, *, max_concurrency:
     ``max_concurrency`` items are in flight (default: 2 per pool node, so every node has
     its next item queued), ``batch`` items go per message; an item not answered within
     ``timeout`` seconds (per batch) raises ``pyotp.Exit(("timeout", ...))`` as Elixir's
-    default ``on_timeout: :exit`` does.
+    default ``on_timeout: :exit`` does. Items in flight on a pool node that dies are not
+    retried (``fn`` may be what killed it): each gives ``("exit", ("noconnection",
+    node))``, naming the lost node (``pool.map`` raises ``pyotp.Exit`` with that reason),
+    and that node gets no more items from this stream.
 
     >>> async for r in pool.async_stream(square, range(4)):
     ...     print(r)
@@ -265,6 +268,10 @@ async def async_stream(fn: Callable[[Any], Any], items: Any, *, max_concurrency:
         _start_mapper()
     tag = _core.make_ref()
     me = _core.self()
+    here = str(_core.local_node())
+    nodes = list(nodes)
+    watch: Dict[Any, str] = {}          # monitor ref -> the pool node whose mapper it watches
+    where: Dict[str, Dict[int, None]] = {}  # pool node -> indices in flight there
     it = iter(enumerate(items))
     results: Dict[int, Any] = {}
     inflight = 0
@@ -283,22 +290,43 @@ async def async_stream(fn: Callable[[Any], Any], items: Any, *, max_concurrency:
                 break
             node = nodes[turn % len(nodes)]
             turn += 1
-            dest: Any = _MAPPER if node == str(_core.local_node()) or not _members else (_MAPPER, node)
-            _core.send(dest, ("map", me, tag, chunk, mq))
+            remote = node != here and bool(_members)
+            if remote and node not in where:
+                watch[_core.monitor((_MAPPER, node))] = node
+            where.setdefault(node, {}).update((i, None) for i, _ in chunk)
+            _core.send((_MAPPER, node) if remote else _MAPPER, ("map", me, tag, chunk, mq))
             inflight += len(chunk)
         while nxt in results:
             yield results.pop(nxt)
             nxt += 1
         if exhausted and inflight == 0:
+            for ref in watch:
+                _core.demonitor(ref, True)
             return
         try:
-            msg = await _core.receive(lambda m: isinstance(m, tuple) and len(m) == 2 and m[0] == tag,
-                                      timeout=timeout)
+            msg = await _core.receive(
+                lambda m: isinstance(m, tuple) and ((len(m) == 2 and m[0] == tag) or
+                                                    (len(m) == 5 and m[0] == "DOWN" and m[1] in watch)),
+                timeout=timeout)
         except TimeoutError:
             raise _core.Exit(("timeout", ("pool.async_stream", fn.__qualname__))) from None
+        if len(msg) == 5:
+            # the node died ("noconnection") or, rarely, its mapper did: name both
+            lost = watch.pop(msg[1])
+            for i in where.pop(lost, {}):
+                results[i] = ("exit", (msg[4], lost))
+                inflight -= 1
+            where[lost] = {}                # known: not watched again
+            if lost in nodes and len(nodes) > 1:
+                nodes.remove(lost)
+            continue
         for i, r in msg[1]:
-            results[i] = r
-            inflight -= 1
+            for pending in where.values():
+                if i in pending:            # else: already failed with its lost node
+                    del pending[i]
+                    results[i] = r
+                    inflight -= 1
+                    break
 
 
 async def map(fn: Callable[[Any], Any], items: Any, **options: Any) -> List[Any]:
@@ -455,11 +483,18 @@ class _Pool:
         mine, theirs = socket.socketpair()
         w.ctrl = mine
         w.ready = self.loop.create_future()
-        w.proc = ctx.Process(target=_worker_entry, name="pyotp pool " + w.name,
-                             args=(theirs, w.name, self.head, self.secret, self.names,
-                                   os.getpid(), self.settings))
-        w.proc.start()
-        theirs.close()
+        proc = ctx.Process(target=_worker_entry, name="pyotp pool " + w.name,
+                           args=(theirs, w.name, self.head, self.secret, self.names,
+                                 os.getpid(), self.settings))
+        try:
+            proc.start()
+        except BaseException:
+            mine.close()
+            w.ctrl = None
+            raise
+        finally:
+            theirs.close()
+        w.proc = proc           # only a started process: stop() joins it
         self.loop.add_reader(mine.fileno(), self._on_ctrl, w)
         self.loop.add_reader(w.proc.sentinel, self._on_exit, w)
 

@@ -32,7 +32,6 @@ b'hi'
 import asyncio
 import logging
 import socket
-import time
 from typing import Any, Dict, List, Optional, Union
 
 from .. import _core
@@ -43,7 +42,6 @@ _log = logging.getLogger("pyotp.dist")
 
 RING_SIZE = 1 << 20             # bytes per direction: a few loop turns of flushed frames
 _HIGH_WATER = 4 * RING_SIZE     # queued beyond the ring: pause the protocol's writing
-_READ_CHUNK = 1 << 18           # what we ask of a plain protocol's buffer at once
 _notice_logged = False
 
 
@@ -59,6 +57,7 @@ class ShmTransport(asyncio.Transport):
         self._bell = bell
         bell.setblocking(False)
         self._fd = bell.fileno()
+        ring.attach_bell(self._fd)
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._pending: List[bytes] = []     # what did not fit in the ring yet, in order
@@ -70,7 +69,6 @@ class ShmTransport(asyncio.Transport):
         self._closing = False
         self._lost = False
         self._peer_gone = False
-        self._policy = _core.wait_policy()
         self._loop.add_reader(self._fd, self._on_bell)
         self._loop.call_soon(self._start)
 
@@ -128,13 +126,13 @@ class ShmTransport(asyncio.Transport):
 
     def _on_bell(self) -> None:
         try:
-            data = self._bell.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
+            alive = self._ring.take_bells()
         except OSError as e:
             self._peer_closed(e)
             return
-        if not data:
+        except ValueError:
+            return              # released: the connection already ended
+        if not alive:
             self._peer_closed(None)
             return
         self._pump()
@@ -149,41 +147,12 @@ class ShmTransport(asyncio.Transport):
 
     def _drain(self) -> None:
         """Hand what is in the ring to the protocol; spin briefly while it keeps coming
-        (as the policy allows), then publish that we sleep."""
-        ring = self._ring
-        proto = self._protocol
-        got_any = False
+        (as the runtime's waiting policy allows), then publish that we sleep. The loop
+        itself is compiled (ShmRingPair.drain): no Python runs here per batch."""
+        if self._lost:
+            return
         try:
-            while self._reading and not self._lost:
-                n = ring.readable()
-                if n:
-                    got_any = True
-                    if self._buffered:
-                        buf = proto.get_buffer(n)       # type: ignore[attr-defined]
-                        k = ring.readinto(buf)
-                        if ring.wake_writer():
-                            self._ring_bell()
-                        proto.buffer_updated(k)         # type: ignore[attr-defined]
-                    else:
-                        buf = bytearray(min(n, _READ_CHUNK))
-                        k = ring.readinto(buf)
-                        if ring.wake_writer():
-                            self._ring_bell()
-                        proto.data_received(bytes(buf[:k]))  # type: ignore[attr-defined]
-                    continue
-                if self._peer_gone:
-                    return
-                if got_any:
-                    budget = self._policy.budget_us()
-                    if budget > 0.0:
-                        t0 = time.perf_counter()
-                        ok = ring.spin(budget)
-                        self._policy.record(ok, (time.perf_counter() - t0) * 1e6)
-                        got_any = False
-                        if ok:
-                            continue
-                if ring.sleep():
-                    return
+            self._ring.drain(self)
         except _core.ShmRingError as e:
             _log.error("pyotp dist: closing a shared-memory connection: %s", e)
             self.abort()
@@ -195,17 +164,13 @@ class ShmTransport(asyncio.Transport):
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, data: Union[bytes, bytearray, memoryview]) -> None:
-        if self._closing or self._lost:
-            return
-        if not data:
+        if self._closing or self._lost or not data:
             return
         if self._pending:
             self._queue(bytes(data))
             return
         try:
-            n = self._ring.write(data)
-            if self._ring.wake_reader():
-                self._ring_bell()
+            n = self._ring.put(data)        # copies, and rings if the peer sleeps
         except _core.ShmRingError as e:
             _log.error("pyotp dist: closing a shared-memory connection: %s", e)
             self.abort()
@@ -235,15 +200,13 @@ class ShmTransport(asyncio.Transport):
         try:
             while self._pending and not self._lost:
                 head = self._pending[0]
-                n = ring.write(head)
+                n = ring.put(head)
                 if n:
                     self._pending_size -= n
                     if n == len(head):
                         self._pending.pop(0)
                     else:
                         self._pending[0] = head[n:]
-                    if ring.wake_reader():
-                        self._ring_bell()
                     continue
                 if ring.wait_space():
                     return          # the reader rings when it made room
@@ -259,14 +222,6 @@ class ShmTransport(asyncio.Transport):
                 _log.exception("pyotp dist: resume_writing failed")
         if self._closing and not self._pending:
             self._finish(None)
-
-    def _ring_bell(self) -> None:
-        try:
-            self._bell.send(b"\x01")
-        except (BlockingIOError, InterruptedError):
-            pass            # bells are already waiting there: the peer will look
-        except OSError:
-            pass            # the peer is gone: its EOF reaches _on_bell
 
     def can_write_eof(self) -> bool:
         return False
