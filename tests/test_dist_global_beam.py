@@ -267,3 +267,78 @@ halt().
     logged = " ".join(r.getMessage() for r in caplog.records if r.name == "pyotp.dist.global")
     assert "unexpected message" in logged
     assert "Illegal global protocol version" in logged
+
+
+def test_global_locks_set_by_beam_span_the_pyotp_node():
+    # global:set_lock/del_lock on a list of nodes that includes the pyotp node: pyotp's
+    # global_name_server keeps global's lock table (a second requester is refused until
+    # the first releases, or dies: its lock goes with it)
+    me = unique("py")
+    expr = r'''
+register(t, self()),
+P = '%s',
+true = net_kernel:connect_node(P),
+ok = global:sync(),
+Self = self(),
+A1 = spawn(fun() -> Self ! {a1, global:set_lock({res, a1}, [P], 0)}, receive release -> global:del_lock({res, a1}, [P]), Self ! released, receive die -> ok end end end),
+receive {a1, R1} -> io:format("@@a1 ~p~n", [R1]) end,
+io:format("@@a2 ~p~n", [global:set_lock({res, a2}, [P], 0)]),
+A1 ! release, receive released -> ok end,
+io:format("@@a2_after_release ~p~n", [global:set_lock({res, a2}, [P], 0)]),
+global:del_lock({res, a2}, [P]),
+A3 = spawn(fun() -> Self ! {a3, global:set_lock({res, a3}, [P], 0)}, receive die -> ok end end),
+receive {a3, R3} -> io:format("@@a3 ~p~n", [R3]) end,
+R = erlang:monitor(process, A3), A3 ! die, receive {'DOWN', R, _, _, _} -> ok end,
+W = fun W(0) -> false; W(N) -> case global:set_lock({res, a4}, [P], 0) of true -> true; false -> timer:sleep(20), W(N - 1) end end,
+io:format("@@a4_after_holder_died ~p~n", [W(500)]),
+halt().
+''' % me
+
+    async def main():
+        e = ErlNode("erl", expr).start()
+        try:
+            assert await in_thread(e.expect, "a1") == "true"
+            assert await in_thread(e.expect, "a2") == "false"
+            assert await in_thread(e.expect, "a2_after_release") == "true"
+            assert await in_thread(e.expect, "a3") == "true"
+            assert await in_thread(e.expect, "a4_after_holder_died") == "true"
+        finally:
+            e.kill()
+    run_node(main, node=me, cookie=COOKIE, beam_visible=True)
+
+
+def test_pg_scope_shared_over_a_visible_connection():
+    # visible, BEAM's pg discovers the pyotp scope by name (as it does any visible node):
+    # pyotp answers as a BEAM scope does, and members are seen both ways
+    from pyotp.dist import pg
+    me = unique("py")
+    expr = r'''
+register(t, self()),
+{ok, _} = pg:start_link(),
+M = spawn(fun() -> receive _ -> ok end end),
+ok = pg:join(workers, M),
+P = '%s',
+true = net_kernel:connect_node(P),
+io:format("@@member ~p~n", [M]),
+W = fun W(0) -> timeout; W(N) -> case length(pg:get_members(workers)) of 2 -> ok; _ -> timer:sleep(20), W(N - 1) end end,
+io:format("@@beam_sees ~p~n", [W(500)]),
+receive stop -> ok end,
+halt().
+''' % me
+
+    async def member():
+        await pyotp.receive()
+
+    async def main():
+        m = pyotp.spawn(member)
+        pg.join(Atom("workers"), m)
+        e = ErlNode("erl", expr).start()
+        try:
+            await in_thread(e.expect, "member")
+            await until(lambda: len(pg.get_members(Atom("workers"))) == 2, "the BEAM member seen here")
+            assert await in_thread(e.expect, "beam_sees") == "ok"
+            assert e.name in Node.list()
+            tell(e.name, Atom("stop"))
+        finally:
+            e.kill()
+    run_node(main, node=me, cookie=COOKIE, beam_visible=True)
