@@ -46,9 +46,10 @@ disconnect it, as a BEAM node does.
 Bytes from BEAM are hostile: a message of the wrong shape is logged and dropped, the server
 carries on.
 
->>> await Node.start("py@127.0.0.1", cookie="secret", beam_visible=True)
->>> global_names.register_name("svc", pyotp.self())   # :global.whereis_name("svc") on BEAM
-'yes'
+Example (a node among Erlang nodes)::
+
+    await Node.start("py@127.0.0.1", cookie="secret", beam_visible=True)
+    global_names.register_name("svc", pyotp.self())   # :global.whereis_name("svc") there
 """
 from __future__ import annotations
 
@@ -119,9 +120,9 @@ class _Sync:
         self.his_locker: Optional[Pid] = None
         self.lock_id: Any = None
         self.lock_is_set = False
-        self.his_names: Optional[list] = None
-        self.my_ops: Optional[Tuple[list, list]] = None   # (ops, resolved) of our resolver
-        self.his_resolved: Optional[tuple] = None          # (resolved, his_known)
+        self.his_names: Optional[List[Any]] = None
+        self.my_ops: Optional[Tuple[List[Any], List[Any]]] = None  # (ops, resolved): ours
+        self.his_resolved: Optional[Tuple[List[Any], Any]] = None  # (resolved, his_known)
         self.resolving = False
 
 
@@ -132,7 +133,7 @@ class _State:
         self.registrar: Optional[Pid] = None
         self.known: Dict[str, int] = {}          # synced BEAM nodes -> global version
         self.syncs: Dict[str, _Sync] = {}
-        self.pre_connect: Dict[str, tuple] = {}  # init_connect that came before our nodeup
+        self.pre_connect: Dict[str, Tuple[Any, ...]] = {}  # init_connect that came before our nodeup
         self.methods: Dict[Any, Any] = {}        # name -> resolve method (BEAM's view)
         self.mons: Dict[Pid, Reference] = {}     # pids of BEAM-held names we monitor
         # global's lock table: resource -> (requester id, [(pid, monitor ref)])
@@ -170,7 +171,7 @@ def _is_beam(conn: Any) -> bool:
 
 def _node_list(items: Any) -> List[Tuple[str, int]]:
     """global's known lists: ``[Node]`` or ``[{Node, Vsn}]``; anything else is dropped."""
-    out = []
+    out: List[Tuple[str, int]] = []
     if type(items) is not list:
         return out
     for it in items:
@@ -181,7 +182,7 @@ def _node_list(items: Any) -> List[Tuple[str, int]]:
     return out
 
 
-def _known_list() -> list:
+def _known_list() -> List[Any]:
     return [(Atom(n), v) for n, v in _st.known.items()]
 
 
@@ -197,9 +198,9 @@ def _norm_name(name: Any) -> Any:
 
 # -- the name table ----------------------------------------------------------------------
 
-def _names() -> list:
+def _names() -> List[Any]:
     """Every name we hold, as global's exchange carries them."""
-    out = []
+    out: List[Any] = []
     for name, pid in list(_gn._table.items()):
         if _gn._is_local(pid) and not _core.is_alive(pid):
             continue
@@ -388,13 +389,14 @@ def _lock_set(node: str, his_locker: Pid, is_set: Any, tag: Any) -> None:
         return
     # the lock id is {global, lists:sort([HisLocker, OurLocker])}: the peer's locker set it
     # here already (its set_lock call); take that exact term rather than re-sorting pids
-    lock_id = (A_GLOBAL, sorted([his_locker, _st.pid], key=_pid_key))
+    assert _st.pid is not None
+    lock_id: Tuple[Any, Any] = (A_GLOBAL, sorted([his_locker, _st.pid], key=_pid_key))
     cur = _st.locks.get(A_GLOBAL)
     if cur is not None and type(cur[0]) is list and len(cur[0]) == 2 \
             and his_locker in cur[0] and _st.pid in cur[0]:
         lock_id = (A_GLOBAL, cur[0])
     ok = _set_lock(lock_id, _st.pid)
-    reply: tuple
+    reply: Tuple[Any, ...]
     if s.his_vsn >= 8:
         reply = (A_LOCK_SET, _st.pid, Atom("true" if ok else "false"), _known_atoms(), s.his_tag)
     else:
@@ -414,7 +416,7 @@ def _pid_key(p: Pid) -> Tuple[str, int, int, int]:
     return (str(p.node), p.id, p.serial, getattr(p, "creation", 0))
 
 
-def _known_atoms() -> list:
+def _known_atoms() -> List[Any]:
     return [Atom(n) for n in _st.known]
 
 
@@ -437,9 +439,9 @@ def _resolve(s: _Sync) -> None:
     s.resolving = True
     names = s.his_names or []
     me = _me()
-    ops: list = []
-    res: list = []
-    clashes: list = []
+    ops: List[Any] = []
+    res: List[Any] = []
+    clashes: List[Any] = []
     for item in names:
         if type(item) is not tuple or len(item) != 3 or type(item[1]) is not Pid:
             continue
@@ -460,7 +462,8 @@ def _resolve(s: _Sync) -> None:
     _core.spawn(_resolve_clashes, s.node, s.my_tag, clashes, ops, res)
 
 
-async def _resolve_clashes(node: str, tag: int, clashes: list, ops: list, res: list) -> None:
+async def _resolve_clashes(node: str, tag: int, clashes: List[Any], ops: List[Any],
+                           res: List[Any]) -> None:
     from . import rpc
     for name, pid, method, pid2, method2 in clashes:
         try:
@@ -485,7 +488,7 @@ async def _resolve_clashes(node: str, tag: int, clashes: list, ops: list, res: l
         _core.send(_st.pid, ("$exchange_ops", node, tag, ops, res))
 
 
-def _exchange_ops(s: _Sync, ops: list, res: list) -> None:
+def _exchange_ops(s: _Sync, ops: List[Any], res: List[Any]) -> None:
     s.my_ops = (ops, res)
     _cast(s.node, (A_RESOLVED, Atom(_me()), res, _known_list() if s.his_vsn >= 7 else _known_atoms(),
                    A_UNUSED, [], s.his_tag))
@@ -850,7 +853,7 @@ class _GlobalNameServer(GenServer):
 
 # -- registrations made here, told to the BEAM nodes -------------------------------------
 
-def _queue(op: tuple) -> None:
+def _queue(op: Tuple[Any, ...]) -> None:
     if _st.registrar is None or not _st.known:
         return
     _st.pending_ops += 1
