@@ -342,3 +342,89 @@ halt().
         finally:
             e.kill()
     run_node(main, node=me, cookie=COOKIE, beam_visible=True)
+
+
+PEER = r'''
+register(t, self()),
+case '%s' of none -> ok; A -> true = net_kernel:connect_node(A), ok = global:sync() end,
+io:format("@@up ok~n"),
+L = fun L() ->
+  receive
+    {lost, Target, About} ->
+      {global_name_server, Target} ! {lost_connection, node(), 1, erlang:unique_integer([positive]), About},
+      L();
+    {nodes, From} -> From ! {nodes, node(), nodes()}, L();
+    stop -> halt()
+  end
+end,
+L().
+'''
+
+
+async def nodes_of(node):
+    pyotp.send((Atom("t"), node), (Atom("nodes"), pyotp.self()))
+    m = await pyotp.receive(lambda m: type(m) is tuple and m[:2] == ("nodes", node), timeout=15)
+    return [str(n) for n in m[2]]
+
+
+async def mesh_of_three(a, b):
+    a.start()
+    await in_thread(a.expect, "up")
+    b.start()
+    await in_thread(b.expect, "up")
+    assert await Node.connect(a.name)
+    await until(lambda: b.name in Node.list(), "connected to B through global")
+    await global_names.sync()
+
+
+def test_lost_connection_reported_to_the_beam_nodes():
+    # OTP 25's prevent-overlapping-partitions: this node losing A tells B, which then
+    # drops A too (fully connected partitions form, as among BEAM nodes). A itself runs
+    # without the fix, so that only this node's report reaches B (A's own report of
+    # losing us would race it, and either partition is right)
+    me = unique("py")
+    a = ErlNode("erla", PEER % "none",
+                extra_args=["-kernel", "prevent_overlapping_partitions", "false"])
+    b = ErlNode("erlb", PEER % a.name)
+
+    async def main():
+        try:
+            await mesh_of_three(a, b)
+            assert a.name in await nodes_of(b.name)
+            Node.disconnect(a.name)
+            seen = []
+
+            async def b_lost_a():
+                seen[:] = await nodes_of(b.name)
+                return a.name not in seen
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 15
+            while not await b_lost_a():
+                assert loop.time() < end, "B kept its connection to A: %r" % seen
+                await pyotp.sleep(0.05)
+            assert me in seen
+            for n in (a.name, b.name):
+                tell(n, Atom("stop"))
+        finally:
+            a.kill()
+            b.kill()
+    run_node(main, node=me, cookie=COOKIE, beam_visible=True)
+
+
+def test_lost_connection_from_a_beam_node_is_obeyed():
+    # A reports it lost B: this node drops B as a BEAM node would
+    me = unique("py")
+    a = ErlNode("erla", PEER % "none")
+    b = ErlNode("erlb", PEER % a.name)
+
+    async def main():
+        try:
+            await mesh_of_three(a, b)
+            tell(a.name, (Atom("lost"), Atom(me), Atom(b.name)))
+            await until(lambda: b.name not in Node.list(), "B disconnected here")
+            for n in (a.name, b.name):
+                tell(n, Atom("stop"))
+        finally:
+            a.kill()
+            b.kill()
+    run_node(main, node=me, cookie=COOKIE, beam_visible=True)

@@ -297,7 +297,9 @@ def _set_lock(lock_id: Any, pid: Pid) -> bool:
     if holders is None:
         return False
     if not any(p == pid for p, _r in holders):
-        ref = _core.monitor(pid) if pid != _st.pid and _st.pid is not None else None
+        # this node's own holders (the server, the registrar) live as long as the node
+        ours = pid == _st.pid or pid == _st.registrar or _st.pid is None
+        ref = None if ours else _core.monitor(pid)
         _st.locks[lock_id[0]] = (lock_id[1], holders + [(pid, ref)])
     return True
 
@@ -893,8 +895,10 @@ async def _set_lock_known(lock_id: Any, me: Pid) -> List[str]:
                 if n == _me():
                     got = _set_lock(lock_id, me)
                 else:
+                    # as gen_server:multi_call in global: a node that does not answer
+                    # (gone, no global server) is left out, not a refusal
                     r = await _call(n, (A_SET_LOCK, lock_id))
-                    got = r is True or r == "true"
+                    got = r is None or r is True or r == "true"
                 if not got:
                     ok = False
                     break
