@@ -15,7 +15,7 @@ import pytest
 import pyotp
 from pyotp import Atom
 from pyotp.dist import Node, global_names, run_node
-from dist_helpers import COOKIE, ErlNode, unique
+from dist_helpers import COOKIE, ErlNode, ExNode, unique
 
 pytestmark = pytest.mark.erlang
 
@@ -427,4 +427,54 @@ def test_lost_connection_from_a_beam_node_is_obeyed():
         finally:
             a.kill()
             b.kill()
+    run_node(main, node=me, cookie=COOKIE, beam_visible=True)
+
+
+class Echo(pyotp.GenServer):
+    def init(self, arg):
+        return ("ok", arg)
+
+    def handle_call(self, req, from_, state):
+        return ("reply", (Atom("echo"), req), state)
+
+
+EX_GLOBAL = r'''
+defmodule ExGlobal do
+  use GenServer
+  def init(s), do: {:ok, s}
+  def handle_call(:ping, _from, s), do: {:reply, :pong, s}
+end
+p = :"%s"
+Process.register(self(), :t)
+:ok = :net_kernel.monitor_nodes(true)
+true = Node.connect(p)
+receive do {:nodeup, ^p} -> IO.puts("@@nodeup ok") after 15000 -> IO.puts("@@nodeup none") end
+IO.puts("@@list #{inspect(p in Node.list())}")
+:ok = :global.sync()
+{:ok, _} = GenServer.start(ExGlobal, nil, name: {:global, :ex_srv})
+IO.puts("@@registered ok")
+receive do :check -> :ok end
+IO.puts("@@call #{inspect(GenServer.call({:global, :py_srv}, :hello))}")
+receive do :stop -> :ok end
+'''
+
+
+def test_elixir_global_names_with_a_visible_pyotp_node():
+    # GenServer names {:global, name} resolve across Elixir and pyotp in both directions
+    me = unique("py")
+
+    async def main():
+        await Echo.start(None, name=("global", Atom("py_srv")))
+        ex = ExNode("ex", EX_GLOBAL % me).start()
+        try:
+            assert await in_thread(ex.expect, "nodeup") == "ok"
+            assert await in_thread(ex.expect, "list") == "true"
+            await in_thread(ex.expect, "registered")
+            await global_names.sync()
+            assert await pyotp.GenServer.call(("global", Atom("ex_srv")), Atom("ping")) == "pong"
+            tell(ex.name, Atom("check"))
+            assert await in_thread(ex.expect, "call") == "{:echo, :hello}"
+            tell(ex.name, Atom("stop"))
+        finally:
+            ex.kill()
     run_node(main, node=me, cookie=COOKIE, beam_visible=True)
