@@ -5,9 +5,10 @@ A visible BEAM peer's ``global_name_server`` talks to ours as soon as the connec
 up, and waits on us: ``global:sync()`` there does not return, and names registered on
 either side stay unseen, until the two servers have run global's connect protocol. This
 module is that server on the pyotp side, registered as ``global_name_server``, speaking
-protocol version 8 (OTP 25.1+; version 7 peers get the shapes they know). pyotp's own
-table (global_names.py) stays the one table of names: this module feeds it with the BEAM
-nodes' names and tells the BEAM nodes about the names registered here.
+protocol version 8 (OTP 25's; tested with 25.2; version 7 peers get the shapes they know,
+untested). pyotp's own table (global_names.py) stays the one table of names: this module
+feeds it with the BEAM nodes' names and tells the BEAM nodes about the names registered
+here.
 
 The connect protocol with one BEAM node N, as global.erl runs it (each side does the same;
 pyotp answers and never starts the locking itself, which global allows: N's locker picks
