@@ -57,6 +57,8 @@ _shadows: Dict[Any, List[Pid]] = {}
 _resolvers: Dict[Any, Callable[[Any, Pid, Pid], Pid]] = {}
 _kernel: Any = None
 _server: Optional[Pid] = None
+# global_beam (Erlang's global protocol towards BEAM nodes) while this node is beam_visible
+_beam: Any = None
 
 
 def _is_local(pid: Pid) -> bool:
@@ -88,6 +90,8 @@ def register_name(name: Any, pid: Pid, resolve: Optional[Callable[[Any, Pid, Pid
     if _is_local(pid) and _server is not None:
         _core.send(_server, ("watch", pid))
     _broadcast((A_REGISTER, name, pid))
+    if _beam is not None:
+        _beam.on_register(name, pid)
     return "yes"
 
 
@@ -101,6 +105,8 @@ def unregister_name(name: Any) -> str:
     _resolvers.pop(name, None)
     if pid is not None:
         _broadcast((A_UNREGISTER, name, pid))
+        if _beam is not None:
+            _beam.on_unregister(name)
     return "ok"
 
 
@@ -149,6 +155,8 @@ async def sync(timeout: float = 10.0) -> str:
     nodes = k.peers()
     await asyncio.gather(*[_external_call((PROC_NAME, n), "sync", timeout) for n in nodes],
                          return_exceptions=True)
+    if _beam is not None:
+        await _beam.wait_idle(timeout)   # BEAM peers synced, registrations told to them
     return "ok"
 
 

@@ -198,6 +198,10 @@ class NetKernel:
     """The distribution state of this node (see the module documentation). Users go
     through :class:`Node`."""
 
+    # Node.start(beam_visible=True): visible to BEAM nodes too (global_beam.py speaks
+    # global's protocol to them); otherwise connections to BEAM nodes are hidden
+    beam_visible = False
+
     def __init__(self, name: str, cookie: str, *, hidden: bool, listen_host: str, port: int,
                  net_ticktime: float, epmd: Union[str, int], tls: Any,
                  rpc_allow: Optional[Iterable[str]], setup_time: float,
@@ -456,7 +460,7 @@ class NetKernel:
         f = hs.OUR_FLAGS | hs.PYOTP
         if self.unpickler is not None:
             f |= hs.PYOTP_PICKLE
-        if not self.hidden and peer_is_pyotp and peer_published is not False:
+        if not self.hidden and (peer_is_pyotp or self.beam_visible) and peer_published is not False:
             f |= hs.PUBLISHED
         return f
 

@@ -60,12 +60,18 @@ class Node:
                     max_inflated_size: int = MAX_INFLATED_SIZE, max_handshakes: int = MAX_HANDSHAKES,
                     max_term_depth: int = MAX_TERM_DEPTH,
                     epmd_max_per_host: int = _epmd.MAX_PER_HOST,
-                    epmd_max_connections: int = _epmd.MAX_CONNECTIONS, transport: Any = None) -> str:
+                    epmd_max_connections: int = _epmd.MAX_CONNECTIONS, transport: Any = None,
+                    beam_visible: bool = False) -> str:
         """Make this node distributed as ``name`` ("alive@host").
 
         - ``cookie``: the shared secret (compared in constant time).
-        - ``hidden``: do not appear in other nodes' visible lists (connections to Erlang
-          nodes are always hidden: pyotp does not speak ``global``'s protocol to Erlang).
+        - ``hidden``: do not appear in other nodes' visible lists.
+        - ``beam_visible``: connect to Erlang/Elixir nodes as a visible node too (off by
+          default: connections to BEAM nodes are then hidden). A visible pyotp node is in
+          their ``nodes()`` and ``monitor_nodes`` reports, takes part in Erlang's
+          ``global`` (names, locks, ``global:sync()``) and joins the mesh: connecting to
+          one BEAM node of a cluster connects it to the others. See docs/distribution.md,
+          "Visible to BEAM nodes", for the trade-offs. Not with ``hidden=True``.
         - ``listen_host`` / ``port``: where to accept connections (port 0 picks one).
         - ``net_ticktime``: seconds; a peer silent that long is declared down; ticks are
           sent every ``net_ticktime / 4``.
@@ -132,6 +138,9 @@ class Node:
                       max_term_depth=max_term_depth,
                       epmd_max_per_host=epmd_max_per_host,
                       epmd_max_connections=epmd_max_connections, transport=transport)
+        if beam_visible and hidden:
+            raise DistError("beam_visible=True and hidden=True contradict each other")
+        k.beam_visible = bool(beam_visible)
         k.rpc = rpc
         await k.start()
         _kmod._kernel = k
@@ -139,6 +148,9 @@ class Node:
             await system.start(k)
             from . import global_names, pg
             await global_names._start(k)
+            if beam_visible:
+                from . import global_beam
+                await global_beam.start(k)
             await pg._start(k)
             _pubsub.set_remote_members_provider(_pubsub_peers)
             if console:
@@ -166,6 +178,8 @@ class Node:
             from . import console, global_names, pg
             _pubsub.set_remote_members_provider(None)
             global_names._stop()
+            from . import global_beam
+            global_beam.stop()
             pg._stop()
             console.stop()
         finally:

@@ -233,6 +233,11 @@ def _set_remote(s: _Scope, node: str, groups: Dict[Any, List[Pid]]) -> None:
 def _on_wire(s: _Scope, conn: Any, msg: Any) -> None:
     if type(msg) is not tuple or len(msg) < 2 or type(msg[1]) is not Pid:
         return
+    if conn is not None and not conn.pyotp:
+        # a BEAM scope addresses our scope's name only to discover us (a visible
+        # connection's nodeup): answer as a BEAM scope does, never with pyotp's shapes
+        _on_beam(s, msg)
+        return
     tag, peer = msg[0], msg[1]
     node = str(peer.node)
     if tag == "discover":
