@@ -1,7 +1,8 @@
 """A distribution connection fed bytes without a socket: a fake transport (the carrier
-contract of pyotp/dist/transport.py) runs the handshake, then frames split at every
-position, big frames, the control operations and malformed input go through the
-connection and its compiled channel exactly as a socket's reads would."""
+contract of pyotp/dist/transport.py) runs the handshake with the Connection, which then
+hands the transport to its compiled channel (set_protocol); frames split at every
+position, big frames, the control operations and malformed input go to whichever is the
+transport's protocol, exactly as a socket's reads would."""
 from __future__ import annotations
 
 import asyncio
@@ -44,6 +45,12 @@ class FakeTransport:
         self.proto.connection_lost(None)
         self.gone.set_result(True)
 
+    def set_protocol(self, proto: Any) -> None:
+        self.proto = proto
+
+    def get_protocol(self) -> Any:
+        return self.proto
+
     def close(self) -> None:
         self.closed = True
         self._lose()
@@ -78,11 +85,12 @@ class Peer:
         start = 0
         for end in bounds:
             while start < end:
-                buf = memoryview(self.conn.get_buffer(end - start))
+                proto = self.t.proto       # the Connection, then its channel
+                buf = memoryview(proto.get_buffer(end - start))
                 n = min(len(buf), end - start)
                 buf[:n] = data[start:start + n]
                 buf.release()
-                self.conn.buffer_updated(n)
+                proto.buffer_updated(n)
                 start += n
 
     def read2(self) -> bytes:
@@ -100,6 +108,7 @@ class Peer:
         ack = self.read2()
         assert ack[:1] == b"a" and hs.check_digest(ack[1:], 4242, COOKIE)
         assert kernel().conns.get(self.name) is self.conn
+        assert self.t.proto is self.conn.ch          # the channel owns the connection now
 
     def frames(self) -> List[Tuple[Any, Any]]:
         """The frames the node wrote since the last call (ticks skipped)."""
