@@ -579,7 +579,7 @@ cdef class DistChannel:
             self.idle_ticks = 0
             self.last_checked = self.received
         if not self.wrote and self.up and self.transport is not None:
-            self.flush_now()
+            self._flush_now()
             self.transport.write(_DC_TICK)
         self.wrote = False
         if not self.spare_used:
@@ -697,7 +697,7 @@ cdef class DistChannel:
         if total > <Py_ssize_t>0xFFFFFFFF:
             raise ValueError("a distribution frame of %d bytes exceeds 4 GiB" % total)
         _etf_wr32(<unsigned char*>_etf_ba_str(head), <uint32_t>total)
-        self.flush_now()
+        self._flush_now()
         if self.transport is not None and self.up:
             self.transport.writelines([head] + list(chunks))
             self.wrote = True
@@ -787,7 +787,7 @@ cdef class DistChannel:
             self.requests.pop(ref, None)
             raise
         self.called = True
-        self.flush_now()
+        self._flush_now()
         return 0
 
     def reply(self, to, msg):
@@ -803,7 +803,7 @@ cdef class DistChannel:
             self._alias_send(a, msg)
         else:
             self._send(to, msg)
-        self.flush_now()
+        self._flush_now()
         return 0
 
     def alias_send(self, ref, msg):
@@ -905,12 +905,18 @@ cdef class DistChannel:
         self.flush_handle = None
         self._write()
 
-    cpdef flush_now(self):
+    def flush_now(self):
         """Write what is queued now instead of at the end of the loop turn."""
+        self._flush_now()
+
+    cdef int _flush_now(self) except -1:
+        # cdef, not cpdef: the channel is subclassed in Python (connection.Channel), and
+        # a cpdef method would look for an override at every call
         if self.flush_handle is not None:
             self.flush_handle.cancel()
             self.flush_handle = None
         self._write()
+        return 0
 
     cdef int _write(self) except -1:
         cdef bytearray b = self.wbuf

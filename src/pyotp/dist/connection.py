@@ -453,37 +453,12 @@ class Connection(asyncio.BufferedProtocol):
         if ch.up:
             ch.resume()
 
-    # -- sending: what the kernel and rpc.py call (the channel writes) ----------------------
-
-    def flush_now(self) -> None:
-        """Write what is queued at once."""
-        self.ch.flush_now()
+    # -- sending: what rpc.py calls (the kernel calls the channel) ------------------------
 
     def control(self, ctrl: Tuple[Any, ...], msg: Any = _NO_MSG) -> None:
         """Queue a frame: ``'p'`` + control term (+ payload term). Raises (and queues
         nothing) if a term cannot be encoded."""
         self.ch.control(ctrl, msg)
-
-    def send(self, to: Pid, msg: Any) -> None:
-        self.ch.send(to, msg)
-
-    def alias_send(self, ref: Reference, msg: Any) -> None:
-        self.ch.alias_send(ref, msg)
-
-    def call(self, frm: Pid, to: Any, ref: Reference, request: Any, label: Any) -> None:
-        """A call queued while this node was being connected (see DistChannel.call)."""
-        self.ch.call(frm, to, ref, request, label)
-
-    def reg_send(self, frm: Pid, name: Any, msg: Any) -> None:
-        self.ch.reg_send(frm, name, msg)
-
-    def send_named(self, name: str, msg: Any) -> None:
-        """REG_SEND from the node (``pyotp.send((name, node), msg)``)."""
-        self.ch.send_named(name, msg)
-
-    def signal(self, op: str, frm: Any, to: Any, arg: Any) -> None:
-        """A link/unlink/monitor/demonitor/exit2/link_exit/down signal (DistChannel.signal)."""
-        self.ch.signal(op, frm, to, arg)
 
     def exit(self, frm: Pid, to: Pid, reason: Any, linked: bool) -> None:
         self.ch.exit_out(frm, to, reason, linked)

@@ -675,7 +675,7 @@ class NetKernel:
                 p.task.cancel()
             for meth, args in p.ops:
                 try:
-                    getattr(conn, meth)(*args)
+                    getattr(conn.ch, meth)(*args)       # a DistChannel method
                 except Exception as e:
                     _log.error("pyotp dist: dropped a queued %s to %s: %s", meth, name, e)
             p.ops.clear()
@@ -777,7 +777,7 @@ class NetKernel:
         if out is None:
             return
         if type(out) is Connection:
-            getattr(out, meth)(*args)
+            getattr(out.ch, meth)(*args)
         else:
             out.ops.append((meth, args))
 
@@ -793,7 +793,7 @@ class NetKernel:
                 node = to.node
                 c = self.conns.get(node)
                 if c is not None:
-                    c.send(to, arg)
+                    c.ch.send(to, arg)
                     return
                 if node == self.name:
                     return                  # a pid of an earlier incarnation of this node
@@ -802,7 +802,7 @@ class NetKernel:
                 node = to[1]
                 c = self.conns.get(node)
                 if c is not None:
-                    c.send_named(to[0], arg)
+                    c.ch.send_named(to[0], arg)
                     return
                 if node == self.name:
                     return

@@ -31,7 +31,7 @@ from typing import cast as _tcast
 from .. import _core
 from ..etf import Atom, Pid, Reference
 from . import beam_api
-from .connection import REQ, ProtocolError, from_erl, to_erl
+from .connection import REQ, SPAWN_REQUEST, ProtocolError, from_erl, to_erl
 from .kernel import (_TIMED_OUT, A_BADARG, A_BADRPC, A_ERPC, A_EXECUTE_CALL, A_EXECUTE_CAST, A_LINK,
                      A_MONITOR, A_NODEDOWN, A_NOTSUP, A_TIMEOUT, SPAWN_FLAG_LINK, SPAWN_FLAG_MONITOR,
                      DistError, _await_with_timeout, _external_call, kernel)
@@ -330,9 +330,10 @@ def rpc_cast(k: "NetKernel", node: str, m: str, f: str, args: Sequence[Any]) -> 
         _core.spawn(_erpc_process, k, None, None, None, None, m, f, list(args))
         return
     req = _core.make_ref()
-    k._queue(node, "spawn_request", (req, k.kernel_pid, k.gl_pid,
-                                        (A_ERPC, A_EXECUTE_CAST, 3), [],
-                                        [Atom(m), Atom(f), list(args)]))
+    # queued (DistChannel.control) if the node is being connected
+    k._queue(node, "control", ((SPAWN_REQUEST, req, k.kernel_pid, k.gl_pid,
+                                (A_ERPC, A_EXECUTE_CAST, 3), []),
+                               [Atom(m), Atom(f), list(args)]))
 
 def erpc_done(k: "NetKernel", me: Pid, peer: str, frm: Pid, req: Reference, result: Any) -> None:
     _core._dist_demonitor(me, req)
