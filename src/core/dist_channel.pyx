@@ -496,6 +496,7 @@ cdef class DistChannel:
         self.wbuf = bytearray()
         self.r = self.w = self.big_fill = self.big_need = 0
         self.reg_heads = {}
+        self.requests = {}        # the kernel took what it needed (take_requests)
 
     def start(self, transport, peer, int python, loads, kernel_pid, bint alias,
               bint payload_exits, bint unlink_id, initial):
@@ -945,7 +946,7 @@ cdef class DistChannel:
                 self._grow_big()      # full, the frame is not: it grows as bytes come
             return self.big_mv[self.big_fill:]
         if self.rmv is None:
-            raise RuntimeError("DistChannel.get_buffer: the connection is closed")
+            return memoryview(bytearray(1 << 16))    # released: what still comes is dropped
         if _etf_ba_size(self.rbuf) - self.w < 8192:
             self._compact()
         return self.rmv[self.w:]

@@ -123,11 +123,6 @@ class Connection(asyncio.BufferedProtocol):
         self.ch = Channel(self, self.loop, kernel.virtual, BUF_SIZE, kernel.max_frame_size,
                           kernel.max_inflated_size, kernel.max_term_depth)
 
-    @property
-    def received(self) -> int:
-        """Frames (ticks included) received so far."""
-        return int(self.ch.received)
-
     # -- asyncio callbacks (the handshake) ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -156,7 +151,7 @@ class Connection(asyncio.BufferedProtocol):
             return self.ch.get_buffer(sizehint)
         buf, mv = self._hbuf, self._hmv
         if buf is None or mv is None:
-            raise RuntimeError("handshake buffer used after the handshake")
+            return memoryview(bytearray(1 << 16))   # closed: what still comes is dropped
         if len(buf) - self._hw < 8192 and self._hr:
             n = self._hw - self._hr
             buf[:n] = buf[self._hr:self._hw]
