@@ -450,6 +450,10 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- sending: what rpc.py calls (the kernel calls the channel) ------------------------
 
+    def flush_now(self) -> None:
+        """Write what is queued at once."""
+        self.ch.flush_now()
+
     def control(self, ctrl: Tuple[Any, ...], msg: Any = _NO_MSG) -> None:
         """Queue a frame: ``'p'`` + control term (+ payload term). Raises (and queues
         nothing) if a term cannot be encoded."""
