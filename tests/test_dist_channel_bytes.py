@@ -1,7 +1,8 @@
 """A distribution connection fed bytes without a socket: a fake transport (the carrier
-contract of pyotp/dist/transport.py) runs the handshake, then frames split at every
-position, big frames, the control operations and malformed input go through the
-connection and its compiled channel exactly as a socket's reads would."""
+contract of pyotp/dist/transport.py) runs the handshake with the Connection, which then
+hands the transport to its compiled channel (set_protocol); frames split at every
+position, big frames, the control operations and malformed input go to whichever is the
+transport's protocol, exactly as a socket's reads would."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,7 @@ from typing import Any, List, Tuple
 import pyotp
 from pyotp.dist import handshake as hs
 from pyotp.dist import run_node
-from pyotp.dist.connection import Connection
+from pyotp.dist.connection import REQ, Connection
 from pyotp.dist.kernel import _await_with_timeout, kernel
 from pyotp.etf import Atom, Pid, Reference, decode_with_version, term_to_binary
 from dist_helpers import COOKIE, unique
@@ -44,6 +45,12 @@ class FakeTransport:
         self.proto.connection_lost(None)
         self.gone.set_result(True)
 
+    def set_protocol(self, proto: Any) -> None:
+        self.proto = proto
+
+    def get_protocol(self) -> Any:
+        return self.proto
+
     def close(self) -> None:
         self.closed = True
         self._lose()
@@ -71,6 +78,7 @@ class Peer:
         self.t.proto = self.conn
         self.conn.connection_made(self.t)
         self.read_at = 0
+        self.backlog: List[Tuple[Any, Any]] = []     # frames read, not yet taken (next_frame)
 
     def feed(self, data: bytes, cuts: Tuple[int, ...] = ()) -> None:
         """Hand ``data`` to the connection as reads that end at the offsets ``cuts``."""
@@ -78,11 +86,12 @@ class Peer:
         start = 0
         for end in bounds:
             while start < end:
-                buf = memoryview(self.conn.get_buffer(end - start))
+                proto = self.t.proto       # the Connection, then its channel
+                buf = memoryview(proto.get_buffer(end - start))
                 n = min(len(buf), end - start)
                 buf[:n] = data[start:start + n]
                 buf.release()
-                self.conn.buffer_updated(n)
+                proto.buffer_updated(n)
                 start += n
 
     def read2(self) -> bytes:
@@ -100,6 +109,7 @@ class Peer:
         ack = self.read2()
         assert ack[:1] == b"a" and hs.check_digest(ack[1:], 4242, COOKIE)
         assert kernel().conns.get(self.name) is self.conn
+        assert self.t.proto is self.conn.ch          # the channel owns the connection now
 
     def frames(self) -> List[Tuple[Any, Any]]:
         """The frames the node wrote since the last call (ticks skipped)."""
@@ -235,6 +245,12 @@ def test_malformed_input_closes_only_that_connection():
         "not a control tuple": frame(Atom("hello")),
         "ALIAS_SEND to a non-reference": None,
         "ALIAS_SEND without a payload": None,
+        "GROUP_LEADER to an atom": None,
+        "SPAWN_REQUEST with a malformed MFA": None,
+        "MONITOR_P_EXIT of the wrong arity": None,
+        "garbage after the message": None,
+        "a big frame of an unknown operation": None,
+        "LINK from a pid of this node": None,
     }
 
     async def main():
@@ -251,6 +267,19 @@ def test_malformed_input_closes_only_that_connection():
                 data = frame((33, p.pid, Atom("not_a_ref")), "x")
             elif what == "ALIAS_SEND without a payload":
                 data = frame((33, p.pid, pyotp.make_ref()))
+            elif what == "GROUP_LEADER to an atom":
+                data = frame((7, p.pid, Atom("x")))
+            elif what == "SPAWN_REQUEST with a malformed MFA":
+                data = frame((29, pyotp.make_ref(), p.pid, p.pid, Atom("not_mfa"), []), [])
+            elif what == "MONITOR_P_EXIT of the wrong arity":
+                data = frame((21, p.pid, pyotp.self(), pyotp.make_ref()))
+            elif what == "garbage after the message":
+                data = frame((2, EMPTY, pyotp.self()), "x")
+                data = struct.pack(">I", len(data) - 4 + 3) + data[4:] + b"zzz"
+            elif what == "a big frame of an unknown operation":
+                data = frame((99, p.pid, p.pid), b"x" * (100 << 10))
+            elif what == "LINK from a pid of this node":
+                data = frame((1, pyotp.self(), pyotp.self()))
             p.feed(data, (1, 3))
             await _await_with_timeout(p.t.gone, 10)
             out[what] = (p.t.aborted, p.name in kernel().conns)
@@ -260,3 +289,241 @@ def test_malformed_input_closes_only_that_connection():
     out, alive = run(main)
     assert out == {w: (True, False) for w in bad_frames}, out
     assert alive
+
+
+# -- the control operations the channel handles itself, and those it hands to Python ----
+
+def spawned_here(to: Any, msg: Any) -> None:
+    """What a peer's SPAWN_REQUEST runs here (this module, by name)."""
+    pyotp.send(to, msg)
+
+
+async def next_frame(p: Peer, op: int, seen: List[Tuple[Any, Any]]) -> Tuple[Any, Any]:
+    """The first frame with operation ``op`` the node wrote and this did not return yet
+    (processes get turns while there is none); every frame read is also added to
+    ``seen``."""
+    for _ in range(10000):
+        got = p.frames()
+        seen.extend(got)
+        p.backlog.extend(got)
+        for i, f in enumerate(p.backlog):
+            if f[0][0] == op:
+                del p.backlog[i]
+                return f
+        await asyncio.sleep(0)
+    raise AssertionError("the node wrote no frame with operation %d" % op)
+
+
+async def report_call(server: Any, req: Any, report: Pid) -> None:
+    try:
+        r: Any = ("ok", await pyotp.GenServer.call(server, req, timeout=10))
+    except pyotp.Exit as e:
+        r = ("exit", e.reason)
+    pyotp.send(report, ("call", r))
+
+
+async def report_spawn(node: str, report: Pid) -> None:
+    from pyotp.dist import Node
+    try:
+        r: Any = ("ok", await Node.spawn(node, ("remote_mod", "remote_fun"), 1))
+    except Exception as e:
+        r = ("error", str(e))
+    pyotp.send(report, ("spawn", r))
+
+
+async def report_rpc(node: str, report: Pid) -> None:
+    from pyotp.dist import rpc
+    pyotp.send(report, ("rpc", await rpc.call(node, "remote_mod", "remote_fun", [2], timeout=10)))
+
+
+def test_group_leader_alias_send_and_trace_token_forms():
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        token = Atom("token")
+        # GROUP_LEADER: checked and accepted (pyotp keeps no group leader per process)
+        p.feed(frame((7, p.pid, me)))
+        # ALIAS_SEND to an active alias of this process, and its _TT form
+        a = pyotp.alias()
+        p.feed(frame((33, p.pid, a), "to the alias"))
+        r1 = await pyotp.receive(timeout=10)
+        p.feed(frame((34, p.pid, a, token), "to the alias, traced"))
+        r2 = await pyotp.receive(timeout=10)
+        # ... to an alias that is gone: dropped
+        pyotp.unalias(a)
+        p.feed(frame((33, p.pid, a), "dropped"))
+        # SEND_TT, SEND_SENDER_TT, REG_SEND_TT
+        p.feed(frame((12, EMPTY, me, token), "send tt"))
+        p.feed(frame((23, p.pid, me, token), "send sender tt"))
+        pyotp.register("chan_tt_target", me)
+        p.feed(frame((16, p.pid, EMPTY, Atom("chan_tt_target"), token), "reg send tt"))
+        r3 = [await pyotp.receive(timeout=10) for _ in range(3)]
+        pyotp.unregister("chan_tt_target")
+        # EXIT_TT over a link, and PAYLOAD_EXIT2 (reason as the payload)
+        pyotp.process_flag("trap_exit", True)
+        p.feed(frame((1, p.pid, me)))
+        p.feed(frame((13, p.pid, me, token, Atom("tt_boom"))))
+        r4 = await pyotp.receive(timeout=10)
+        target = pyotp.spawn(pyotp.receive)
+        mref = pyotp.monitor(target)
+        p.feed(frame((26, p.pid, target), (Atom("payload_stop"), 1)))
+        r5 = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == mref, timeout=10)
+        return r1, r2, r3, r4, r5[4], p.t.aborted, p.name
+    r1, r2, r3, r4, r5, aborted, name = run(main)
+    assert (r1, r2) == (b"to the alias", b"to the alias, traced")
+    assert r3 == [b"send tt", b"send sender tt", b"reg send tt"]
+    assert r4[0] == "EXIT" and r4[1].node == name and r4[2] == "tt_boom"
+    assert r5 == ("payload_stop", 1)       # an Erlang peer's atoms arrive as str
+    assert not aborted
+
+
+def test_monitors_links_and_calls_written_by_the_channel():
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        seen: List[Any] = []
+        # a monitor on the peer's process: MONITOR_P out, MONITOR_P_EXIT in -> DOWN
+        ref = pyotp.monitor(p.pid)
+        mon, _ = await next_frame(p, 19, seen)
+        p.feed(frame((21, p.pid, me, ref, Atom("went_away"))))
+        down = await pyotp.receive(lambda m: type(m) is tuple and m[0] == "DOWN", timeout=10)
+        # the payload form, for a monitor by name
+        ref2 = pyotp.monitor(("named", p.name))
+        mon2, _ = await next_frame(p, 19, seen)
+        p.feed(frame((28, Atom("named"), me, ref2), (Atom("gone"), 2)))
+        down2 = await pyotp.receive(lambda m: type(m) is tuple and m[0] == "DOWN", timeout=10)
+        # a demonitor before any DOWN: DEMONITOR_P out
+        ref3 = pyotp.monitor(p.pid)
+        await next_frame(p, 19, seen)
+        pyotp.demonitor(ref3)
+        demon, _ = await next_frame(p, 20, seen)
+        # a link, then the local process exits: LINK then EXIT (payload form) out
+        linked = pyotp.spawn(pyotp.receive)
+        pyotp.send(linked, "never matched")    # keeps it waiting
+        from pyotp.dist import rpc  # noqa: F401  (the node's rpc service is loaded)
+        pyotp.link(p.pid)
+        link, _ = await next_frame(p, 1, seen)
+        pyotp.unlink(p.pid)
+        unlink, _ = await next_frame(p, 35, seen)           # UNLINK_ID (negotiated)
+        # MONITOR_P from the peer on a name nobody has: the DOWN (noproc) comes at once
+        nref = Reference(p.name, p.creation, (1, 2, 3))
+        p.feed(frame((19, p.pid, Atom("nobody_here"), nref)))
+        noproc = await next_frame(p, 28, seen)
+        # ... on a registered name whose process then dies: the DOWN names the name
+        victim = pyotp.spawn(pyotp.receive)
+        pyotp.register("chan_named_victim", victim)
+        vref = Reference(p.name, p.creation, (4, 5, 6))
+        p.feed(frame((19, p.pid, Atom("chan_named_victim"), vref)))
+        await died(victim)
+        named = await next_frame(p, 28, seen)
+        # a GenServer call to the peer: MONITOR_P + $gen_call out, ALIAS_SEND reply in,
+        # DEMONITOR_P out
+        pyotp.spawn(report_call, p.pid, "ping", me)
+        cmon, _ = await next_frame(p, 19, seen)
+        cref = cmon[3]
+        p.feed(frame((33, p.pid, cref), (cref, Atom("pong"))))
+        got = await pyotp.receive(lambda m: m[0] == "call", timeout=10)
+        cdemon, _ = await next_frame(p, 20, seen)
+        # a call whose server dies: MONITOR_P_EXIT in, the caller exits with the reason
+        pyotp.spawn(report_call, p.pid, "ping", me)
+        cmon2, _ = await next_frame(p, 19, seen)
+        p.feed(frame((21, p.pid, cmon2[1], cmon2[3], Atom("server_died"))))
+        got2 = await pyotp.receive(lambda m: m[0] == "call", timeout=10)
+        return (mon, ref, down, mon2, down2, demon, ref3, link, unlink, noproc, named, vref,
+                cmon, cdemon, got, got2, me, p.pid, p.t.aborted, seen)
+    (mon, ref, down, mon2, down2, demon, ref3, link, unlink, noproc, named, vref, cmon, cdemon,
+     got, got2, me, peer, aborted, seen) = run(main)
+    assert mon == (19, me, peer, ref)
+    assert down[1] == ref and down[3] == peer and down[4] == "went_away"
+    assert mon2[2] == Atom("named") and down2[1] == mon2[3] and down2[4] == ("gone", 2)
+    assert demon == (20, me, peer, ref3)
+    assert link == (1, me, peer) and unlink[0] == 35 and unlink[2:] == (me, peer)
+    assert noproc[0][1:3] == (Atom("nobody_here"), peer) and noproc[1] == Atom("noproc")
+    assert named[0][1] == Atom("chan_named_victim") and named[0][3] == vref
+    assert named[1] == Atom("killed")
+    assert cmon[1] != me and cmon[2] == peer
+    assert any(f[0][0] == 2 and f[1][0] == Atom("$gen_call") for f in seen)   # the request
+    assert got == ("call", ("ok", "pong")) and cdemon[3] == cmon[3]
+    assert got2[1][0] == "exit" and "server_died" in repr(got2[1][1])
+    assert not aborted
+
+
+def test_spawn_requests_both_ways_and_an_rpc():
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        seen: List[Any] = []
+        # the peer spawns here (this module's spawned_here), linked: SPAWN_REPLY out
+        req = Reference(p.name, p.creation, (7, 7, 7))
+        p.feed(frame((29, req, p.pid, p.pid, (Atom(__name__), Atom("spawned_here"), 2), [Atom("link")]),
+                     [me, Atom("spawned")]))
+        r1 = await pyotp.receive(timeout=10)
+        reply, _ = await next_frame(p, 31, seen)
+        # ... a malformed one (args not a list): SPAWN_REPLY badarg
+        req2 = Reference(p.name, p.creation, (8, 8, 8))
+        p.feed(frame((29, req2, p.pid, p.pid, (Atom(__name__), Atom("spawned_here"), 2), []), "no list"))
+        badarg, _ = await next_frame(p, 31, seen)
+        # we spawn there: SPAWN_REQUEST out, SPAWN_REPLY in
+        pyotp.spawn(report_spawn, p.name, me)
+        sreq, args = await next_frame(p, 29, seen)
+        new_pid = Pid(p.name, 42, 0, p.creation)
+        p.feed(frame((31, sreq[1], sreq[2], 0, new_pid)))
+        r2 = await pyotp.receive(lambda m: m[0] == "spawn", timeout=10)
+        # ... refused
+        pyotp.spawn(report_spawn, p.name, me)
+        sreq2, _ = await next_frame(p, 29, seen)
+        p.feed(frame((31, sreq2[1], sreq2[2], 0, Atom("not_allowed"))))
+        r3 = await pyotp.receive(lambda m: m[0] == "spawn", timeout=10)
+        # an rpc: erpc's SPAWN_REQUEST (monitored), SPAWN_REPLY, then the monitor's
+        # MONITOR_P_EXIT carries the result
+        pyotp.spawn(report_rpc, p.name, me)
+        rreq, rargs = await next_frame(p, 29, seen)
+        worker = Pid(p.name, 43, 0, p.creation)
+        p.feed(frame((31, rreq[1], rreq[2], 2, worker)))
+        p.feed(frame((21, worker, rreq[2], rreq[1], (rargs[0], Atom("return"), 42))))
+        r4 = await pyotp.receive(lambda m: m[0] == "rpc", timeout=10)
+        return r1, reply, req, badarg, req2, sreq, args, r2, new_pid, r3, rreq, rargs, r4, p.t.aborted
+    r1, reply, req, badarg, req2, sreq, args, r2, new_pid, r3, rreq, rargs, r4, aborted = run(main)
+    assert r1 == "spawned"
+    assert reply[1] == req and reply[3] == 1 and type(reply[4]) is Pid      # flags: link
+    assert badarg[1] == req2 and badarg[4] == Atom("badarg")
+    assert sreq[4] == (Atom("remote_mod"), Atom("remote_fun"), 1) and args == [1]
+    assert r2 == ("spawn", ("ok", new_pid))
+    assert r3[1][0] == "error" and "not_allowed" in r3[1][1]
+    assert rreq[4] == (Atom("erpc"), Atom("execute_call"), 4) and rreq[5] == [Atom("monitor")]
+    assert rargs[1:] == [Atom("remote_mod"), Atom("remote_fun"), [2]]
+    assert r4 == ("rpc", 42)
+    assert not aborted
+
+
+def test_ticks_and_requests_at_nodedown():
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        ch = p.conn.ch
+        ch.flush_now()
+        ch.tick()                   # a period begins (what the node wrote so far counted)
+        before = len(p.t.out)
+        assert ch.tick() is False and ch.tick() is False    # idle: a tick goes out each time
+        ticks = bytes(p.t.out[before:])
+        p.read_at = len(p.t.out)
+        p.feed(b"\x00\x00\x00\x00")                         # the peer's tick counts as traffic
+        alive = [ch.tick() for _ in range(4)]
+        dead = ch.tick()                                    # four periods without a frame
+        # a call in flight when the connection goes: it fails with noconnection
+        pyotp.spawn(report_call, p.pid, "ping", me)
+        cmon, _ = await next_frame(p, 19, [])
+        tracked = ch.tracked(cmon[3])
+        p.t.abort()
+        got = await pyotp.receive(lambda m: m[0] == "call", timeout=10)
+        return ticks, alive, dead, got, tracked, ch.tracked(cmon[3]), p.name in kernel().conns
+    ticks, alive, dead, got, tracked, after, still = run(main)
+    assert tracked is not None and tracked[0] == REQ["call"] and after is None
+    assert ticks == b"\x00\x00\x00\x00" * 2
+    assert alive == [False] * 4 and dead is True
+    assert got[1][0] == "exit" and "noconnection" in repr(got[1][1])
+    assert not still

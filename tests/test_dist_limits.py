@@ -188,14 +188,14 @@ def test_a_big_frame_header_allocates_only_what_arrives(node):
             + term_to_binary((p.pid, data)))
     p.sock.sendall(struct.pack(">I", len(body)) + body[:100])
     conn = rt.call_in_loop(lambda: kernel().conns[p.name])
-    _until(rt, lambda: conn.ch.big_mv is not None)
-    first = conn._big
+    _until(rt, lambda: conn.ch.big is not None)
+    first = conn.ch.big
     assert len(first) <= FIRST_BIG < len(body)
     p.sock.sendall(body[100:])
     ctrl, reply = p.read_frame()
     assert reply == (len(data), data[:4], data[-4:])
     # it grew in place (no copy of what had arrived), and is kept for reuse
-    assert rt.call_in_loop(lambda: any(b is first and len(b) == len(body) for b in conn._spares))
+    assert rt.call_in_loop(lambda: any(b is first and len(b) == len(body) for b in conn.ch.spare_buffers()))
     p.close()
 
 

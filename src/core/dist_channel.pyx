@@ -1,20 +1,45 @@
-# dist_channel.pyx: the compiled data path of one distribution connection.
+# dist_channel.pyx: one distribution connection once its handshake is done.
 #
-# Owns: everything per message once a connection is up. Receiving: complete frames are
-# parsed out of the connection's receive buffer and the frequent control messages
-# (SEND, SEND_SENDER, REG_SEND, MONITOR_P, DEMONITOR_P, and replies to remote calls) are
-# dispatched here. Sending: frames are encoded straight into one bytearray that is
-# written once per loop turn, or at once for a call or a reply (someone waits for it).
-# The core's send/call/reply reach the channel of the destination node directly
+# Owns (as OTP's VM owns a socket after erlang:setnode): the connection's framing, its
+# receive buffer and big-frame buffers, write batching, ticks, the connection's table of
+# requests in flight, and every control message that needs no Python: SEND,
+# SEND_SENDER, REG_SEND, ALIAS_SEND (and their _TT forms), LINK, UNLINK, UNLINK_ID(_ACK),
+# EXIT, EXIT2, PAYLOAD_EXIT*, MONITOR_P, DEMONITOR_P (the DOWN for a dead or unknown
+# target is written here), MONITOR_P_EXIT, GROUP_LEADER. The Connection (Python, the
+# handshake state machine) makes the channel the transport's protocol once the peer has
+# proven the cookie (`transport.set_protocol(channel)`, start()); from then on the
+# channel calls Python only through the Connection's small interface:
+#   conn.on_control(ctrl, payload)   SPAWN_REQUEST(_TT), SPAWN_REPLY(_TT), and the
+#                                    MONITOR_P_EXIT of an rpc request (rpc.py)
+#   conn.on_payload_error(exc)       a payload that did not decode: log and drop (returns)
+#                                    or close (raises)
+#   conn.on_error(exc)               receiving failed: the connection closes with exc
+#   conn.connection_lost(exc)        the transport closed (forwarded)
+#   services' handlers               REG_SEND to a name added with kernel.add_service
+# The core's send/call/reply/signals reach the channel of the destination node directly
 # (`_dist_channels`), without a Python-level hop. Processes woken by a read run at the end
 # of that read; a busy link may poll its socket briefly for the next read (busy wait).
 # Invariants:
 #  - Loop thread only. A node's channel is in `_dist_channels` exactly while its
 #    connection is up (the kernel adds it in conn_up, after its duplicate checks; the
 #    channel removes itself in stop(), when the connection closes or is aborted).
-#  - The fast path never reports an error: any frame it does not fully understand (other
-#    operations, a malformed term, an undecodable payload) goes, whole and untouched, to
-#    the Python Connection (`conn._frame(view)`), which validates it and reports precisely.
+#  - The receive cursors (r, w, the big frame's fill) are private: only the transport's
+#    get_buffer/buffer_updated calls move them. Frames below 64 KiB are parsed in place
+#    in `rbuf`; a frame of 64 KiB or more gets a buffer of its own (a recent one reused
+#    when nothing decoded from it is alive, else a new one that grows as bytes arrive:
+#    a header alone never allocates what it announces), so python-mode out-of-band
+#    buffers (numpy arrays) stay zero-copy views of it. Over max_frame: closed.
+#  - The fast path (_hot) never reports an error: a frame it does not fully understand
+#    goes to the checked path (_slow), which validates every control message's shape
+#    and raises DistProtocolError for anything malformed (the connection closes with a
+#    logged reason; the node lives).
+#  - `requests` is this connection's one table of requests in flight, by reference:
+#    our calls (_DR_CALL; _DR_GONE once the caller gave up, so a late reply is dropped),
+#    monitors we hold on the peer's processes (_DR_MON), monitors the peer holds on our
+#    registered names (_DR_NAME, keyed by its ref), spawn and rpc requests (_DR_SPAWN,
+#    _DR_RPC, filled by rpc.py through track/untrack). Only this channel and its
+#    track/untrack/take_requests API change it; when the connection goes the kernel
+#    takes it whole (take_requests) and fails what waits.
 #  - `wbuf` holds only complete frames: an encoding error leaves it as it was.
 #  - Encoding a term can run Python code (pickle's __reduce__, __index__, finalizers), which
 #    can call back into the node. While a frame is being encoded (`enc_at` >= 0) wbuf is
@@ -25,10 +50,11 @@
 #    nothing else can resize it either.
 #  - Traffic counters (stats()): one add per read, per write and per frame, on the loop
 #    thread. bytes_in counts every byte read once the connection is up (ticks too);
-#    bytes_out every byte of frames written (ticks, written by the Connection, are not);
-#    msgs_in/msgs_out count frames other than ticks.
+#    bytes_out every byte of frames written (not ticks); msgs_in/msgs_out count frames other
+#    than ticks.
 
 from libc.string cimport memmove
+from cpython.ref cimport Py_REFCNT
 
 # The control message operations (OTP's dist.h). Defined here only: connection.py and
 # the tests read them from DIST_OPS.
@@ -124,11 +150,11 @@ cdef int _remote_send(object to, object msg) except -1:
     if ch is None:
         _remote_hook("send", None, to, msg)
     elif type(to) is Pid:
-        ch.send(to, msg)
+        ch._send(to, msg)
     elif type(to) is Reference:
-        ch.alias_send(to, msg)
+        ch._alias_send(to, msg)
     else:
-        ch.send_named((<tuple>to)[0], msg)
+        ch._send_named((<tuple>to)[0], msg)
     return 0
 
 
@@ -148,7 +174,7 @@ cdef int _remote_reply(object to, object msg) except -1:
     if ch is None:
         _remote_hook("reply", None, to, msg)
     else:
-        ch.reply(to, msg)
+        ch._reply(to, msg)
     return 0
 
 
@@ -159,24 +185,44 @@ cdef int _remote_call(object frm, object to, object ref, object request, object 
     if ch is None:
         _remote_handler("call", frm, to, (ref, request, label))
     else:
-        ch.call(frm, to, ref, request, label)
+        ch._call(frm, to, ref, request, label)
     return 0
 
 
 cdef int _remote_call_gave_up(object caller, object ref, object server) except -1:
     """A call to a remote server ended without its reply (timeout, or the caller died):
-    end its monitor at once, as OTP does. The entry stays, with node None, so that a late
+    end its monitor at once, as OTP does. The entry stays, as _DR_GONE, so that a late
     reply is still recognised and dropped (a decoded ref is not the caller's alias
     object); the tick removes it."""
     cdef DistChannel ch = _dc_for(server)
     cdef object entry
     if ch is None:
         return 0
-    entry = ch.calls.get(ref)
-    if entry is not None and (<tuple>entry)[2] is not None:
-        ch.calls[ref] = ((<tuple>entry)[0], (<tuple>entry)[1], None)
+    entry = ch.requests.get(ref)
+    if entry is not None and (<tuple>entry)[0] == _DR_CALL:
+        ch.requests[ref] = (_DR_GONE, caller, server)
         ch._frame((_DC_DEMONITOR_P, caller, _dc_wire_target(server), ref), _DC_NO_MSG)
     return 0
+
+
+cdef void _remote_hook(str op, object frm, object to, object arg) except *:
+    """Every signal involving a remote pid other than send/reply/call (link, unlink,
+    monitor, demonitor, exit2, link_exit, down): written by the destination node's
+    channel when it is connected and this is the loop thread; otherwise the Python
+    kernel queues it (node being connected) or hops to the loop (another thread)."""
+    cdef DistChannel ch
+    if op != "send" and op != "reply":
+        ch = _dc_for(to)
+        if ch is not None and ch.up:
+            ch._signal(op, frm, to, arg)
+            return
+    if _remote_handler is None:
+        if op == "send":
+            raise BadArg("cannot send to %r: this node is not distributed" % (to,))
+        if op in ("link", "monitor"):
+            raise BadArg("cannot %s %r: this node is not distributed" % (op, to))
+        return
+    _remote_handler(op, frm, to, arg)
 
 
 cdef bint _dc_maybe_big(object msg) except -1:
@@ -223,63 +269,197 @@ def _dist_wire_target(dest):
     return _dc_wire_target(dest)
 
 
+
+# -- the checked path's helpers ---------------------------------------------------------
+
+class DistProtocolError(Exception):
+    """A peer broke the distribution protocol; its connection is closed with this reason
+    (``pyotp.dist.connection.ProtocolError`` is this class)."""
+
+
+# The shape of every control message pyotp accepts: op -> (what follows the op, one
+# letter per element, and whether a payload term follows). p: a pid, a: an atom, x: a pid
+# or an atom (a process or a registered name), r: a reference, i: an integer, *: any term
+# (unused fields, trace tokens, reasons, MFAs). Anything else closes the connection.
+DIST_SHAPES = {
+    _DC_LINK: ("pp", False), _DC_SEND: ("*p", True), _DC_EXIT: ("pp*", False),
+    _DC_UNLINK: ("pp", False), _DC_REG_SEND: ("p*a", True), _DC_GROUP_LEADER: ("pp", False),
+    _DC_EXIT2: ("pp*", False), _DC_SEND_TT: ("*p*", True), _DC_EXIT_TT: ("pp**", False),
+    _DC_REG_SEND_TT: ("p*a*", True), _DC_EXIT2_TT: ("pp**", False),
+    _DC_MONITOR_P: ("pxr", False), _DC_DEMONITOR_P: ("pxr", False),
+    _DC_MONITOR_P_EXIT: ("xpr*", False), _DC_SEND_SENDER: ("pp", True),
+    _DC_SEND_SENDER_TT: ("pp*", True), _DC_PAYLOAD_EXIT: ("pp", True),
+    _DC_PAYLOAD_EXIT_TT: ("pp*", True), _DC_PAYLOAD_EXIT2: ("pp", True),
+    _DC_PAYLOAD_EXIT2_TT: ("pp*", True), _DC_PAYLOAD_MONITOR_P_EXIT: ("xpr", True),
+    _DC_SPAWN_REQUEST: ("rpp**", True), _DC_SPAWN_REQUEST_TT: ("rpp***", True),
+    _DC_SPAWN_REPLY: ("rpi*", False), _DC_SPAWN_REPLY_TT: ("rpi**", False),
+    _DC_ALIAS_SEND: ("pr", True), _DC_ALIAS_SEND_TT: ("pr*", True),
+    _DC_UNLINK_ID: ("ipp", False), _DC_UNLINK_ID_ACK: ("ipp", False),
+}
+cdef dict _DC_SHAPES = DIST_SHAPES
+cdef dict _DC_OP_NAMES = {v: k for k, v in DIST_OPS.items()}
+cdef dict _DC_WHAT = {"p": "a pid", "a": "an atom", "r": "a reference",
+                      "x": "a pid or an atom", "i": "an integer"}
+
+
+cdef int _dc_check_shape(tuple ctrl, bint has_payload) except -1:
+    """DistProtocolError unless ``ctrl`` (a tuple with an int first) is a control
+    message pyotp knows, with elements of the right types, and a payload term follows
+    exactly when its operation carries one."""
+    cdef object shape = _DC_SHAPES.get(ctrl[0])
+    cdef str spec, c
+    cdef Py_ssize_t i
+    if shape is None:
+        raise DistProtocolError("unknown control message operation %d: %.200r" % (ctrl[0], ctrl))
+    spec = (<tuple>shape)[0]
+    name = _DC_OP_NAMES.get(ctrl[0], str(ctrl[0]))
+    if len(ctrl) != len(spec) + 1:
+        raise DistProtocolError("%s should have %d elements: %.200r" % (name, len(spec) + 1, ctrl))
+    if (<tuple>shape)[1] != has_payload:
+        raise DistProtocolError("%s %s: %.200r" % (
+            name, "lacks its payload" if (<tuple>shape)[1] else "carries a payload it should not",
+            ctrl))
+    for i in range(len(spec)):
+        c = spec[i]
+        if c == "*":
+            continue
+        t = type(ctrl[i + 1])
+        if not ((c == "p" and t is Pid) or (c == "a" and t is Atom) or (c == "r" and t is Reference)
+                or (c == "x" and (t is Pid or t is Atom)) or (c == "i" and t is int)):
+            raise DistProtocolError("%s: element %d is not %s: %.200r" % (name, i + 1, _DC_WHAT[c], ctrl))
+    return 0
+
+
+def dist_to_erl(term):
+    """Adapt an exit reason (or similar small term) for an Erlang peer: ``str`` becomes an
+    atom (pyotp uses plain str for atoms), exceptions become ``{ExceptionName, <<Text>>}``,
+    tuples and lists are converted element by element (``pyotp.dist.connection.to_erl``).
+
+    >>> dist_to_erl(("shutdown", "x"))
+    (Atom('shutdown'), Atom('x'))
+    """
+    t = type(term)
+    if t is str:
+        return Atom(term)
+    if t is tuple:
+        return tuple([dist_to_erl(x) for x in <tuple>term])
+    if t is list:
+        return [dist_to_erl(x) for x in <list>term]
+    if isinstance(term, BaseException):
+        return (Atom(type(term).__name__), str(term).encode("utf-8", "replace"))
+    return term
+
+
+def dist_from_erl(term):
+    """Adapt an exit reason from an Erlang peer for pyotp's core: atoms become plain str
+    (so ``normal``, ``kill`` and ``shutdown`` mean what they mean locally); tuples and
+    lists are converted element by element (``pyotp.dist.connection.from_erl``).
+
+    >>> dist_from_erl((Atom("shutdown"), 1))
+    ('shutdown', 1)
+    """
+    t = type(term)
+    if t is Atom:
+        return str(term)
+    if t is tuple:
+        return tuple([dist_from_erl(x) for x in <tuple>term])
+    if t is list:
+        return [dist_from_erl(x) for x in <list>term]
+    return term
+
+
+# The kinds of entries in a channel's request table (DistChannel.requests)
+cdef enum:
+    _DR_CALL = 1       # (kind, caller, server): our GenServer call, waiting for its reply
+    _DR_GONE = 2       # (kind, caller, server): the caller gave up; a late reply is dropped
+    _DR_MON = 3        # (kind, watcher, target): a monitor we hold on the peer's process
+    _DR_NAME = 4       # (kind, name atom, None): the peer monitors our registered name
+    _DR_SPAWN = 5      # (kind, future, caller): our SPAWN_REQUEST (rpc.py)
+    _DR_RPC = 6        # (kind, rpc record, None): our erpc request (rpc.py)
+
+DIST_REQUESTS = {"call": _DR_CALL, "gone": _DR_GONE, "monitor": _DR_MON, "name": _DR_NAME,
+                 "spawn": _DR_SPAWN, "rpc": _DR_RPC}
+
+cdef enum:
+    _DC_FIRST_BIG = 1 << 20      # a new big-frame buffer starts this large (or twice what came)
+
+DIST_FIRST_BIG = _DC_FIRST_BIG
+cdef bytes _DC_TICK = b"\x00\x00\x00\x00"
+cdef object _DC_NOPROC = Atom("noproc")
+
+
 @cython.auto_pickle(False)     # its state is a live connection's: never rebuilt from data
 cdef class DistChannel:
-    """The per-message half of a distribution connection (internal: made and driven by
-    ``pyotp.dist.connection.Connection``).
+    """One distribution connection after its handshake (internal: made and started by
+    ``pyotp.dist.connection.Connection``, which subclasses it as the transport's
+    asyncio.BufferedProtocol; see the file's note for the interface back to Python).
 
-    >>> ch = DistChannel(conn, loop, kernel.calls, kernel.name_monitors, kernel.virtual, 1 << 18)
-    >>> ch.start(transport, "b@127.0.0.1", 0, None, kernel.kernel_pid)
+    >>> ch = Channel(conn, loop, kernel.virtual, 1 << 18, max_frame, max_inflated, max_depth)
+    >>> ch.start(transport, "b@127.0.0.1", 0, None, kernel.kernel_pid, True, True, True, b"")
+    >>> transport.set_protocol(ch)
     """
-    cdef public object conn           # the Python Connection: handshake, big and rare frames
-    cdef public object transport
-    cdef public object peer           # the peer's node name
+    cdef readonly object conn         # the Connection: handshake, rare frames, errors
+    cdef readonly object transport
+    cdef readonly object peer         # the peer's node name
     cdef public int python            # payloads: 0 plain ETF, 1 python extension with
                                       # pickles, 2 python extension without pickles
-    cdef public object loads          # python mode: loads(payload, buffers) for pickles
-    cdef public bint up
-    cdef public bint alias            # both sides set DFLAG_ALIAS: ALIAS_SEND may be used
-    cdef public Py_ssize_t received   # frames received, ticks included (tick check)
-    cdef public bint wrote            # something was written since the last tick check
-    cdef readonly bytearray rbuf      # the shared receive buffer; bytes [r, w) are unparsed
+    cdef readonly object loads        # python mode: loads(payload, buffers) for pickles
+    cdef readonly bint up
+    cdef readonly bint alias          # both sides set DFLAG_ALIAS: ALIAS_SEND may be used
+    cdef readonly bint payload_exits  # both sides set EXIT_PAYLOAD
+    cdef readonly bint unlink_id      # both sides set UNLINK_ID
+    cdef readonly Py_ssize_t received # frames received, ticks included (tick check)
+    cdef bint wrote                   # something was written since the last tick check
+    cdef Py_ssize_t last_checked      # `received` at the last tick check
+    cdef int idle_ticks               # tick periods without a frame
+    cdef uint64_t unlink_seq          # the last UNLINK_ID's id
+    cdef bytearray rbuf               # the shared receive buffer; bytes [r, w) are unparsed
     cdef object rmv                   # a view of rbuf, kept: get_buffer hands out its slices
-    cdef public Py_ssize_t r
-    cdef public Py_ssize_t w
-    cdef public object big_mv         # a big frame's own buffer while it arrives (Connection)
-    cdef public Py_ssize_t big_fill
-    cdef public Py_ssize_t max_inflated   # the largest compressed term (tag 80) accepted, inflated
-    cdef public Py_ssize_t max_depth      # deeper terms are dropped by the slow path (TermTooDeep)
+    cdef Py_ssize_t r
+    cdef Py_ssize_t w
+    cdef readonly bytearray big       # a big frame's own buffer while it arrives
+    cdef object big_mv                # the view of `big` the transport fills
+    cdef Py_ssize_t big_fill, big_need
+    cdef list spares                  # recent big-frame buffers, for reuse
+    cdef bint spare_used
+    cdef readonly Py_ssize_t max_frame      # a longer frame closes the connection
+    cdef readonly Py_ssize_t max_inflated   # the largest compressed term (tag 80) accepted, inflated
+    cdef readonly Py_ssize_t max_depth      # deeper messages are dropped (TermTooDeep)
     cdef int fd                       # the plain TCP socket, or -1 (TLS, Windows: no busy wait)
     cdef double last_read             # when the previous read arrived (ms)
     cdef bint called                  # a call was written since this read arrived
     cdef object loop
-    cdef bint feeding                 # inside _dispatch(): it writes what is queued when done
+    cdef bint feeding                 # inside a dispatch: it writes what is queued when done
     cdef bytearray wbuf
     cdef object flush_handle
     cdef object flush_cb
-    cdef dict calls                   # the kernel's: ref -> (caller, server, node or None)
-    cdef dict name_monitors           # the kernel's: ref -> (name atom, node)
-    cdef dict virtual                 # the kernel's: name -> handler(conn, msg)
+    cdef dict requests                # this connection's requests in flight (see the note)
+    cdef dict virtual                 # the kernel's services: name -> handler(conn, msg) (read only)
     cdef object kernel_pid
     cdef dict reg_heads               # name -> encoded head of a REG_SEND frame
     cdef Py_ssize_t enc_at            # offset in wbuf of the frame being encoded, or -1
     cdef Py_ssize_t enc_sent          # wbuf[:enc_sent] was written while it was encoded
     cdef uint64_t bytes_in, bytes_out, msgs_in, msgs_out   # stats()
 
-    def __init__(self, conn, loop, dict calls, dict name_monitors, dict virtual, Py_ssize_t bufsize):
+    def __init__(self, conn, loop, dict virtual not None, Py_ssize_t bufsize, Py_ssize_t max_frame,
+                 Py_ssize_t max_inflated, Py_ssize_t max_depth):
+        if bufsize < 1 << 17 or max_frame < _DC_BIG or max_inflated < 0 or max_depth < 1:
+            raise ValueError("DistChannel: bufsize >= 128 KiB, max_frame >= 64 KiB, "
+                             "max_inflated >= 0 and max_depth >= 1 are needed")
         self.conn = conn
         self.fd = -1
         self.rbuf = bytearray(bufsize)
         self.rmv = memoryview(self.rbuf)
         self.loop = loop
-        self.calls = calls
-        self.name_monitors = name_monitors
         self.virtual = virtual
+        self.requests = {}
+        self.spares = []
         self.wbuf = bytearray()
         self.flush_cb = self._flush
         self.reg_heads = {}
-        self.max_inflated = 0xFFFFFFFF
-        self.max_depth = _ETF_DEPTH
+        self.max_frame = max_frame
+        self.max_inflated = max_inflated
+        self.max_depth = max_depth
         self.enc_at = -1
 
     def stats(self):
@@ -292,6 +472,10 @@ cdef class DistChannel:
         return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "msgs_in": self.msgs_in, "msgs_out": self.msgs_out}
 
+    def spare_buffers(self):
+        """The big-frame buffers kept for reuse (a copy of the list; for tests)."""
+        return list(self.spares)
+
     def release(self):
         """The connection is closed: drop the buffers and the references back to it (the
         connection and this channel must not form a cycle left to the cyclic GC)."""
@@ -300,6 +484,8 @@ cdef class DistChannel:
         self.transport = None
         self.flush_cb = None
         self.big_mv = None
+        self.big = None
+        self.spares = []
         if self.rmv is not None:
             try:
                 self.rmv.release()
@@ -308,24 +494,30 @@ cdef class DistChannel:
             self.rmv = None
         self.rbuf = bytearray()
         self.wbuf = bytearray()
-        self.r = self.w = self.big_fill = 0
+        self.r = self.w = self.big_fill = self.big_need = 0
         self.reg_heads = {}
+        self.requests = {}        # the kernel took what it needed (take_requests)
 
-    def resize(self, bytearray buf not None, Py_ssize_t size):
-        """Resize ``buf`` in place (BufferError while something views it): a big frame's
-        buffer grows as its bytes arrive."""
-        if size < 0:
-            raise ValueError("resize: size must be >= 0, got %d" % size)
-        _etf_ba_resize(buf, size)
-
-    def start(self, transport, peer, int python, loads, kernel_pid):
-        """The handshake is done: frames may flow. ``python``: 0 plain ETF (Erlang
-        peers), 1 python extension with pickles decoded by ``loads(payload, buffers)``
-        (the node's restricted unpickler), 2 python extension without pickles (``loads``
-        refuses them). ``kernel_pid`` (net_kernel) is the sender of REG_SENDs from the
-        node itself."""
+    def start(self, transport, peer, int python, loads, kernel_pid, bint alias,
+              bint payload_exits, bint unlink_id, initial):
+        """The handshake is done: this channel takes the connection over. ``python``: 0
+        plain ETF (Erlang peers), 1 python extension with pickles decoded by
+        ``loads(payload, buffers)`` (the node's restricted unpickler), 2 python extension
+        without pickles (``loads`` refuses them). ``kernel_pid`` (net_kernel) is the
+        sender of REG_SENDs from the node itself; ``alias``, ``payload_exits`` and
+        ``unlink_id``: what both sides negotiated. ``initial``: the bytes that came after
+        the last handshake message (connected frames), parsed by resume(). The caller
+        then makes this channel the transport's protocol."""
         if python < 0 or python > 2 or (python and not callable(loads)):
             raise ValueError("DistChannel.start: python must be 0, 1 or 2 (with a loads callable)")
+        if self.up or self.rbuf is None or self.conn is None:
+            raise RuntimeError("DistChannel.start: already started or released")
+        cdef Py_ssize_t n = len(initial)
+        if n > _etf_ba_size(self.rbuf):
+            raise ValueError("DistChannel.start: %d initial bytes do not fit the receive buffer" % n)
+        self.rmv[0:n] = initial
+        self.r = 0
+        self.w = n
         self.kernel_pid = kernel_pid
         self.transport = transport
         self.fd = -1
@@ -336,6 +528,9 @@ cdef class DistChannel:
         self.peer = peer
         self.python = python
         self.loads = loads
+        self.alias = alias
+        self.payload_exits = payload_exits
+        self.unlink_id = unlink_id
         self.up = True
 
     def stop(self):
@@ -346,6 +541,59 @@ cdef class DistChannel:
             self.flush_handle = None
         if self.peer is not None:
             _dist_channel_down(self.peer, self)
+
+    # -- the request table (rpc.py's spawn and rpc requests) ----------------------------
+
+    def track(self, ref, int kind, a, b):
+        """Record a request in flight by its reference (``kind`` from DIST_REQUESTS)."""
+        if type(ref) is not Reference or kind < _DR_CALL or kind > _DR_RPC:
+            raise TypeError("track: a reference and a DIST_REQUESTS kind, got %r, %r" % (ref, kind))
+        self.requests[ref] = (kind, a, b)
+
+    def untrack(self, ref):
+        """Remove and return the entry ``(kind, a, b)`` of ``ref``, or None."""
+        return self.requests.pop(ref, None)
+
+    def tracked(self, ref):
+        """The entry ``(kind, a, b)`` of ``ref``, or None."""
+        return self.requests.get(ref)
+
+    def take_requests(self):
+        """The connection is gone: every entry ``(ref, (kind, a, b))``, the table emptied."""
+        out = list(self.requests.items())
+        self.requests = {}
+        return out
+
+    # -- ticks ---------------------------------------------------------------------------
+
+    def tick(self):
+        """The kernel's tick (every net_ticktime / 4). True when nothing arrived for four
+        periods (the caller closes the connection: net_tick_timeout). Otherwise: a tick
+        goes out if nothing else was written, big buffers unused for a period are freed,
+        and the calls whose callers no longer wait are forgotten (their monitor ended)."""
+        cdef object ref, e
+        if self.received == self.last_checked:
+            self.idle_ticks += 1
+            if self.idle_ticks >= 4:
+                return True
+        else:
+            self.idle_ticks = 0
+            self.last_checked = self.received
+        if not self.wrote and self.up and self.transport is not None:
+            self._flush_now()
+            self.transport.write(_DC_TICK)
+        self.wrote = False
+        if not self.spare_used:
+            self.spares.clear()
+        self.spare_used = False
+        for ref, e in list(self.requests.items()):
+            if ((<tuple>e)[0] == _DR_CALL or (<tuple>e)[0] == _DR_GONE) \
+                    and not _dist_awaits((<tuple>e)[1], ref):
+                del self.requests[ref]
+                if (<tuple>e)[0] == _DR_CALL and self.up:
+                    self._frame((_DC_DEMONITOR_P, (<tuple>e)[1], _dc_wire_target((<tuple>e)[2]), ref),
+                                _DC_NO_MSG)
+        return False
 
     # -- sending -----------------------------------------------------------------------
 
@@ -424,19 +672,37 @@ cdef class DistChannel:
         return self._close(self._encoded(start, True, was_up))
 
     cdef int _big(self, tuple ctrl, object msg) except -1:
-        """A python-mode payload holding large buffers: the Connection writes its chunks
-        without copying them (pickling it can call back into the node as well)."""
+        """A python-mode payload holding large buffers: its chunks go to the transport as
+        they are, without a copy (pickling it can call back into the node as well)."""
         cdef bint was_up = self.up
         cdef Py_ssize_t start = self._encoding()
+        cdef Py_ssize_t n
         try:
-            n = self.conn._write_big(ctrl, msg)
+            n = self._write_big(ctrl, msg)
         except BaseException:
             self._encoded(start, False, was_up)
             raise
         self._encoded(start, True, was_up)
         self.msgs_out += 1
-        if type(n) is int:
-            self.bytes_out += <uint64_t>n
+        self.bytes_out += <uint64_t>n
+        return 0
+
+    cdef Py_ssize_t _write_big(self, tuple ctrl, object msg) except -1:
+        cdef bytearray head = bytearray(b"\x00\x00\x00\x00p")
+        cdef Py_ssize_t total
+        _etf_append(head, ctrl, False)
+        chunks = term_to_iovec(msg, python=True)
+        total = len(head) - 4
+        for c in chunks:
+            total += c.nbytes if type(c) is memoryview else len(c)
+        if total > <Py_ssize_t>0xFFFFFFFF:
+            raise ValueError("a distribution frame of %d bytes exceeds 4 GiB" % total)
+        _etf_wr32(<unsigned char*>_etf_ba_str(head), <uint32_t>total)
+        self._flush_now()
+        if self.transport is not None and self.up:
+            self.transport.writelines([head] + list(chunks))
+            self.wrote = True
+            return total + 4
         return 0
 
     def control(self, ctrl, msg=_DC_NO_MSG):
@@ -444,30 +710,41 @@ cdef class DistChannel:
         when a term cannot be encoded."""
         self._frame(ctrl, msg)
 
-    cpdef send(self, to, msg):
-        """SEND ``msg`` to the remote pid ``to``."""
+    cdef int _send(self, object to, object msg) except -1:
         if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
             self._big((_DC_SEND, _DC_EMPTY, to), msg)
         else:
             self._frame((_DC_SEND, _DC_EMPTY, to), msg)
+        return 0
 
-    cpdef reg_send(self, frm, name, msg):
+    def send(self, to, msg):
+        """SEND ``msg`` to the remote pid ``to``."""
+        self._send(to, msg)
+
+    def reg_send(self, frm, name, msg):
         """REG_SEND from the local pid ``frm`` to the peer's registered ``name``."""
+        self._reg_send(frm, name, msg)
+
+    cdef int _reg_send(self, object frm, object name, object msg) except -1:
         cdef tuple ctrl = (_DC_REG_SEND, frm, _DC_EMPTY, Atom(name))
         if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
             self._big(ctrl, msg)
         else:
             self._frame(ctrl, msg)
+        return 0
 
-    cpdef send_named(self, name, msg):
-        """REG_SEND from the node (``pyotp.send((name, node), msg)``): the frame head is
-        encoded once per name."""
+    def send_named(self, name, msg):
+        """REG_SEND from the node (``pyotp.send((name, node), msg)``)."""
+        self._send_named(name, msg)
+
+    cdef int _send_named(self, object name, object msg) except -1:
+        """The frame head is encoded once per name."""
         cdef object head = self.reg_heads.get(name)
         cdef bytearray hb
         cdef Py_ssize_t start
         if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
-            self.reg_send(self.kernel_pid, name, msg)
-            return
+            self._reg_send(self.kernel_pid, name, msg)
+            return 0
         if head is None:
             hb = bytearray(b"\x00\x00\x00\x00p")
             _etf_append(hb, (_DC_REG_SEND, self.kernel_pid, _DC_EMPTY, Atom(name)), False)
@@ -484,61 +761,163 @@ cdef class DistChannel:
             self._encoded(start, False, was_up)
             raise
         self._close(self._encoded(start, True, was_up))
+        return 0
 
-    cpdef call(self, frm, to, ref, request, label=_DC_GEN_CALL):
+    def call(self, frm, to, ref, request, label=_DC_GEN_CALL):
         """A GenServer call from local ``frm`` to the remote server ``to`` (pid or
         (name, node)): MONITOR_P then the '$gen_call' (or another gen:call label:
         'system'), written at once. The reply and a DOWN are matched by ``ref`` in the
-        kernel's call table."""
+        request table."""
+        self._call(frm, to, ref, request, label)
+
+    cdef int _call(self, object frm, object to, object ref, object request, object label) except -1:
         cdef Py_ssize_t mark = _etf_ba_size(self.wbuf)
-        self.calls[ref] = (frm, to, self.peer)
+        self.requests[ref] = (_DR_CALL, frm, to)
         try:
             self._frame((_DC_MONITOR_P, frm, _dc_wire_target(to), ref), _DC_NO_MSG)
             # with aliases, the tag is OTP 24's [alias | Ref]: the peer replies to the
             # alias (ALIAS_SEND), which is dropped once the caller gave up
             msg = (label, (frm, ImproperList((_DC_ALIAS,), ref) if self.alias else ref), request)
             if type(to) is Pid:
-                self.send(to, msg)
+                self._send(to, msg)
             else:
-                self.reg_send(frm, to[0], msg)
+                self._reg_send(frm, to[0], msg)
         except BaseException:
             if _etf_ba_size(self.wbuf) > mark:
                 _etf_ba_resize(self.wbuf, mark)
-            self.calls.pop(ref, None)
+            self.requests.pop(ref, None)
             raise
         self.called = True
-        self.flush_now()
+        self._flush_now()
+        return 0
 
-    cpdef reply(self, to, msg):
-        """A GenServer reply to a remote caller: written at once. A reply tagged
-        [alias | Ref] goes to the alias (ALIAS_SEND), as gen:reply does, so a caller that
-        gave up (its alias is gone) never sees it."""
+    def reply(self, to, msg):
+        """A GenServer reply to a remote caller: written at once."""
+        self._reply(to, msg)
+
+    cdef int _reply(self, object to, object msg) except -1:
+        """A reply tagged [alias | Ref] goes to the alias (ALIAS_SEND), as gen:reply does,
+        so a caller that gave up (its alias is gone) never sees it."""
         cdef object a = _dc_alias_of((<tuple>msg)[0]) if self.alias and type(msg) is tuple \
             and len(<tuple>msg) == 2 else None
         if a is not None:
-            self.alias_send(a, msg)
+            self._alias_send(a, msg)
         else:
-            self.send(to, msg)
-        self.flush_now()
+            self._send(to, msg)
+        self._flush_now()
+        return 0
 
-    cpdef alias_send(self, ref, msg):
+    def alias_send(self, ref, msg):
         """ALIAS_SEND ``msg`` to the peer's alias ``ref`` (from the running process, or
         the node). Dropped when the peer did not negotiate aliases: it could not route it."""
+        self._alias_send(ref, msg)
+
+    cdef int _alias_send(self, object ref, object msg) except -1:
         if not self.alias:
-            return
+            return 0
         frm = _current.pid if _current is not None else self.kernel_pid
         self._frame((_DC_ALIAS_SEND, frm, ref), msg)
+        return 0
+
+    def signal(self, str op not None, frm, to, arg):
+        """A signal the core hands the distribution layer (``_remote_hook``'s ops: link,
+        unlink, monitor, demonitor, exit2, link_exit, down), written as its control
+        message (what the kernel replays once a node being connected is up)."""
+        if not self._signal(op, frm, to, arg):
+            raise ValueError("DistChannel.signal: unknown operation %r" % (op,))
+
+    cdef bint _signal(self, str op, object frm, object to, object arg) except -1:
+        cdef object e
+        if op == "link":
+            self._frame((_DC_LINK, frm, to), _DC_NO_MSG)
+        elif op == "unlink":
+            if self.unlink_id:
+                self.unlink_seq += 1
+                self._frame((_DC_UNLINK_ID, self.unlink_seq, frm, to), _DC_NO_MSG)
+            else:
+                self._frame((_DC_UNLINK, frm, to), _DC_NO_MSG)
+        elif op == "monitor":
+            self.requests[arg] = (_DR_MON, frm, to)
+            try:
+                self._frame((_DC_MONITOR_P, frm, _dc_wire_target(to), arg), _DC_NO_MSG)
+            except BaseException:
+                self.requests.pop(arg, None)
+                raise
+        elif op == "demonitor":
+            e = self.requests.get(arg)
+            if e is not None and (<tuple>e)[0] == _DR_MON:
+                del self.requests[arg]
+                self._frame((_DC_DEMONITOR_P, frm, _dc_wire_target(to), arg), _DC_NO_MSG)
+        elif op == "exit2":
+            self._exit_out(frm if frm is not None else self.kernel_pid, to, arg, False)
+        elif op == "link_exit":
+            self._exit_out(frm, to, arg, True)
+        elif op == "down":
+            e = self.requests.get((<tuple>arg)[0])
+            if e is not None and (<tuple>e)[0] == _DR_NAME:
+                del self.requests[(<tuple>arg)[0]]
+                frm = (<tuple>e)[1]
+            try:
+                self._down_out(frm, to, (<tuple>arg)[0], (<tuple>arg)[1], False)
+            except Exception:
+                self._down_out(frm, to, (<tuple>arg)[0], _dc_printable((<tuple>arg)[1]), False)
+        else:
+            return False
+        return True
+
+    cdef inline object _out_reason(self, object reason):
+        return reason if self.python == _ETF_PY_ON else dist_to_erl(reason)
+
+    def exit_out(self, frm, to, reason, bint linked):
+        """EXIT (``linked``) or EXIT2 from local ``frm`` to the peer's ``to``."""
+        self._exit_out(frm, to, reason, linked)
+
+    cdef int _exit_out(self, object frm, object to, object reason, bint linked) except -1:
+        try:
+            self._exit_frame(frm, to, reason, linked)
+        except Exception:
+            self._exit_frame(frm, to, _dc_printable(reason), linked)
+        return 0
+
+    cdef int _exit_frame(self, object frm, object to, object reason, bint linked) except -1:
+        if self.payload_exits:
+            self._frame((_DC_PAYLOAD_EXIT if linked else _DC_PAYLOAD_EXIT2, frm, to),
+                        self._out_reason(reason))
+        else:
+            self._frame((_DC_EXIT if linked else _DC_EXIT2, frm, to, dist_to_erl(reason)), _DC_NO_MSG)
+        return 0
+
+    def down_out(self, obj, to, ref, reason, bint raw=False):
+        """MONITOR_P_EXIT of ``obj`` (a local pid or name) to the peer's watcher ``to``;
+        ``raw`` sends the reason as given (erpc results), otherwise it is adapted for
+        Erlang peers (dist_to_erl)."""
+        self._down_out(obj, to, ref, reason, raw)
+
+    cdef int _down_out(self, object obj, object to, object ref, object reason, bint raw) except -1:
+        if not raw:
+            reason = self._out_reason(reason)
+        if self.payload_exits:
+            self._frame((_DC_PAYLOAD_MONITOR_P_EXIT, obj, to, ref), reason)
+        else:
+            self._frame((_DC_MONITOR_P_EXIT, obj, to, ref, reason), _DC_NO_MSG)
+        return 0
 
     def _flush(self):
         self.flush_handle = None
         self._write()
 
-    cpdef flush_now(self):
+    def flush_now(self):
         """Write what is queued now instead of at the end of the loop turn."""
+        self._flush_now()
+
+    cdef int _flush_now(self) except -1:
+        # cdef, not cpdef: the channel is subclassed in Python (connection.Channel), and
+        # a cpdef method would look for an override at every call
         if self.flush_handle is not None:
             self.flush_handle.cancel()
             self.flush_handle = None
         self._write()
+        return 0
 
     cdef int _write(self) except -1:
         cdef bytearray b = self.wbuf
@@ -558,15 +937,16 @@ cdef class DistChannel:
             self.wrote = True
         return 0
 
-    # -- receiving ---------------------------------------------------------------------
+    # -- the transport's protocol (asyncio.BufferedProtocol) -------------------------------
 
     def get_buffer(self, Py_ssize_t sizehint):
-        """asyncio.BufferedProtocol.get_buffer: where the transport writes the next read."""
+        """Where the transport writes the next read."""
         if self.big_mv is not None:
             if self.big_fill == len(self.big_mv):
-                self.conn._grow_big()      # full, the frame is not: it grows as bytes come
+                self._grow_big()      # full, the frame is not: it grows as bytes come
             return self.big_mv[self.big_fill:]
-        self._check_offsets()
+        if self.rmv is None:
+            return memoryview(bytearray(1 << 16))    # released: what still comes is dropped
         if _etf_ba_size(self.rbuf) - self.w < 8192:
             self._compact()
         return self.rmv[self.w:]
@@ -581,29 +961,62 @@ cdef class DistChannel:
             self.r = 0
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        """asyncio.BufferedProtocol.buffer_updated: ``nbytes`` more bytes arrived."""
-        cdef Py_ssize_t frames
-        if self.big_mv is not None or not self.up:
-            if self.big_mv is None:         # the handshake: not counted
-                self.conn._updated(nbytes)
-                return
+        """``nbytes`` more bytes arrived at the start of the last get_buffer's buffer."""
+        cdef Py_ssize_t room
+        if not self.up:
+            return                  # closing: what still comes is dropped
+        try:
+            if self.big_mv is not None:
+                room = len(self.big_mv) - self.big_fill
+            else:
+                room = _etf_ba_size(self.rbuf) - self.w
+            if nbytes < 0 or nbytes > room:
+                raise RuntimeError("DistChannel.buffer_updated: %d bytes reported, %d fit"
+                                   % (nbytes, room))
             self.bytes_in += <uint64_t>nbytes
-            frames = self.received
-            self.conn._updated(nbytes)
-            self.msgs_in += <uint64_t>(self.received - frames)    # the big frame completed
-            return
-        self.bytes_in += <uint64_t>nbytes
+            if self.big_mv is not None:
+                self.big_fill += nbytes
+                if self.big_fill == self.big_need:
+                    self._big_done()
+                return
+            self._read(nbytes)
+        except BaseException as e:
+            self._error(e)
+
+    cdef int _error(self, object e) except -1:
+        conn = self.conn
+        if conn is not None:
+            conn.on_error(e)
+        elif not isinstance(e, Exception):
+            raise e
+        return 0
+
+    def connection_lost(self, exc):
+        """The transport closed: the Connection reports it and releases this channel."""
+        self.up = False
+        conn = self.conn
+        if conn is not None:
+            conn.connection_lost(exc)
+
+    def eof_received(self):
+        return None                 # the transport closes itself
+
+    def pause_writing(self):        # the peer is slow: the transport buffers for us
+        pass
+
+    def resume_writing(self):
+        pass
+
+    cdef int _read(self, Py_ssize_t nbytes) except -1:
         cdef double now = pyotp_monotonic_ms()
         cdef bint busy = (now - self.last_read) * 1000.0 < 4.0 * _wait_policy.max_us
         self.last_read = now
         self.called = False
         self.w += nbytes
-        try:
-            self._feed()
-            if self.fd >= 0 and _wait_policy.mode != _WP_NONE:
-                self._spin(busy)
-        except BaseException as e:
-            self.conn._failed(e)
+        self._feed()
+        if self.fd >= 0 and _wait_policy.mode != _WP_NONE:
+            self._spin(busy)
+        return 0
 
     cdef int _spin(self, bint busy) except -1:
         """Busy-wait (briefly, without the GIL) for the next read when it is likely to
@@ -632,7 +1045,6 @@ cdef class DistChannel:
             _wait_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
             if not ok:
                 return 0
-            self._check_offsets()
             self._compact()
             if _etf_ba_size(self.rbuf) - self.w < 4096:
                 return 0            # a large frame is building up: the loop reads it
@@ -648,26 +1060,106 @@ cdef class DistChannel:
         return 0
 
     def resume(self):
-        """The handshake just completed: dispatch the frames already received."""
-        self._feed()
-
-    cdef int _check_offsets(self) except -1:
-        # r and w are public (the Connection parses the handshake with them): offsets
-        # that do not fit the buffer are refused rather than read or written through
-        if not (0 <= self.r <= self.w <= _etf_ba_size(self.rbuf)):
-            raise ValueError("DistChannel: receive offsets r=%d, w=%d do not fit the %d-byte buffer"
-                             % (self.r, self.w, _etf_ba_size(self.rbuf)))
-        return 0
+        """Just started: dispatch the frames that came with the last handshake message."""
+        try:
+            self._feed()
+        except BaseException as e:
+            self._error(e)
 
     cdef int _feed(self) except -1:
-        self._check_offsets()
         self.r = self._dispatch(self.r, self.w)
         if self.r == self.w:
             self.r = self.w = 0
         elif self.up and self.w - self.r >= 4 and \
                 _etf_rd32(<const unsigned char*>_etf_ba_str(self.rbuf) + self.r) >= _DC_BIG:
-            self.conn._start_big()
+            self._start_big()
         return 0
+
+    # -- big frames ----------------------------------------------------------------------
+
+    cdef int _start_big(self) except -1:
+        """The head of a frame of 64 KiB or more: it gets a buffer of its own, which the
+        transport then fills directly."""
+        cdef Py_ssize_t n = _etf_rd32(<const unsigned char*>_etf_ba_str(self.rbuf) + self.r)
+        cdef Py_ssize_t have = self.w - self.r - 4
+        cdef Py_ssize_t i
+        cdef bytearray sp
+        if n > self.max_frame:
+            raise DistProtocolError("a frame of %d bytes exceeds max_frame_size (%d)" % (n, self.max_frame))
+        # reuse a recent big buffer when nothing decoded from it is alive any more (its
+        # only references: the spare list and `sp`): no allocation and, above all, no page
+        # faults on fresh memory. Two are kept, because the process that got the last
+        # message usually still holds it.
+        self.big = None
+        for i in range(len(self.spares)):
+            sp = <bytearray>self.spares[i]
+            if n <= _etf_ba_size(sp) <= 2 * n and Py_REFCNT(sp) == 2:
+                del self.spares[i]
+                self.big = sp
+                self.big_mv = memoryview(sp)[:n]
+                break
+        if self.big is None:
+            # what the header announces is not trusted: the buffer grows as bytes come
+            self.big = bytearray(min(n, max(<Py_ssize_t>_DC_FIRST_BIG, 2 * have)))
+            self.big_mv = memoryview(self.big)
+        self.big_need = n
+        self.big_mv[0:have] = self.rmv[self.r + 4:self.w]
+        self.big_fill = have
+        self.r = self.w = 0
+        return 0
+
+    cdef int _grow_big(self) except -1:
+        """The big frame's buffer is full but the frame is not: make it up to four times
+        larger (in place when nothing else views it, so the bytes are not copied)."""
+        cdef bytearray buf = self.big
+        cdef Py_ssize_t size = min(self.big_need, 4 * _etf_ba_size(buf))
+        mv = self.big_mv
+        self.big_mv = None
+        try:
+            mv.release()
+            _etf_ba_resize(buf, size)
+        except BufferError:      # something still views it: move to a new buffer
+            new = bytearray(size)
+            new[:self.big_fill] = memoryview(buf)[:self.big_fill]
+            self.big = buf = new
+        self.big_mv = memoryview(buf)
+        return 0
+
+    cdef int _big_done(self) except -1:
+        global _etf_oob_copy
+        cdef bytearray big = self.big
+        cdef Py_ssize_t n = self.big_need
+        cdef bint oob_copy = _etf_oob_copy
+        mv = self.big_mv
+        self.big = None
+        self.big_mv = None
+        self.big_fill = self.big_need = 0
+        mv.release()
+        del mv
+        self.received += 1
+        self.msgs_in += 1
+        cdef Scheduler s = _sched
+        cdef bint claimed = s is not None and pyotp_cas_int(&s.wake_pending, 0, 1)
+        self.feeding = True
+        _etf_oob_copy = False     # this buffer is the frame's own: views of it may live on
+        try:
+            if not self._hot(big, 0, n):
+                self._slow(big, 0, n)
+        finally:
+            _etf_oob_copy = oob_copy
+            self.spares.append(big)
+            if len(self.spares) > 2:
+                del self.spares[0]
+            self.spare_used = True
+            try:
+                if claimed:
+                    s.run_turn()
+            finally:
+                self.feeding = False
+                self._write()
+        return 0
+
+    # -- receiving -------------------------------------------------------------------------
 
     cdef Py_ssize_t _dispatch(self, Py_ssize_t r, Py_ssize_t w) except -1:
         """Dispatch the complete frames in ``rbuf[r:w]``; return the offset of the first
@@ -698,8 +1190,8 @@ cdef class DistChannel:
                     break
                 count += 1
                 if not self._hot(buf, r + 4, end):
-                    self.r = end      # the slow path may raise: the frame is consumed
-                    self.conn._frame(self.rmv[r + 4:end])
+                    self.r = end      # the checked path may raise: the frame is consumed
+                    self._slow(buf, r + 4, end)
                 r = end
         finally:
             _etf_oob_copy = oob_copy
@@ -741,32 +1233,32 @@ cdef class DistChannel:
             msg = self._payload(&d, buf)
             if msg is _DC_NO_MSG:
                 return False
-            self.deliver(t[2], msg)
+            self._deliver(t[2], msg)
             return True
         if op == _DC_REG_SEND and k == 4 and type(t[3]) is Atom and type(t[1]) is Pid:
             msg = self._payload(&d, buf)
             if msg is _DC_NO_MSG:
                 return False
-            self.deliver_name(t[3], msg)
+            self._deliver_name(t[3], msg)
             return True
         if op == _DC_ALIAS_SEND and k == 3 and type(t[1]) is Pid and type(t[2]) is Reference:
             msg = self._payload(&d, buf)
             if msg is _DC_NO_MSG:
                 return False
-            self.deliver_alias(t[2], msg)
+            self._deliver_alias(t[2], msg)
             return True
         if d.pos != end or k != 4 or type(t[1]) is not Pid or type(t[3]) is not Reference:
             return False
         if op == _DC_MONITOR_P and (type(t[2]) is Atom or type(t[2]) is Pid):
-            self.monitor_in(t[1], t[2], t[3])
+            self._monitor_in(t[1], t[2], t[3])
             return True
         if op == _DC_DEMONITOR_P and (type(t[2]) is Atom or type(t[2]) is Pid):
-            self.demonitor_in(t[1], t[2], t[3])
+            self._demonitor_in(t[1], t[2], t[3])
             return True
         return False
 
     cdef object _payload(self, _EtfDec* d, bytearray buf):
-        """The message term that ends the frame, or _DC_NO_MSG (for the slow path)."""
+        """The message term that ends the frame, or _DC_NO_MSG (for the checked path)."""
         cdef Py_ssize_t end = d.end
         if d.pos >= end:
             return _DC_NO_MSG
@@ -783,54 +1275,187 @@ cdef class DistChannel:
             return _DC_NO_MSG
         return msg
 
-    cpdef deliver(self, to, msg):
-        """A message for local ``to`` (pid or name). A reply to one of our remote calls
-        wakes the caller (if it still waits) and ends the call's monitor."""
-        cdef object entry, a
+    cdef int _slow(self, bytearray buf, Py_ssize_t start, Py_ssize_t end) except -1:
+        """The checked path: every control message, validated; DistProtocolError for
+        anything malformed."""
+        cdef const unsigned char* base = <const unsigned char*>_etf_ba_str(buf)
+        cdef _EtfDec d
+        cdef tuple t
+        cdef long op
+        cdef bint has
+        if base[start] != 112:
+            if base[start] == 131 and end - start > 1 and base[start + 1] == 68:
+                raise DistProtocolError("distribution header frame (atom cache) was not negotiated")
+            raise DistProtocolError("unknown frame type %d" % base[start])
+        _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
+        d.zmax = self.max_inflated
+        d.maxdepth = self.max_depth
+        try:
+            ctrl = _etf_dec_versioned(&d)
+        except DecodeError as e:
+            raise DistProtocolError("bad control message: %s" % e) from None
+        finally:
+            Py_XDECREF(d.view)
+            d.view = NULL
+        if type(ctrl) is not tuple or not ctrl or type((<tuple>ctrl)[0]) is not int:
+            raise DistProtocolError("control message is not a tuple with an operation: %.200r" % (ctrl,))
+        t = <tuple>ctrl
+        has = d.pos < end
+        _dc_check_shape(t, has)
+        op = t[0]
+        msg = self._slow_payload(&d, buf) if has else _DC_NO_MSG
+        if op == _DC_SEND or op == _DC_SEND_SENDER or op == _DC_SEND_TT or op == _DC_SEND_SENDER_TT:
+            if msg is not _DC_NO_MSG:
+                self._deliver(t[2], msg)
+        elif op == _DC_REG_SEND or op == _DC_REG_SEND_TT:
+            if msg is not _DC_NO_MSG:
+                self._deliver_name(t[3], msg)
+        elif op == _DC_ALIAS_SEND or op == _DC_ALIAS_SEND_TT:
+            if msg is not _DC_NO_MSG:
+                self._deliver_alias(t[2], msg)
+        elif op == _DC_LINK:
+            if not _dist_link(t[1], t[2]):
+                self._exit_out(t[2], t[1], "noproc", True)
+        elif op == _DC_UNLINK:
+            _dist_unlink(t[1], t[2])
+        elif op == _DC_UNLINK_ID:
+            _dist_unlink(t[2], t[3])
+            self._frame((_DC_UNLINK_ID_ACK, t[1], t[3], t[2]), _DC_NO_MSG)
+        elif op == _DC_EXIT or op == _DC_EXIT2:
+            _dist_exit(t[1], t[2], self._reason_in(t[3]), op == _DC_EXIT)
+        elif op == _DC_EXIT_TT or op == _DC_EXIT2_TT:
+            _dist_exit(t[1], t[2], self._reason_in(t[4]), op == _DC_EXIT_TT)
+        elif op == _DC_PAYLOAD_EXIT or op == _DC_PAYLOAD_EXIT2 or op == _DC_PAYLOAD_EXIT_TT \
+                or op == _DC_PAYLOAD_EXIT2_TT:
+            if msg is not _DC_NO_MSG:
+                _dist_exit(t[1], t[2], self._reason_in(msg),
+                           op == _DC_PAYLOAD_EXIT or op == _DC_PAYLOAD_EXIT_TT)
+        elif op == _DC_MONITOR_P:
+            self._monitor_in(t[1], t[2], t[3])
+        elif op == _DC_DEMONITOR_P:
+            self._demonitor_in(t[1], t[2], t[3])
+        elif op == _DC_MONITOR_P_EXIT:
+            self._down_in(t, t[4])
+        elif op == _DC_PAYLOAD_MONITOR_P_EXIT:
+            if msg is not _DC_NO_MSG:
+                self._down_in(t, msg)
+        elif op == _DC_SPAWN_REQUEST or op == _DC_SPAWN_REQUEST_TT:
+            if msg is not _DC_NO_MSG:
+                self.conn.on_control(t, msg)
+        elif op == _DC_SPAWN_REPLY or op == _DC_SPAWN_REPLY_TT:
+            self.conn.on_control(t, _DC_NO_MSG)
+        # GROUP_LEADER (pyotp keeps no group leader per process) and UNLINK_ID_ACK:
+        # nothing to do once their shape is checked
+        return 0
+
+    cdef object _slow_payload(self, _EtfDec* d, bytearray buf):
+        """The payload term ending the frame; _DC_NO_MSG when the Connection dropped it
+        (too deep, or a pickle of a module the node lacks); raises to close."""
+        cdef Py_ssize_t end = d.end
+        d.python = self.python != 0
+        d.loads = <PyObject*>self.loads if self.python else NULL
+        try:
+            msg = _etf_dec_versioned(d)
+        except DecodeError as e:
+            self.conn.on_payload_error(e)
+            return _DC_NO_MSG
+        finally:
+            Py_XDECREF(d.view)
+            d.view = NULL
+        if d.pos != end:
+            raise DistProtocolError("%d bytes of garbage after the message" % (end - d.pos))
+        return msg
+
+    cdef inline object _reason_in(self, object r):
+        return r if self.python == _ETF_PY_ON else dist_from_erl(r)
+
+    cdef int _down_in(self, tuple t, object raw) except -1:
+        """MONITOR_P_EXIT from the peer for one of our requests: a call's server died (the
+        caller wakes with the reason), a monitor fired, or an rpc's process ended."""
+        cdef object ref = t[3]
+        cdef object e = self.requests.get(ref)
+        cdef int kind
+        if e is None:
+            return 0
+        kind = (<tuple>e)[0]
+        if kind == _DR_CALL or kind == _DR_GONE:
+            del self.requests[ref]
+            if _dist_awaits((<tuple>e)[1], ref):
+                _dist_down((<tuple>e)[1], ref, (<tuple>e)[2], self._reason_in(raw))
+        elif kind == _DR_MON:
+            del self.requests[ref]
+            _dist_down((<tuple>e)[1], ref, (<tuple>e)[2], self._reason_in(raw))
+        elif kind == _DR_RPC:
+            self.conn.on_control(t, raw)
+        return 0
+
+    def deliver(self, to, msg):
+        """A message for local ``to`` (pid or name), as a SEND from the peer."""
+        self._deliver(to, msg)
+
+    cdef int _deliver(self, object to, object msg) except -1:
+        """A reply to one of our remote calls wakes the caller (if it still waits) and
+        ends the call's monitor."""
+        cdef object entry, a, ref
         if type(msg) is tuple and len(<tuple>msg) == 2 and type((<tuple>msg)[0]) is ImproperList \
-                and self.calls:
+                and self.requests:
             a = _dc_alias_of((<tuple>msg)[0])   # {[alias | Ref], Reply} sent to the pid
-            if a is not None and a in self.calls:
+            if a is not None and a in self.requests:
                 msg = (a, (<tuple>msg)[1])
-        if type(msg) is tuple and len(<tuple>msg) == 2 and type((<tuple>msg)[0]) is Reference and self.calls:
+        if type(msg) is tuple and len(<tuple>msg) == 2 and type((<tuple>msg)[0]) is Reference \
+                and self.requests:
             ref = (<tuple>msg)[0]
-            entry = self.calls.pop(ref, None)
-            if entry is not None:
-                caller = (<tuple>entry)[0]
+            entry = self.requests.get(ref)
+            if entry is not None and ((<tuple>entry)[0] == _DR_CALL or (<tuple>entry)[0] == _DR_GONE):
+                del self.requests[ref]
+                caller = (<tuple>entry)[1]
                 if _dist_awaits(caller, ref):
                     _dist_deliver_c(caller, msg)
-                if (<tuple>entry)[2] is not None:     # else: demonitored when it gave up
-                    self._frame((_DC_DEMONITOR_P, caller, _dc_wire_target((<tuple>entry)[1]), ref),
+                if (<tuple>entry)[0] == _DR_CALL:     # else: demonitored when it gave up
+                    self._frame((_DC_DEMONITOR_P, caller, _dc_wire_target((<tuple>entry)[2]), ref),
                                 _DC_NO_MSG)
-                return
+                return 0
         _dist_deliver_c(to, msg)
+        return 0
 
-    cpdef deliver_alias(self, ref, msg):
+    cdef int _deliver_alias(self, object ref, object msg) except -1:
         """ALIAS_SEND to the local alias ``ref``: the reply to one of our calls made with
         an alias tag ({[alias | Ref], Reply}), or a message for a pyotp.alias()."""
-        if ref in self.calls:
-            self.deliver(self.calls[ref][0],
-                         (ref, (<tuple>msg)[1] if type(msg) is tuple and len(<tuple>msg) == 2 else msg))
-            return
+        cdef object e = self.requests.get(ref)
+        if e is not None and ((<tuple>e)[0] == _DR_CALL or (<tuple>e)[0] == _DR_GONE):
+            self._deliver((<tuple>e)[1],
+                          (ref, (<tuple>msg)[1] if type(msg) is tuple and len(<tuple>msg) == 2 else msg))
+            return 0
         _alias_deliver(ref, msg)
+        return 0
 
-    cpdef deliver_name(self, name, msg):
-        """REG_SEND to the registered ``name`` (an atom): a virtual process of the
-        distribution layer (net_kernel, rex, ...) or a local process."""
+    cdef int _deliver_name(self, object name, object msg) except -1:
+        """REG_SEND to the registered ``name`` (an atom): a service of the distribution
+        layer (net_kernel, rex, global, pg, ...) or a local process."""
         h = self.virtual.get(name)
         if h is not None:
             h(self.conn, msg)
         else:
             _dist_deliver_c(name, msg)
+        return 0
 
-    cpdef monitor_in(self, frm, target, ref):
-        """MONITOR_P from the remote ``frm`` on a local pid or name (an atom)."""
+    cdef int _monitor_in(self, object frm, object target, object ref) except -1:
+        """MONITOR_P from the remote ``frm`` on a local pid or name (an atom); a target
+        that does not exist gets its DOWN (noproc) at once."""
         got = _dist_monitor_c(frm, str(target) if type(target) is Atom else target, ref)
         if got is None:
-            self.conn.down(target, frm, ref, "noproc")
-        elif type(target) is Atom:
-            self.name_monitors[ref] = (target, self.peer)
+            self._down_out(target, frm, ref, _DC_NOPROC if self.python != _ETF_PY_ON else "noproc", True)
+        elif type(target) is Atom and ref not in self.requests:
+            self.requests[ref] = (_DR_NAME, target, None)
+        return 0
 
-    cpdef demonitor_in(self, frm, target, ref):
-        self.name_monitors.pop(ref, None)
+    cdef int _demonitor_in(self, object frm, object target, object ref) except -1:
+        cdef object e = self.requests.get(ref)
+        if e is not None and (<tuple>e)[0] == _DR_NAME:
+            del self.requests[ref]
         _dist_demonitor_c(str(target) if type(target) is Atom else target, ref)
+        return 0
+
+
+cdef object _dc_printable(object reason):
+    return ("unencodable_reason", repr(reason))

@@ -17,7 +17,9 @@
 #   _remote_call_gave_up(caller, ref, server) a remote call ended without its reply
 #   _remote_hook(op, frm, to, arg)           every other signal involving a remote pid
 #                                            (link, unlink, monitor, demonitor, exit2,
-#                                            link_exit, down), to the Python kernel
+#                                            link_exit, down): written by the node's
+#                                            channel when connected, else to the Python
+#                                            kernel (queued while connecting, or a thread)
 #   _set_remote_handler(handler)             the Python kernel installs itself (Python API)
 #   _remote_handler          read only: not None while the node is distributed
 
@@ -38,6 +40,7 @@ cdef inline void _dist_forget_channels():
 #   cdef int _remote_reply(object to, object msg) except -1
 #   cdef int _remote_call(object frm, object to, object ref, object request, object label) except -1
 #   cdef int _remote_call_gave_up(object caller, object ref, object server) except -1
+#   cdef void _remote_hook(str op, object frm, object to, object arg) except *
 
 # The Python kernel's handler for the signals that need it (pyotp/dist/kernel.py,
 # NetKernel.remote_hook); None while the node is not distributed.
@@ -50,12 +53,3 @@ def _set_remote_handler(handler):
     global _remote_handler
     _remote_handler = handler
 
-
-cdef void _remote_hook(str op, object frm, object to, object arg) except *:
-    if _remote_handler is None:
-        if op == "send":
-            raise BadArg("cannot send to %r: this node is not distributed" % (to,))
-        if op in ("link", "monitor"):
-            raise BadArg("cannot %s %r: this node is not distributed" % (op, to))
-        return
-    _remote_handler(op, frm, to, arg)

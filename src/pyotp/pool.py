@@ -446,7 +446,7 @@ class _Pool:
         from .dist.node import kernel
         k = kernel()
         for w in self.workers:
-            k.cookies[w.name] = self.secret
+            k.set_peer(w.name, cookie=self.secret)
         k.remove_service("pyotp_pool_head")      # a pool of an earlier run in this process
         k.add_service("pyotp_pool_head", on_nodeup=self._nodeup)
         # every node also listens on a fixed loopback port, known to all: a link that
@@ -454,7 +454,7 @@ class _Pool:
         self.settings["ports"] = ports = {self.head: k.port}
         for w in self.workers:
             ports[w.name] = _free_port()
-            k.peer_ports[w.name] = ports[w.name]
+            k.set_peer(w.name, port=ports[w.name])
         for w in self.workers:
             self._spawn(w)
         await asyncio.gather(*(cast("asyncio.Future[None]", w.ready) for w in self.workers))
@@ -712,7 +712,7 @@ async def _worker_main(ctrl: socket.socket, name: str, head: str, secret: str, n
     k = kernel()
     for other, port in ports.items():
         if other != name:
-            k.peer_ports[other] = port
+            k.set_peer(other, port=port)
     done: "asyncio.Future[None]" = loop.create_future()
 
     def nodeup(peer: str, _conn: Any) -> None:

@@ -15,10 +15,11 @@ read it with :func:`kernel`) that exists between ``Node.start`` and ``Node.stop`
   do sends, calls and replies while their node is not connected or from another thread
   (once a node is connected, the core hands those straight to its connection's compiled
   channel, ``_core.DistChannel``, registered here in ``conn_up``);
-- the bookkeeping the wire needs and the core does not keep: calls in flight (so a reply
-  wakes the right caller, a late reply is dropped, and the remote monitor is removed),
-  monitors we hold on remote processes (for the DOWN's object), spawn and rpc requests
-  waiting for their reply (the tables are here; rpc.py fills and reads the last two).
+- per-peer settings (``set_peer``: a cookie, a port when there is no EPMD).
+
+What is in flight on a connection (calls, monitors, spawn and rpc requests) is in that
+connection's channel, in one table by reference (``DistChannel.track``); when the
+connection goes, ``_node_down`` takes that table and fails what waits.
 
 Imports go one way: node.py -> system.py -> rpc.py -> kernel.py -> connection.py. The
 kernel reaches rpc only through ``self.rpc`` (the rpc module, handed in by ``Node.start``).
@@ -39,7 +40,7 @@ from .. import _core, telemetry
 from ..etf import Atom, Pid, Reference, SafeUnpickler, encode_term_into
 from . import epmd as _epmd
 from . import handshake as hs
-from .connection import Connection, ProtocolError
+from .connection import Connection
 from .transport import Carrier, carrier_for
 
 _log = logging.getLogger("pyotp.dist")
@@ -122,6 +123,10 @@ def _node_of(dest: Any) -> Optional[str]:
 
 # a monitor/send target as it goes on the wire: the channel's rule
 _wire_target = _core._dist_wire_target
+# the kinds of entries in a channel's request table
+_REQ_CALL = _core.DIST_REQUESTS["call"]
+_REQ_SPAWN = _core.DIST_REQUESTS["spawn"]
+_REQ_RPC = _core.DIST_REQUESTS["rpc"]
 
 
 async def _await_with_timeout(fut: "asyncio.Future[Any]", timeout: Any) -> Any:
@@ -248,7 +253,7 @@ class NetKernel:
         self.name = name
         self.alive, self.host = name.split("@")
         self.cookie = cookie
-        self.cookies: Dict[str, str] = {}
+        self.cookies: Dict[str, str] = {}        # per peer (set_peer); else self.cookie
         self.hidden = hidden
         self.listen_host = listen_host
         self.port = port
@@ -270,18 +275,10 @@ class NetKernel:
         # incoming connections in their handshake: they reserve nothing (no name) until
         # they prove the cookie; at most max_handshakes at once
         self.handshaking: Set[Connection] = set()
-        # remote calls: ref -> (caller, server, node). node None: the caller timed out and
-        # the monitor was ended then; the entry stays so that a late reply is recognised
-        # and dropped, until the tick removes it
-        self.calls: Dict[Reference, Tuple[Pid, Any, Optional[str]]] = {}
-        self.monitors: Dict[Reference, Tuple[Pid, Any, str]] = {}
-        self.name_monitors: Dict[Reference, Tuple[Atom, str]] = {}
-        self.spawns: Dict[Reference, Tuple["asyncio.Future[Any]", Optional[Pid], str]] = {}
-        self.rpcs: Dict[Reference, Any] = {}        # ref -> rpc._Rpc
         self.node_watchers: Dict[Pid, bool] = {}
         # distribution services (add_service): name -> (on_message, on_nodeup, on_nodedown)
         self.services: Dict[str, Tuple[Any, Any, Any]] = {}
-        self.peer_ports: Dict[str, int] = {}
+        self.peer_ports: Dict[str, int] = {}     # per peer (set_peer), without EPMD
         # the services' names whose messages from other nodes are handled at receipt, in
         # wire order: name -> on_message(conn, msg). The channels read it (REG_SEND);
         # only add_service/remove_service change it
@@ -394,7 +391,7 @@ class NetKernel:
         for name, c in list(self.conns.items()):
             c.close("node stopping")
             self.conns.pop(name, None)
-            self._node_down(name, "node stopping")
+            self._node_down(name, "node stopping", conn=c)
         if self.registration is not None:
             self.registration.close()
         if self.epmd_server is not None:
@@ -452,6 +449,25 @@ class NetKernel:
         return True
 
     # -- cookies, flags --------------------------------------------------------------------
+
+    def set_peer(self, node: str, *, cookie: Optional[str] = None, port: Optional[int] = None) -> None:
+        """Settings for one peer node: the ``cookie`` to use with it instead of the node's
+        own (Erlang's ``erlang:set_cookie(Node, Cookie)``), and the ``port`` it listens on
+        when nodes are found without EPMD (``epmd="none"``). Takes effect at the next
+        connection to that node.
+
+        >>> kernel().set_peer("b@127.0.0.1", cookie="secret", port=4370)
+        """
+        if not isinstance(node, str) or node.count("@") != 1:
+            raise DistError("%r is not a node name ('name@host')" % (node,))
+        if cookie is not None:
+            if not isinstance(cookie, str) or not cookie:
+                raise DistError("cookie must be a non-empty str, got %r" % (cookie,))
+            self.cookies[node] = cookie
+        if port is not None:
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise DistError("port must be an int from 1 to 65535, got %r" % (port,))
+            self.peer_ports[node] = port
 
     def cookie_for(self, node: Optional[str]) -> str:
         return self.cookies.get(node or "", self.cookie)
@@ -618,8 +634,16 @@ class NetKernel:
         if not p.future.done():
             p.future.set_result(False)
         if p.ops:
+            ops = list(p.ops)
             p.ops.clear()
             self._node_down(p.node, reason, was_up=False)
+            if _core._node_running():
+                for meth, args in ops:
+                    if meth == "call":
+                        # callers outside any process (an asyncio task's GenServer.call)
+                        # are not among those _dist_node_down woke
+                        frm, to, ref = args[0], args[1], args[2]
+                        _core._dist_down(frm, ref, to, "noconnection")
 
     def conn_up(self, conn: Connection) -> None:
         """``conn`` proved the cookie: only now may it take the name."""
@@ -638,7 +662,7 @@ class NetKernel:
             # connection is stale (the peer restarted before we noticed)
             del self.conns[name]
             old.abort("replaced by a new connection from %s" % name)
-            self._node_down(name, "replaced")
+            self._node_down(name, "replaced", conn=old)
         self.conns[name] = conn
         _core._dist_channel_up(name, conn.ch)
         p = self.pending.pop(name, None)
@@ -655,7 +679,7 @@ class NetKernel:
                 p.task.cancel()
             for meth, args in p.ops:
                 try:
-                    getattr(conn, meth)(*args)
+                    getattr(conn.ch, meth)(*args)       # a DistChannel method
                 except Exception as e:
                     _log.error("pyotp dist: dropped a queued %s to %s: %s", meth, name, e)
             p.ops.clear()
@@ -678,36 +702,27 @@ class NetKernel:
             return
         del self.conns[name]
         _log.info("pyotp dist: connection to %s lost: %s", name, reason)
-        self._node_down(name, reason)
+        self._node_down(name, reason, conn=conn)
 
-    def _node_down(self, name: str, reason: Any, was_up: bool = True) -> None:
+    def _node_down(self, name: str, reason: Any, was_up: bool = True,
+                   conn: Optional[Connection] = None) -> None:
         running = _core._node_running()
         if running:
             _core._dist_node_down(name)
-        for ref, c in list(self.calls.items()):
-            if c[2] == name:
-                del self.calls[ref]
+        # what was in flight on that connection: one table, taken whole
+        for ref, (kind, a, b) in (conn.ch.take_requests() if conn is not None else ()):
+            if kind == _REQ_CALL:
                 if running:
                     # callers outside any process (an asyncio task's GenServer.call) are
                     # not among the processes _dist_node_down walks: fail their wait here
                     # (a no-op for processes it already woke)
-                    _core._dist_down(c[0], ref, c[1], "noconnection")
-        for ref, m in list(self.monitors.items()):
-            if m[2] == name:
-                del self.monitors[ref]
-        for ref, nm in list(self.name_monitors.items()):
-            if nm[1] == name:
-                del self.name_monitors[ref]
-        for ref, r in list(self.rpcs.items()):
-            if r.node == name:
-                del self.rpcs[ref]
-                if not r.future.done():
-                    r.future.set_result((A_BADRPC, A_NODEDOWN))
-        for ref, s in list(self.spawns.items()):
-            if s[2] == name:
-                del self.spawns[ref]
-                if not s[0].done():
-                    s[0].set_exception(DistError("spawn on %s failed: noconnection" % name))
+                    _core._dist_down(a, ref, b, "noconnection")
+            elif kind == _REQ_RPC:
+                if not a.future.done():
+                    a.future.set_result((A_BADRPC, A_NODEDOWN))
+            elif kind == _REQ_SPAWN:
+                if not a.done():
+                    a.set_exception(DistError("spawn on %s failed: noconnection" % name))
         if was_up:
             telemetry.execute(("pyotp", "dist", "connection_down"), {"count": 1},
                               {"node": str(_core.local_node()), "peer": name, "reason": reason})
@@ -740,7 +755,7 @@ class NetKernel:
             return False
         del self.conns[node]
         c.close("disconnected")
-        self._node_down(node, "disconnect")
+        self._node_down(node, "disconnect", conn=c)
         return True
 
     # -- ticks -----------------------------------------------------------------------------
@@ -748,28 +763,8 @@ class NetKernel:
     def _tick(self) -> None:
         self._tick_handle = self.loop.call_later(self.ticktime / 4, self._tick)
         for c in list(self.conns.values()):
-            if c.received == c.last_checked:
-                c.idle_ticks += 1
-                if c.idle_ticks >= 4:
-                    c.abort("%s: no traffic for %.1fs (net_tick_timeout)" % (c.peer, self.ticktime))
-                    continue
-            else:
-                c.idle_ticks = 0
-                c.last_checked = c.received
-            if not c.wrote:
-                c.send_tick()
-            c.wrote = False
-            if not c.spare_used:
-                c._spares.clear()        # big receive buffers unused for a tick period
-            c.spare_used = False
-        if self.calls:
-            for ref, (caller, target, node) in list(self.calls.items()):
-                w = _core._dist_remote_wait(caller)
-                if w is None or w[0] != ref:
-                    del self.calls[ref]
-                    cc = self.conns.get(node) if node is not None else None
-                    if cc is not None:
-                        cc.demonitor(caller, _wire_target(target), ref)
+            if c.ch.tick():         # the channel's own checks (DistChannel.tick)
+                c.abort("%s: no traffic for %.1fs (net_tick_timeout)" % (c.peer, self.ticktime))
 
     # -- the core's remote handler ---------------------------------------------------------
 
@@ -786,7 +781,7 @@ class NetKernel:
         if out is None:
             return
         if type(out) is Connection:
-            getattr(out, meth)(*args)
+            getattr(out.ch, meth)(*args)
         else:
             out.ops.append((meth, args))
 
@@ -802,7 +797,7 @@ class NetKernel:
                 node = to.node
                 c = self.conns.get(node)
                 if c is not None:
-                    c.send(to, arg)
+                    c.ch.send(to, arg)
                     return
                 if node == self.name:
                     return                  # a pid of an earlier incarnation of this node
@@ -811,7 +806,7 @@ class NetKernel:
                 node = to[1]
                 c = self.conns.get(node)
                 if c is not None:
-                    c.send_named(to[0], arg)
+                    c.ch.send_named(to[0], arg)
                     return
                 if node == self.name:
                     return
@@ -846,7 +841,6 @@ class NetKernel:
         # queued until connected: a request that cannot be encoded fails now, in the
         # caller, rather than being dropped at connect time (a timeout for the caller)
         encode_term_into(bytearray(), request, True)
-        self.calls[ref] = (frm, to, node)
         # replayed as a whole once connected: its tag depends on the flags the peer
         # negotiates (an alias tag when both sides have ALIAS)
         self._queue(node, "call", (frm, to, ref, request, label))
@@ -856,115 +850,47 @@ class NetKernel:
         if c is not None:
             c.ch.reply(to, arg)
 
+    # The other signals reach here only while their node is not connected, or from
+    # another thread: the channel writes them (DistChannel.signal); queued meanwhile.
+
+    def _signal(self, op: str, frm: Any, to: Any, arg: Any, auto: bool = True) -> None:
+        node = cast(str, _node_of(to))
+        c = self.conns.get(node)
+        if c is not None:
+            c.ch.signal(op, frm, to, arg)
+        elif auto:
+            self._queue(node, "signal", (op, frm, to, arg))
+        elif node in self.pending:      # after what was queued before it
+            self.pending[node].ops.append(("signal", (op, frm, to, arg)))
+
     def _op_link(self, frm: Pid, to: Pid, arg: Any) -> None:
         if to.node == self.name:
             _core._dist_exit(to, frm, "noproc", True)
             return
-        self._queue(to.node, "link", (frm, to))
+        self._signal("link", frm, to, arg)
 
     def _op_unlink(self, frm: Pid, to: Pid, arg: Any) -> None:
-        self._queue(to.node, "unlink", (frm, to), auto=False)
+        self._signal("unlink", frm, to, arg, auto=False)
 
     def _op_monitor(self, frm: Pid, to: Any, ref: Reference) -> None:
-        node = cast(str, _node_of(to))
-        if node == self.name:
+        if _node_of(to) == self.name:
             _core._dist_down(frm, ref, to, "noproc")
             return
-        self.monitors[ref] = (frm, to, node)
-        self._queue(node, "monitor", (frm, _wire_target(to), ref))
+        self._signal("monitor", frm, to, ref)
 
     def _op_demonitor(self, frm: Pid, to: Any, ref: Reference) -> None:
-        m = self.monitors.pop(ref, None)
-        node = _node_of(to)
-        if m is not None and node is not None:
-            self._queue(node, "demonitor", (frm, _wire_target(to), ref), auto=False)
+        self._signal("demonitor", frm, to, ref, auto=False)
 
     def _op_exit2(self, frm: Optional[Pid], to: Pid, reason: Any) -> None:
         if to.node == self.name:
             return
-        self._queue(to.node, "exit", (frm if frm is not None else self.kernel_pid, to, reason, False))
+        self._signal("exit2", frm, to, reason)
 
     def _op_link_exit(self, frm: Pid, to: Pid, reason: Any) -> None:
-        c = self.conns.get(to.node)
-        if c is not None:
-            self._safe_exit(c, frm, to, reason, True)
+        self._signal("link_exit", frm, to, reason, auto=False)
 
     def _op_down(self, frm: Pid, to: Pid, arg: Any) -> None:
-        ref, reason = arg
-        c = self.conns.get(to.node)
-        nm = self.name_monitors.pop(ref, None)
-        if c is None:
-            return
-        obj = nm[0] if nm is not None else frm
-        try:
-            c.down(obj, to, ref, reason)
-        except Exception:
-            c.down(obj, to, ref, _printable(reason))
-
-    def _safe_exit(self, c: Connection, frm: Pid, to: Pid, reason: Any, linked: bool) -> None:
-        try:
-            c.exit(frm, to, reason, linked)
-        except Exception:
-            c.exit(frm, to, _printable(reason), linked)
-
-    # -- signals from the wire -------------------------------------------------------------
-
-    def deliver(self, conn: Connection, to: Any, msg: Any) -> None:
-        conn.ch.deliver(to, msg)
-
-    def deliver_name(self, conn: Connection, frm: Any, name: Any, msg: Any) -> None:
-        if type(name) is not Atom and type(name) is not str:
-            raise ProtocolError("REG_SEND to %r, which is not an atom" % (name,))
-        conn.ch.deliver_name(name, msg)
-
-    def deliver_alias(self, conn: Connection, alias: Any, msg: Any) -> None:
-        """ALIAS_SEND: a reply to one of our alias-tagged calls, or a message for a
-        pyotp.alias() (dropped if it is not active)."""
-        conn.ch.deliver_alias(alias, msg)
-
-    def on_link(self, conn: Connection, frm: Pid, to: Pid) -> None:
-        if type(frm) is not Pid or type(to) is not Pid:
-            raise ProtocolError("LINK between %r and %r" % (frm, to))
-        if not _core._dist_link(frm, to):
-            self._safe_exit(conn, to, frm, "noproc", True)
-
-    def on_unlink(self, conn: Connection, frm: Pid, to: Pid) -> None:
-        _core._dist_unlink(frm, to)
-
-    def on_exit(self, conn: Connection, frm: Any, to: Any, reason: Any, linked: bool) -> None:
-        if type(to) is not Pid:
-            raise ProtocolError("EXIT to %r" % (to,))
-        _core._dist_exit(frm, to, reason, linked)
-
-    def on_monitor(self, conn: Connection, frm: Pid, target: Any, ref: Reference) -> None:
-        if type(frm) is not Pid or (type(target) is not Atom and type(target) is not Pid):
-            raise ProtocolError("MONITOR_P of %r by %r" % (target, frm))
-        conn.ch.monitor_in(frm, target, ref)
-
-    def on_demonitor(self, conn: Connection, frm: Pid, target: Any, ref: Reference) -> None:
-        conn.ch.demonitor_in(frm, target, ref)
-
-    def on_down(self, conn: Connection, frm: Any, to: Any, ref: Any, raw_reason: Any) -> None:
-        entry = self.calls.pop(ref, None)
-        if entry is not None:
-            caller = entry[0]
-            w = _core._dist_remote_wait(caller)
-            if w is not None and w[0] == ref:
-                _core._dist_down(caller, ref, entry[1], conn.reason_in(raw_reason))
-            return
-        r = self.rpcs.pop(ref, None)
-        if r is not None:
-            if not r.future.done():
-                self.rpc.rpc_down(r, raw_reason, conn.python)
-            return
-        m = self.monitors.pop(ref, None)
-        if m is not None:
-            _core._dist_down(m[0], ref, m[1], conn.reason_in(raw_reason))
-
-
-
-def _printable(reason: Any) -> Any:
-    return ("unencodable_reason", repr(reason))
+        self._signal("down", frm, to, arg, auto=False)
 
 
 # ==== LOCAL LINK HOOK (issue 13, local node pools) =====================================

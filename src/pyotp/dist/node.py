@@ -253,7 +253,7 @@ class Node:
         if node is None:
             k.cookie = cookie
         else:
-            k.cookies[node] = cookie
+            k.set_peer(node, cookie=cookie)
 
     @staticmethod
     def get_cookie() -> str:
@@ -266,7 +266,7 @@ class Node:
 
         >>> Node.set_peer_port("b@127.0.0.1", 9101)
         """
-        kernel().peer_ports[node] = int(port)
+        kernel().set_peer(node, port=int(port))
 
     @staticmethod
     async def ping(node: str, timeout: float = 7.0) -> str:

@@ -31,7 +31,7 @@ from typing import cast as _tcast
 from .. import _core
 from ..etf import Atom, Pid, Reference
 from . import beam_api
-from .connection import ProtocolError, from_erl, to_erl
+from .connection import REQ, SPAWN_REQUEST, ProtocolError, from_erl, to_erl
 from .kernel import (_TIMED_OUT, A_BADARG, A_BADRPC, A_ERPC, A_EXECUTE_CALL, A_EXECUTE_CAST, A_LINK,
                      A_MONITOR, A_NODEDOWN, A_NOTSUP, A_TIMEOUT, SPAWN_FLAG_LINK, SPAWN_FLAG_MONITOR,
                      DistError, _await_with_timeout, _external_call, kernel)
@@ -155,7 +155,8 @@ def abcast(nodes: Iterable[str], name: str, request: Any) -> str:
 # ---------------------------------------------------------------------------------------
 # The kernel's side: spawn and rpc requests on the wire (erpc's protocol), moved unchanged
 # from node.py (NetKernel's methods became functions of the kernel ``k``). The kernel owns
-# the request tables (``k.spawns``, ``k.rpcs``) and reaches these through ``k.rpc``.
+# these through ``k.rpc``; the requests in flight are in the connection's channel, in
+# its one table by reference (``conn.ch.track``/``untrack``, kinds REQ["spawn"/"rpc"]).
 
 class _Rpc:
     __slots__ = ("future", "node", "eref", "pid")
@@ -204,9 +205,10 @@ def on_spawn_request(k: "NetKernel", conn: Connection, req: Any, frm: Any, gl: A
     conn.spawn_reply(req, frm, flags, pid)
 
 def on_spawn_reply(k: "NetKernel", conn: Connection, req: Any, to: Any, flags: Any, result: Any) -> None:
-    s = k.spawns.pop(req, None)
-    if s is not None:
-        fut, frm, _node = s
+    s = conn.ch.tracked(req)
+    if s is not None and s[0] == REQ["spawn"]:
+        conn.ch.untrack(req)
+        _kind, fut, frm = s
         if type(result) is Pid:
             if flags & SPAWN_FLAG_LINK and frm is not None:
                 if not _core._dist_link(result, frm):
@@ -214,7 +216,7 @@ def on_spawn_reply(k: "NetKernel", conn: Connection, req: Any, to: Any, flags: A
             if flags & SPAWN_FLAG_MONITOR and frm is not None:
                 # the peer monitors the new process for frm, tagged with the request ref
                 if _core._dist_add_monitor(frm, result, req):
-                    k.monitors[req] = (frm, result, _tcast(str, conn.peer))
+                    conn.ch.track(req, REQ["monitor"], frm, result)
                 else:
                     conn.demonitor(frm, result, req)
             if not fut.done():
@@ -222,12 +224,12 @@ def on_spawn_reply(k: "NetKernel", conn: Connection, req: Any, to: Any, flags: A
         elif not fut.done():
             fut.set_exception(DistError("spawn on %s failed: %s" % (conn.peer, result)))
         return
-    r = k.rpcs.get(req)
-    if r is not None:
+    if s is not None and s[0] == REQ["rpc"]:
+        r = s[1]
         if type(result) is Pid:
             r.pid = result
         else:
-            del k.rpcs[req]
+            conn.ch.untrack(req)
             if not r.future.done():
                 r.future.set_result((A_BADRPC, result if result != "badarg" else A_NOTSUP))
 
@@ -273,10 +275,14 @@ async def spawn(k: "NetKernel", node: str, fn: Any, args: Sequence[Any], link: b
         raise DistError("spawn on %s failed: noconnection" % node)
     req = _core.make_ref()
     fut: "asyncio.Future[Any]" = k.loop.create_future()
-    k.spawns[req] = (fut, me, node)
+    c.ch.track(req, REQ["spawn"], fut, me)
     frm = me if me is not None else k.kernel_pid
     opts = ([A_LINK] if link else []) + ([A_MONITOR] if monitor else [])
-    c.spawn_request(req, frm, k.gl_pid, (Atom(m), Atom(f), len(args)), opts, list(args))
+    try:
+        c.spawn_request(req, frm, k.gl_pid, (Atom(m), Atom(f), len(args)), opts, list(args))
+    except BaseException:
+        c.ch.untrack(req)
+        raise
     pid = _tcast(Pid, await fut)
     return (pid, req) if monitor else pid
 
@@ -303,16 +309,16 @@ async def rpc_call(k: "NetKernel", node: str, m: str, f: str, args: Sequence[Any
     eref = _core.make_ref()
     fut = k.loop.create_future()
     w = _Rpc(fut, node, eref)
-    k.rpcs[req] = w
+    c.ch.track(req, REQ["rpc"], w, None)
     try:
         c.spawn_request(req, k.kernel_pid, k.gl_pid, (A_ERPC, A_EXECUTE_CALL, 4), [A_MONITOR],
                         [eref, Atom(m), Atom(f), list(args)])
     except BaseException:
-        del k.rpcs[req]
+        c.ch.untrack(req)
         raise
     r = await _await_with_timeout(fut, timeout)
     if r is _TIMED_OUT:
-        k.rpcs.pop(req, None)
+        c.ch.untrack(req)
         c2 = k.conns.get(node)
         if w.pid is not None and c2 is not None:
             c2.demonitor(k.kernel_pid, w.pid, req)
@@ -324,9 +330,10 @@ def rpc_cast(k: "NetKernel", node: str, m: str, f: str, args: Sequence[Any]) -> 
         _core.spawn(_erpc_process, k, None, None, None, None, m, f, list(args))
         return
     req = _core.make_ref()
-    k._queue(node, "spawn_request", (req, k.kernel_pid, k.gl_pid,
-                                        (A_ERPC, A_EXECUTE_CAST, 3), [],
-                                        [Atom(m), Atom(f), list(args)]))
+    # queued (DistChannel.control) if the node is being connected
+    k._queue(node, "control", ((SPAWN_REQUEST, req, k.kernel_pid, k.gl_pid,
+                                (A_ERPC, A_EXECUTE_CAST, 3), []),
+                               [Atom(m), Atom(f), list(args)]))
 
 def erpc_done(k: "NetKernel", me: Pid, peer: str, frm: Pid, req: Reference, result: Any) -> None:
     _core._dist_demonitor(me, req)

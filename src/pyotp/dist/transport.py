@@ -5,9 +5,10 @@ The layers of one connection, bottom up (docs/distribution.md, "Architecture"):
 1. a **carrier** (this module) listens for peers and dials them; each connection it
    makes is an asyncio-style transport driving a protocol;
 2. the protocol is a :class:`~pyotp.dist.connection.Connection`: it runs the handshake,
-   then its compiled channel (``_core.DistChannel``) owns the frames, buffers and control
-   messages; the channel only ever sees the transport through the contract below, so a
-   new carrier (shared memory, ...) plugs in without touching frames.
+   then makes its compiled channel (``_core.DistChannel``) the transport's protocol
+   (``set_protocol``), which owns the frames, buffers and control messages from then on;
+   the channel only ever sees the transport through the contract below, so a new
+   carrier (shared memory, ...) plugs in without touching frames.
 
 The contract a carrier's transports keep with the protocol (asyncio's
 ``BufferedProtocol``/``Transport`` contract, the subset the connection uses):
@@ -20,7 +21,9 @@ The contract a carrier's transports keep with the protocol (asyncio's
 - the protocol calls ``transport.write(bytes_like)``, ``transport.writelines(chunks)``
   (bytes-likes, written in order; the transport must not keep a view of a chunk after the
   call returns unless it copied it), ``transport.close()`` (after what was written),
-  ``transport.abort()`` (at once), ``transport.is_closing()`` and
+  ``transport.abort()`` (at once), ``transport.is_closing()``,
+  ``transport.set_protocol(protocol)`` (from inside ``buffer_updated``: the next read goes
+  to the new protocol, an ``asyncio.BufferedProtocol``) and
   ``transport.get_extra_info(name)``: ``"socket"`` (a socket the channel may poll for a
   busy wait, or None) and ``"ssl_object"`` (not None: no busy wait); unknown names give
   None;
