@@ -265,6 +265,8 @@ cdef class DistChannel:
     cdef Py_ssize_t enc_at            # offset in wbuf of the frame being encoded, or -1
     cdef Py_ssize_t enc_sent          # wbuf[:enc_sent] was written while it was encoded
     cdef uint64_t bytes_in, bytes_out, msgs_in, msgs_out   # stats()
+    cdef public object hdr            # header frames and fragments (dist_header.pyx), or None
+    cdef bint bare                    # frames go out as 131,68 header frames (BEAM peers)
 
     def __init__(self, conn, loop, dict calls, dict name_monitors, dict virtual, Py_ssize_t bufsize):
         self.conn = conn
@@ -310,6 +312,7 @@ cdef class DistChannel:
         self.wbuf = bytearray()
         self.r = self.w = self.big_fill = 0
         self.reg_heads = {}
+        self.hdr = None
 
     def resize(self, bytearray buf not None, Py_ssize_t size):
         """Resize ``buf`` in place (BufferError while something views it): a big frame's
@@ -352,6 +355,8 @@ cdef class DistChannel:
     cdef Py_ssize_t _open(self) except -1:
         cdef Py_ssize_t start = _etf_ba_size(self.wbuf)
         cdef unsigned char* p
+        if self.bare:
+            return _dh_open(self)       # i14b: 131,68 header frame (dist_header.pyx)
         _etf_ba_resize(self.wbuf, start + 5)
         p = <unsigned char*>_etf_ba_str(self.wbuf) + start
         p[0] = 0
@@ -366,6 +371,8 @@ cdef class DistChannel:
         if n > <Py_ssize_t>0xFFFFFFFF:
             _etf_ba_resize(self.wbuf, start)
             raise ValueError("a distribution frame of %d bytes exceeds 4 GiB" % n)
+        if self.hdr is not None and _dh_divert(self, start, n):
+            return 0                    # i14b: goes out in fragments (dist_header.pyx)
         _etf_wr32(<unsigned char*>_etf_ba_str(self.wbuf) + start, <uint32_t>n)
         self.msgs_out += 1
         if self.flush_handle is None and not self.feeding and self.flush_cb is not None:
@@ -415,9 +422,9 @@ cdef class DistChannel:
         cdef Py_ssize_t start = self._encoding()
         try:
             self._open()
-            _etf_append(self.wbuf, ctrl, False)
+            _etf_append_v(self.wbuf, ctrl, False, not self.bare)
             if msg is not _DC_NO_MSG:
-                _etf_append(self.wbuf, msg, self.python)
+                _etf_append_v(self.wbuf, msg, self.python, not self.bare)
         except BaseException:
             self._encoded(start, False, was_up)
             raise
@@ -469,8 +476,8 @@ cdef class DistChannel:
             self.reg_send(self.kernel_pid, name, msg)
             return
         if head is None:
-            hb = bytearray(b"\x00\x00\x00\x00p")
-            _etf_append(hb, (_DC_REG_SEND, self.kernel_pid, _DC_EMPTY, Atom(name)), False)
+            hb = bytearray(b"\x00\x00\x00\x00\x83D\x00" if self.bare else b"\x00\x00\x00\x00p")
+            _etf_append_v(hb, (_DC_REG_SEND, self.kernel_pid, _DC_EMPTY, Atom(name)), False, not self.bare)
             head = bytes(hb)
             if len(self.reg_heads) > 1024:
                 self.reg_heads.clear()
@@ -479,7 +486,7 @@ cdef class DistChannel:
         start = self._encoding()
         try:
             self.wbuf += <bytes>head
-            _etf_append(self.wbuf, msg, self.python)
+            _etf_append_v(self.wbuf, msg, self.python, not self.bare)
         except BaseException:
             self._encoded(start, False, was_up)
             raise
@@ -556,6 +563,8 @@ cdef class DistChannel:
             self.transport.write(b)
             self.bytes_out += <uint64_t>_etf_ba_size(b)
             self.wrote = True
+        if self.hdr is not None and (<_DistHdr>self.hdr).rr:
+            _dh_pump(self)              # i14b: fragments between the small frames
         return 0
 
     # -- receiving ---------------------------------------------------------------------
@@ -717,16 +726,21 @@ cdef class DistChannel:
         """Dispatch one frame if it is a frequent, well-formed one; False otherwise."""
         cdef const unsigned char* base = <const unsigned char*>_etf_ba_str(buf)
         cdef _EtfDec d
+        if base[start] != 112:
+            return _dh_hot(self, buf, start, end)   # i14b: header frames (dist_header.pyx)
+        _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
+        return self._hot_dec(&d, end)
+
+    cdef bint _hot_dec(self, _EtfDec* d, Py_ssize_t end) except -1:
+        """_hot once the decoder stands at the control term (version byte optional in a
+        header frame, whose atoms may be cache refs)."""
         cdef tuple t
         cdef Py_ssize_t k
         cdef long op
-        if base[start] != 112:
-            return False
-        _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
         d.zmax = self.max_inflated
         d.maxdepth = self.max_depth
         try:
-            ctrl = _etf_dec_versioned(&d)
+            ctrl = _etf_dec_versioned(d)
         except Exception:
             return False
         if type(ctrl) is not tuple:
@@ -738,19 +752,19 @@ cdef class DistChannel:
         op = t[0]
         if (op == _DC_SEND or (op == _DC_SEND_SENDER and type(t[1]) is Pid)) and k == 3 \
                 and type(t[2]) is Pid:
-            msg = self._payload(&d, buf)
+            msg = self._payload(d)
             if msg is _DC_NO_MSG:
                 return False
             self.deliver(t[2], msg)
             return True
         if op == _DC_REG_SEND and k == 4 and type(t[3]) is Atom and type(t[1]) is Pid:
-            msg = self._payload(&d, buf)
+            msg = self._payload(d)
             if msg is _DC_NO_MSG:
                 return False
             self.deliver_name(t[3], msg)
             return True
         if op == _DC_ALIAS_SEND and k == 3 and type(t[1]) is Pid and type(t[2]) is Reference:
-            msg = self._payload(&d, buf)
+            msg = self._payload(d)
             if msg is _DC_NO_MSG:
                 return False
             self.deliver_alias(t[2], msg)
@@ -765,7 +779,7 @@ cdef class DistChannel:
             return True
         return False
 
-    cdef object _payload(self, _EtfDec* d, bytearray buf):
+    cdef object _payload(self, _EtfDec* d):
         """The message term that ends the frame, or _DC_NO_MSG (for the slow path)."""
         cdef Py_ssize_t end = d.end
         if d.pos >= end:

@@ -432,10 +432,10 @@ class Connection(asyncio.BufferedProtocol):
             self._spares = []
 
     def pause_writing(self) -> None:  # the peer is slow: the transport buffers for us
-        pass
+        _core._dist_header_writing(self.ch, False)    # i14b: fragments wait (dist_header.pyx)
 
     def resume_writing(self) -> None:
-        pass
+        _core._dist_header_writing(self.ch, True)
 
     def abort(self, reason: str, log: bool = True) -> None:
         """Close this connection at once (logged unless ``log`` is False)."""
@@ -590,6 +590,8 @@ class Connection(asyncio.BufferedProtocol):
         self.payload_exits = bool(both & hs.EXIT_PAYLOAD)
         self.unlink_id = bool(both & hs.UNLINK_ID)
         self.ch.alias = bool(both & hs.ALIAS)
+        # i14b: header frames / fragments as negotiated (src/core/dist_header.pyx)
+        _core._dist_header_setup(self.ch, both, self.pyotp, self.max_frame)
         self.state = UP
         self.ch.start(self.transport, self.peer, 1 if self.python else 2 if self.pyotp else 0,
                       self.loads if self.pyotp else None, self.kernel.kernel_pid)
@@ -599,8 +601,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def _frame(self, mv: memoryview) -> None:
         if mv[0] != 112:
-            if mv[0] == 131 and len(mv) > 1 and mv[1] == 68:
-                raise ProtocolError("distribution header frame (atom cache) was not negotiated")
+            if mv[0] == 131:     # i14b: header frames and fragments (src/core/dist_header.pyx)
+                try:
+                    _core._dist_header_frame(self.ch, mv)
+                except _core.DistHeaderError as e:
+                    raise ProtocolError(str(e)) from None
+                return
             raise ProtocolError("unknown frame type %d" % mv[0])
         try:
             ctrl, off = decode_with_version(mv, 1, max_inflated=self.max_inflated,
