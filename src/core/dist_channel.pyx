@@ -434,7 +434,10 @@ cdef class DistChannel:
         """A python-mode payload holding large buffers: the Connection writes its chunks
         without copying them (pickling it can call back into the node as well)."""
         cdef bint was_up = self.up
-        cdef Py_ssize_t start = self._encoding()
+        cdef Py_ssize_t start
+        if self.hdr is not None and _dh_behind(self):
+            return self._frame(ctrl, msg)   # i14b: after its sender's fragments (dist_header.pyx)
+        start = self._encoding()
         try:
             n = self.conn._write_big(ctrl, msg)
         except BaseException:

@@ -34,6 +34,8 @@ cdef enum:
     _DH_FRAG = 65536 - 64     # message bytes per outgoing fragment: a fragment frame stays
                               # under the channel's 64 KiB big-frame threshold
     _DH_MAX_SEQS = 1024       # fragmented messages arriving at once on one connection
+    _DH_BURST = 4             # fragments written per loop callback: reads, timers and the
+                              # run queue get the loop between bursts
     _DH_HDR = 131
     _DH_NORMAL = 68
     _DH_FIRST = 69
@@ -66,10 +68,13 @@ cdef class _DhSeq:
 @cython.auto_pickle(False)
 cdef class _DhOut:
     """One outgoing message in fragments."""
-    cdef bytes body           # what follows the header: control + message terms
-    cdef Py_ssize_t at        # bytes of body already written
+    cdef object mv            # a view of the frame's bytearray (the channel's send buffer
+                              # it was encoded in, taken over: no copy)
+    cdef Py_ssize_t at        # the next fragment starts here in mv
+    cdef Py_ssize_t end
     cdef uint64_t seq
     cdef uint64_t left        # fragments still to write (the next one's id)
+    cdef bint started         # the first fragment (131,69) was written
 
 
 @cython.final
@@ -449,23 +454,34 @@ cdef bint _dh_divert(DistChannel ch, Py_ssize_t start, Py_ssize_t n) except -1:
     if n <= _DH_FRAG:
         _etf_wr32(<unsigned char*>p, <uint32_t>n)
         q.append(bytes(w[start:]))
+        _etf_ba_resize(w, start)
     else:
         hl = 3 if p[4] == _DH_HDR else 1       # 131,68,0 or 'p'
         o = _DhOut.__new__(_DhOut)
-        o.body = bytes(w[start + 4 + hl:])
+        # the big frame keeps its buffer; the frames before it move to a new one
+        ch.wbuf = bytearray(w[:start]) if start else bytearray()
+        o.mv = memoryview(w)
+        o.at = start + 4 + hl
+        o.end = len(w)
         h.seq += 1
         o.seq = h.seq
-        o.left = (len(o.body) + _DH_FRAG - 1) // _DH_FRAG
+        o.left = (o.end - o.at + _DH_FRAG - 1) // _DH_FRAG
         h.frag_msgs_out += 1
         if q is None:
             q = _dh_deque()
             h.out[key] = q
             h.rr.append(key)
         q.append(o)
-    _etf_ba_resize(w, start)
     if h.pump_handle is None and ch.flush_cb is not None:
         h.pump_handle = ch.loop.call_soon(_dh_pump_soon, ch)
     return True
+
+
+cdef bint _dh_behind(DistChannel ch) except -1:
+    """Has the running process (or the node) output queued behind fragments? Its python-mode
+    big frames, otherwise written at once without a copy, must then queue as well."""
+    cdef _DistHdr h = ch.hdr
+    return bool(h.out) and (_current.pid if _current is not None else None) in h.out
 
 
 def _dh_pump_soon(DistChannel ch):
@@ -482,12 +498,19 @@ cdef int _dh_pump(DistChannel ch) except -1:
     cdef _DhOut o
     cdef bytearray f
     cdef Py_ssize_t k, a, b
+    cdef bint first
+    cdef int burst = 0
     if not ch.up or ch.transport is None:
         h.out.clear()
         h.rr.clear()
         return 0
     t = ch.transport
     while h.rr and not h.paused:
+        if burst >= _DH_BURST:
+            if h.pump_handle is None:
+                h.pump_handle = ch.loop.call_soon(_dh_pump_soon, ch)
+            return 0
+        burst += 1
         k = 0
         while k < len(h.rr) and not h.paused:
             key = h.rr[k]
@@ -500,22 +523,23 @@ cdef int _dh_pump(DistChannel ch) except -1:
             else:
                 o = <_DhOut>item
                 a = o.at
-                b = min(a + _DH_FRAG, len(o.body))
-                f = bytearray(4 + 18 + (1 if a == 0 else 0))
+                b = min(a + _DH_FRAG, o.end)
+                first = not o.started
+                o.started = True
+                f = bytearray(4 + 18 + (1 if first else 0))
                 _etf_wr32(<unsigned char*>_etf_ba_str(f), <uint32_t>(len(f) - 4 + b - a))
                 f[4] = _DH_HDR
-                f[5] = _DH_FIRST if a == 0 else _DH_CONT
+                f[5] = _DH_FIRST if first else _DH_CONT
                 _etf_wr64(<unsigned char*>_etf_ba_str(f) + 6, o.seq)
                 _etf_wr64(<unsigned char*>_etf_ba_str(f) + 14, o.left)
-                f += o.body[a:b]
                 o.at = b
                 o.left -= 1
                 h.frag_out += 1
                 if o.left == 0:
                     q.popleft()
                     ch.msgs_out += 1
-                t.write(f)
-                ch.bytes_out += <uint64_t>len(f)
+                t.writelines((f, o.mv[a:b]))
+                ch.bytes_out += <uint64_t>(len(f) + b - a)
             ch.wrote = True
             if not q:
                 del h.out[key]
