@@ -677,7 +677,8 @@ cdef class DistChannel:
         if self.r == self.w:
             self.r = self.w = 0
         elif self.up and self.w - self.r >= 4 and \
-                _etf_rd32(<const unsigned char*>_etf_ba_str(self.rbuf) + self.r) >= _DC_BIG:
+                _etf_rd32(<const unsigned char*>_etf_ba_str(self.rbuf) + self.r) >= _DC_BIG << self.bare:
+            # (i14b: BEAM's 64 KiB fragments stay in rbuf; they have no zero-copy buffers)
             self.conn._start_big()
         return 0
 

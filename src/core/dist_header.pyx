@@ -94,6 +94,8 @@ cdef class _DistHdr:
     cdef uint64_t seq
     cdef bint paused                # the transport asked us to stop writing
     cdef object pump_handle
+    cdef object err                 # the exception class for malformed input (the
+                                    # Connection's ProtocolError: closes, logs the reason)
     cdef uint64_t refs_in, new_in, frames_in, frag_in, frag_msgs_in, frag_out, frag_msgs_out
 
     def __cinit__(self):
@@ -123,9 +125,11 @@ cdef class _DistHdr:
                 "reassembly_bytes": self.held, "queued_senders": len(self.rr)}
 
 
-def _dist_header_setup(DistChannel ch not None, uint64_t both, bint pyotp, Py_ssize_t max_bytes):
+def _dist_header_setup(DistChannel ch not None, uint64_t both, bint pyotp, Py_ssize_t max_bytes,
+                       err=None):
     """The handshake is done (``both``: the flags both sides set): header frames and
-    fragments as negotiated. Towards BEAM every frame is a header frame (OTP refuses 'p'
+    fragments as negotiated; ``err``: the exception class malformed input raises (default
+    DistHeaderError). Towards BEAM every frame is a header frame (OTP refuses 'p'
     frames once the atom cache flag is set); towards pyotp small frames stay 'p' frames
     (a pyotp node reads both) and only fragments carry headers."""
     cdef _DistHdr h
@@ -135,6 +139,7 @@ def _dist_header_setup(DistChannel ch not None, uint64_t both, bint pyotp, Py_ss
         return
     h = _DistHdr.__new__(_DistHdr)
     h.max_bytes = max_bytes
+    h.err = DistHeaderError if err is None else err
     h.fragments = (both & _DH_FRAGMENTS_FLAG) != 0
     h.bare = not pyotp
     ch.hdr = h
@@ -213,7 +218,7 @@ cdef Py_ssize_t _dh_refs(_DistHdr h, _EtfDec* d, PyObject** atoms, PyObject** ma
             h.mapped[slot] = <PyObject*>m
             h.new_in += 1
         elif h.atoms[slot] == NULL:
-            raise DistHeaderError("atom cache reference %d names the empty cache slot %d"
+            raise h.err("atom cache reference %d names the empty cache slot %d"
                                   % (i, slot))
         atoms[i] = h.atoms[slot]
         mapped[i] = h.mapped[slot]
@@ -239,7 +244,14 @@ cdef bint _dh_hot(DistChannel ch, bytearray buf, Py_ssize_t start, Py_ssize_t en
     cdef PyObject* mapped[256]
     cdef _EtfDec d
     cdef Py_ssize_t n
-    if h is None or end - start < 3 or base[start] != _DH_HDR or base[start + 1] != _DH_NORMAL:
+    if h is None or end - start < 3 or base[start] != _DH_HDR:
+        return False
+    if base[start + 1] == _DH_FIRST or base[start + 1] == _DH_CONT:
+        if not h.fragments:
+            return False
+        _dh_fragment(ch, h, ch.rmv[start:end], end - start, base[start + 1] == _DH_FIRST)
+        return True
+    if base[start + 1] != _DH_NORMAL:
         return False
     _etf_dec_init(&d, base, end, start + 2, False, <PyObject*>buf)
     try:
@@ -262,15 +274,15 @@ def _dist_header_frame(DistChannel ch not None, mv):
     if h is None:
         raise DistHeaderError("distribution header frame (atom cache) was not negotiated")
     if end < 2 or v[0] != _DH_HDR:
-        raise DistHeaderError("bad distribution header")
+        raise h.err("bad distribution header")
     if v[1] == _DH_NORMAL:
         _dh_normal(ch, h, mv, end)
     elif v[1] == _DH_FIRST or v[1] == _DH_CONT:
         if not h.fragments:
-            raise DistHeaderError("fragmented message, but fragments were not negotiated")
+            raise h.err("fragmented message, but fragments were not negotiated")
         _dh_fragment(ch, h, mv, end, v[1] == _DH_FIRST)
     else:
-        raise DistHeaderError("unknown distribution header type %d" % v[1])
+        raise h.err("unknown distribution header type %d" % v[1])
 
 
 cdef int _dh_normal(DistChannel ch, _DistHdr h, object mv, Py_ssize_t end) except -1:
@@ -285,7 +297,7 @@ cdef int _dh_normal(DistChannel ch, _DistHdr h, object mv, Py_ssize_t end) excep
         try:
             n = _dh_refs(h, &d, atoms, mapped)
         except DecodeError as e:
-            raise DistHeaderError("bad distribution header: %s" % e) from None
+            raise h.err("bad distribution header: %s" % e) from None
         h.frames_in += 1
         _dh_body(ch, mv, <const unsigned char*>view.buf, d.pos, end, atoms, mapped, n)
     finally:
@@ -317,12 +329,12 @@ cdef int _dh_body(DistChannel ch, object owner, const unsigned char* base, Py_ss
         _dh_log_dropped(ch, e)
         return 0
     except DecodeError as e:
-        raise DistHeaderError("bad term in a header frame: %s" % e) from None
+        raise (<_DistHdr>ch.hdr).err("bad term in a header frame: %s" % e) from None
     finally:
         Py_XDECREF(d.view)
         d.view = NULL
     if d.pos != end:
-        raise DistHeaderError("%d bytes of garbage after the message" % (end - d.pos))
+        raise (<_DistHdr>ch.hdr).err("%d bytes of garbage after the message" % (end - d.pos))
     frame = bytearray(b"p")
     _etf_append(frame, ctrl, False)
     if msg is not _DC_NO_MSG:
@@ -358,37 +370,37 @@ cdef int _dh_fragment(DistChannel ch, _DistHdr h, object mv, Py_ssize_t end, bin
             if first:
                 n = _dh_refs(h, &d, atoms, mapped)
         except DecodeError as e:
-            raise DistHeaderError("bad fragment header: %s" % e) from None
+            raise h.err("bad fragment header: %s" % e) from None
         h.frag_in += 1
         size = end - d.pos
         if fid == 0:
-            raise DistHeaderError("fragment id 0 in sequence %d" % seq)
+            raise h.err("fragment id 0 in sequence %d" % seq)
         if first:
             if seq in h.seqs:
-                raise DistHeaderError("fragmented message %d started twice" % seq)
+                raise h.err("fragmented message %d started twice" % seq)
             h.frag_msgs_in += 1
             if fid == 1:           # a message in one fragment
                 _dh_body(ch, mv, <const unsigned char*>view.buf, d.pos, end, atoms, mapped, n)
                 return 0
             if len(h.seqs) >= _DH_MAX_SEQS:
-                raise DistHeaderError("more than %d fragmented messages at once" % _DH_MAX_SEQS)
+                raise h.err("more than %d fragmented messages at once" % _DH_MAX_SEQS)
             s = _DhSeq.__new__(_DhSeq)
             s.buf = bytearray(b"p")
-            s.next = fid - 1
+            s.next = fid
             s.atoms = tuple([<object>atoms[i] for i in range(n)])
             s.mapped = tuple([<object>mapped[i] for i in range(n)])
             h.seqs[seq] = s
         else:
             s = h.seqs.get(seq)
             if s is None:
-                raise DistHeaderError("fragment %d of sequence %d, which never started" % (fid, seq))
+                raise h.err("fragment %d of sequence %d, which never started" % (fid, seq))
             if fid != s.next:
-                raise DistHeaderError("fragment %d of sequence %d out of order (expected %d)"
+                raise h.err("fragment %d of sequence %d out of order (expected %d)"
                                       % (fid, seq, s.next))
-            s.next = fid - 1
         if h.held + size > h.max_bytes:
-            raise DistHeaderError("fragmented messages would hold %d bytes, over max_frame_size (%d)"
+            raise h.err("fragmented messages would hold %d bytes, over max_frame_size (%d)"
                                   % (h.held + size, h.max_bytes))
+        s.next = fid - 1
         s.buf += (<const char*>view.buf + d.pos)[:size]
         h.held += size
     finally:

@@ -591,7 +591,7 @@ class Connection(asyncio.BufferedProtocol):
         self.unlink_id = bool(both & hs.UNLINK_ID)
         self.ch.alias = bool(both & hs.ALIAS)
         # i14b: header frames / fragments as negotiated (src/core/dist_header.pyx)
-        _core._dist_header_setup(self.ch, both, self.pyotp, self.max_frame)
+        _core._dist_header_setup(self.ch, both, self.pyotp, self.max_frame, ProtocolError)
         self.state = UP
         self.ch.start(self.transport, self.peer, 1 if self.python else 2 if self.pyotp else 0,
                       self.loads if self.pyotp else None, self.kernel.kernel_pid)
