@@ -147,11 +147,8 @@ def _dist_header_setup(DistChannel ch not None, uint64_t both, bint pyotp, Py_ss
 
 
 def _dist_header_stats(DistChannel ch not None):
-    """The header counters of a connection (None when headers were not negotiated).
-
-    >>> _dist_header_stats(conn.ch)["cache_refs_in"]
-    12
-    """
+    """The header counters of a connection (None when headers were not negotiated), e.g.
+    ``_dist_header_stats(conn.ch)["cache_refs_in"]``: atoms BEAM sent by cache ref."""
     return None if ch.hdr is None else (<_DistHdr>ch.hdr).stats()
 
 
@@ -269,6 +266,8 @@ def _dist_header_frame(DistChannel ch not None, mv):
     """A 131 frame the fast path did not take (Connection._frame's hook): a header frame
     with a rare operation, or a fragment. Raises DistHeaderError for malformed input."""
     cdef _DistHdr h = ch.hdr
+    if mv is None:
+        raise TypeError("_dist_header_frame: a frame's bytes, not None")
     cdef const unsigned char[::1] v = mv
     cdef Py_ssize_t end = v.shape[0]
     if h is None:
@@ -496,7 +495,7 @@ cdef bint _dh_behind(DistChannel ch) except -1:
     return bool(h.out) and (_current.pid if _current is not None else None) in h.out
 
 
-def _dh_pump_soon(DistChannel ch):
+def _dh_pump_soon(DistChannel ch not None):
     cdef _DistHdr h = ch.hdr
     if h is not None:
         h.pump_handle = None
