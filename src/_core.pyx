@@ -14,6 +14,7 @@
 - core/dist_entry.pyx entry points for signals arriving from other nodes
 - core/etf.pyx       the External Term Format codec
 - core/wait_policy.pyx how long a thread may spin before it sleeps (busy wait)
+- core/dist_header.pyx distribution header frames: the atom cache, fragmented messages
 - core/dist_channel.pyx the per-message data path of a distribution connection
 - core/alias.pyx     process aliases (alias/unalias, replies to alias-tagged calls)
 - core/resp.pyx      the Redis protocol (RESP2/RESP3) parser and encoder (pyotp.resp)
@@ -32,6 +33,7 @@ include "core/api.pyx"
 include "core/dist_entry.pyx"
 include "core/etf.pyx"
 include "core/wait_policy.pyx"
+include "core/dist_header.pyx"
 include "core/dist_channel.pyx"
 include "core/alias.pyx"
 include "core/resp.pyx"

@@ -101,8 +101,8 @@ class Peer:
         self.read_at += 2 + n
         return msg
 
-    def handshake(self) -> None:
-        self.feed(hs.send_name(hs.OUR_FLAGS, self.creation, self.name))
+    def handshake(self, flags: int = hs.OUR_FLAGS) -> None:
+        self.feed(hs.send_name(flags, self.creation, self.name))
         assert self.read2() == b"sok"
         ch = hs.parse_challenge(self.read2())
         self.feed(hs.send_challenge_reply(4242, hs.digest(ch.challenge, COOKIE)))

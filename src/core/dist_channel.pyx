@@ -440,6 +440,8 @@ cdef class DistChannel:
     cdef Py_ssize_t enc_at            # offset in wbuf of the frame being encoded, or -1
     cdef Py_ssize_t enc_sent          # wbuf[:enc_sent] was written while it was encoded
     cdef uint64_t bytes_in, bytes_out, msgs_in, msgs_out   # stats()
+    cdef public object hdr            # header frames and fragments (dist_header.pyx), or None
+    cdef bint bare                    # frames go out as 131,68 header frames (BEAM peers)
 
     def __init__(self, conn, loop, dict virtual not None, Py_ssize_t bufsize, Py_ssize_t max_frame,
                  Py_ssize_t max_inflated, Py_ssize_t max_depth):
@@ -497,6 +499,7 @@ cdef class DistChannel:
         self.r = self.w = self.big_fill = self.big_need = 0
         self.reg_heads = {}
         self.requests = {}        # the kernel took what it needed (take_requests)
+        self.hdr = None
 
     def start(self, transport, peer, int python, loads, kernel_pid, bint alias,
               bint payload_exits, bint unlink_id, initial):
@@ -600,6 +603,8 @@ cdef class DistChannel:
     cdef Py_ssize_t _open(self) except -1:
         cdef Py_ssize_t start = _etf_ba_size(self.wbuf)
         cdef unsigned char* p
+        if self.bare:
+            return _dh_open(self)       # 131,68 header frame (dist_header.pyx)
         _etf_ba_resize(self.wbuf, start + 5)
         p = <unsigned char*>_etf_ba_str(self.wbuf) + start
         p[0] = 0
@@ -614,6 +619,8 @@ cdef class DistChannel:
         if n > <Py_ssize_t>0xFFFFFFFF:
             _etf_ba_resize(self.wbuf, start)
             raise ValueError("a distribution frame of %d bytes exceeds 4 GiB" % n)
+        if self.hdr is not None and _dh_divert(self, start, n):
+            return 0                    # goes out in fragments (dist_header.pyx)
         _etf_wr32(<unsigned char*>_etf_ba_str(self.wbuf) + start, <uint32_t>n)
         self.msgs_out += 1
         if self.flush_handle is None and not self.feeding and self.flush_cb is not None:
@@ -663,9 +670,9 @@ cdef class DistChannel:
         cdef Py_ssize_t start = self._encoding()
         try:
             self._open()
-            _etf_append(self.wbuf, ctrl, False)
+            _etf_append_v(self.wbuf, ctrl, False, not self.bare)
             if msg is not _DC_NO_MSG:
-                _etf_append(self.wbuf, msg, self.python)
+                _etf_append_v(self.wbuf, msg, self.python, not self.bare)
         except BaseException:
             self._encoded(start, False, was_up)
             raise
@@ -675,8 +682,11 @@ cdef class DistChannel:
         """A python-mode payload holding large buffers: its chunks go to the transport as
         they are, without a copy (pickling it can call back into the node as well)."""
         cdef bint was_up = self.up
-        cdef Py_ssize_t start = self._encoding()
+        cdef Py_ssize_t start
         cdef Py_ssize_t n
+        if self.hdr is not None and _dh_behind(self):
+            return self._frame(ctrl, msg)   # after its sender's fragments (dist_header.pyx)
+        start = self._encoding()
         try:
             n = self._write_big(ctrl, msg)
         except BaseException:
@@ -746,8 +756,8 @@ cdef class DistChannel:
             self._reg_send(self.kernel_pid, name, msg)
             return 0
         if head is None:
-            hb = bytearray(b"\x00\x00\x00\x00p")
-            _etf_append(hb, (_DC_REG_SEND, self.kernel_pid, _DC_EMPTY, Atom(name)), False)
+            hb = bytearray(b"\x00\x00\x00\x00\x83D\x00" if self.bare else b"\x00\x00\x00\x00p")
+            _etf_append_v(hb, (_DC_REG_SEND, self.kernel_pid, _DC_EMPTY, Atom(name)), False, not self.bare)
             head = bytes(hb)
             if len(self.reg_heads) > 1024:
                 self.reg_heads.clear()
@@ -756,7 +766,7 @@ cdef class DistChannel:
         start = self._encoding()
         try:
             self.wbuf += <bytes>head
-            _etf_append(self.wbuf, msg, self.python)
+            _etf_append_v(self.wbuf, msg, self.python, not self.bare)
         except BaseException:
             self._encoded(start, False, was_up)
             raise
@@ -935,6 +945,8 @@ cdef class DistChannel:
             self.transport.write(b)
             self.bytes_out += <uint64_t>_etf_ba_size(b)
             self.wrote = True
+        if self.hdr is not None and (<_DistHdr>self.hdr).rr:
+            _dh_pump(self)              # fragments between the small frames
         return 0
 
     # -- the transport's protocol (asyncio.BufferedProtocol) -------------------------------
@@ -1001,11 +1013,11 @@ cdef class DistChannel:
     def eof_received(self):
         return None                 # the transport closes itself
 
-    def pause_writing(self):        # the peer is slow: the transport buffers for us
-        pass
+    def pause_writing(self):        # the peer is slow: the transport buffers for us,
+        _dist_header_writing(self, False)     # and fragments wait (dist_header.pyx)
 
     def resume_writing(self):
-        pass
+        _dist_header_writing(self, True)
 
     cdef int _read(self, Py_ssize_t nbytes) except -1:
         cdef double now = pyotp_monotonic_ms()
@@ -1071,7 +1083,8 @@ cdef class DistChannel:
         if self.r == self.w:
             self.r = self.w = 0
         elif self.up and self.w - self.r >= 4 and \
-                _etf_rd32(<const unsigned char*>_etf_ba_str(self.rbuf) + self.r) >= _DC_BIG:
+                _etf_rd32(<const unsigned char*>_etf_ba_str(self.rbuf) + self.r) >= _DC_BIG << self.bare:
+            # (towards BEAM the threshold is doubled: its 64 KiB fragments stay in rbuf)
             self._start_big()
         return 0
 
@@ -1209,16 +1222,21 @@ cdef class DistChannel:
         """Dispatch one frame if it is a frequent, well-formed one; False otherwise."""
         cdef const unsigned char* base = <const unsigned char*>_etf_ba_str(buf)
         cdef _EtfDec d
+        if base[start] != 112:
+            return _dh_hot(self, buf, start, end)   # header frames (dist_header.pyx)
+        _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
+        return self._hot_dec(&d, end)
+
+    cdef bint _hot_dec(self, _EtfDec* d, Py_ssize_t end) except -1:
+        """_hot once the decoder stands at the control term (version byte optional in a
+        header frame, whose atoms may be cache refs)."""
         cdef tuple t
         cdef Py_ssize_t k
         cdef long op
-        if base[start] != 112:
-            return False
-        _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
         d.zmax = self.max_inflated
         d.maxdepth = self.max_depth
         try:
-            ctrl = _etf_dec_versioned(&d)
+            ctrl = _etf_dec_versioned(d)
         except Exception:
             return False
         if type(ctrl) is not tuple:
@@ -1230,19 +1248,19 @@ cdef class DistChannel:
         op = t[0]
         if (op == _DC_SEND or (op == _DC_SEND_SENDER and type(t[1]) is Pid)) and k == 3 \
                 and type(t[2]) is Pid:
-            msg = self._payload(&d, buf)
+            msg = self._payload(d)
             if msg is _DC_NO_MSG:
                 return False
             self._deliver(t[2], msg)
             return True
         if op == _DC_REG_SEND and k == 4 and type(t[3]) is Atom and type(t[1]) is Pid:
-            msg = self._payload(&d, buf)
+            msg = self._payload(d)
             if msg is _DC_NO_MSG:
                 return False
             self._deliver_name(t[3], msg)
             return True
         if op == _DC_ALIAS_SEND and k == 3 and type(t[1]) is Pid and type(t[2]) is Reference:
-            msg = self._payload(&d, buf)
+            msg = self._payload(d)
             if msg is _DC_NO_MSG:
                 return False
             self._deliver_alias(t[2], msg)
@@ -1257,7 +1275,7 @@ cdef class DistChannel:
             return True
         return False
 
-    cdef object _payload(self, _EtfDec* d, bytearray buf):
+    cdef object _payload(self, _EtfDec* d):
         """The message term that ends the frame, or _DC_NO_MSG (for the checked path)."""
         cdef Py_ssize_t end = d.end
         if d.pos >= end:
@@ -1284,8 +1302,12 @@ cdef class DistChannel:
         cdef long op
         cdef bint has
         if base[start] != 112:
-            if base[start] == 131 and end - start > 1 and base[start + 1] == 68:
-                raise DistProtocolError("distribution header frame (atom cache) was not negotiated")
+            if base[start] == 131:      # a header frame or fragment (dist_header.pyx)
+                try:
+                    _dist_header_frame(self, memoryview(buf)[start:end])
+                except DistHeaderError as e:
+                    raise DistProtocolError(str(e)) from None
+                return 0
             raise DistProtocolError("unknown frame type %d" % base[start])
         _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
         d.zmax = self.max_inflated

@@ -1359,6 +1359,11 @@ def encode_term_into(bytearray buf not None, term, bint python=False):
 
 cdef Py_ssize_t _etf_append(bytearray buf, object term, int python) except -1:
     """encode_term_into's body, for the core's distribution channel."""
+    return _etf_append_v(buf, term, python, True)
+
+
+cdef Py_ssize_t _etf_append_v(bytearray buf, object term, int python, bint version) except -1:
+    """_etf_append, with the version byte or (distribution header frames) without."""
     cdef _EtfEnc e
     cdef Py_ssize_t old = _etf_ba_size(buf)
     _etf_enc_init(&e, NULL, 0, python)
@@ -1369,8 +1374,9 @@ cdef Py_ssize_t _etf_append(bytearray buf, object term, int python) except -1:
     e.len = old
     _etf_ba_pin(buf)
     try:
-        e.data[e.len] = _ETF_VERSION
-        e.len += 1
+        if version:
+            e.data[e.len] = _ETF_VERSION
+            e.len += 1
         _etf_enc(&e, term)
     except BaseException:
         _etf_ba_unpin(buf)
@@ -1426,6 +1432,13 @@ cdef struct _EtfDec:
     int funs            # NEW_FUN nesting (each level is one C recursion)
     Py_ssize_t zmax     # a compressed term may inflate to at most this many bytes
     Py_ssize_t maxdepth # containers nested deeper than this are a TermTooDeep
+    # ATOM_CACHE_REF (tag 82) resolution, set only for distribution header frames
+    # (dist_header.pyx): borrowed arrays of the frame's atoms (as atoms, and as a term
+    # decodes them: true/false/nil mapped), valid for the whole decode
+    PyObject** atoms
+    PyObject** mapped
+    Py_ssize_t natoms
+    int bare            # header frames: terms carry no version byte (one is tolerated)
 
 
 cdef object _etf_where(_EtfDec* d, Py_ssize_t off):
@@ -1524,8 +1537,22 @@ cdef object _etf_dec_atom(_EtfDec* d, const char* what):
     if tag == _ETF_SMALL_ATOM_UTF8 or tag == _ETF_ATOM_UTF8 or tag == _ETF_ATOM or tag == _ETF_SMALL_ATOM:
         return _etf_dec_atom_body(d, tag, 0)
     if tag == _ETF_ATOM_CACHE_REF:
-        _etf_fail(d, d.pos - 1, "atom cache reference (tag 82): the atom cache is not supported")
+        return _etf_dec_cache_ref(d, d.pos - 1, False)
     _etf_fail(d, d.pos - 1, "bad tag %d for %s (expected an atom)" % (tag, (<bytes>what).decode()))
+
+
+cdef object _etf_dec_cache_ref(_EtfDec* d, Py_ssize_t off, bint mapped):
+    """ATOM_CACHE_REF (tag at off just consumed): an index into the frame's atom
+    cache references (its distribution header)."""
+    cdef unsigned char i
+    _etf_need(d, 1, b"atom cache reference index")
+    i = d.buf[d.pos]
+    d.pos += 1
+    if d.atoms == NULL:
+        _etf_fail(d, off, "atom cache reference (tag 82) outside a distribution header frame")
+    if i >= d.natoms:
+        _etf_fail(d, off, "atom cache reference %d, but the frame's header has %d" % (i, d.natoms))
+    return <object>(d.mapped[i] if mapped else d.atoms[i])
 
 
 # The last node atom found not to be the local node (and the local node it was compared
@@ -1696,6 +1723,7 @@ cdef object _etf_dec_newfun(_EtfDec* d):
     cdef uint32_t size, numfree, i
     cdef Py_ssize_t stop
     cdef int oldkey = d.keymode
+    cdef list parts = [] if d.atoms != NULL else None   # see below
     _etf_need(d, 4, b"fun size")
     size = _etf_rd32(d.buf + d.pos)
     if size < 29:
@@ -1709,20 +1737,28 @@ cdef object _etf_dec_newfun(_EtfDec* d):
     d.funs += 1
     try:
         d.keymode = 0
-        _etf_dec_atom(d, b"fun module")
+        x = _etf_dec_atom(d, b"fun module")
+        if parts is not None:
+            parts.append(x)
         for i in range(2):              # OldIndex, OldUniq: integers
             x = _etf_dec(d)
             if type(x) is not int:
                 _etf_fail(d, start, "malformed fun (index/uniq is not an integer)")
+            if parts is not None:
+                parts.append(x)
         d.keymode = 0
         x = _etf_dec(d)                 # creator pid
         if type(x) is not Pid:
             _etf_fail(d, start, "malformed fun (creator is not a pid)")
+        if parts is not None:
+            parts.append(x)
         for i in range(numfree):
             if d.pos >= stop:
                 break
             d.keymode = 0
-            _etf_dec(d)
+            x = _etf_dec(d)
+            if parts is not None:
+                parts.append(x)
     finally:
         d.funs -= 1
         d.keymode = oldkey
@@ -1730,6 +1766,15 @@ cdef object _etf_dec_newfun(_EtfDec* d):
         _etf_fail(d, start, "malformed fun (size field says %d bytes, contents take %d)"
                   % (size, d.pos - start - 1))
     f = OpaqueFun.__new__(OpaqueFun)
+    if parts is not None:
+        # a distribution header frame: its atoms may be cache refs, which mean nothing
+        # outside that frame; the kept bytes are rebuilt with every atom inline
+        raw = bytearray(PyBytes_FromStringAndSize(<const char*>d.buf + start, 30))
+        for x in parts:
+            _etf_append_v(raw, x, 0, False)
+        _etf_wr32(<unsigned char*>_etf_ba_str(raw) + 1, <uint32_t>(len(raw) - 1))
+        (<OpaqueFun>f).data = bytes(raw)
+        return f
     (<OpaqueFun>f).data = PyBytes_FromStringAndSize(<const char*>d.buf + start, stop - start)
     return f
 
@@ -1972,6 +2017,8 @@ cdef object _etf_dec(_EtfDec* d):
                 d.pos += 1
             elif tag == _ETF_SMALL_ATOM_UTF8:
                 value = _etf_dec_atom_body(d, tag, 1)
+            elif tag == _ETF_ATOM_CACHE_REF:      # BEAM's atoms in header frames
+                value = _etf_dec_cache_ref(d, off, True)
             elif tag == _ETF_BINARY:
                 _etf_need(d, 4, b"binary length")
                 n = _etf_rd32(d.buf + d.pos)
@@ -2216,7 +2263,7 @@ cdef object _etf_dec_scalar(_EtfDec* d, unsigned char tag, Py_ssize_t off):
             _etf_fail(d, off, "non-finite float")
         return f
     elif tag == _ETF_ATOM_CACHE_REF:
-        _etf_fail(d, off, "atom cache reference (tag 82): the atom cache is not supported")
+        return _etf_dec_cache_ref(d, off, True)
     elif tag == _ETF_COMPRESSED:
         _etf_fail(d, off, "compressed term (tag 80) is only allowed right after the version byte")
     elif tag == _ETF_VERSION:
@@ -2238,6 +2285,10 @@ cdef inline void _etf_dec_init(_EtfDec* d, const unsigned char* buf, Py_ssize_t 
     d.funs = 0
     d.zmax = 0xFFFFFFFF
     d.maxdepth = _ETF_DEPTH
+    d.atoms = NULL
+    d.mapped = NULL
+    d.natoms = 0
+    d.bare = 0
 
 
 cdef object _etf_dec_compressed(_EtfDec* d):
@@ -2273,6 +2324,9 @@ cdef object _etf_dec_compressed(_EtfDec* d):
     sub.loads = d.loads
     sub.zoff = off
     sub.maxdepth = d.maxdepth
+    sub.atoms = d.atoms
+    sub.mapped = d.mapped
+    sub.natoms = d.natoms
     try:
         term = _etf_dec(&sub)
         if sub.pos != sub.end:
@@ -2284,6 +2338,8 @@ cdef object _etf_dec_compressed(_EtfDec* d):
 
 cdef object _etf_dec_versioned(_EtfDec* d):
     _etf_need(d, 1, b"version byte")
+    if d.bare and d.buf[d.pos] != _ETF_VERSION:
+        return _etf_dec(d)
     if d.buf[d.pos] != _ETF_VERSION:
         _etf_fail(d, d.pos, "bad version byte %d (expected 131)" % d.buf[d.pos])
     d.pos += 1

@@ -275,7 +275,7 @@ class Connection(asyncio.BufferedProtocol):
             self.ch.release()
             self._hbuf = self._hmv = None
 
-    def pause_writing(self) -> None:  # the peer is slow: the transport buffers for us
+    def pause_writing(self) -> None:  # during the handshake; the channel's once it is up
         pass
 
     def resume_writing(self) -> None:
@@ -438,6 +438,8 @@ class Connection(asyncio.BufferedProtocol):
         rest = bytes(self._hbuf[self._hr:self._hw])     # frames right after the last message
         self._hbuf = self._hmv = None
         self._hr = self._hw = 0
+        # header frames / fragments as negotiated (src/core/dist_header.pyx)
+        _core._dist_header_setup(self.ch, both, self.pyotp, self.max_frame, ProtocolError)
         self.state = UP
         ch = self.ch
         ch.start(self.transport, self.peer, 1 if self.python else 2 if self.pyotp else 0,

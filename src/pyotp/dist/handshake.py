@@ -75,11 +75,15 @@ MANDATORY_25 = (EXTENDED_REFERENCES | FUN_TAGS | NEW_FUN_TAGS | EXTENDED_PIDS_PO
 OUR_FLAGS = (MANDATORY_25 | DIST_MONITOR | DIST_MONITOR_NAME | UNICODE_IO | SMALL_ATOM_TAGS
              | BIG_SEQTRACE_LABELS | EXIT_PAYLOAD | UNLINK_ID | SPAWN | V4_NC | SEND_SENDER
              | ALIAS)
-"""The flags pyotp advertises (plus PUBLISHED for visible connections and PYOTP).
-ALIAS: process aliases (ALIAS_SEND), so call replies go to the caller's alias and a late
-one is dropped, as between BEAM nodes. Deliberately absent: the atom cache
-(DIST_HDR_ATOM_CACHE), FRAGMENTS (so every frame is a plain ``'p'`` pass-through frame)
-and NAME_ME."""
+"""The flags pyotp advertises (plus HEADER_FLAGS, PUBLISHED for visible connections and
+PYOTP). ALIAS: process aliases (ALIAS_SEND), so call replies go to the caller's alias and
+a late one is dropped, as between BEAM nodes. Deliberately absent: NAME_ME."""
+
+HEADER_FLAGS = DIST_HDR_ATOM_CACHE | FRAGMENTS
+"""Also advertised, as OTP 25 does by default: with a peer that sets them too, frames
+carry a distribution header (131,68; atoms by cache ref from BEAM) and large messages
+travel in fragments between the small ones (src/core/dist_header.pyx). Kept apart from
+OUR_FLAGS so that a raw test peer offering OUR_FLAGS still gets plain ``'p'`` frames."""
 
 VERSION = 6
 

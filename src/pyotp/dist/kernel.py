@@ -473,7 +473,7 @@ class NetKernel:
         return self.cookies.get(node or "", self.cookie)
 
     def flags_for(self, peer_is_pyotp: bool, peer_published: Optional[bool] = None) -> int:
-        f = hs.OUR_FLAGS | hs.PYOTP
+        f = hs.OUR_FLAGS | hs.HEADER_FLAGS | hs.PYOTP
         if self.unpickler is not None:
             f |= hs.PYOTP_PICKLE
         if not self.hidden and (peer_is_pyotp or self.beam_visible) and peer_published is not False:
