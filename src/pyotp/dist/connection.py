@@ -439,7 +439,7 @@ class Connection(asyncio.BufferedProtocol):
         self._hbuf = self._hmv = None
         self._hr = self._hw = 0
         # header frames / fragments as negotiated (src/core/dist_header.pyx)
-        _core._dist_header_setup(self.ch, both, self.pyotp, self.max_frame, ProtocolError)
+        _core._dist_header_setup(self.ch, both, self.pyotp, self.ch.max_frame, ProtocolError)
         self.state = UP
         ch = self.ch
         ch.start(self.transport, self.peer, 1 if self.python else 2 if self.pyotp else 0,
