@@ -510,17 +510,25 @@ def call(server, request, timeout=5.0):
     None or "infinity" waits forever). Raises pyotp.Exit with ("noproc", ...),
     ("timeout", ...) or the server's exit reason, as OTP does.
 
+    Nothing is sent until it is awaited: a forgotten ``await`` sends nothing and warns
+    ``GenServer.call(...) was never awaited``.
+
     >>> n = await GenServer.call(counter, "get")
     """
     cdef Process p = _current_here()
     if p is not None:
-        if p.tracer is not None:
-            _trace(p, "call", (server, request))
         if p.sync_cb:
             _caller_for_wait("GenServer.call()")
-        _begin_call(p, server, request, timeout)
-        return _suspended_in(p)
+        return _armed(p, OP_CALL, <PyObject*>server, <PyObject*>request, <PyObject*>timeout)
     return _external_call(server, request, timeout)
+
+
+cdef object _call_begin(Process p, object server, object request, object timeout):
+    """The awaited call of a process (deferred.pyx): the request goes out now."""
+    if p.tracer is not None:
+        _trace(p, "call", (server, request))
+    _begin_call(p, server, request, timeout)
+    return _TOKEN
 
 
 cdef object _external_call(object server, object request, object timeout):
