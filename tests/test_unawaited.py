@@ -164,3 +164,20 @@ def test_plain_callbacks_still_fail_at_once():
         return str(e.value.reason)
 
     assert "make that callback `async def`" in pyotp.run(main)
+
+
+def test_outside_a_process_a_call_is_a_coroutine_too():
+    import asyncio as aio
+
+    async def host():
+        async with pyotp.Runtime():
+            srv = await Counting.start(0)
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                GenServer.call(srv, "bump")             # an asyncio task forgot the await
+                gc.collect()
+            return await GenServer.call(srv, "count"), _messages(record)
+
+    count, msgs = aio.run(host())
+    assert count == 0
+    assert any("coroutine 'GenServer.call' was never awaited" in m for m in msgs), msgs
