@@ -9,6 +9,7 @@
 - core/timer.pyx     hierarchical timer wheel, one loop timer armed for the next deadline
 - core/process.pyx   the Process object: links, monitors, exit signals, names
 - core/scheduler.pyx run queue, coroutine driver, the node's lifecycle
+- core/deferred.pyx  what an awaited receive/call/sleep does; the never-awaited warning
 - core/gen_server.pyx the GenServer message loop (callbacks dispatched from C)
 - core/api.pyx       the public process API (spawn, send, receive, ...)
 - core/dist_entry.pyx entry points for signals arriving from other nodes
@@ -28,6 +29,7 @@ include "core/mailbox.pyx"
 include "core/timer.pyx"
 include "core/process.pyx"
 include "core/scheduler.pyx"
+include "core/deferred.pyx"
 include "core/gen_server.pyx"
 include "core/api.pyx"
 include "core/dist_entry.pyx"

@@ -97,6 +97,60 @@ async def _world(ns: Dict[str, Any]) -> None:
     await pyotp.PubSub.start_link(name="Chat")
 
 
+# ---------------------------------------------------------------------------------------
+# i16b's part of the world (issue 16): what the gen_event examples take as given. Every
+# docstring gets ``Collect``, an event handler that keeps the events it is notified of
+# (``handle_call`` of anything returns them); the docstrings named in _COLLECTING also find
+# it installed in ``mgr``, notified of "hello". The gen_stage docstrings get a fresh
+# ``producer`` (0, 1, 2, ... on demand) and ``consumer`` (drops what it gets).
+
+class Collect(pyotp.EventHandler):
+    def init(self, arg: Any) -> Any:
+        return ("ok", [])
+
+    def handle_event(self, event: Any, events: Any) -> Any:
+        return ("ok", events + [event])
+
+    def handle_call(self, request: Any, events: Any) -> Any:
+        return ("ok", list(events), events)
+
+
+class Numbers(pyotp.GenStage):
+    """A producer of 0, 1, 2, ... as demanded."""
+    def init(self, n: Any) -> Any:
+        return ("producer", n)
+
+    def handle_demand(self, demand: int, n: int) -> Any:
+        return ("noreply", list(range(n, n + demand)), n + demand)
+
+
+class Sink(pyotp.GenStage):
+    """A consumer that drops what it gets."""
+    def init(self, _: Any) -> Any:
+        return ("consumer", None)
+
+    def handle_events(self, events: Any, from_: Any, state: Any) -> Any:
+        return ("noreply", [], state)
+
+
+_COLLECTING = {"pyotp.gen_event.EventManager." + n for n in (
+    "call", "delete_handler", "swap_handler", "swap_sup_handler", "which_handlers")}
+
+
+async def _world_i16b(test: doctest.DocTest, ns: Dict[str, Any]) -> None:
+    ns.setdefault("Collect", Collect)
+    if test.name.startswith("pyotp.gen_stage."):
+        # the gen_stage examples' ``producer`` (Numbers from 0) and ``consumer`` (Sink)
+        ns.setdefault("producer", await Numbers.start_link(0))
+        ns.setdefault("consumer", await Sink.start_link(None))
+    if test.name in _COLLECTING:
+        await pyotp.EventManager.add_handler(ns["mgr"], Collect, None)
+        await pyotp.EventManager.sync_notify(ns["mgr"], "hello")
+
+# (end of i16b's part)
+# ---------------------------------------------------------------------------------------
+
+
 def _namespace(test: doctest.DocTest) -> Dict[str, Any]:
     """The docstring's module's globals (as doctest gives), plus pyotp's public names."""
     ns: Dict[str, Any] = dict(test.globs)
@@ -158,6 +212,9 @@ async def _run_examples(test: doctest.DocTest, in_node: bool) -> List[str]:
     ns = _namespace(test)
     if in_node:
         await _world(ns)
+        await _world_i16b(test, ns)
+    else:
+        ns.setdefault("Collect", Collect)
     for ex in test.examples:
         failure = await _step(test, ex, ns, in_node)
         if failure is not None:

@@ -32,6 +32,7 @@ def alias(mode="explicit_unalias"):
 
     >>> a = pyotp.alias()
     >>> pyotp.send(a, "hi")
+    'hi'
     >>> await pyotp.receive()
     'hi'
     >>> pyotp.unalias(a)
@@ -53,6 +54,7 @@ def unalias(ref):
     """Deactivate an alias the calling process made (Erlang's ``unalias/1``); True if it
     was active. Messages sent to it afterwards are dropped.
 
+    >>> a = pyotp.alias()
     >>> pyotp.unalias(a)
     True
     """

@@ -64,6 +64,8 @@ def spawn(fn, *args):
 def spawn_link(fn, *args):
     """Like spawn, linked to the calling process.
 
+    >>> async def worker(n=0):
+    ...     await pyotp.receive()
     >>> pid = pyotp.spawn_link(worker, 1)
     """
     cdef Process me = _self_proc("spawn_link")
@@ -75,6 +77,8 @@ def spawn_link(fn, *args):
 def spawn_monitor(fn, *args):
     """Like spawn, monitored by the calling process; returns (pid, ref).
 
+    >>> async def worker(n=0):
+    ...     await pyotp.receive()
     >>> pid, ref = pyotp.spawn_monitor(worker)
     """
     cdef Process me = _self_proc("spawn_monitor")
@@ -87,6 +91,8 @@ def spawn_opt(fn, *args, link=False, monitor=False, max_mailbox=None):
     caller, ``monitor=True`` monitors it and returns ``(pid, ref)``, ``max_mailbox`` sets
     its mailbox limit (see ``process_flag("max_mailbox", ...)``).
 
+    >>> async def worker(n=0):
+    ...     await pyotp.receive()
     >>> pid = pyotp.spawn_opt(worker, 1, max_mailbox=10_000)
     >>> pid, ref = pyotp.spawn_opt(worker, 2, monitor=True, max_mailbox={"size": 100, "kill": False})
     """
@@ -113,6 +119,7 @@ def send(dest, msg):
     unregistered name raises BadArg. Safe from any thread.
 
     >>> pyotp.send(pid, ("hello", 1))
+    ('hello', 1)
     """
     if _current is not None and _current.tracer is not None:
         _trace(_current, "send", (dest, msg))
@@ -147,15 +154,27 @@ cdef void _send_quiet(object dest, object msg) except *:
 def receive(match=None, timeout=None):
     """Wait for the first message (or the first for which ``match(msg)`` is true; the
     others stay queued in order). ``timeout`` in seconds; on expiry raises TimeoutError.
+    Nothing happens until it is awaited (a forgotten ``await`` takes no message and
+    warns ``pyotp.receive(...) was never awaited``).
 
+    >>> ref = pyotp.make_ref()
+    >>> for m in ("hello", (ref, "reply")):
+    ...     _ = pyotp.send(pyotp.self(), m)
     >>> msg = await pyotp.receive()
     >>> reply = await pyotp.receive(lambda m: m[0] == ref, timeout=1.0)
     """
     cdef Process p = _caller_for_wait("receive()")
-    cdef Msg* m
-    cdef object v
     if p is None:
         raise CallbackError("receive() must be awaited inside a pyotp process")
+    return _armed(p, OP_RECEIVE, NULL if match is None else <PyObject*>match,
+                  NULL if timeout is None else <PyObject*>timeout, NULL)
+
+
+cdef object _receive_begin(Process p, object match, object timeout):
+    """The awaited receive (deferred.pyx): the message when one is queued, else _TOKEN
+    with the process set to wait for it."""
+    cdef Msg* m
+    cdef object v
     if match is None:
         m = mb_pop(&p.mb)
     else:
@@ -167,7 +186,7 @@ def receive(match=None, timeout=None):
         p.handled += 1
         if p.tracer is not None:
             _trace(p, "receive", v)
-        return _ready(v)
+        return v
     timeout = _timeout_arg(timeout, "receive")
     if timeout is not None:
         if timeout == 0:
@@ -175,12 +194,12 @@ def receive(match=None, timeout=None):
         p.timer = _sched.start_timer(TK_WAKE, timeout, None, None, p)
     p.wait = W_RECEIVE
     p.match = match
-    return _suspended_in(p)
+    return _TOKEN
 
 
 def sleep(seconds):
     """Suspend the calling process for ``seconds`` (on the timer wheel). Outside a process
-    it is asyncio.sleep.
+    it is asyncio.sleep. Nothing happens until it is awaited.
 
     >>> await pyotp.sleep(0.1)
     """
@@ -189,9 +208,13 @@ def sleep(seconds):
         raise BadArg("sleep expects seconds >= 0, got %r" % (seconds,))
     if p is None:
         return _asyncio.sleep(seconds)
+    return _armed(p, OP_SLEEP, <PyObject*>seconds, NULL, NULL)
+
+
+cdef object _sleep_begin(Process p, object seconds):
     p.wait = W_SLEEP
     p.timer = _sched.start_timer(TK_WAKE, seconds, None, None, p)
-    return _suspended()
+    return _TOKEN
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,6 +251,8 @@ def register(name, pid):
 def unregister(name):
     """Remove a registered name. BadArg if it is not registered.
 
+    >>> pyotp.register("logger", pyotp.self())
+    True
     >>> pyotp.unregister("logger")
     True
     """
@@ -263,6 +288,7 @@ def link(pid):
     """Link the calling process to ``pid``. Linking to a dead process sends the caller an
     exit signal with reason ``noproc`` (OTP).
 
+    >>> worker = pyotp.spawn(pyotp.receive)
     >>> pyotp.link(worker)
     True
     """
@@ -273,6 +299,7 @@ def link(pid):
 def unlink(pid):
     """Remove a link (both directions).
 
+    >>> worker = pyotp.spawn(pyotp.receive)
     >>> pyotp.unlink(worker)
     True
     """
@@ -293,6 +320,7 @@ def monitor(target):
 def demonitor(ref, flush=False):
     """Stop a monitor; with flush=True also remove its DOWN message if one is queued.
 
+    >>> ref = pyotp.monitor(pid)
     >>> pyotp.demonitor(ref, flush=True)
     True
     """
@@ -307,6 +335,7 @@ def exit(pid_or_reason, reason=_MISSING):
     ``"normal"`` is ignored unless the target traps exits, anything else kills a process
     that does not trap exits and is a message ``("EXIT", from, reason)`` to one that does.
 
+    >>> worker = pyotp.spawn(pyotp.receive)
     >>> pyotp.exit(worker, "shutdown")
     True
     """
@@ -557,7 +586,9 @@ def cancel_timer(timer):
     """Cancel a timer: returns the seconds that were left, or False if it already fired
     or was cancelled (its message, if it fired, may already be queued, as in OTP).
 
-    >>> pyotp.cancel_timer(t)
+    >>> t = pyotp.send_after(pyotp.self(), "tick", 10.0)
+    >>> 9.0 < pyotp.cancel_timer(t) <= 10.0
+    True
     """
     if type(timer) is not Timer:
         raise BadArg("cancel_timer: %r is not a timer" % (timer,))
@@ -571,7 +602,9 @@ def cancel_timer(timer):
 def read_timer(timer):
     """Seconds left on a timer, or False if it is not running.
 
-    >>> pyotp.read_timer(t)
+    >>> t = pyotp.send_after(pyotp.self(), "tick", 10.0)
+    >>> 9.0 < pyotp.read_timer(t) <= 10.0
+    True
     """
     if type(timer) is not Timer:
         raise BadArg("read_timer: %r is not a timer" % (timer,))

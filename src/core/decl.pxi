@@ -31,10 +31,14 @@ cdef extern from "platform.h":
     long pyotp_recv_nb(int fd, char* buf, size_t n) nogil
 
 cdef extern from "suspend.h":
+    ctypedef object (*pyotp_susp_begin_fn)(object s, int op, object a, object b, object c)
     int pyotp_susp_ready() except -1
     object pyotp_susp_new(object token)
-    object pyotp_susp_arm(object s)
+    object pyotp_susp_arm(object s, int op, PyObject* a, PyObject* b, PyObject* c)
     bint pyotp_susp_check(object o)
+    bint pyotp_susp_armed(object s)
+    object pyotp_susp_disarm(object s)
+    void pyotp_susp_set(pyotp_susp_begin_fn begin, object names)
     int PYOTP_SUSP_FAST
 
 cdef extern from "Python.h":

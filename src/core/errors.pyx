@@ -5,6 +5,8 @@ class Exit(Exception):
     """Raised where an OTP process would *exit*: a call to a dead server, a call that timed
     out, ``exit(reason)`` inside a process. ``reason`` is the exit reason as OTP gives it.
 
+    >>> dead_pid, ref = pyotp.spawn_monitor(lambda: None)
+    >>> _ = await pyotp.receive(lambda m: m[0] == "DOWN")
     >>> try:
     ...     await GenServer.call(dead_pid, "ping")
     ... except pyotp.Exit as e:

@@ -1352,7 +1352,7 @@ def encode_term_into(bytearray buf not None, term, bint python=False):
 
     >>> frame = bytearray(b"p")
     >>> encode_term_into(frame, (Atom("ok"), 1))
-    8
+    9
     """
     return _etf_append(buf, term, python)
 

@@ -510,24 +510,55 @@ def call(server, request, timeout=5.0):
     None or "infinity" waits forever). Raises pyotp.Exit with ("noproc", ...),
     ("timeout", ...) or the server's exit reason, as OTP does.
 
+    Nothing is sent until it is awaited: a forgotten ``await`` sends nothing and warns
+    ``GenServer.call(...) was never awaited``.
+
     >>> n = await GenServer.call(counter, "get")
     """
     cdef Process p = _current_here()
     if p is not None:
-        if p.tracer is not None:
-            _trace(p, "call", (server, request))
         if p.sync_cb:
             _caller_for_wait("GenServer.call()")
-        _begin_call(p, server, request, timeout)
-        return _suspended_in(p)
-    return _external_call(server, request, timeout)
+        return _armed(p, OP_CALL, <PyObject*>server, <PyObject*>request, <PyObject*>timeout)
+    _external_check()
+    return _external_call_coro(server, request, timeout)
 
 
-cdef object _external_call(object server, object request, object timeout):
+cdef object _call_begin(Process p, object server, object request, object timeout):
+    """The awaited call of a process (deferred.pyx): the request goes out now."""
+    if p.tracer is not None:
+        _trace(p, "call", (server, request))
+    _begin_call(p, server, request, timeout)
+    return _TOKEN
+
+
+cdef Scheduler _external_check():
     cdef Scheduler s = _need_sched()
     if pyotp_thread_id() != s.loop_tid:
         raise RuntimeError("GenServer.call from another thread: use the node handle's "
                            "blocking call (pyotp.Runtime.start_thread().call)")
+    return s
+
+
+def _external_call_start(server, request, timeout):
+    return _external_call(server, request, timeout)
+
+
+# A caller outside any process (an asyncio task of a hosted node) gets a native coroutine:
+# the request goes out when it is awaited, and CPython warns "coroutine 'GenServer.call'
+# was never awaited" for a forgotten one (this path is not the hot one).
+_ext_ns = {"_start": _external_call_start}
+exec(compile('''
+async def call(server, request, timeout):
+    return await _start(server, request, timeout)
+call.__qualname__ = "GenServer.call"
+''', "<pyotp._core>", "exec"), _ext_ns)
+cdef object _external_call_coro = _ext_ns["call"]
+del _ext_ns
+
+
+cdef object _external_call(object server, object request, object timeout):
+    cdef Scheduler s = _external_check()
     fut = s.loop.create_future()
     cdef Process proxy = _external_caller(fut)
     try:

@@ -81,14 +81,21 @@ cdef inline object _suspended():
     return _suspend(_TOKEN)
 
 
-cdef inline object _suspended_in(Process p):
-    """As _suspended(), for the process p itself awaiting: its reusable awaitable
-    (suspend.h), no allocation per wait."""
-    if not PYOTP_SUSP_FAST:
-        return _suspend(_TOKEN)
+cdef inline object _armed(Process p, int op, PyObject* a, PyObject* b, PyObject* c):
+    """The process's reusable awaitable (suspend.h), armed for op(a, b, c) (NULL: None):
+    nothing runs until it is awaited (deferred.pyx)."""
+    cdef object s = p.susp
+    if s is None or pyotp_susp_armed(s):
+        s = _armed_slow(p)
+    return pyotp_susp_arm(s, op, a, b, c)
+
+
+cdef object _armed_slow(Process p):
     if p.susp is None:
         p.susp = pyotp_susp_new(_TOKEN)
-    return pyotp_susp_arm(p.susp)
+    else:
+        _never_awaited(p, True)     # still armed from before: that one was never awaited
+    return p.susp
 
 
 cdef extern from "platform.h":
@@ -655,6 +662,8 @@ cdef void _coro_start(Process p) except *:
         return
     if pyotp_susp_check(r):
         r = _drive(r)       # the body was receive() itself: a coroutine to drive it
+    elif p.susp is not None and pyotp_susp_armed(p.susp):
+        _never_awaited(p, False, fn)    # a plain body that called receive()/call() and dropped it
     if hasattr(r, "send") and hasattr(r, "throw"):
         p.coro = r
         _resume(p, None, None)
@@ -714,6 +723,8 @@ cdef void _resume(Process p, object value, object exc) except *:
             tasks.pop(loop, None)
         else:
             _leave_task(loop, p)
+        if p.susp is not None and pyotp_susp_armed(p.susp):
+            _never_awaited(p, False)
         p.coro = None
         if isinstance(e, _FATAL):
             raise
@@ -723,6 +734,8 @@ cdef void _resume(Process p, object value, object exc) except *:
         tasks.pop(loop, None)
     else:
         _leave_task(loop, p)
+    if p.susp is not None and pyotp_susp_armed(p.susp):
+        _never_awaited(p, False)    # the step ended with an API wait not awaited
     if status == PYGEN_NEXT:
         if y is _TOKEN:
             return

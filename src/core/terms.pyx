@@ -63,7 +63,7 @@ cdef class Pid:
     serial, creation)``) is for codecs and tests, and names a process on that node.
 
     >>> pid = pyotp.self()          # inside a process
-    >>> pid.node
+    >>> str(pid.node)
     'nonode@nohost'
     """
     cdef object _node          # None for local pids: node is read from _local_node

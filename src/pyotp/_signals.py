@@ -72,8 +72,10 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[int], 
     """See the module documentation. Yields whether the handlers are active (False off the
     main thread). Blocks nest: the innermost one's ``on_signal`` is called.
 
-    >>> with stop_on_signals(loop, lambda signum: stop.set_result(signum)):
-    ...     await something()
+    Inside a coroutine running on ``loop`` (``stop`` a future of that loop)::
+
+        with stop_on_signals(loop, lambda signum: stop.set_result(signum)):
+            await something()
     """
     if threading.current_thread() is not threading.main_thread():
         yield False

@@ -65,10 +65,12 @@ class ChildSpecError(ValueError):
     """A child specification (or supervisor option) is malformed; the message names the
     bad key and value.
 
-    >>> Supervisor.child_spec({"id": "a", "start": (f, ()), "restart": "sometimes"})
+    >>> def f(): pass
+    >>> await Supervisor.start_link([{"id": "a", "start": (f, ()), "restart": "sometimes"}],
+    ...                             strategy="one_for_one")
     Traceback (most recent call last):
     ...
-    pyotp.child_spec.ChildSpecError: invalid 'restart' 'sometimes' in child spec 'a': ...
+    ChildSpecError: invalid 'restart' 'sometimes' in child spec 'a': ...
     """
 
 

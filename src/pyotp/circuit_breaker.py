@@ -43,6 +43,8 @@ class CircuitOpenError(Exception):
 class CircuitBreaker(GenServer):
     """See the module documentation.
 
+    >>> def flaky(symbol):
+    ...     return 42
     >>> pid = await CircuitBreaker.start_link(service=flaky, failure_threshold=2,
     ...                                       reset_timeout=1.0, events="alerts")
     >>> await CircuitBreaker.state(pid)
@@ -141,7 +143,9 @@ class CircuitBreaker(GenServer):
         service returned (including ``("error", reason)`` results, which count as
         failures) or re-raises its exception. ``timeout`` overrides ``call_timeout``.
 
+        >>> pid = await CircuitBreaker.start_link(service=lambda symbol: 42, name="prices")
         >>> await CircuitBreaker.call("prices", "ACME")
+        42
         """
         answer = await GenServer.call(breaker, "ask")
         if answer[0] == "rejected":

@@ -314,7 +314,7 @@ class DynamicSupervisor:
     ``DynamicSupervisor.init(...)``.
 
     >>> sup = await DynamicSupervisor.start_link(name="rooms")
-    >>> pid = await DynamicSupervisor.start_child("rooms", (Room, "lobby"))
+    >>> pid = await DynamicSupervisor.start_child("rooms", (Counter, 0))
     """
 
     @staticmethod
@@ -388,7 +388,9 @@ class DynamicSupervisor:
         """Stop the child ``pid`` (as the supervisor would on shutdown) and forget it;
         "ok" or SupervisorError("not_found").
 
-        >>> await DynamicSupervisor.terminate_child(sup, pid)
+        >>> dsup = await DynamicSupervisor.start_link()
+        >>> pid = await DynamicSupervisor.start_child(dsup, (Counter, 0))
+        >>> await DynamicSupervisor.terminate_child(dsup, pid)
         'ok'
         """
         return cast(str, _raise(await _core.call(supervisor, ("terminate_child", pid), None)))

@@ -133,6 +133,7 @@ class SafeUnpickler:
     AttributeError, as pickle does). Configuring a module trusts every class and function it defines: a peer's
     payload may call them with arguments of its choosing.
 
+    >>> import os, pickle
     >>> u = SafeUnpickler(["numpy"])
     >>> u.loads(pickle.dumps({1, 2}))
     {1, 2}

@@ -193,7 +193,7 @@ class EventManager(GenServer):
     ...     EventManager.notify(mgr, ("user_logged_in", "ann"))
     ...     return await EventManager.which_handlers(mgr)
     >>> pyotp.run(main)
-    [<class 'Collect'>]
+    [<class '...Collect'>]
     """
     behaviour_name = "EventManager"
     otp_behaviour = "gen_event"
@@ -209,7 +209,7 @@ class EventManager(GenServer):
         shorthand). Raises ``pyotp.StartError(("already_started", pid))`` if the name is
         taken.
 
-        >>> mgr = await EventManager.start_link(name="alarms")
+        >>> mgr = await EventManager.start_link(name="alarms2")
         """
         return await super().start_link((name, _self_or_none()), name=name, timeout=timeout,
                                         max_mailbox=max_mailbox)
@@ -219,7 +219,7 @@ class EventManager(GenServer):
                     timeout: Optional[float] = None, max_mailbox: Any = None) -> Pid:
         """Like start_link, without the link.
 
-        >>> mgr = await EventManager.start(name="alarms")
+        >>> mgr = await EventManager.start(name="alarms2")
         """
         return await super().start((name, None), name=name, timeout=timeout,
                                    max_mailbox=max_mailbox)
@@ -230,7 +230,7 @@ class EventManager(GenServer):
         manager's name (a str, ``("global", n)``, ``("via", mod, key)``), a dict
         ``{"name": name}``, or None for an unnamed manager; the id is the name.
 
-        >>> await Supervisor.start_link([(EventManager, "alarms")], strategy="one_for_one")
+        >>> sup = await Supervisor.start_link([(EventManager, "alarms2")], strategy="one_for_one")
         """
         name = arg.get("name") if isinstance(arg, dict) else arg
         return {"id": name if name is not None else cls,
@@ -282,7 +282,7 @@ class EventManager(GenServer):
         handler1 passes its supervision on to handler2. Returns ``"ok"`` or
         ``("error", what_init_returned)``.
 
-        >>> await EventManager.swap_handler(mgr, (Collect, None), (Counter, 0))
+        >>> await EventManager.swap_handler(mgr, (Collect, None), (Collect, "again"))
         'ok'
         """
         (h1, a1), (h2, a2) = _pair(old, "old"), _pair(new, "new")
@@ -295,7 +295,7 @@ class EventManager(GenServer):
                                new: Tuple[HandlerId, Any]) -> Any:
         """Like swap_handler, and handler2 is supervised by the calling process.
 
-        >>> await EventManager.swap_sup_handler(mgr, (Collect, None), (Counter, 0))
+        >>> await EventManager.swap_sup_handler(mgr, (Collect, None), (Collect, "again"))
         'ok'
         """
         (h1, a1), (h2, a2) = _pair(old, "old"), _pair(new, "new")
@@ -309,7 +309,7 @@ class EventManager(GenServer):
         """The installed handler ids, newest first.
 
         >>> await EventManager.which_handlers(mgr)
-        [<class 'Collect'>]
+        [<class '...Collect'>]
         """
         result: List[HandlerId] = await _rpc(manager, "which_handlers", ("which_handlers",))
         return result

@@ -115,7 +115,7 @@ class GenServer:
         ``max_mailbox`` limits the server's mailbox (as ``pyotp.process_flag``). Typed
         ``Pid``: a server whose ``init`` may return ``"ignore"`` must check for None.
 
-        >>> pid = await Counter.start_link(0, name="counter")
+        >>> pid = await Counter.start_link(0, name="counter2")
         """
         return cast(Pid, start_result(await _core._gen_start(cls, arg, name, True, timeout, max_mailbox)))
 

@@ -972,7 +972,12 @@ class GenStage:
                          timeout: Optional[float] = None) -> Any:
         """Start the stage linked to the caller; its pid once ``init`` returned.
 
-        >>> producer = await Counter.start_link(0, name="counter")
+        >>> class Numbers(GenStage):
+        ...     def init(self, n):
+        ...         return ("producer", n)
+        ...     def handle_demand(self, demand, n):
+        ...         return ("noreply", list(range(n, n + demand)), n + demand)
+        >>> producer = await Numbers.start_link(0)
         """
         return start_result(await _core._gen_start(_StageServer, (cls, arg), name, True, timeout))
 
@@ -1028,8 +1033,9 @@ class GenStage:
         """From inside a consumer with a ``manual`` subscription: ask the producer of
         ``from_`` for ``demand`` more events.
 
-        >>> GenStage.ask(from_, 10)
-        'ok'
+        In a consumer's callback (``from_`` as handle_subscribe got it)::
+
+            GenStage.ask(from_, 10)
         """
         if not _pos_int(demand):
             raise GenStageError("demand must be an int > 0, got %r" % (demand,))
@@ -1044,8 +1050,9 @@ class GenStage:
         then gets handle_cancel(("cancel", reason), ...) and applies its cancel mode. Called
         inside the consumer, or from outside with ``stage`` (the consumer).
 
-        >>> GenStage.cancel(from_, "normal")
-        'ok'
+        In a consumer's callback (``from_`` as handle_subscribe got it)::
+
+            GenStage.cancel(from_, "normal")
         """
         if stage is not None:
             return _core.cast(stage, ("$gen_stage", ("cancel", from_[1], reason)))
@@ -1116,7 +1123,8 @@ class GenStage:
         finished normally, or after ``take`` events; a producer's abnormal exit raises
         ``pyotp.Exit``.
 
-        >>> async for event in GenStage.stream([producer]): ...
+        >>> [event async for event in GenStage.stream([producer], take=3)]
+        [0, 1, 2]
         """
         return _stream(subscriptions, take)
 
@@ -1128,10 +1136,11 @@ class GenStage:
         is asked for as the iteration reaches it, so a slow loop holds the producers back.
         ``timeout`` (seconds) bounds each wait for a batch.
 
-        >>> node = pyotp.Runtime.start_thread()
-        >>> producer = node.call_in_loop(lambda: GenStage.from_enumerable(range(10), link=False))
-        >>> list(GenStage.blocking_stream(node, [producer]))
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        From a plain thread (outside any node)::
+
+            node = pyotp.Runtime.start_thread()
+            producer = node.call_in_loop(lambda: GenStage.from_enumerable(range(10), link=False))
+            list(GenStage.blocking_stream(node, [producer]))   # [0, 1, ..., 9]
         """
         if take is not None and (type(take) is not int or take < 0):
             raise GenStageError("take must be an int >= 0, got %r" % (take,))
@@ -1317,6 +1326,8 @@ class ConsumerSupervisor(GenStage):
     ``max_demand`` children of one producer run at once: demand is given back to the
     producer as children exit.
 
+    >>> def work(event):
+    ...     pass
     >>> sup = await ConsumerSupervisor.start_link(
     ...     {"id": "w", "start": (Task.start_link, (work,))}, subscribe_to=[(producer, {"max_demand": 10})])
     """

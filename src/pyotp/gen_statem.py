@@ -270,7 +270,10 @@ class GenStateMachine:
         raises ``pyotp.StartError(reason)``. ``timeout`` bounds init (seconds).
         ``max_mailbox`` limits its mailbox (as ``pyotp.process_flag``).
 
-        >>> pid = await TrafficLight.start_link(None, name="light")
+        >>> class Switch(GenStateMachine):
+        ...     def init(self, _):
+        ...         return ("ok", "off", None)
+        >>> pid = await Switch.start_link(None, name="switch")
         """
         return start_result(await _core._gen_start(_engine_for(cls), args, name, True, timeout,
                                                    max_mailbox))
@@ -280,7 +283,10 @@ class GenStateMachine:
                     timeout: Optional[float] = None, max_mailbox: Any = None) -> Any:
         """Like start_link, without the link.
 
-        >>> pid = await TrafficLight.start(None)
+        >>> class Switch(GenStateMachine):
+        ...     def init(self, _):
+        ...         return ("ok", "off", None)
+        >>> pid = await Switch.start(None)
         """
         return start_result(await _core._gen_start(_engine_for(cls), args, name, False, timeout,
                                                    max_mailbox))

@@ -545,6 +545,10 @@ class Pipeline:
         """Start the pipeline's supervision tree linked to the caller; returns the
         supervisor's pid. Raises PipelineError for bad options.
 
+        >>> class MyPipeline(Pipeline):
+        ...     def handle_message(self, processor, message, context):
+        ...         return message
+        >>> data = range(10)
         >>> pid = await MyPipeline.start_link(producer={"module": (IterableProducer, {"items": data})},
         ...                                   processors={"default": {"concurrency": 2}})
         """
@@ -611,7 +615,13 @@ class Pipeline:
     def counters(pipeline: Any) -> Dict[str, int]:
         """received, processed, failed, acked, batches, in_flight (received - acked).
 
+        >>> class MyPipeline(Pipeline):
+        ...     def handle_message(self, processor, message, context):
+        ...         return message
+        >>> pid = await MyPipeline.start_link(producer={"module": (IterableProducer, {"items": []})},
+        ...                                   processors={"default": {"concurrency": 1}})
         >>> Pipeline.counters(pid)["acked"]
+        0
         """
         counters: _Counters = Pipeline._info(pipeline)["counters"]
         return counters.snapshot()
@@ -637,6 +647,11 @@ class Pipeline:
         """Drain and stop: producers stop producing; every message already produced is
         handled and acknowledged; then the whole tree stops. "ok".
 
+        >>> class MyPipeline(Pipeline):
+        ...     def handle_message(self, processor, message, context):
+        ...         return message
+        >>> pid = await MyPipeline.start_link(producer={"module": (IterableProducer, {"items": [1, 2]})},
+        ...                                   processors={"default": {"concurrency": 1}})
         >>> await Pipeline.stop(pid)
         'ok'
         """
@@ -883,9 +898,11 @@ class RabbitMQProducer(GenStage):
     ``("amqp_connection_lost", why)`` and its supervisor restarts it (a new connection).
     ``metadata``: delivery_tag, redelivered, routing_key.
 
-    >>> pid = await MyPipeline.start_link(
-    ...     producer={"module": (RabbitMQProducer, {"queue": "events", "url": url})},
-    ...     processors={"default": {"concurrency": 2}})
+    With a broker at ``url`` (``MyPipeline`` a Pipeline subclass)::
+
+        pid = await MyPipeline.start_link(
+            producer={"module": (RabbitMQProducer, {"queue": "events", "url": url})},
+            processors={"default": {"concurrency": 2}})
     """
 
     def init(self, opts: Any) -> Any:

@@ -128,9 +128,11 @@ class _Server(GenServer):
 class PubSub:
     """Phoenix.PubSub-style publish/subscribe; every function takes the PubSub's name.
 
-    >>> await PubSub.start_link(name="Chat")
-    >>> PubSub.subscribe("Chat", "room:lobby")
-    >>> PubSub.broadcast_from("Chat", pyotp.self(), "room:lobby", "hello, others")
+    >>> pid = await PubSub.start_link(name="Chat2")
+    >>> PubSub.subscribe("Chat2", "room:lobby")
+    'ok'
+    >>> PubSub.broadcast_from("Chat2", pyotp.self(), "room:lobby", "hello, others")
+    'ok'
     """
 
     @staticmethod
@@ -140,7 +142,7 @@ class PubSub:
         non-empty str) is how the other functions find it; it may also be given as
         ``arg`` (a str, or a dict of options: the ``(PubSub, ...)`` child-spec shorthand).
 
-        >>> await PubSub.start_link(name="Chat")
+        >>> pid = await PubSub.start_link(name="Chat2")
         """
         return await _start(True, arg, name, partitions)
 
@@ -148,7 +150,7 @@ class PubSub:
     async def start(arg: Any = None, *, name: Optional[str] = None, partitions: int = 1) -> Any:
         """Like start_link, without the link.
 
-        >>> await PubSub.start(name="Chat")
+        >>> pid = await PubSub.start(name="Chat2")
         """
         return await _start(False, arg, name, partitions)
 
@@ -157,7 +159,7 @@ class PubSub:
         """The child spec for ``(PubSub, "Name")`` or ``(PubSub, {"name": ..., ...})`` in a
         supervisor: id the PubSub's name, type supervisor (as Phoenix.PubSub).
 
-        >>> await Supervisor.start_link([(PubSub, "Chat")], strategy="one_for_one")
+        >>> sup = await Supervisor.start_link([(PubSub, "Chat2")], strategy="one_for_one")
         """
         name = arg.get("name") if isinstance(arg, dict) else arg
         return {"id": name if name is not None else PubSub,

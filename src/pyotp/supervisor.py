@@ -450,7 +450,7 @@ class Supervisor:
         name=None)``; module form: ``MySup.start_link(arg, name=None)``. Raises
         ChildSpecError (bad specs, list form) or StartError.
 
-        >>> sup = await Supervisor.start_link([Counter], strategy="one_for_one", name="sup")
+        >>> sup = await Supervisor.start_link([Counter], strategy="one_for_one", name="my_sup")
         """
         if cls is Supervisor:
             if arg is None or isinstance(arg, (str, bytes, dict)):
@@ -474,6 +474,9 @@ class Supervisor:
         type supervisor, shutdown infinity). On ``Supervisor`` itself: Elixir's
         ``Supervisor.child_spec/2`` (expand a shorthand or copy a dict, apply overrides).
 
+        >>> class MySup(Supervisor):
+        ...     def init(self, arg):
+        ...         return Supervisor.init([(Counter, arg)], strategy="one_for_one")
         >>> MySup.child_spec(0)["type"]
         'supervisor'
         >>> Supervisor.child_spec((Counter, 0), id="other")["id"]
@@ -501,7 +504,7 @@ class Supervisor:
         """Stop a child (its spec is kept unless it is temporary); "ok" or
         SupervisorError("not_found").
 
-        >>> await Supervisor.terminate_child(sup, Counter)
+        >>> await Supervisor.terminate_child(sup, "worker")
         'ok'
         """
         return cast(str, _ok_or_raise(await _core.call(supervisor, ("terminate_child", child_id), None), False))
@@ -511,7 +514,9 @@ class Supervisor:
         """Start again a child that is not running (after terminate_child); returns its
         pid. SupervisorError "not_found" / "running" / "restarting", StartError if it fails.
 
-        >>> pid = await Supervisor.restart_child(sup, Counter)
+        >>> await Supervisor.terminate_child(sup, "worker")
+        'ok'
+        >>> pid = await Supervisor.restart_child(sup, "worker")
         """
         return cast(Optional[Pid], _ok_or_raise(await _core.call(supervisor, ("restart_child", child_id), None), True))
 
@@ -520,7 +525,9 @@ class Supervisor:
         """Forget the spec of a child that is not running; "ok" or SupervisorError
         ("not_found", "running", "restarting").
 
-        >>> await Supervisor.delete_child(sup, Counter)
+        >>> await Supervisor.terminate_child(sup, "worker")
+        'ok'
+        >>> await Supervisor.delete_child(sup, "worker")
         'ok'
         """
         return cast(str, _ok_or_raise(await _core.call(supervisor, ("delete_child", child_id), None), False))
@@ -529,7 +536,7 @@ class Supervisor:
     async def get_childspec(supervisor: Any, child_id: Any) -> Dict[str, Any]:
         """The full child spec of ``child_id`` (SupervisorError("not_found")).
 
-        >>> (await Supervisor.get_childspec(sup, Counter))["restart"]
+        >>> (await Supervisor.get_childspec(sup, "worker"))["restart"]
         'permanent'
         """
         return cast(Dict[str, Any], _ok_or_raise(await _core.call(supervisor, ("get_childspec", child_id), None), False))

@@ -225,8 +225,8 @@ async def get_state(server: Any, timeout: float = 5.0) -> Any:
     """The behaviour's current state (debugging only, as OTP warns); a GenStateMachine's
     is ``(state, data)``. Works on BEAM processes too.
 
-    >>> await pyotp.sys.get_state(pid)
-    42
+    >>> await pyotp.sys.get_state(pid)      # the Counter started with 0
+    0
     """
     return await _request(server, A_GET_STATE, timeout)
 
@@ -238,7 +238,7 @@ async def replace_state(server: Any, fun: Callable[[Any], Any], timeout: float =
     (``pyotp.etf.ExportFun(module, function, 1)``).
 
     >>> await pyotp.sys.replace_state(pid, lambda s: s + 1)
-    43
+    1
     """
     return await _request(server, (A_REPLACE_STATE, fun), timeout)
 

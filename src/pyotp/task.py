@@ -98,8 +98,11 @@ class Task:
     """A running task (Elixir's ``%Task{}``) and the Task API. Create tasks with
     ``Task.async_``, ``TaskSupervisor.async_`` / ``async_nolink`` or ``Task.completed``.
 
+    >>> def compute(a, b):
+    ...     return a + b
     >>> t = Task.async_(compute, 1, 2)
     >>> await Task.await_(t, 5.0)
+    3
     """
 
     __slots__ = ("pid", "ref", "owner", "fn")
@@ -157,7 +160,7 @@ class Task:
         """Run ``fn(*args)`` in a new process that nobody awaits (not linked); returns
         its pid.
 
-        >>> pid = Task.start(log_event, "boot")
+        >>> pid = Task.start(print, "boot")
         """
         if not callable(fn):
             raise TypeError("Task.start expects a callable, got %r" % (fn,))
@@ -168,6 +171,9 @@ class Task:
         """Like ``start``, linked to the caller: the form supervisors use (see
         ``Task.child_spec``).
 
+        >>> async def poll_forever():
+        ...     while True:
+        ...         await pyotp.sleep(1.0)
         >>> pid = Task.start_link(poll_forever)
         """
         if not callable(fn):
@@ -179,7 +185,7 @@ class Task:
         """A temporary child running ``arg`` (a callable, or a ``(callable, *args)``
         tuple) with ``Task.start_link``: ``(Task, fn)`` in a children list.
 
-        >>> Task.child_spec(poll_forever)["restart"]
+        >>> Task.child_spec(print)["restart"]
         'temporary'
         """
         if isinstance(arg, tuple) and arg and callable(arg[0]):
@@ -221,6 +227,7 @@ class Task:
         died, or None if ``timeout`` passed (the task keeps running; yield again, or
         ``shutdown`` it).
 
+        >>> slow_task = Task.async_(pyotp.sleep, 10)
         >>> await Task.yield_(slow_task, 0.01) or await Task.shutdown(slow_task)
         """
         task._check_owner("yield_")
@@ -239,7 +246,8 @@ class Task:
         """All the tasks' results, in order; exits like ``await_`` if any task dies or
         the whole ``timeout`` passes.
 
-        >>> await Task.await_many([Task.async_(f, i) for i in range(3)])
+        >>> await Task.await_many([Task.async_(abs, -i) for i in range(3)])
+        [0, 1, 2]
         """
         tasks = list(tasks)
         waiting: Dict[Reference, int] = {}
@@ -281,7 +289,9 @@ class Task:
         seconds; ``on_timeout`` ("nothing", "ignore" or "kill_task") says what to do
         with the tasks still running.
 
-        >>> for task, res in await Task.yield_many(tasks, 1.0, on_timeout="kill_task"): ...
+        >>> tasks = [Task.async_(abs, -i) for i in range(3)]
+        >>> [res for task, res in await Task.yield_many(tasks, 1.0, on_timeout="kill_task")]
+        [('ok', 0), ('ok', 1), ('ok', 2)]
         """
         if on_timeout not in ("nothing", "ignore", "kill_task"):
             raise _core.BadArg("on_timeout must be 'nothing', 'ignore' or 'kill_task', got %r" % (on_timeout,))
@@ -332,6 +342,7 @@ class Task:
         """Stop caring about a task: unlink and demonitor it (it keeps running). Returns
         ``("ok", r)`` / ``("exit", reason)`` if it had already finished, else None.
 
+        >>> t = Task.async_(pyotp.sleep, 10)
         >>> await Task.ignore(t)
         """
         task._check_owner("ignore")
@@ -355,6 +366,7 @@ class Task:
         seconds (or at once with ``"brutal_kill"``). Returns ``("ok", r)`` if it had
         finished meanwhile, ``("exit", reason)`` if it died some other way, else None.
 
+        >>> t = Task.async_(pyotp.sleep, 10)
         >>> await Task.shutdown(t, "brutal_kill")
         """
         if task.pid is None:
@@ -444,6 +456,8 @@ def _supervised_noreply(fn: Callable[..., Any], *args: Any) -> Pid:
 class TaskSupervisor(DynamicSupervisor):
     """Elixir's ``Task.Supervisor``: a DynamicSupervisor for tasks.
 
+    >>> def risky(x):
+    ...     return 1 / x
     >>> sup = await TaskSupervisor.start_link(name="tasks")
     >>> t = await TaskSupervisor.async_nolink("tasks", risky, 1)
     >>> await Task.yield_(t, 1.0)
@@ -500,7 +514,10 @@ class TaskSupervisor(DynamicSupervisor):
         """Elixir's ``Task.Supervisor.async``: a task under ``supervisor``, linked to and
         monitored by the caller. Raises StartError("max_children") when full.
 
-        >>> t = await TaskSupervisor.async_("tasks", fetch, url)
+        >>> def fetch(url):
+        ...     return "body of " + url
+        >>> sup = await TaskSupervisor.start_link(name="tasks")
+        >>> t = await TaskSupervisor.async_("tasks", fetch, "http://example.com")
         >>> body = await Task.await_(t)
         """
         return await TaskSupervisor._async(supervisor, True, fn, args, shutdown)
@@ -511,6 +528,9 @@ class TaskSupervisor(DynamicSupervisor):
         """Like ``async_`` but only monitored: if the task crashes the caller gets a DOWN
         (``await_`` raises, ``yield_`` gives ("exit", reason)) instead of dying.
 
+        >>> def risky():
+        ...     return 1 / 0
+        >>> sup = await TaskSupervisor.start_link(name="tasks")
         >>> t = await TaskSupervisor.async_nolink("tasks", risky)
         >>> await Task.yield_(t)
         ('exit', ...)
@@ -523,7 +543,8 @@ class TaskSupervisor(DynamicSupervisor):
         """Start a task nobody awaits under ``supervisor``; ``restart="transient"``
         re-runs it if it crashes. Returns its pid.
 
-        >>> pid = await TaskSupervisor.start_child("tasks", send_email, to)
+        >>> sup = await TaskSupervisor.start_link(name="tasks")
+        >>> pid = await TaskSupervisor.start_child("tasks", abs, -1)
         """
         if not callable(fn):
             raise TypeError("TaskSupervisor.start_child expects a callable, got %r" % (fn,))
@@ -535,8 +556,9 @@ class TaskSupervisor(DynamicSupervisor):
     async def children(supervisor: Any) -> List[Pid]:
         """The pids of the supervisor's running tasks.
 
+        >>> sup = await TaskSupervisor.start_link(name="tasks")
         >>> await TaskSupervisor.children("tasks")
-        [Pid<0.42.0>]
+        []
         """
         return [pid for (_id, pid, _t, _m) in await DynamicSupervisor.which_children(supervisor)
                 if type(pid) is Pid]

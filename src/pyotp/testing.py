@@ -71,6 +71,7 @@ async def assert_receive(pattern: Any = ANY, timeout: float = 0.1) -> Any:
     """Wait up to ``timeout`` seconds for a message matching ``pattern`` and return it;
     otherwise fail, showing the mailbox. Other messages stay queued.
 
+    >>> pid, ref = pyotp.spawn_monitor(lambda: None)
     >>> msg = await assert_receive(("DOWN", ANY, "process", pid, "normal"))
     """
     try:
@@ -84,7 +85,10 @@ def assert_received(pattern: Any = ANY) -> Any:
     """Like assert_receive with timeout 0, without awaiting: the message must already be
     in the mailbox.
 
+    >>> pyotp.send(pyotp.self(), ("hello", 1))
+    ('hello', 1)
     >>> assert_received(("hello", ANY))
+    ('hello', 1)
     """
     for m in _mailbox():
         if matches(pattern, m):
@@ -136,7 +140,9 @@ async def start_supervised(spec: Any) -> Any:
     and return its pid. The test process is not linked to it: a crash of the child does
     not crash the test, and the child is stopped with reason "shutdown" at the end.
 
-    >>> pid = await start_supervised((Counter, 0))
+    In a test run by the pyotp plugin::
+
+        pid = await start_supervised((Counter, 0))
     """
     if not _supervised:
         raise RuntimeError("start_supervised only works inside a test run by the pyotp plugin")
