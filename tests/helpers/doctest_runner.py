@@ -13,8 +13,12 @@ of the reference docs use: a ``Counter`` GenServer class (tests/helpers/servers.
 and registered as ``"counter"`` (its pid in ``counter`` and ``pid``), a supervisor
 ``sup`` (registered ``"sup"``, one Counter child with id ``"worker"``), an event manager
 ``mgr`` (``"alarms"``), a unique registry ``"MyReg"``, a PubSub ``"Chat"``, and
-``Node``, ``rpc``, ``pg``, ``global_names``, ``beam_api`` from pyotp.dist. A docstring needing anything else starts it itself, or is written as
-a plain indented example (no ``>>>``).
+``Node``, ``rpc``, ``pg``, ``global_names``, ``beam_api`` from pyotp.dist; and, in every
+docstring (section "More of the world" below), the classes ``Greeter``, ``Collector``,
+``Metrics``, ``MyApp``, ``Broken`` (applications) and ``Counter``. A docstring needing
+anything else starts it itself, or is written as a plain indented example (no ``>>>``).
+What a docstring leaves behind (distribution, a node on a thread, global names, pg
+scopes, the application environment) is undone before the next one.
 
     PYTHONPATH=src:tests python tests/helpers/doctest_runner.py [NAME ...] [--update-pending]
 """
@@ -106,6 +110,8 @@ def _namespace(test: doctest.DocTest) -> Dict[str, Any]:
     for k in getattr(pyotp, "__all__", []):
         if hasattr(pyotp, k):
             ns.setdefault(k, getattr(pyotp, k))
+    for k, v in _more_names().items():       # section "More of the world", below
+        ns.setdefault(k, v)
     return ns
 
 
@@ -158,11 +164,14 @@ async def _run_examples(test: doctest.DocTest, in_node: bool) -> List[str]:
     ns = _namespace(test)
     if in_node:
         await _world(ns)
-    for ex in test.examples:
-        failure = await _step(test, ex, ns, in_node)
-        if failure is not None:
-            return [failure]            # the later examples build on this one
-    return []
+    try:
+        for ex in test.examples:
+            failure = await _step(test, ex, ns, in_node)
+            if failure is not None:
+                return [failure]            # the later examples build on this one
+        return []
+    finally:
+        _stop_thread_nodes(ns)
 
 
 def _display(value: Any) -> None:
@@ -173,7 +182,7 @@ def _display(value: Any) -> None:
 def run(test: doctest.DocTest) -> Result:
     """Run a docstring's examples: inside a node with DOC_WORLD, or, for a docstring
     that starts a node itself (it calls ``pyotp.run``/``run_node``), outside any."""
-    in_node = not any("run(" in ex.source for ex in test.examples)
+    in_node = not any(call in ex.source for ex in test.examples for call in _OUTSIDE_A_NODE)
     saved = (sys.stdout, sys.displayhook)      # an example killed mid-way keeps neither
     # the process-wide configuration and application environment as a fresh program has
     # them (nothing configured), not as the tests that ran before left them; and what the
@@ -185,10 +194,13 @@ def run(test: doctest.DocTest) -> Result:
     config._last.update(path=None, env=None)
     for table in (application._env, application._loaded, application._running):
         table.clear()
+    restore_more = _more_save()
     try:
         if in_node:
             async def examples(parent: Any) -> None:
-                pyotp.send(parent, ("done", await _run_examples(test, True)))
+                failures = await _run_examples(test, True)
+                await _more_teardown()
+                pyotp.send(parent, ("done", failures))
 
             async def main() -> List[str]:
                 # in a process of its own, so that an example that waits for ever (a
@@ -218,6 +230,7 @@ def run(test: doctest.DocTest) -> Result:
             raise
         failures = ["the node failed: %s: %s" % (type(e).__name__, e)]
     finally:
+        restore_more()
         sys.stdout, sys.displayhook = saved
         config._last.clear()
         config._last.update(saved_config[0])
@@ -228,6 +241,108 @@ def run(test: doctest.DocTest) -> Result:
             table.clear()
             table.update(before)
     return Result(test.name, failures)
+
+
+# ---------------------------------------------------------------------------------------
+# More of the world (issue 16, the docstrings of pyotp.registry, application, config,
+# pool, partition_supervisor, runtime, cli, remsh, demo and dist): names only, made
+# afresh for each docstring, so that nothing here starts a process (the pids the other
+# docstrings show stay as they are) or outlives the docstring (the Application classes
+# register their names; run() restores that table).
+#
+#   Greeter, Collector      small GenServers (Greeter answers "hello" with "hello!")
+#   Metrics                 an Application "metrics" (env interval=1.0) running a Collector
+#   MyApp                   an Application "my_app" (env greeting="hello", port=4000)
+#                           depending on Metrics, running a supervisor of one Greeter
+#   Broken                  an Application "broken" whose start returns 42
+#   Counter                 tests/helpers/servers.py's, also where no node runs
+
+# a docstring calling one of these starts a node itself: it runs outside any node
+_OUTSIDE_A_NODE = ("run(", "run_node(", "start_thread(")
+
+
+def _more_names() -> Dict[str, Any]:
+    from pyotp import Application, GenServer, Supervisor
+    from servers import Counter
+
+    class Greeter(GenServer):
+        def init(self, arg: Any) -> Any:
+            return ("ok", arg)
+
+        def handle_call(self, request: Any, from_: Any, state: Any) -> Any:
+            return ("reply", request + "!" if isinstance(request, str) else request, state)
+
+    class Collector(GenServer):
+        def init(self, interval: Any) -> Any:
+            return ("ok", interval)
+
+    class Metrics(Application):
+        name = "metrics"
+        env = {"interval": 1.0}
+
+        def start(self, start_type: Any, args: Any) -> Any:
+            return Collector.start_link(Application.get_env("metrics", "interval"))
+
+    class MyApp(Application):
+        name = "my_app"
+        env = {"greeting": "hello", "port": 4000}
+        dependencies = [Metrics]
+
+        async def start(self, start_type: Any, args: Any) -> Any:
+            return await Supervisor.start_link([(Greeter, None)], strategy="one_for_one")
+
+    class Broken(Application):
+        name = "broken"
+
+        def start(self, start_type: Any, args: Any) -> Any:
+            return 42
+
+    return {"Greeter": Greeter, "Collector": Collector, "Metrics": Metrics, "MyApp": MyApp,
+            "Broken": Broken, "Counter": Counter}
+
+
+def _stop_thread_nodes(ns: Dict[str, Any]) -> None:
+    """A node a docstring started on a thread and did not stop (it failed before
+    ``node.stop()``) would make every later docstring fail: stopped here."""
+    from pyotp.runtime import NodeThread
+    for v in list(ns.values()):
+        if isinstance(v, NodeThread):
+            try:
+                v.stop()
+            except Exception:
+                pass
+
+
+# per-process tables of the distribution layer that outlive a node: emptied for each
+# docstring (a name registered by an earlier one would show up), then restored
+_MORE_TABLES = (("pyotp.dist.global_names", ("_table", "_shadows", "_resolvers")),
+                ("pyotp.dist.pg", ("_scopes",)))
+
+
+def _more_save() -> Any:
+    saved = []
+    for modname, names in _MORE_TABLES:
+        mod = importlib.import_module(modname)
+        for n in names:
+            table = getattr(mod, n, None)
+            if isinstance(table, dict):
+                saved.append((table, dict(table)))
+                table.clear()
+
+    def restore() -> None:
+        for table, before in saved:
+            table.clear()
+            table.update(before)
+    return restore
+
+
+async def _more_teardown() -> None:
+    """What a docstring may leave behind in the process beyond its node: distribution
+    (the kernel is per OS process) is stopped before the node ends."""
+    from pyotp.dist import kernel
+    if kernel._kernel is not None:
+        from pyotp.dist import Node
+        await Node.stop()
 
 
 def write_pending(results: List[Result]) -> None:

@@ -13,7 +13,8 @@ from pyotp import GenServer
 
 class Counter(GenServer):
     """State: an int. call "get" -> the count; cast ("add", n); call "crash" raises;
-    any other call is echoed back with the count: ("echo", request, n)."""
+    any other call is echoed back with the count: ("echo", request, n). Casts "inc", an int
+    n or ("add", n) add to it; other casts are ignored."""
 
     def init(self, n: Any) -> Any:
         return ("ok", n)
@@ -28,6 +29,10 @@ class Counter(GenServer):
     def handle_cast(self, request: Any, n: int) -> Any:
         if type(request) is tuple and len(request) == 2 and request[0] == "add":
             return ("noreply", n + request[1])
+        if request == "inc":
+            return ("noreply", n + 1)
+        if type(request) is int:
+            return ("noreply", n + request)
         return ("noreply", n)
 
 
