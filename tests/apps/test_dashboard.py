@@ -7,16 +7,9 @@ from urllib.parse import quote
 import pytest
 
 import pyotp
-from pyotp import GenServer, Supervisor
+from pyotp import Supervisor
 from pyotp import dashboard
-
-
-class Worker(GenServer):
-    def init(self, arg):
-        return ("ok", arg)
-
-    def handle_call(self, req, from_, s):
-        return ("reply", s, s)
+from servers import Worker
 
 
 async def request(port, raw):

@@ -4,14 +4,7 @@ import pytest
 
 import pyotp
 from pyotp import GenServer, Supervisor
-
-
-class Worker(GenServer):
-    def init(self, arg):
-        return ("ok", arg)
-
-    def handle_call(self, req, from_, s):
-        return ("reply", s, s)
+from servers import Worker
 
 
 async def body(a, b):
@@ -33,7 +26,7 @@ def test_process_info_keys_and_initial_call():
             pyotp.process_info(w, "status")
         return wi, pi, pyotp.self()
     wi, pi, me = pyotp.run(main)
-    assert wi["initial_call"] == (__name__, "Worker.init", 1)
+    assert wi["initial_call"] == ("servers", "Worker.init", 1)
     assert wi["reductions"] >= 3          # the 3 calls
     assert wi["parent"] == me and wi["status"] == "waiting"
     assert list(wi) == ["initial_call", "reductions", "parent", "status"]

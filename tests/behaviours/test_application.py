@@ -11,6 +11,7 @@ import pyotp
 from pyotp import GenServer, StartError
 from pyotp.application import (Application, ApplicationEnvError, ApplicationStartError,
                                 resolve_application)
+from servers import Refuses
 
 ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
@@ -32,11 +33,6 @@ class Top(GenServer):
         if req[0] == "stop":
             return ("stop", req[1], state)
         return ("noreply", state)
-
-
-class FailingInit(GenServer):
-    def init(self, arg):
-        return ("stop", "no_way")
 
 
 class Recorder(Application):
@@ -175,7 +171,7 @@ def test_failed_starts_raise_application_start_error(kind, check, caplog):
             if kind == "raise":
                 raise _Boom("boom")
             if kind == "init_fails":
-                return await FailingInit.start_link(None)
+                return await Refuses.start_link("no_way")
             return ("ok", "not a pid")
 
     async def main():

@@ -9,17 +9,7 @@ from pyotp import GenServer, StartError
 from pyotp.child_spec import ChildSpecError, SupervisorError
 from pyotp.dynamic_supervisor import DynamicSupervisor
 from pyotp.supervisor import Supervisor
-
-
-class Worker(GenServer):
-    def init(self, arg):
-        return ("ok", arg)
-
-    def handle_call(self, req, from_, st):
-        return ("reply", st, st)
-
-    def handle_cast(self, req, st):
-        return ("stop", req, st)
+from servers import Ignores, Refuses, Worker
 
 
 class Pair(GenServer):
@@ -54,16 +44,6 @@ class Stubborn(GenServer):
     async def terminate(self, reason, log):
         log.append("terminating")
         await pyotp.receive(lambda m: m == "never sent")
-
-
-class Ignores(GenServer):
-    def init(self, _):
-        return "ignore"
-
-
-class Refuses(GenServer):
-    def init(self, why):
-        return ("stop", why)
 
 
 async def down_of(ref):

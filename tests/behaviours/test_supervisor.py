@@ -9,6 +9,7 @@ from pyotp import Exit, GenServer, StartError
 from pyotp.child_spec import (ChildSpecError, RestartIntensity, SupervisorError, child_spec,
                               default_child_spec, normalize_child)
 from pyotp.supervisor import Supervisor
+from servers import Ignores, Refuses
 
 
 class Rec(GenServer):
@@ -51,16 +52,6 @@ class Stubborn(GenServer):
     async def terminate(self, reason, log):
         log.append(("terminating", reason))
         await pyotp.receive(lambda m: m == "never sent")
-
-
-class Refuses(GenServer):
-    def init(self, why):
-        return ("stop", why)
-
-
-class Ignores(GenServer):
-    def init(self, _):
-        return "ignore"
 
 
 def w(name, log, cls=Rec, **extra):

@@ -3,20 +3,11 @@ SDK's in-memory metric reader."""
 import pytest
 
 import pyotp
-from pyotp import GenServer, Supervisor, telemetry
+from pyotp import Supervisor, telemetry
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-
-class Worker(GenServer):
-    def init(self, arg):
-        return ("ok", arg)
-
-    def handle_call(self, req, from_, s):
-        if req == "crash":
-            raise RuntimeError("asked to")
-        return ("reply", s, s)
+from servers import Worker
 
 
 def _points(reader):

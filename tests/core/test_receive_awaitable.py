@@ -6,14 +6,7 @@ import sys
 
 import pyotp
 from pyotp import GenServer
-
-
-class Echo(GenServer):
-    def init(self, _):
-        return ("ok", None)
-
-    def handle_call(self, req, from_, s):
-        return ("reply", req, s)
+from servers import Echo
 
 
 async def _exchange():

@@ -4,15 +4,8 @@ import asyncio
 import pytest
 
 import pyotp
-from pyotp import GenServer, Supervisor, telemetry
-
-
-class Worker(GenServer):
-    def init(self, arg):
-        return ("ok", arg)
-
-    def handle_call(self, req, from_, s):
-        return ("reply", s, s)
+from pyotp import Supervisor, telemetry
+from servers import Worker
 
 
 @pytest.fixture

@@ -4,18 +4,8 @@ import threading
 import pytest
 
 import pyotp
-from pyotp import GenServer, Exit
-
-
-class Counter(GenServer):
-    def init(self, n):
-        return ("ok", n)
-
-    def handle_call(self, req, from_, n):
-        return ("reply", n, n)
-
-    def handle_cast(self, req, n):
-        return ("noreply", n + 1)
+from pyotp import Exit, GenServer
+from servers import Counter, Echo
 
 
 def test_eight_threads_send_into_one_mailbox_nothing_lost_or_duplicated():
@@ -101,14 +91,6 @@ def test_call_from_another_thread_times_out_with_exit():
         assert e.value.reason[0] == "timeout"
     finally:
         node.stop()
-
-
-class Echo(GenServer):
-    def init(self, _):
-        return ("ok", 0)
-
-    def handle_call(self, req, from_, n):
-        return ("reply", req, n + 1)
 
 
 def test_four_threads_burst_of_blocking_calls_each_gets_its_own_answer():

@@ -6,17 +6,7 @@ import pytest
 
 import pyotp
 from pyotp import GenServer, tracing
-
-
-class Echo(GenServer):
-    def init(self, arg):
-        return ("ok", arg)
-
-    def handle_call(self, req, from_, s):
-        return ("reply", req, s)
-
-    def handle_cast(self, req, s):
-        return ("noreply", s)
+from servers import Echo
 
 
 async def client(server, me):

@@ -46,3 +46,46 @@ class Recorder(GenServer):
     def handle_call(self, request: Any, from_: Any, seen: list) -> Any:
         seen.append(request)
         return ("reply", len(seen), seen)
+
+
+class Echo(GenServer):
+    """Answers every call with the request itself; casts are ignored. State: the init arg."""
+
+    def init(self, arg: Any) -> Any:
+        return ("ok", arg)
+
+    def handle_call(self, request: Any, from_: Any, state: Any) -> Any:
+        return ("reply", request, state)
+
+    def handle_cast(self, request: Any, state: Any) -> Any:
+        return ("noreply", state)
+
+
+class Worker(GenServer):
+    """State: the init arg. Every call is answered with the state, except "crash", which
+    raises in the callback; a cast stops the server with the cast message as the reason."""
+
+    def init(self, arg: Any) -> Any:
+        return ("ok", arg)
+
+    def handle_call(self, request: Any, from_: Any, state: Any) -> Any:
+        if request == "crash":
+            raise RuntimeError("asked to")
+        return ("reply", state, state)
+
+    def handle_cast(self, request: Any, state: Any) -> Any:
+        return ("stop", request, state)
+
+
+class Refuses(GenServer):
+    """init returns ("stop", arg): the start fails with reason arg."""
+
+    def init(self, why: Any) -> Any:
+        return ("stop", why)
+
+
+class Ignores(GenServer):
+    """init returns "ignore": a supervisor records the child as not started."""
+
+    def init(self, arg: Any) -> Any:
+        return "ignore"

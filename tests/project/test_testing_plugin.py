@@ -5,6 +5,7 @@ import pyotp
 from pyotp import GenServer
 from pyotp.testing import (ANY, assert_receive, assert_received, matches, refute_receive,
                            refute_received, start_supervised)
+from servers import Refuses
 
 stopped = []
 
@@ -21,11 +22,6 @@ class Counter(GenServer):
 
     def terminate(self, reason, n):
         stopped.append(reason)
-
-
-class FailingInit(GenServer):
-    def init(self, _):
-        return ("stop", "nope")
 
 
 def test_matches():
@@ -55,7 +51,7 @@ async def test_start_supervised_and_cleanup_order():
     assert await GenServer.call(a, "get") == 2
     assert await GenServer.call(b, "get") is None
     with pytest.raises(pyotp.StartError):
-        await start_supervised((FailingInit, None))
+        await start_supervised((Refuses, "nope"))
     assert pyotp.is_alive(pyotp.self())
 
 
