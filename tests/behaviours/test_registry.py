@@ -1,5 +1,6 @@
 """Registry: unique and duplicate keys, reads in place, cleanup on exit, partitions, and
-("via", Registry, (name, key)) names for GenServers."""
+("via", Registry, (name, key)) names for GenServers. The tests marked pyotp run as the
+first process of a fresh node (the pyotp pytest plugin)."""
 import pytest
 
 import pyotp
@@ -30,95 +31,68 @@ async def kill_and_wait(pid, ref):
     await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
 
 
-def test_unique_register_lookup_keys_values_unregister():
-    async def main():
-        me = pyotp.self()
-        reg = await Registry.start_link(keys="unique", name="U")
-        assert pyotp.whereis("U") == reg
-        out = {}
-        ok, owner = Registry.register("U", "hello", "world")
-        out["ok"] = ok
-        out["owner_linked"] = owner in pyotp.process_info(me)["links"]
-        out["again"] = Registry.register("U", "hello", "later")
-        other, ref, r = await start_holder("U", "hello", "x")
-        out["other"] = r
-        out["lookup"] = Registry.lookup("U", "hello")
-        out["missing"] = Registry.lookup("U", "nope")
-        Registry.register("U", ("tuple", 1), 2)
-        out["keys"] = sorted(map(repr, Registry.keys("U", me)))
-        out["values"] = Registry.values("U", "hello", me)
-        out["values_other"] = Registry.values("U", "hello", other)
-        out["count"] = Registry.count("U")
-        out["unreg"] = Registry.unregister("U", "hello")
-        out["after"] = Registry.lookup("U", "hello")
-        out["unreg_missing"] = Registry.unregister("U", "never")
-        out["other2"] = (await start_holder("U", "hello", "x2"))[2][0]
-        out["count2"] = Registry.count("U")
-        return out, me, other
-    out, me, other = pyotp.run(main)
-    assert out["ok"] == "ok" and out["owner_linked"]
-    assert out["again"] == ("error", ("already_registered", me))
-    assert out["other"] == ("error", ("already_registered", me))
-    assert out["lookup"] == [(me, "world")]
-    assert out["missing"] == []
-    assert out["keys"] == sorted(map(repr, ["hello", ("tuple", 1)]))
-    assert out["values"] == ["world"] and out["values_other"] == []
-    assert out["count"] == 2
-    assert out["unreg"] == "ok" and out["after"] == [] and out["unreg_missing"] == "ok"
-    assert out["other2"] == "ok" and out["count2"] == 2
+@pytest.mark.pyotp
+async def test_unique_register_lookup_keys_values_unregister():
+    me = pyotp.self()
+    reg = await Registry.start_link(keys="unique", name="U")
+    assert pyotp.whereis("U") == reg
+    ok, owner = Registry.register("U", "hello", "world")
+    assert ok == "ok" and owner in pyotp.process_info(me)["links"]
+    assert Registry.register("U", "hello", "later") == ("error", ("already_registered", me))
+    other, ref, r = await start_holder("U", "hello", "x")
+    assert r == ("error", ("already_registered", me))
+    assert Registry.lookup("U", "hello") == [(me, "world")]
+    assert Registry.lookup("U", "nope") == []
+    Registry.register("U", ("tuple", 1), 2)
+    assert sorted(map(repr, Registry.keys("U", me))) == sorted(map(repr, ["hello", ("tuple", 1)]))
+    assert Registry.values("U", "hello", me) == ["world"]
+    assert Registry.values("U", "hello", other) == []
+    assert Registry.count("U") == 2
+    assert Registry.unregister("U", "hello") == "ok"
+    assert Registry.lookup("U", "hello") == []
+    assert Registry.unregister("U", "never") == "ok"
+    assert (await start_holder("U", "hello", "x2"))[2][0] == "ok"
+    assert Registry.count("U") == 2
 
 
-def test_duplicate_keys_allow_many_and_repeated_registrations():
-    async def main():
-        me = pyotp.self()
-        await Registry.start_link(keys="duplicate", name="D")
-        assert Registry.register("D", "topic", 1)[0] == "ok"
-        assert Registry.register("D", "topic", 2)[0] == "ok"
-        assert Registry.register("D", "other", 3)[0] == "ok"
-        p, ref, r = await start_holder("D", "topic", 10)
-        out = {
-            "lookup": sorted(Registry.lookup("D", "topic"), key=lambda e: e[1]),
-            "keys": sorted(Registry.keys("D", me)),
-            "values": sorted(Registry.values("D", "topic", me)),
-            "count": Registry.count("D"),
-        }
-        Registry.unregister("D", "topic")          # both of mine, not p's
-        out["after"] = Registry.lookup("D", "topic")
-        out["keys_after"] = Registry.keys("D", me)
-        out["count_after"] = Registry.count("D")
-        return out, me, p, r
-    out, me, p, r = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_duplicate_keys_allow_many_and_repeated_registrations():
+    me = pyotp.self()
+    await Registry.start_link(keys="duplicate", name="D")
+    assert Registry.register("D", "topic", 1)[0] == "ok"
+    assert Registry.register("D", "topic", 2)[0] == "ok"
+    assert Registry.register("D", "other", 3)[0] == "ok"
+    p, ref, r = await start_holder("D", "topic", 10)
     assert r[0] == "ok"
-    assert out["lookup"] == [(me, 1), (me, 2), (p, 10)]
-    assert out["keys"] == ["other", "topic", "topic"]
-    assert out["values"] == [1, 2]
-    assert out["count"] == 4
-    assert out["after"] == [(p, 10)] and out["keys_after"] == ["other"]
-    assert out["count_after"] == 2
+    assert sorted(Registry.lookup("D", "topic"), key=lambda e: e[1]) == [(me, 1), (me, 2), (p, 10)]
+    assert sorted(Registry.keys("D", me)) == ["other", "topic", "topic"]
+    assert sorted(Registry.values("D", "topic", me)) == [1, 2]
+    assert Registry.count("D") == 4
+    Registry.unregister("D", "topic")          # both of mine, not p's
+    assert Registry.lookup("D", "topic") == [(p, 10)]
+    assert Registry.keys("D", me) == ["other"]
+    assert Registry.count("D") == 2
 
 
-def test_entries_vanish_when_the_owner_exits():
-    async def main():
-        await Registry.start_link(keys="unique", name="U")
-        await Registry.start_link(keys="duplicate", name="D")
-        p, ref, _ = await start_holder("U", "k", "v")
-        q, qref, _ = await start_holder("D", "t", "v")
-        assert Registry.lookup("U", "k") == [(p, "v")]
-        await kill_and_wait(p, ref)
-        await kill_and_wait(q, qref)
-        # reads skip dead owners at once, even before the registry handled the exit
-        seen = (Registry.lookup("U", "k"), Registry.lookup("D", "t"), Registry.keys("U", p),
-                Registry.values("U", "k", p))
-        # and the key is free again straight away
-        mine = Registry.register("U", "k", "mine")
-        await Registry._sync("U")
-        await Registry._sync("D")
-        return seen, mine[0], Registry.lookup("U", "k"), Registry.count("U"), Registry.count("D")
-    seen, mine, lookup, cu, cd = pyotp.run(main)
-    assert seen == ([], [], [], [])
-    assert mine == "ok"
+@pytest.mark.pyotp
+async def test_entries_vanish_when_the_owner_exits():
+    await Registry.start_link(keys="unique", name="U")
+    await Registry.start_link(keys="duplicate", name="D")
+    p, ref, _ = await start_holder("U", "k", "v")
+    q, qref, _ = await start_holder("D", "t", "v")
+    assert Registry.lookup("U", "k") == [(p, "v")]
+    await kill_and_wait(p, ref)
+    await kill_and_wait(q, qref)
+    # reads skip dead owners at once, even before the registry handled the exit
+    assert (Registry.lookup("U", "k"), Registry.lookup("D", "t"), Registry.keys("U", p),
+            Registry.values("U", "k", p)) == ([], [], [], [])
+    # and the key is free again straight away
+    assert Registry.register("U", "k", "mine")[0] == "ok"
+    await Registry._sync("U")
+    await Registry._sync("D")
+    lookup = Registry.lookup("U", "k")
     assert len(lookup) == 1 and lookup[0][1] == "mine"
-    assert (cu, cd) == (1, 0)
+    assert (Registry.count("U"), Registry.count("D")) == (1, 0)
 
 
 def test_stale_entry_replaced_then_late_exit_does_not_remove_new_owner():
@@ -148,33 +122,24 @@ def test_unregistering_last_key_unlinks_the_owner():
     assert pyotp.run(main) == (True, True)
 
 
-def test_match_count_match_unregister_match_and_select():
-    async def main():
-        me = pyotp.self()
-        await Registry.start_link(keys="duplicate", name="D")
-        Registry.register("D", "news", {"lang": "en", "n": 1})
-        Registry.register("D", "news", {"lang": "fr", "n": 2})
-        Registry.register("D", "news", {"lang": "en", "n": 3})
-        Registry.register("D", "sport", "plain")
-        out = {
-            "pred": sorted(v["n"] for _, v in Registry.match("D", "news", lambda v: v["lang"] == "en")),
-            "value": Registry.match("D", "sport", "plain"),
-            "none": Registry.match("D", "sport", "other"),
-            "count": Registry.count_match("D", "news", lambda v: v["n"] > 1),
-            "count_value": Registry.count_match("D", "news", {"lang": "fr", "n": 2}),
-        }
-        Registry.unregister_match("D", "news", lambda v: v["lang"] == "en")
-        out["left"] = Registry.lookup("D", "news")
-        out["select"] = sorted(Registry.select("D"), key=repr)
-        out["select_pred"] = Registry.select("D", lambda k, pid, v: k == "sport")
-        return out, me
-    out, me = pyotp.run(main)
-    assert out["pred"] == [1, 3]
-    assert out["value"] == [(me, "plain")] and out["none"] == []
-    assert out["count"] == 2 and out["count_value"] == 1
-    assert out["left"] == [(me, {"lang": "fr", "n": 2})]
-    assert out["select"] == sorted([("news", me, {"lang": "fr", "n": 2}), ("sport", me, "plain")], key=repr)
-    assert out["select_pred"] == [("sport", me, "plain")]
+@pytest.mark.pyotp
+async def test_match_count_match_unregister_match_and_select():
+    me = pyotp.self()
+    await Registry.start_link(keys="duplicate", name="D")
+    Registry.register("D", "news", {"lang": "en", "n": 1})
+    Registry.register("D", "news", {"lang": "fr", "n": 2})
+    Registry.register("D", "news", {"lang": "en", "n": 3})
+    Registry.register("D", "sport", "plain")
+    assert sorted(v["n"] for _, v in Registry.match("D", "news", lambda v: v["lang"] == "en")) == [1, 3]
+    assert Registry.match("D", "sport", "plain") == [(me, "plain")]
+    assert Registry.match("D", "sport", "other") == []
+    assert Registry.count_match("D", "news", lambda v: v["n"] > 1) == 2
+    assert Registry.count_match("D", "news", {"lang": "fr", "n": 2}) == 1
+    Registry.unregister_match("D", "news", lambda v: v["lang"] == "en")
+    assert Registry.lookup("D", "news") == [(me, {"lang": "fr", "n": 2})]
+    assert sorted(Registry.select("D"), key=repr) == sorted(
+        [("news", me, {"lang": "fr", "n": 2}), ("sport", me, "plain")], key=repr)
+    assert Registry.select("D", lambda k, pid, v: k == "sport") == [("sport", me, "plain")]
 
 
 def test_dispatch_unique_duplicate_and_empty():
@@ -381,35 +346,29 @@ def via(key):
     return ("via", Registry, ("Rooms", key))
 
 
-def test_via_start_call_cast_send_and_already_started():
-    async def main():
-        await Registry.start_link(keys="unique", name="Rooms")
-        pid = await Room.start_link("lobby", name=via("lobby"))
-        out = {"whereis": Registry.whereis_name(("Rooms", "lobby")) == pid,
-               "lookup": Registry.lookup("Rooms", "lobby") == [(pid, None)],
-               "gen_whereis": GenServer.whereis(via("lobby")) == pid}
-        out["call"] = await GenServer.call(via("lobby"), "hi")
-        GenServer.cast(via("lobby"), "c1")
-        pyotp.send(via("lobby"), "s1")
-        Registry.send(("Rooms", "lobby"), "s2")
-        out["log"] = await GenServer.call(via("lobby"), "log")
-        with pytest.raises(StartError) as e:
-            await Room.start_link("lobby", name=via("lobby"))
-        out["clash"] = e.value.reason == ("already_started", pid)
-        with pytest.raises(Exit) as e2:
-            await GenServer.call(via("nobody"), "hi")
-        out["noproc"] = e2.value.reason[0]
-        out["cast_missing"] = GenServer.cast(via("nobody"), "x")
-        with pytest.raises(BadArg):
-            Registry.send(("Rooms", "nobody"), "x")
-        with pytest.raises(BadArg):
-            pyotp.send(via("nobody"), "x")
-        return out
-    out = pyotp.run(main)
-    assert out["whereis"] and out["lookup"] and out["gen_whereis"]
-    assert out["call"] == ("lobby", "hi")
-    assert out["log"] == [("cast", "c1"), ("info", "s1"), ("info", "s2")]
-    assert out["clash"] and out["noproc"] == "noproc" and out["cast_missing"] == "ok"
+@pytest.mark.pyotp
+async def test_via_start_call_cast_send_and_already_started():
+    await Registry.start_link(keys="unique", name="Rooms")
+    pid = await Room.start_link("lobby", name=via("lobby"))
+    assert Registry.whereis_name(("Rooms", "lobby")) == pid
+    assert Registry.lookup("Rooms", "lobby") == [(pid, None)]
+    assert GenServer.whereis(via("lobby")) == pid
+    assert await GenServer.call(via("lobby"), "hi") == ("lobby", "hi")
+    GenServer.cast(via("lobby"), "c1")
+    pyotp.send(via("lobby"), "s1")
+    Registry.send(("Rooms", "lobby"), "s2")
+    assert await GenServer.call(via("lobby"), "log") == [("cast", "c1"), ("info", "s1"), ("info", "s2")]
+    with pytest.raises(StartError) as e:
+        await Room.start_link("lobby", name=via("lobby"))
+    assert e.value.reason == ("already_started", pid)
+    with pytest.raises(Exit) as e2:
+        await GenServer.call(via("nobody"), "hi")
+    assert e2.value.reason[0] == "noproc"
+    assert GenServer.cast(via("nobody"), "x") == "ok"
+    with pytest.raises(BadArg):
+        Registry.send(("Rooms", "nobody"), "x")
+    with pytest.raises(BadArg):
+        pyotp.send(via("nobody"), "x")
 
 
 def test_via_name_is_freed_on_death_and_reusable():
