@@ -90,6 +90,8 @@ RULES: List[Tuple[str, str]] = [
 
 # a new file no rule names: the first keyword found in its name decides
 KEYWORDS: List[Tuple[str, str]] = [
+    ("doc", "project"), ("packag", "project"), ("wheel", "project"), ("typing", "project"),
+    ("mypy", "project"), ("stub", "project"), ("readme", "project"),
     ("example", "apps"), ("editor", "apps"), ("dashboard", "apps"), ("observer", "apps"),
     ("kvstore", "apps"), ("user_service", "apps"),
     ("dist", "distribution"), ("node", "distribution"), ("epmd", "distribution"),
@@ -103,8 +105,6 @@ KEYWORDS: List[Tuple[str, str]] = [
     ("statem", "behaviours"), ("event", "behaviours"), ("task", "behaviours"),
     ("registry", "behaviours"), ("pubsub", "behaviours"), ("pool", "behaviours"),
     ("partition", "behaviours"), ("application", "behaviours"), ("config", "behaviours"),
-    ("doc", "project"), ("packag", "project"), ("cli", "project"), ("wheel", "project"),
-    ("typing", "project"), ("mypy", "project"), ("stub", "project"), ("readme", "project"),
     ("await", "core"), ("thread", "core"), ("wait", "core"), ("mailbox", "core"),
     ("timer", "core"), ("process", "core"), ("etf", "core"), ("signal", "core"),
 ]
@@ -228,8 +228,16 @@ def relayout(repo: Path, dry_run: bool = False) -> List[str]:
     moves = plan(tests)
     helpers = sorted(p.name for p in (tests / HELPERS).glob("*.py")) if (tests / HELPERS).is_dir() else []
     helpers = sorted(set(helpers) | {d.name for d in moves.values() if d.parent.name == HELPERS})
+    already = placed(tests)
     for src, dst in moves.items():
         folder = dst.parent.name
+        # the same name in any folder of the suite: a branch that changed the file before
+        # the move and a merge that did not follow the rename; pytest would also refuse
+        # two test modules of one name
+        if src.name in already:
+            raise SystemExit("tests/%s/%s exists already: merge the changes of %s into it "
+                             "by hand (then delete %s)" % (already[src.name], src.name,
+                                                           src.relative_to(repo), src.relative_to(repo)))
         note = ""
         if src.name.startswith("test_") and not folder_for(src.name)[1]:
             note = "  (no rule names it: placed by keyword/default, check it)"
