@@ -198,9 +198,7 @@ def run(test: doctest.DocTest) -> Result:
     try:
         if in_node:
             async def examples(parent: Any) -> None:
-                failures = await _run_examples(test, True)
-                await _more_teardown()
-                pyotp.send(parent, ("done", failures))
+                pyotp.send(parent, ("done", await _run_examples(test, True)))
 
             async def main() -> List[str]:
                 # in a process of its own, so that an example that waits for ever (a
@@ -212,6 +210,8 @@ def run(test: doctest.DocTest) -> Result:
                 except TimeoutError:
                     pyotp.exit(pid, "kill")
                     return ["an example was still waiting after %s s" % TIMEOUT]
+                finally:
+                    await _more_teardown()
                 if msg[0] == "done":
                     return list(msg[1])
                 return ["the examples' process exited: %r" % (msg[4],)]
