@@ -29,6 +29,6 @@ wheels:
 
 # docs/images/dashboard*.png: the screenshots the headless-browser tests take (chromium)
 screenshots: build
-	PYOTP_SCREENSHOT_DIR=docs/images PYTHONPATH=src $(PY) -m pytest -q -p no:cacheprovider tests/test_dashboard_browser.py
+	PYOTP_SCREENSHOT_DIR=docs/images PYTHONPATH=src $(PY) -m pytest -q -p no:cacheprovider tests/apps/test_dashboard_browser.py
 
 .PHONY: screenshots

@@ -20,7 +20,7 @@ Implementations (``A->B`` = sender/caller on node A, the sink on node B; A and B
 separate OS processes):
 
 * ``pyotp->pyotp``: this process is node A (``Runtime.start_thread()``), B is a pyotp node
-  in a child process (``tests/dist_roles.py:role_sink_bench``).
+  in a child process (``tests/helpers/dist_roles.py:role_sink_bench``).
 * ``pyotp->pyotp(busy_wait=0)`` (dist-call only): the same with the connection's busy
   wait off on both sides (``Node.start(busy_wait=0)`` for B, A's process-wide waiting
   policy set to "none" for the case), to show what the busy wait buys.

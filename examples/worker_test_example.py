@@ -1,6 +1,6 @@
-"""The Worker of the ExUnit-style test example (tests/test_examples_worker_exunit_style.py).
+"""The Worker of the ExUnit-style test example (tests/apps/test_examples_worker_exunit_style.py).
 
-    python -m pytest -q tests/test_examples_worker_exunit_style.py
+    python -m pytest -q tests/apps/test_examples_worker_exunit_style.py
     python examples/worker_test_example.py          # a short run of the worker itself
 
 A small job worker, the kind of GenServer an ExUnit test suite is usually written for:

@@ -19,6 +19,11 @@ rewritten (REWRITES), as are paths to a helper script (`TESTS / "badarg_grid.py"
 child process finds roles in any of the suite's folders (dist_helpers.TEST_DIRS), and
 tests/conftest.py puts them all on sys.path. Other files (tests/doctest_pending.txt)
 stay in tests/.
+
+References to a test file or helper by its old flat path (`tests/test_x.py` in the docs,
+the Makefile, docstrings, other tests) are rewritten to where the file now sits, for every
+file of the suite's folders, not only those moved in this run: a branch merged after the
+move may bring docs naming an old path (REFERENCE_SUFFIXES says which files are read).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ HELPERS = "helpers"
 # (file name prefix, folder); the first match wins
 RULES: List[Tuple[str, str]] = [
     ("test_dist_", "distribution"),
+    ("test_shm_", "distribution"),            # shared-memory ring and transport
     ("test_examples_", "apps"),
     ("test_editor_", "apps"),
     ("test_user_service", "apps"),
@@ -75,16 +81,32 @@ RULES: List[Tuple[str, str]] = [
     ("test_telemetry", "core"),
     ("test_run_", "core"),
     ("test_unawaited", "core"),
+    ("test_alias", "core"),
+    ("test_receive", "core"),
+    ("test_core_", "core"),                   # core_interfaces
+    ("test_otel", "core"),                    # telemetry as OpenTelemetry metrics
+    ("test_resp", "core"),                    # the compiled RESP parser
 ]
 
 # a new file no rule names: the first keyword found in its name decides
 KEYWORDS: List[Tuple[str, str]] = [
-    ("dist", "distribution"), ("node", "distribution"), ("epmd", "distribution"),
-    ("rpc", "distribution"), ("erlang", "distribution"), ("cluster", "distribution"),
+    ("doc", "project"), ("packag", "project"), ("wheel", "project"), ("typing", "project"),
+    ("mypy", "project"), ("stub", "project"), ("readme", "project"),
     ("example", "apps"), ("editor", "apps"), ("dashboard", "apps"), ("observer", "apps"),
-    ("gen_", "behaviours"), ("supervisor", "behaviours"), ("stage", "behaviours"),
+    ("kvstore", "apps"), ("user_service", "apps"),
+    ("dist", "distribution"), ("node", "distribution"), ("epmd", "distribution"),
+    ("rpc", "distribution"), ("erlang", "distribution"), ("elixir", "distribution"),
+    ("beam", "distribution"), ("interop", "distribution"), ("cluster", "distribution"),
+    ("global", "distribution"), ("atom_cache", "distribution"), ("fragment", "distribution"),
+    ("channel", "distribution"), ("handshake", "distribution"), ("net_kernel", "distribution"),
+    ("shm", "distribution"), ("transport", "distribution"), ("tls", "distribution"),
+    ("remsh", "distribution"),
+    ("gen_", "behaviours"), ("supervis", "behaviours"), ("stage", "behaviours"),
+    ("statem", "behaviours"), ("event", "behaviours"), ("task", "behaviours"),
     ("registry", "behaviours"), ("pubsub", "behaviours"), ("pool", "behaviours"),
-    ("doc", "project"), ("packag", "project"), ("cli", "project"), ("wheel", "project"),
+    ("partition", "behaviours"), ("application", "behaviours"), ("config", "behaviours"),
+    ("await", "core"), ("thread", "core"), ("wait", "core"), ("mailbox", "core"),
+    ("timer", "core"), ("process", "core"), ("etf", "core"), ("signal", "core"),
 ]
 
 # In a test file moved one folder down: (pattern, replacement), applied in order.
@@ -100,6 +122,12 @@ REWRITES: List[Tuple[str, str]] = [
     (r"os\.path\.dirname\(__file__\)",
      'os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "%s")' % HELPERS),
 ]
+
+
+# text files whose references to tests/NAME.py are rewritten (plus files without suffix
+# such as Makefile and .ci/run); the tool itself and anything under .git are left alone
+REFERENCE_SUFFIXES = {".py", ".pyi", ".pyx", ".pxi", ".pxd", ".md", ".rst", ".txt",
+                      ".toml", ".cfg", ".ini", ".yml", ".yaml", ".sh", ".json", ""}
 
 
 def folder_for(name: str) -> Tuple[str, bool]:
@@ -136,6 +164,54 @@ def rewrite(text: str, helpers: List[str]) -> str:
     return text
 
 
+def _text_files(repo: Path, in_git: bool) -> List[Path]:
+    if in_git:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True,
+                             check=True).stdout.decode("utf-8", "surrogateescape")
+        files = [repo / f for f in out.split("\0") if f]
+    else:
+        files = [p for p in repo.rglob("*") if ".git" not in p.relative_to(repo).parts]
+    me = Path(__file__).resolve()
+    return [p for p in files if p.is_file() and not p.is_symlink()
+            and p.suffix in REFERENCE_SUFFIXES and p.resolve() != me]
+
+
+def placed(tests: Path) -> Dict[str, str]:
+    """file name -> its folder, for every module already in a folder of the suite."""
+    where: Dict[str, str] = {}
+    for folder in (*FOLDERS, HELPERS):
+        d = tests / folder
+        if d.is_dir():
+            for p in d.glob("*.py"):
+                where[p.name] = folder
+    return where
+
+
+def rewrite_references(repo: Path, in_git: bool, where: Dict[str, str],
+                       dry_run: bool) -> List[str]:
+    """`tests/NAME.py` -> `tests/FOLDER/NAME.py` in the repository's text files, for each
+    NAME -> FOLDER of `where`."""
+    if not where:
+        return []
+    names = "|".join(re.escape(n) for n in sorted(where, key=len, reverse=True))
+    # not part of a longer path or name (x_tests/a.py, tests/a.pyc): a path's own slash
+    # before tests/ is fine (/abs/path/tests/a.py)
+    pattern = re.compile(r"(?<![\w.-])tests/(%s)(?![\w.])" % names)
+    report = []
+    for path in _text_files(repo, in_git):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        new, n = pattern.subn(lambda m: "tests/%s/%s" % (where[m.group(1)], m.group(1)), text)
+        if n:
+            report.append("%s: %s %d reference(s) to moved test files"
+                          % (path.relative_to(repo), "would rewrite" if dry_run else "rewrote", n))
+            if not dry_run:
+                path.write_text(new, encoding="utf-8")
+    return report
+
+
 def _git_tracked(repo: Path, path: Path) -> bool:
     r = subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=repo,
                        capture_output=True)
@@ -152,8 +228,16 @@ def relayout(repo: Path, dry_run: bool = False) -> List[str]:
     moves = plan(tests)
     helpers = sorted(p.name for p in (tests / HELPERS).glob("*.py")) if (tests / HELPERS).is_dir() else []
     helpers = sorted(set(helpers) | {d.name for d in moves.values() if d.parent.name == HELPERS})
+    already = placed(tests)
     for src, dst in moves.items():
         folder = dst.parent.name
+        # the same name in any folder of the suite: a branch that changed the file before
+        # the move and a merge that did not follow the rename; pytest would also refuse
+        # two test modules of one name
+        if src.name in already:
+            raise SystemExit("tests/%s/%s exists already: merge the changes of %s into it "
+                             "by hand (then delete %s)" % (already[src.name], src.name,
+                                                           src.relative_to(repo), src.relative_to(repo)))
         note = ""
         if src.name.startswith("test_") and not folder_for(src.name)[1]:
             note = "  (no rule names it: placed by keyword/default, check it)"
@@ -177,7 +261,10 @@ def relayout(repo: Path, dry_run: bool = False) -> List[str]:
     for p in stale:
         if not dry_run:
             shutil.rmtree(p, ignore_errors=True)
-    if not moves:
+    # the references, to every file in a folder now (moved earlier or in this run)
+    where = {**placed(tests), **{s.name: d.parent.name for s, d in moves.items()}}
+    report += rewrite_references(repo, in_git, where, dry_run)
+    if not report:
         report.append("nothing to move: tests/ is laid out already")
     return report
 

@@ -1,5 +1,5 @@
 """mypy --strict over the package and over examples/ (a user's programs against the
-stubs): what CI's typing job and tests/test_typing.py run.
+stubs): what CI's typing job and tests/project/test_typing.py run.
 
     python tools/typecheck.py            # from the repository root
 

@@ -12,7 +12,7 @@ on code points too (it converts at the edges), so both sides agree.
 ``transform(a, b, a_first)`` rewrites two operations made concurrently on the same
 text so that each can be applied after the other: ``apply(apply(s, a), b2) ==
 apply(apply(s, b), a2)`` where ``a2, b2 = transform(a, b, ...)`` (the TP1 property,
-checked by ``tests/test_editor_ot.py`` with hypothesis). ``a_first`` breaks the only tie,
+checked by ``tests/apps/test_editor_ot.py`` with hypothesis). ``a_first`` breaks the only tie,
 two inserts at the same place; the server and the pages always give the server's
 already-applied operation the first place, so they break it the same way.
 

@@ -4,7 +4,7 @@
 # namespace and Cython cannot enforce a boundary: a real .pxd per component is not
 # possible (Cython reads only src/pyotp/_core.pxd for the pyotp._core extension, and an
 # included file cannot cimport a sibling). This file is the boundary by convention,
-# checked by tests/test_core_interfaces.py: process.pyx, scheduler.pyx, api.pyx and
+# checked by tests/core/test_core_interfaces.py: process.pyx, scheduler.pyx, api.pyx and
 # gen_server.pyx reach the distribution layer only through the names declared here, and
 # the distribution files (dist_channel.pyx, dist_entry.pyx) own their definitions.
 #

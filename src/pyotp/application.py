@@ -126,6 +126,8 @@ class ApplicationEnvError(KeyError):
     """``Application.fetch_env_strict`` found no value (Elixir's ``fetch_env!``). A
     ``KeyError``; ``app`` and ``key`` name what was missing.
 
+    >>> Application.load(MyApp)
+    'ok'
     >>> Application.fetch_env_strict("my_app", "missing")
     Traceback (most recent call last):
     ApplicationEnvError: could not fetch application environment 'missing' for application 'my_app' because configuration at 'missing' was not set
@@ -564,6 +566,11 @@ async def _api_start(app: AppRef, restart_type: str = "temporary") -> str:
     Raises ApplicationStartError with ``("already_started", name)``, ``("not_started",
     dep)`` or the start failure (Elixir's ``Application.start/2``).
 
+    >>> await Application.start(MyApp)        # MyApp depends on Metrics
+    Traceback (most recent call last):
+    ApplicationStartError: application my_app failed to start: ('not_started', 'metrics')
+    >>> await Application.start(Metrics)
+    'ok'
     >>> await Application.start(MyApp)
     'ok'
     """
@@ -591,8 +598,12 @@ async def _api_stop(app: AppRef) -> Any:
     ``("error", ("not_started", name))`` (Elixir's ``Application.stop/1``). Applications
     that depend on it keep running, as in OTP.
 
+    >>> await Application.ensure_all_started(MyApp)
+    ['metrics', 'my_app']
     >>> await Application.stop("my_app")
     'ok'
+    >>> await Application.stop("my_app")
+    ('error', ('not_started', 'my_app'))
     """
     name = _app_name(app)
     return await _as_process(_stop_by_name, name)
@@ -682,6 +693,10 @@ class Application:
     async def ensure_started(app: AppRef, type: str = "temporary") -> str:
         """Start ``app`` unless it is running (its dependencies must be); returns "ok".
 
+        >>> await Application.ensure_started(Metrics)
+        'ok'
+        >>> await Application.ensure_started(MyApp)
+        'ok'
         >>> await Application.ensure_started(MyApp)
         'ok'
         """
@@ -704,6 +719,8 @@ class Application:
         """Stop every running application, newest first; returns their names in the order
         stopped (what ``python -m pyotp run`` does on shutdown).
 
+        >>> await Application.ensure_all_started(MyApp)
+        ['metrics', 'my_app']
         >>> await Application.stop_all()
         ['my_app', 'metrics']
         """
@@ -720,6 +737,8 @@ class Application:
     def started_applications() -> List[str]:
         """Names of the running applications, oldest first.
 
+        >>> await Application.ensure_all_started(MyApp)
+        ['metrics', 'my_app']
         >>> Application.started_applications()
         ['metrics', 'my_app']
         """
@@ -730,6 +749,8 @@ class Application:
         """Names of the applications loaded (their default ``env`` merged in), by
         ``load`` or by being started.
 
+        >>> Application.load(Metrics), Application.load(MyApp)
+        ('ok', 'ok')
         >>> Application.loaded_applications()
         ['metrics', 'my_app']
         """
@@ -774,7 +795,10 @@ class Application:
         """Wait until a system stop is requested (by ``system_stop`` or a permanent
         application exiting) and return its reason.
 
+        >>> Application.system_stop(("signal", "SIGTERM"))     # from elsewhere, usually
         >>> reason = await Application.await_system_stop()
+        >>> reason
+        ('signal', 'SIGTERM')
         """
         st = _system_state()
         if st.pending:
@@ -790,8 +814,12 @@ class Application:
     def get_env(app: AppRef, key: Any, default: Any = None) -> Any:
         """The value of ``key`` in ``app``'s environment, or ``default``.
 
+        >>> Application.load(MyApp)
+        'ok'
         >>> Application.get_env("my_app", "greeting", "hi")
         'hello'
+        >>> Application.get_env("my_app", "colour", "blue")
+        'blue'
         """
         name = _app_name(app)
         with _env_lock:
@@ -801,8 +829,12 @@ class Application:
     def fetch_env(app: AppRef, key: Any) -> Any:
         """``("ok", value)`` or ``"error"``.
 
+        >>> Application.load(MyApp)
+        'ok'
         >>> Application.fetch_env("my_app", "greeting")
         ('ok', 'hello')
+        >>> Application.fetch_env("my_app", "colour")
+        'error'
         """
         name = _app_name(app)
         with _env_lock:
@@ -816,6 +848,8 @@ class Application:
         """The value, or raise ApplicationEnvError (a KeyError) naming app and key
         (Elixir's ``fetch_env!``).
 
+        >>> Application.load(MyApp)
+        'ok'
         >>> Application.fetch_env_strict("my_app", "greeting")
         'hello'
         """
@@ -872,6 +906,8 @@ class Application:
     def get_all_env(app: AppRef) -> Dict[Any, Any]:
         """A copy of ``app``'s whole environment.
 
+        >>> Application.load(MyApp)
+        'ok'
         >>> Application.get_all_env("my_app")
         {'greeting': 'hello', 'port': 4000}
         """

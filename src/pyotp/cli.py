@@ -110,6 +110,8 @@ class CliError(Exception):
     """A usage error: printed as one line on stderr, exit status 2.
 
     >>> raise CliError("config file missing")
+    Traceback (most recent call last):
+    CliError: config file missing
     """
 
 
@@ -139,8 +141,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return the exit
     status.
 
-    >>> main(["run", "examples.my_app.application:MyApp", "--config", "config/config.toml"])
-    0
+    It runs the command until it is done; for ``run``, until the node is stopped (Ctrl-C,
+    SIGTERM, or a permanent application exiting)::
+
+        main(["run", "examples.my_app.application:MyApp",
+              "--config", "examples/my_app/config/config.toml"])    # -> 0 once stopped
     """
     parser = build_parser()
     args = parser.parse_args(argv)

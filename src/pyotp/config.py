@@ -42,10 +42,10 @@ configuration (values set at runtime with ``put_env`` for those applications are
 dropped, as in OTP), and calls ``config_change(changed, new, removed)`` on each running
 application whose environment changed.
 
->>> cfg = load_config("config/config.toml", env="test")
+>>> cfg = load_config("examples/my_app/config/config.toml", env="test")
 >>> cfg["my_app"]["greeting"]
 'Hello from test'
->>> configure("config/config.toml", env="prod")
+>>> _ = configure("examples/my_app/config/config.toml", env="prod")
 >>> Application.get_env("my_app", "counter_start")
 100
 """
@@ -136,7 +136,7 @@ def read_toml(path: PathLike) -> Dict[str, Any]:
     """Parse one TOML file; ConfigError (with the line number for syntax errors) when it
     is missing, unreadable or invalid.
 
-    >>> read_toml("config/config.toml")["my_app"]["greeting"]
+    >>> read_toml("examples/my_app/config/config.toml")["my_app"]["greeting"]
     'Hello'
     """
     p = Path(path)
@@ -256,7 +256,7 @@ def load_config(path: PathLike, env: Optional[str] = None, *,
     (module doc); returns ``{app: {key: value}}``. ``environ`` replaces ``os.environ``
     for selecting the environment and the overrides.
 
-    >>> load_config("config/config.toml", env="prod")["my_app"]["counter_start"]
+    >>> load_config("examples/my_app/config/config.toml", env="prod")["my_app"]["counter_start"]
     100
     """
     env = _check_env(env) if env is not None else current_env(environ)
@@ -285,7 +285,7 @@ def configure(path: PathLike, env: Optional[str] = None, *,
     """Load the configuration and put it into the application environment (configured
     keys replace current values); remembered for ``reload_config()``. Returns it.
 
-    >>> configure("config/config.toml", env="test")["my_app"]["counter_start"]
+    >>> configure("examples/my_app/config/config.toml", env="test")["my_app"]["counter_start"]
     42
     """
     env = _check_env(env) if env is not None else current_env(environ)
@@ -305,8 +305,16 @@ async def reload_config(path: Optional[PathLike] = None, env: Optional[str] = No
     a release upgrade. Returns ``{app: (changed, new, removed)}`` for those applications.
     A ``config_change`` that raises is logged; the others still run.
 
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "config.toml"
+    >>> _ = path.write_text('[my_app]\\ngreeting = "Hi"\\n')
+    >>> _ = configure(path)
+    >>> await Application.ensure_all_started(MyApp)
+    ['metrics', 'my_app']
+    >>> _ = path.write_text('[my_app]\\ngreeting = "Hi again"\\n')
     >>> await reload_config()
     {'my_app': ({'greeting': 'Hi again'}, {}, [])}
+    >>> path.unlink(); path.parent.rmdir()
     """
     if path is None:
         path = _last["path"]

@@ -11,7 +11,9 @@ Then (unless ``--no-distribution``) the node becomes distributed and starts a se
 in a child process: an rpc into it, a second of remote GenServer calls, and the child
 killed with SIGKILL, which this node sees as ``("nodedown", peer)``.
 
->>> python -m pyotp demo --seconds 3
+Run it from a shell::
+
+    python -m pyotp demo --seconds 3
 """
 from __future__ import annotations
 

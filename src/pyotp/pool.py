@@ -17,11 +17,17 @@ within ``RESTART_PERIOD`` seconds, then it stays down with a logged error). When
 returns or dies, every worker exits within 2 s: on Linux the kernel kills them with the
 head (``PR_SET_PDEATHSIG``), and everywhere they end on the EOF of their control socket.
 
->>> async def main():
-...     return sorted(Node.list())
->>> if __name__ == "__main__":
-...     pyotp.run(main, nodes=2)
-['pyotp4242_w1@127.0.0.1']
+A script (the pool's nodes are OS processes that import it, so it cannot run at a
+prompt)::
+
+    import pyotp
+    from pyotp.dist import Node
+
+    async def main():
+        return sorted(Node.list())
+
+    if __name__ == "__main__":
+        print(pyotp.run(main, nodes=2))     # ['pyotp4242_w1@127.0.0.1']
 """
 from __future__ import annotations
 
@@ -148,7 +154,9 @@ async def start_link_on(node: str, start: Callable[..., Awaitable[Any]], *args: 
     and link the started process to the caller, as if the caller had started it here:
     what ``start`` returns (its pid). For a supervisor child placed on another node.
 
-    >>> pid = await pool.start_link_on(pool.pool_nodes()[1], Counter.start_link, 0)
+    In a pool of two or more nodes (on this node itself, ``start`` just runs here)::
+
+        pid = await pool.start_link_on(pool.pool_nodes()[1], Counter.start_link, 0)
     """
     from .dist.node import Node
     if node == str(_core.local_node()):
@@ -175,7 +183,11 @@ async def wait_for_node(node: str, timeout: float = 30.0) -> bool:
     """Wait until pool node ``node`` is connected (a restarting worker comes back under
     its name); True once it is, False after ``timeout`` seconds.
 
-    >>> await pool.wait_for_node(pool.pool_nodes()[1])
+    In a pool of two or more nodes::
+
+        await pool.wait_for_node(pool.pool_nodes()[1])     # -> True
+
+    >>> await wait_for_node(str(pyotp.local_node()))      # this node: at once
     True
     """
     from .dist.node import kernel
@@ -253,8 +265,17 @@ async def async_stream(fn: Callable[[Any], Any], items: Any, *, max_concurrency:
     node))``, naming the lost node (``pool.map`` raises ``pyotp.Exit`` with that reason),
     and that node gets no more items from this stream.
 
-    >>> async for r in pool.async_stream(square, range(4)):
+    ``fn`` must be importable by name on the other nodes (``math.factorial``, or a
+    function of your module); outside a pool every item is computed on this node.
+
+    >>> import math
+    >>> from pyotp import pool
+    >>> async for r in pool.async_stream(math.factorial, range(4)):
     ...     print(r)
+    ('ok', 1)
+    ('ok', 1)
+    ('ok', 2)
+    ('ok', 6)
     """
     nodes = pool_nodes() or [str(_core.local_node())]
     if max_concurrency is None:
@@ -333,8 +354,10 @@ async def map(fn: Callable[[Any], Any], items: Any, **options: Any) -> List[Any]
     """``[fn(x) for x in items]`` computed over the pool (``async_stream``'s options); a
     failed item raises ``pyotp.Exit(reason)``.
 
-    >>> await pool.map(square, range(5))
-    [0, 1, 4, 9, 16]
+    >>> import math
+    >>> from pyotp import pool
+    >>> await pool.map(math.factorial, range(5))
+    [1, 1, 2, 6, 24]
     """
     out = []
     async for r in async_stream(fn, items, **options):

@@ -319,8 +319,13 @@ class Registry:
     """Elixir's Registry; every function takes the registry's name. See the module doc.
 
     >>> await Registry.start_link(keys="duplicate", name="Topics")
+    #PID<...>
     >>> Registry.register("Topics", "news", None)
+    ('ok', #PID<...>)
     >>> Registry.dispatch("Topics", "news", lambda entries: [pyotp.send(p, "hi") for p, _ in entries])
+    'ok'
+    >>> await pyotp.receive()
+    'hi'
     """
 
     @staticmethod
@@ -333,7 +338,10 @@ class Registry:
         child-spec shorthand). ``meta`` seeds ``Registry.meta``: a dict, or Elixir's keyword
         list as a list of ``(key, value)`` pairs.
 
-        >>> await Registry.start_link(keys="unique", name="MyReg")
+        >>> await Registry.start_link(keys="unique", name="Sessions", meta={"owner": "chat"})
+        #PID<...>
+        >>> Registry.meta("Sessions", "owner")
+        ('ok', 'chat')
         """
         return await _start(True, arg, keys, name, partitions, meta)
 
@@ -343,7 +351,8 @@ class Registry:
                     meta: Union[Dict[Any, Any], Sequence[Tuple[Any, Any]], None] = None) -> Any:
         """Like start_link, without the link.
 
-        >>> await Registry.start(keys="unique", name="MyReg")
+        >>> await Registry.start(keys="unique", name="Sessions")
+        #PID<...>
         """
         return await _start(False, arg, keys, name, partitions, meta)
 
@@ -353,8 +362,13 @@ class Registry:
         id the registry's name (so one supervisor can run several), type supervisor, as
         Elixir's ``Registry.child_spec/1``.
 
-        >>> await Supervisor.start_link([(Registry, {"keys": "unique", "name": "MyReg"})],
+        >>> Registry.child_spec({"keys": "unique", "name": "Sessions"})["id"]
+        'Sessions'
+        >>> await Supervisor.start_link([(Registry, {"keys": "unique", "name": "Sessions"})],
         ...                             strategy="one_for_one")
+        #PID<...>
+        >>> Registry.count("Sessions")
+        0
         """
         if not isinstance(arg, dict):
             raise TypeError("Registry.child_spec expects a dict of options (keys, name, "
@@ -381,7 +395,9 @@ class Registry:
         Duplicate registries accept the same key from the same process several times.
 
         >>> Registry.register("MyReg", "worker", 1)
-        ('ok', #PID<0.2.0>)
+        ('ok', #PID<...>)
+        >>> Registry.register("MyReg", "worker", 2)
+        ('error', ('already_registered', #PID<...>))
         """
         reg = _get(registry)
         result: Tuple[str, Any] = _insert(reg, key, value, _me("register"), True)
@@ -402,8 +418,14 @@ class Registry:
         """Remove the calling process's entries under ``key`` whose value matches
         ``pattern`` (a predicate, or a value compared with ==); always ``"ok"``.
 
+        >>> await Registry.start_link(keys="duplicate", name="Topics")
+        #PID<...>
+        >>> _ = Registry.register("Topics", "news", {"lang": "fr"})
+        >>> _ = Registry.register("Topics", "news", {"lang": "en"})
         >>> Registry.unregister_match("Topics", "news", lambda v: v["lang"] == "fr")
         'ok'
+        >>> Registry.values("Topics", "news", pyotp.self())
+        [{'lang': 'en'}]
         """
         _remove(_get(registry), key, _me("unregister_match"), _matcher(pattern), True)
         return "ok"
@@ -414,6 +436,7 @@ class Registry:
         ``fn(old)`` and return ``(new, old)``, or ``"error"`` if the caller does not hold
         ``key``.
 
+        >>> _ = Registry.register("MyReg", "worker", 1)
         >>> Registry.update_value("MyReg", "worker", lambda n: n + 1)
         (2, 1)
         """
@@ -435,8 +458,11 @@ class Registry:
     def lookup(registry: str, key: Any) -> List[Entry]:
         """The ``(pid, value)`` entries under ``key`` (at most one for unique keys).
 
-        >>> Registry.lookup("MyReg", "worker")
-        [(#PID<0.5.0>, 1)]
+        >>> _ = Registry.register("MyReg", "worker", 1)
+        >>> Registry.lookup("MyReg", "worker") == [(pyotp.self(), 1)]
+        True
+        >>> Registry.lookup("MyReg", "nobody")
+        []
         """
         reg = _registries.get(registry)         # _get, inlined: the hot path
         if reg is None or not _is_alive(reg.pid):
@@ -458,8 +484,12 @@ class Registry:
         """The entries under ``key`` whose value matches ``pattern`` (a callable
         predicate on the value, or any other object compared with ==).
 
+        >>> await Registry.start_link(keys="duplicate", name="Topics")
+        #PID<...>
+        >>> _ = Registry.register("Topics", "news", {"lang": "en"})
+        >>> _ = Registry.register("Topics", "news", {"lang": "fr"})
         >>> Registry.match("Topics", "news", lambda v: v["lang"] == "en")
-        [(#PID<0.5.0>, {'lang': 'en'})]
+        [(#PID<...>, {'lang': 'en'})]
         """
         pred = _matcher(pattern)
         return [e for e in Registry.lookup(registry, key) if pred(e[1])]
@@ -468,6 +498,10 @@ class Registry:
     def count_match(registry: str, key: Any, pattern: Any) -> int:
         """How many entries ``match`` would return.
 
+        >>> await Registry.start_link(keys="duplicate", name="Topics")
+        #PID<...>
+        >>> _ = Registry.register("Topics", "news", {"lang": "en"})
+        >>> _ = Registry.register("Topics", "news", {"lang": "fr"})
         >>> Registry.count_match("Topics", "news", {"lang": "en"})
         1
         """
@@ -478,6 +512,7 @@ class Registry:
         """The keys ``pid`` is registered under ([] if it is dead); a duplicate registry
         lists a key once per registration.
 
+        >>> _ = Registry.register("MyReg", "worker", 1)
         >>> Registry.keys("MyReg", pyotp.self())
         ['worker']
         """
@@ -493,6 +528,7 @@ class Registry:
     def values(registry: str, key: Any, pid: Any) -> List[Any]:
         """The values ``pid`` registered under ``key``.
 
+        >>> _ = Registry.register("MyReg", "worker", 1)
         >>> Registry.values("MyReg", "worker", pyotp.self())
         [1]
         """
@@ -514,6 +550,7 @@ class Registry:
         """The number of entries (O(1); may include entries of processes that just died
         and whose exit the registry has not handled yet).
 
+        >>> _ = Registry.register("MyReg", "worker", 1)
         >>> Registry.count("MyReg")
         1
         """
@@ -528,8 +565,13 @@ class Registry:
         has just exited may still be among them until the registry has handled its exit
         (a message sent to it is simply dropped); ``lookup`` filters those out.
 
+        >>> await Registry.start_link(keys="duplicate", name="Topics")
+        #PID<...>
+        >>> _ = Registry.register("Topics", "news", None)
         >>> Registry.dispatch("Topics", "news", lambda es: [pyotp.send(p, "hi") for p, _ in es])
         'ok'
+        >>> await pyotp.receive()
+        'hi'
         """
         reg = _get(registry)
         if reg.unique:
@@ -549,8 +591,10 @@ class Registry:
         """Every ``(key, pid, value)`` entry for which ``predicate(key, pid, value)`` is
         true (all of them without a predicate). It scans the whole registry.
 
+        >>> _ = Registry.register("MyReg", "room:lobby", None)
+        >>> _ = Registry.register("MyReg", "worker", 1)
         >>> Registry.select("MyReg", lambda k, pid, v: k.startswith("room:"))
-        [('room:lobby', #PID<0.9.0>, None)]
+        [('room:lobby', #PID<...>, None)]
         """
         reg = _get(registry)
         out: List[Tuple[Any, Any, Any]] = []
@@ -568,8 +612,12 @@ class Registry:
         """``("ok", value)`` for a metadata key given at start or by put_meta, else
         ``"error"``.
 
+        >>> Registry.put_meta("MyReg", "owner", "chat")
+        'ok'
         >>> Registry.meta("MyReg", "owner")
         ('ok', 'chat')
+        >>> Registry.meta("MyReg", "nothing")
+        'error'
         """
         m = _get(registry).meta
         return ("ok", m[key]) if key in m else "error"
@@ -633,8 +681,12 @@ class Registry:
     def whereis_name(name: Tuple[Any, ...]) -> Any:
         """``via`` hook: the pid registered under ``(registry, key)``, or None.
 
-        >>> Registry.whereis_name(("MyReg", "db"))
-        #PID<0.7.0>
+        >>> Registry.register_name(("MyReg", "db"), pid)
+        'yes'
+        >>> Registry.whereis_name(("MyReg", "db")) == pid
+        True
+        >>> Registry.whereis_name(("MyReg", "nobody")) is None
+        True
         """
         if type(name) is tuple and 2 <= len(name) <= 3:
             registry, key = name[0], name[1]
@@ -655,7 +707,11 @@ class Registry:
         """``via`` hook: send ``msg`` to the process under ``(registry, key)``; BadArg if
         there is none. Returns the pid.
 
-        >>> Registry.send(("MyReg", "db"), "ping")
+        >>> _ = Registry.register("MyReg", "db", None)
+        >>> Registry.send(("MyReg", "db"), "ping") == pyotp.self()
+        True
+        >>> await pyotp.receive()
+        'ping'
         """
         pid = Registry.whereis_name(name)
         if pid is None:

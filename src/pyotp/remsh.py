@@ -10,7 +10,11 @@ distribution, so the cookie and TLS guard these commands like any other connecti
 and completion) whose statements run inside the target node: see
 ``pyotp.dist.console`` for the service the target runs when started with ``console=True``.
 
->>> main(["remsh", "app@127.0.0.1", "--cookie", "secret"])
+A session (it needs a node ``app@127.0.0.1`` started with ``console=True``)::
+
+    $ python -m pyotp remsh app@127.0.0.1 --cookie secret
+    app@127.0.0.1> Node.self()
+    'app@127.0.0.1'
 """
 from __future__ import annotations
 
@@ -70,8 +74,8 @@ def parse_arg(text: str) -> Any:
 def client_name(target: str) -> str:
     """The hidden node name a command uses to reach ``target``.
 
-    >>> client_name("app@127.0.0.1")  # doctest: +SKIP
-    'pyotp_cli_4242@127.0.0.1'
+    >>> client_name("app@127.0.0.1") == "pyotp_cli_%d@127.0.0.1" % os.getpid()
+    True
     """
     if not isinstance(target, str) or target.count("@") != 1 or not all(target.split("@")):
         raise ValueError("node name must look like 'name@host', got %r" % (target,))
@@ -83,8 +87,11 @@ def rpc_once(target: str, cookie: str, module: str, function: str, args: List[An
     """``rpc:call(target, module, function, args)`` from a fresh hidden node; the result
     (``("badrpc", reason)`` on failure, as rpc.call gives).
 
-    >>> rpc_once("app@127.0.0.1", "secret", "erlang", "node", [], 10)
-    Atom('app@127.0.0.1')
+    With a node ``app@127.0.0.1`` running (it starts a node of its own, so it is called
+    outside any node, as ``python -m pyotp rpc`` does)::
+
+        rpc_once("app@127.0.0.1", "secret", "erlang", "node", [], 10)
+        # -> Atom('app@127.0.0.1')
     """
     from . import runtime
     from .dist import rpc

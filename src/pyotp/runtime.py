@@ -203,9 +203,12 @@ class NodeThread:
     """A node running on its own thread. Every method blocks the calling thread and is
     safe from any thread except the node's own.
 
+    >>> async def worker():
+    ...     await pyotp.receive()
     >>> node = pyotp.Runtime.start_thread()
     >>> pid = node.spawn(worker)
     >>> node.send(pid, "hello")
+    'hello'
     >>> node.stop()
     """
 

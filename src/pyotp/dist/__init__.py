@@ -6,12 +6,16 @@ External Term Format). Once a node is started, everything local works across nod
 servers, links and monitors (a lost connection gives ``noconnection``), exit signals.
 See docs/distribution.md for the type mapping and the wire extension.
 
->>> from pyotp.dist import Node, rpc
->>> async def main():
-...     await Node.start("a@127.0.0.1", cookie="secret")
-...     print(await Node.ping("b@127.0.0.1"))
-...     print(await rpc.call("b@127.0.0.1", "math", "sqrt", [16.0]))
->>> run_node(main, node="a@127.0.0.1", cookie="secret")
+With a second node ``b@127.0.0.1`` running (another pyotp node, or
+``erl -name b@127.0.0.1 -setcookie secret``)::
+
+    from pyotp.dist import Node, rpc, run_node
+
+    async def main():
+        print(await Node.ping("b@127.0.0.1"))                          # pong
+        print(await rpc.call("b@127.0.0.1", "math", "sqrt", [16.0]))   # 4.0
+
+    run_node(main, node="a@127.0.0.1", cookie="secret")
 """
 from __future__ import annotations
 
@@ -40,10 +44,12 @@ def run_node(main: Callable[..., Awaitable[_T]], *args: Any, node: str, cookie: 
     does not await ``Application.await_system_stop()``, a remote ``init:stop()`` (or
     ``python -m pyotp stop``) ends it with exit reason ``shutdown`` and this returns None.
 
-    >>> async def main():
-    ...     return await Node.ping("b@127.0.0.1")
-    >>> run_node(main, node="a@127.0.0.1", cookie="secret")
-    'pong'
+    With a node ``b@127.0.0.1`` running::
+
+        async def main():
+            return await Node.ping("b@127.0.0.1")
+
+        run_node(main, node="a@127.0.0.1", cookie="secret")     # -> 'pong'
     """
     from .. import _core, runtime
     from . import beam_api

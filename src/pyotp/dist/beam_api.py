@@ -20,8 +20,11 @@ thread).
 Stopping (``init:stop/0,1``, ``erlang:halt/0,1``) goes through :func:`request_stop`: the
 node's normal shutdown, as SIGTERM gives ``python -m pyotp run``.
 
->>> await rpc.call("b@127.0.0.1", "erlang", "system_info", [Atom("process_count")])
-42
+From an Erlang node, or from another pyotp node with ``rpc`` (``b@127.0.0.1`` being a
+pyotp node)::
+
+    await rpc.call("b@127.0.0.1", "erlang", "system_info", [Atom("process_count")])   # 42
+    %% in erl: rpc:call('b@127.0.0.1', erlang, system_info, [process_count]).
 """
 from __future__ import annotations
 
@@ -458,7 +461,7 @@ HANDLERS: Dict[Tuple[str, str, int], Callable[..., Any]] = {
 def lookup(m: str, f: str, args: Any) -> Optional[Callable[..., Any]]:
     """The handler for ``m:f/len(args)``, or None (then the rpc imports ``m`` as usual).
 
-    >>> beam_api.lookup("erlang", "node", [])()
-    Atom('a@127.0.0.1')
+    >>> beam_api.lookup("erlang", "node", [])()      # this node's name (not distributed here)
+    Atom('nonode@nohost')
     """
     return HANDLERS.get((m, f, len(args)))

@@ -22,7 +22,11 @@ Requests (GenServer.call to ``("pyotp_console", node)``):
 - ``("complete", session, text)`` -> a list of completions (rlcompleter).
 - ``("close", session)`` -> "ok".
 
->>> await Node.start("a@127.0.0.1", cookie="secret", console=True)
+The node to operate turns the service on when it starts distribution::
+
+    await Node.start("app@127.0.0.1", cookie="secret", console=True)
+
+and ``python -m pyotp remsh app@127.0.0.1 --cookie secret`` opens a console into it.
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ that does not speak EPMD, gives :class:`EpmdError` with a clear message, never a
 >>> reg = await register("demo", 4242, port=server.port)
 >>> await port_please("demo", "127.0.0.1", port=server.port)
 EpmdEntry(name='demo', port=4242, node_type=77, protocol=0, highest=6, lowest=6, extra=b'pyotp')
+>>> reg.close(); server.close()
 """
 from __future__ import annotations
 
@@ -133,9 +134,11 @@ async def register(name: str, node_port: int, *, hidden: bool = False, extra: by
                    timeout: float = DEFAULT_TIMEOUT) -> Registration:
     """Register ``name`` (the part before ``@``) listening on ``node_port``.
 
-    >>> reg = await register("a", 40001)
+    >>> server = await EpmdServer.start("127.0.0.1", 0)     # an EPMD of our own
+    >>> reg = await register("a", 40001, port=server.port)
     >>> reg.creation > 0
     True
+    >>> reg.close(); server.close()
     """
     port = default_port() if port is None else port
     nb = name.encode("utf-8")
@@ -176,8 +179,11 @@ async def port_please(name: str, host: str, *, port: Optional[int] = None,
                       timeout: float = DEFAULT_TIMEOUT) -> Optional[EpmdEntry]:
     """Look ``name`` up in the EPMD on ``host``: its entry, or None if not registered.
 
-    >>> (await port_please("a", "127.0.0.1")).port
+    >>> server = await EpmdServer.start("127.0.0.1", 0)     # an EPMD of our own
+    >>> reg = await register("a", 40001, port=server.port)
+    >>> (await port_please("a", "127.0.0.1", port=server.port)).port
     40001
+    >>> reg.close(); server.close()
     """
     port = default_port() if port is None else port
     nb = name.encode("utf-8")
@@ -216,8 +222,11 @@ async def names(host: str = "127.0.0.1", *, port: Optional[int] = None,
                 timeout: float = DEFAULT_TIMEOUT) -> List[Tuple[str, int]]:
     """The nodes registered with the EPMD on ``host``, as (name, port) pairs.
 
-    >>> await names()
+    >>> server = await EpmdServer.start("127.0.0.1", 0)     # an EPMD of our own
+    >>> reg = await register("a", 40001, port=server.port)
+    >>> await names(port=server.port)
     [('a', 40001)]
+    >>> reg.close(); server.close()
     """
     port = default_port() if port is None else port
     reader, writer = await _open(host, port, timeout)
@@ -255,7 +264,9 @@ class EpmdServer:
     ALIVE2 error answer) and ``max_connections`` connections at once (more are closed at
     once), so that registrations cannot use up the hosting node's file descriptors.
 
-    >>> srv = await EpmdServer.start("127.0.0.1", 4369, max_per_host=16)
+    >>> srv = await EpmdServer.start("127.0.0.1", 0, max_per_host=16)   # 0: any free port
+    >>> srv.port > 0
+    True
     >>> srv.close()
     """
 

@@ -25,8 +25,8 @@ name in the same instant both get "yes" and the conflict rule then keeps one.
 
 >>> global_names.register_name("svc", pyotp.self())
 'yes'
->>> global_names.whereis_name("svc")
-#PID<0.42.0>
+>>> global_names.whereis_name("svc") == pyotp.self()
+True
 """
 from __future__ import annotations
 
@@ -113,7 +113,12 @@ def unregister_name(name: Any) -> str:
 def whereis_name(name: Any) -> Optional[Pid]:
     """The pid registered as ``name``, or None.
 
-    >>> global_names.whereis_name("db")
+    >>> global_names.whereis_name("db") is None
+    True
+    >>> global_names.register_name("db", pid)
+    'yes'
+    >>> global_names.whereis_name("db") == pid
+    True
     """
     pid = _table.get(name)
     if pid is not None and _is_local(pid) and not _core.is_alive(pid):
@@ -124,7 +129,9 @@ def whereis_name(name: Any) -> Optional[Pid]:
 def registered_names() -> List[Any]:
     """All global names.
 
-    >>> global_names.registered_names()
+    >>> global_names.register_name("db", pid), global_names.register_name("svc", pyotp.self())
+    ('yes', 'yes')
+    >>> sorted(global_names.registered_names())
     ['db', 'svc']
     """
     return list(_table)
@@ -133,7 +140,12 @@ def registered_names() -> List[Any]:
 def send(name: Any, msg: Any) -> Pid:
     """Send ``msg`` to the process registered as ``name`` (BadArg if none); returns its pid.
 
-    >>> global_names.send("db", ("get", 1))
+    >>> global_names.register_name("db", pyotp.self())
+    'yes'
+    >>> global_names.send("db", ("get", 1)) == pyotp.self()
+    True
+    >>> await pyotp.receive()
+    ('get', 1)
     """
     pid = whereis_name(name)
     if pid is None:
@@ -146,8 +158,9 @@ async def sync(timeout: float = 10.0) -> str:
     """Wait until every connected node has processed what happened before this call (its
     registrations and the deaths it saw are then in the local table). Returns "ok".
 
-    >>> await global_names.sync()
-    'ok'
+    On a distributed node (``Node.start``)::
+
+        await global_names.sync()       # -> 'ok'
     """
     from .kernel import _external_call, kernel
     import asyncio

@@ -134,8 +134,8 @@ def frame2(body: bytes) -> bytes:
 def send_name(flags: int, creation: int, name: str) -> bytes:
     """The initiator's ``'N'`` message (framed).
 
-    >>> send_name(OUR_FLAGS, 1, "a@h")[:3]
-    b'\\x00\\x14N'
+    >>> send_name(OUR_FLAGS, 1, "a@h")[:3]      # its length (18), then "N"
+    b'\\x00\\x12N'
     """
     nb = name.encode("utf-8")
     return frame2(b"N" + struct.pack(">QIH", flags, creation, len(nb)) + nb)

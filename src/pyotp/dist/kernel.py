@@ -424,9 +424,10 @@ class NetKernel:
         and the others still run. The services are called in the order they were added.
         A name is taken once (ValueError); :meth:`remove_service` frees it.
 
-        >>> kernel().add_service("my_service", on_nodeup=lambda node, conn: print("up", node))
-        >>> kernel().remove_service("my_service")
-        True
+        On a distributed node (``kernel()`` is its NetKernel)::
+
+            kernel().add_service("my_service", on_nodeup=lambda node, conn: print("up", node))
+            kernel().remove_service("my_service")       # True
         """
         if not isinstance(name, str) or not name:
             raise TypeError("add_service: name must be a non-empty str, got %r" % (name,))

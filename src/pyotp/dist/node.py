@@ -7,12 +7,14 @@ system.py (the processes every node runs: net_kernel, rex, a group leader), conn
 (one connection's handshake). ``NetKernel``, ``kernel`` and ``DistError`` are re-exported
 here, where they were defined before the split.
 
->>> async def main():
-...     await Node.start("a@127.0.0.1", cookie="secret")
-...     print(await Node.ping("b@127.0.0.1"))
-...     await Node.stop()
->>> pyotp.run(main)
-pong
+With a second node ``b@127.0.0.1`` running (with cookie ``secret``)::
+
+    async def main():
+        await Node.start("a@127.0.0.1", cookie="secret")
+        print(await Node.ping("b@127.0.0.1"))       # pong
+        await Node.stop()
+
+    pyotp.run(main)
 """
 from __future__ import annotations
 
@@ -42,12 +44,14 @@ class Node:
     """This node's distribution: start/stop, connections, node monitoring, remote spawn.
     All methods are static (one node per OS process).
 
-    >>> async def main():
-    ...     await Node.start("a@127.0.0.1", cookie="secret")
-    ...     Node.self()
-    ...     await Node.connect("b@127.0.0.1")
-    ...     Node.list()
-    ...     await Node.stop()
+    With a second node ``b@127.0.0.1`` running::
+
+        async def main():
+            await Node.start("a@127.0.0.1", cookie="secret")
+            Node.self()                           # 'a@127.0.0.1'
+            await Node.connect("b@127.0.0.1")     # True
+            Node.list()                           # ['b@127.0.0.1']
+            await Node.stop()
     """
 
     @staticmethod
@@ -123,8 +127,9 @@ class Node:
 
         Returns the node name.
 
-        >>> await Node.start("a@127.0.0.1", cookie="secret", net_ticktime=8)
-        'a@127.0.0.1'
+        Inside a running node (``pyotp.run(main)``)::
+
+            await Node.start("a@127.0.0.1", cookie="secret", net_ticktime=8)   # 'a@127.0.0.1'
         """
         if _kmod._kernel is not None:
             raise DistError("this node is already distributed as %s" % _kmod._kernel.name)
@@ -169,7 +174,9 @@ class Node:
         work is done when it returns; the result may be awaited (``await Node.stop()``)
         or ignored.
 
-        >>> await Node.stop()
+        On a distributed node::
+
+            await Node.stop()
         """
         k = _kmod._kernel
         if k is None:
@@ -192,7 +199,7 @@ class Node:
         """This node's name ("nonode@nohost" when not distributed).
 
         >>> Node.self()
-        'a@127.0.0.1'
+        'nonode@nohost'
         """
         return str(_core.local_node())
 
@@ -206,8 +213,10 @@ class Node:
         """Connected nodes: "visible" (default), "hidden", "connected" (both), or "known"
         (connected plus this node).
 
-        >>> Node.list("connected")
-        ['b@127.0.0.1']
+        >>> Node.list("connected")        # with no connection yet
+        []
+        >>> Node.list("this")
+        ['nonode@nohost']
         """
         if kind not in ("visible", "hidden", "connected", "known", "this"):
             raise ValueError("Node.list kind must be visible, hidden, connected, known or this")
@@ -227,8 +236,9 @@ class Node:
     async def connect(node: str) -> bool:
         """Connect to ``node`` (no-op if connected); True on success.
 
-        >>> await Node.connect("b@127.0.0.1")
-        True
+        On a distributed node, with ``b@127.0.0.1`` running::
+
+            await Node.connect("b@127.0.0.1")      # True
         """
         return await kernel().connect(node)
 
@@ -236,8 +246,9 @@ class Node:
     def disconnect(node: str) -> bool:
         """Close the connection to ``node`` (both sides see nodedown). False if not connected.
 
-        >>> Node.disconnect("b@127.0.0.1")
-        True
+        On a distributed node connected to ``b@127.0.0.1``::
+
+            Node.disconnect("b@127.0.0.1")         # True
         """
         return kernel().disconnect(node)
 
@@ -245,7 +256,9 @@ class Node:
     def set_cookie(cookie: str, node: Optional[str] = None) -> None:
         """Set this node's cookie, or (with ``node``) the cookie used with that node only.
 
-        >>> Node.set_cookie("other", node="c@127.0.0.1")
+        On a distributed node::
+
+            Node.set_cookie("other", node="c@127.0.0.1")
         """
         if not isinstance(cookie, str) or not cookie:
             raise ValueError("cookie must be a non-empty str")
@@ -264,7 +277,9 @@ class Node:
     def set_peer_port(node: str, port: int) -> None:
         """EPMD-less mode: the port ``node`` listens on (default: our own port).
 
-        >>> Node.set_peer_port("b@127.0.0.1", 9101)
+        On a node started with ``epmd="none"``::
+
+            Node.set_peer_port("b@127.0.0.1", 9101)
         """
         kernel().set_peer(node, port=int(port))
 
@@ -272,8 +287,9 @@ class Node:
     async def ping(node: str, timeout: float = 7.0) -> str:
         """``net_adm:ping``: "pong" if ``node`` answers, else "pang".
 
-        >>> await Node.ping("b@127.0.0.1")
-        'pong'
+        On a distributed node, with ``b@127.0.0.1`` running::
+
+            await Node.ping("b@127.0.0.1")         # 'pong'
         """
         k = kernel()
         if node == k.name:
@@ -291,8 +307,10 @@ class Node:
         """Subscribe (or unsubscribe) the calling process to ``("nodeup", node)`` and
         ``("nodedown", node)`` messages.
 
-        >>> Node.monitor_nodes(True)
-        >>> msg = await pyotp.receive()      # ("nodeup", "b@127.0.0.1")
+        On a distributed node::
+
+            Node.monitor_nodes(True)
+            msg = await pyotp.receive()      # ("nodeup", "b@127.0.0.1") once b connects
         """
         me = _core.self()
         k = kernel()
@@ -307,7 +325,9 @@ class Node:
         module-level function (sent by module and name: the remote node imports it) or a
         ``(module, function)`` pair (for Erlang nodes: ``("erlang", "apply")`` ...).
 
-        >>> pid = await Node.spawn("b@127.0.0.1", workers.echo, "hello")
+        With ``b@127.0.0.1`` running and a module ``workers`` importable there::
+
+            pid = await Node.spawn("b@127.0.0.1", workers.echo, "hello")
         """
         return cast(Pid, await rpc.spawn(kernel(), node, fn, args, False))
 
@@ -315,7 +335,9 @@ class Node:
     async def spawn_link(node: str, fn: Any, *args: Any) -> Pid:
         """Like spawn, linked to the calling process (which must be a pyotp process).
 
-        >>> pid = await Node.spawn_link("b@127.0.0.1", workers.loop)
+        As for spawn::
+
+            pid = await Node.spawn_link("b@127.0.0.1", workers.loop)
         """
         return cast(Pid, await rpc.spawn(kernel(), node, fn, args, True))
 
@@ -326,7 +348,9 @@ class Node:
         ``spawn_request`` with the ``monitor`` option), so even a process that dies at
         once gives its real exit reason: ``("DOWN", ref, "process", pid, reason)``.
 
-        >>> pid, ref = await Node.spawn_monitor("b@127.0.0.1", workers.job, 42)
+        As for spawn::
+
+            pid, ref = await Node.spawn_monitor("b@127.0.0.1", workers.job, 42)
         """
         return cast(Tuple[Pid, Reference], await rpc.spawn(kernel(), node, fn, args, False, True))
 

@@ -18,11 +18,15 @@ sides exchange exactly what two BEAM scopes do, addressed to each other's scope 
 (``{'$gen_cast', {sync, Pid, Groups}}``, ``{join, ...}``, ``{leave, ...}``). BEAM's pg
 crashes on a message it does not expect, so nothing else is ever sent to it.
 
+>>> await pg.start()        # Node.start does this; here the node is not distributed
+#PID<...>
 >>> pg.join("workers", pyotp.self())
 'ok'
->>> pg.get_members("workers")
-[#PID<0.42.0>, #PID<b@host.7.0>]
+>>> pg.get_members("workers") == [pyotp.self()]     # members on other nodes too, if any
+True
 >>> ref, groups = pg.monitor_scope()      # then (ref, "join"|"leave", group, pids) messages
+>>> groups == {"workers": [pyotp.self()]}
+True
 """
 from __future__ import annotations
 
@@ -96,8 +100,13 @@ def _pids(pids: Union[Pid, Sequence[Pid]]) -> List[Pid]:
 def join(group: Any, pids: Union[Pid, Sequence[Pid]], scope: str = DEFAULT_SCOPE) -> str:
     """Add local process(es) to ``group`` (a process may join several times). Returns "ok".
 
+    >>> await pg.start()
+    #PID<...>
+    >>> pid1, pid2 = pyotp.spawn(pyotp.receive), pyotp.spawn(pyotp.receive)
     >>> pg.join("workers", [pid1, pid2])
     'ok'
+    >>> len(pg.get_members("workers"))
+    2
     """
     s = _scope(scope)
     lst = _pids(pids)
@@ -114,8 +123,15 @@ def leave(group: Any, pids: Union[Pid, Sequence[Pid]], scope: str = DEFAULT_SCOP
     """Remove local process(es) from ``group`` (one membership each). Returns "ok", or
     "not_joined" if none of them was a member.
 
+    >>> await pg.start()
+    #PID<...>
+    >>> pid1 = pyotp.spawn(pyotp.receive)
+    >>> pg.join("workers", pid1)
+    'ok'
     >>> pg.leave("workers", pid1)
     'ok'
+    >>> pg.leave("workers", pid1)
+    'not_joined'
     """
     s = _scope(scope)
     lst = _pids(pids)
@@ -143,7 +159,14 @@ def _leave_local(s: _Scope, group: Any, lst: List[Pid]) -> List[Pid]:
 def get_members(group: Any, scope: str = DEFAULT_SCOPE) -> List[Pid]:
     """All members of ``group`` in the cluster (a pid once per join).
 
+    >>> await pg.start()
+    #PID<...>
     >>> pg.get_members("workers")
+    []
+    >>> pg.join("workers", pyotp.self())
+    'ok'
+    >>> pg.get_members("workers") == [pyotp.self()]
+    True
     """
     return list(_scope(scope).members.get(group, ()))
 
@@ -162,7 +185,13 @@ def monitor_scope(scope: str = DEFAULT_SCOPE) -> Tuple[Reference, Dict[Any, List
     """Watch every group of the scope: returns ``(ref, {group: members})``; then the
     calling process gets ``(ref, "join", group, pids)`` and ``(ref, "leave", group, pids)``.
 
+    >>> await pg.start()
+    #PID<...>
     >>> ref, groups = pg.monitor_scope()
+    >>> pg.join("workers", pyotp.self())
+    'ok'
+    >>> await pyotp.receive() == (ref, "join", "workers", [pyotp.self()])
+    True
     """
     s = _scope(scope)
     ref = _core.make_ref()
@@ -310,6 +339,9 @@ async def start(scope: str = DEFAULT_SCOPE) -> Pid:
     """Start a scope on this node (before or after ``Node.start``); returns its process.
 
     >>> await pg.start("chat")
+    #PID<...>
+    >>> pg.join("room", pyotp.self(), scope="chat")
+    'ok'
     """
     if not isinstance(scope, str) or not scope:
         raise _core.BadArg("pg scope must be a non-empty str, got %r" % (scope,))

@@ -13,10 +13,11 @@ modules in the target's ``rpc_allow`` list may run when it set one.
 
 Durations are seconds; ``timeout=None`` waits forever.
 
->>> await rpc.call("b@127.0.0.1", "math", "factorial", [20])
-2432902008176640000
->>> await rpc.call("erl@127.0.0.1", "erlang", "node", [])
-Atom('erl@127.0.0.1')
+On a distributed node, with a pyotp node ``b@127.0.0.1`` and an Erlang node
+``erl@127.0.0.1`` running::
+
+    await rpc.call("b@127.0.0.1", "math", "factorial", [20])   # 2432902008176640000
+    await rpc.call("erl@127.0.0.1", "erlang", "node", [])      # Atom('erl@127.0.0.1')
 """
 from __future__ import annotations
 
@@ -66,8 +67,11 @@ async def call(node: str, module: str, function: str, args: Sequence[Any] = (),
     """``rpc:call``: ``module.function(*args)`` on ``node``; the result or
     ``("badrpc", reason)`` (see the module documentation).
 
-    >>> await rpc.call("b@127.0.0.1", "os", "getpid", [], timeout=5)
-    12345
+    On a distributed node, with ``b@127.0.0.1`` running::
+
+        await rpc.call("b@127.0.0.1", "os", "getpid", [], timeout=5)      # 12345
+        await rpc.call("b@127.0.0.1", "nosuchmodule", "f", [])
+        # -> ('badrpc', ('EXIT', ('undef', [('nosuchmodule', 'f', [], [])])))
     """
     _check(node, module, function, args)
     return await rpc_call(kernel(), node, module, function, list(args), timeout)
@@ -77,8 +81,9 @@ def cast(node: str, module: str, function: str, args: Sequence[Any] = ()) -> boo
     """``rpc:cast``: run ``module.function(*args)`` on ``node``, ignore the result.
     Returns True at once.
 
-    >>> rpc.cast("b@127.0.0.1", "logging", "warning", ["hello"])
-    True
+    On a distributed node::
+
+        rpc.cast("b@127.0.0.1", "logging", "warning", ["hello"])     # True
     """
     _check(node, module, function, args)
     rpc_cast(kernel(), node, module, function, list(args))
@@ -91,8 +96,10 @@ async def multicall(nodes: Iterable[str], module: str, function: str, args: Sequ
     results of the nodes that answered, in the order of ``nodes``; ``bad_nodes`` are the
     nodes that were down or did not answer in time.
 
-    >>> await rpc.multicall(["b@127.0.0.1", "c@127.0.0.1"], "os", "getpid", [])
-    ([101, 102], [])
+    On a distributed node, with ``b`` and ``c`` running::
+
+        await rpc.multicall(["b@127.0.0.1", "c@127.0.0.1"], "os", "getpid", [])
+        # -> ([101, 102], [])
     """
     nodes = list(nodes)
     for n in nodes:
@@ -115,8 +122,11 @@ async def multi_call(nodes: Iterable[str], name: str, request: Any,
     concurrently. Returns ``(replies, bad_nodes)`` where replies are ``(node, reply)``
     pairs and bad_nodes the nodes where the call failed (no server, node down, timeout).
 
-    >>> await multi_call(["b@127.0.0.1", "c@127.0.0.1"], "counter", "get", timeout=5)
-    ([('b@127.0.0.1', 1), ('c@127.0.0.1', 7)], [])
+    On a distributed node, with ``b`` and ``c`` running a server registered as
+    ``"counter"``::
+
+        await multi_call(["b@127.0.0.1", "c@127.0.0.1"], "counter", "get", timeout=5)
+        # -> ([('b@127.0.0.1', 1), ('c@127.0.0.1', 7)], [])
     """
     nodes = list(nodes)
     if not isinstance(name, str):

@@ -12,7 +12,7 @@ goes down.
 ...     await ServiceDiscovery.register("db", endpoint=("10.0.0.5", 5432), metadata={"role": "primary"})
 ...     return await ServiceDiscovery.discover("db")
 >>> pyotp.run(main)
-[(#PID<0.3.0>, ('10.0.0.5', 5432), {'role': 'primary'})]
+[(#PID<...>, ('10.0.0.5', 5432), {'role': 'primary'})]
 
 How it works
 ------------
@@ -391,10 +391,11 @@ class ServiceDiscovery:
     """Cluster-wide service registry; see the module documentation.
 
     >>> await ServiceDiscovery.start_link()
+    #PID<...>
     >>> await ServiceDiscovery.register("api", endpoint=("127.0.0.1", 8080))
     'ok'
     >>> await ServiceDiscovery.discover("api")
-    [(#PID<0.5.0>, ('127.0.0.1', 8080), {})]
+    [(#PID<...>, ('127.0.0.1', 8080), {})]
     """
 
     @classmethod
@@ -430,6 +431,7 @@ class ServiceDiscovery:
     async def stop(reason: Any = "normal") -> None:
         """Stop this node's server (its instances vanish everywhere).
 
+        >>> _ = await ServiceDiscovery.start_link()
         >>> await ServiceDiscovery.stop()
         """
         await GenServer.stop(SERVER, reason)
@@ -441,6 +443,7 @@ class ServiceDiscovery:
         the same service again from the same process updates its endpoint and metadata
         (watchers get a new ``service_up``). Returns "ok".
 
+        >>> _ = await ServiceDiscovery.start_link()
         >>> await ServiceDiscovery.register("db", endpoint=("10.0.0.5", 5432), metadata={"zone": "a"})
         'ok'
         """
@@ -462,8 +465,13 @@ class ServiceDiscovery:
     def unregister(service: Any) -> str:
         """Remove the calling process's instance of ``service``: "ok", or "not_registered".
 
+        >>> _ = await ServiceDiscovery.start_link()
+        >>> await ServiceDiscovery.register("db", endpoint=("10.0.0.5", 5432))
+        'ok'
         >>> ServiceDiscovery.unregister("db")
         'ok'
+        >>> ServiceDiscovery.unregister("db")
+        'not_registered'
         """
         from . import pg
         _check_service(service)
@@ -483,8 +491,11 @@ class ServiceDiscovery:
         """The instances of ``service`` on every connected node: ``[(pid, endpoint,
         metadata)]``, this node's first. Reads local tables only.
 
-        >>> await ServiceDiscovery.discover("db")
-        [(#PID<b@host.7.0>, ('10.0.0.5', 5432), {'zone': 'a'})]
+        >>> _ = await ServiceDiscovery.start_link()
+        >>> await ServiceDiscovery.register("db", endpoint=("10.0.0.5", 5432), metadata={"zone": "a"})
+        'ok'
+        >>> await ServiceDiscovery.discover("db")      # with other nodes: theirs after ours
+        [(#PID<...>, ('10.0.0.5', 5432), {'zone': 'a'})]
         """
         from . import pg
         _check_service(service)
@@ -508,6 +519,9 @@ class ServiceDiscovery:
     def services() -> List[Any]:
         """Services with at least one visible instance in the cluster.
 
+        >>> _ = await ServiceDiscovery.start_link()
+        >>> await ServiceDiscovery.register("db", endpoint=("10.0.0.5", 5432))
+        'ok'
         >>> ServiceDiscovery.services()
         ['db']
         """
@@ -525,6 +539,7 @@ class ServiceDiscovery:
         then the process receives ``("service_up", service, pid, endpoint)`` (a new
         instance, or an updated endpoint) and ``("service_down", service, pid)``.
 
+        >>> _ = await ServiceDiscovery.start_link()
         >>> await ServiceDiscovery.watch("db")
         []
         """
@@ -537,6 +552,9 @@ class ServiceDiscovery:
     async def unwatch(service: Any) -> str:
         """Stop the calling process's subscription to ``service``. Returns "ok".
 
+        >>> _ = await ServiceDiscovery.start_link()
+        >>> await ServiceDiscovery.watch("db")
+        []
         >>> await ServiceDiscovery.unwatch("db")
         'ok'
         """

@@ -1,2 +1,0 @@
-"""Imported by tests/test_cli.py to check that an import-time error is one clean line."""
-raise RuntimeError("this module is broken on purpose")

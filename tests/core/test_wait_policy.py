@@ -1,0 +1,327 @@
+"""The runtime's waiting policy (src/core/wait_policy.pyx): when a thread may spin before
+it sleeps. Its decisions are checked with a fake clock and fake machine facts (no timing),
+and a pair of real nodes pinned to one CPU checks that calls complete with the policy off."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyotp import _core
+from pyotp.dist import DistError, Node
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
+from dist_helpers import COOKIE, WAIT, child_env, unique  # noqa: E402
+
+
+class Machine:
+    """Fake clock (ms) and machine facts for a WaitPolicy."""
+
+    def __init__(self, usable=4, online=4, runnable=1, nivcsw=0):
+        self.now = 1000.0
+        self.usable, self.online, self.runnable, self.nivcsw = usable, online, runnable, nivcsw
+        self.probes = 0
+
+    def clock(self):
+        return self.now
+
+    def probe(self):
+        self.probes += 1
+        return self.usable, self.online, self.runnable, self.nivcsw
+
+    def policy(self, setting="auto"):
+        return _core.WaitPolicy(setting, clock=self.clock, probe=self.probe)
+
+
+def test_quiet_machine_spins_up_to_the_ceiling():
+    m = Machine()
+    p = m.policy()
+    assert p.budget_us() == 100.0
+    info = p.info()
+    assert info["mode"] == "auto" and info["spinning"] and info["usable_cpus"] == 4
+
+
+def test_budget_follows_the_waits_that_succeed():
+    m = Machine()
+    p = m.policy()
+    for _ in range(40):
+        p.record(True, 10.0)
+    assert p.budget_us() == pytest.approx(40.0)      # 4x the moving average of the waits
+    for _ in range(40):
+        p.record(True, 1.0)
+    assert p.budget_us() == 5.0                       # never below a useful minimum
+    assert p.info()["hits"] == 80
+
+
+def test_one_usable_cpu_never_spins():
+    m = Machine(usable=1, online=8)
+    p = m.policy()
+    assert p.budget_us() == 0.0
+    info = p.info()
+    assert not info["spinning"] and info["reason"] == "one usable CPU"
+
+
+def test_oversubscribed_machine_stops_spinning_and_recovers():
+    m = Machine(usable=2, online=2, runnable=4)        # two busy loops beside two nodes
+    p = m.policy()
+    assert p.budget_us() == 100.0                     # one crowded sample may be a passing thread
+    m.now += 50.0
+    assert p.budget_us() == 0.0                       # two in a row: oversubscribed
+    assert "oversubscribed" in p.info()["reason"]
+    assert p.info()["denied"] == {"one_cpu": 0, "oversubscribed": 1, "preempted": 0, "backoff": 0}
+    m.runnable = 3                                    # one extra thread is tolerated
+    m.now += 10.0
+    assert p.budget_us() == 0.0                       # facts are re-read only every 50 ms
+    m.now += 50.0
+    assert p.budget_us() == 100.0
+
+
+def test_rising_involuntary_switches_stop_spinning():
+    m = Machine(nivcsw=100)
+    p = m.policy()
+    assert p.budget_us() == 100.0
+    m.now += 50.0
+    m.nivcsw = 120                                    # preempted 20 times since the last probe
+    assert p.budget_us() == 100.0                     # one such interval may be work passing by
+    m.now += 50.0
+    m.nivcsw = 135                                    # and again: this thread shares its core
+    assert p.budget_us() == 0.0
+    assert "preempted (15 involuntary switches per 50 ms)" == p.info()["reason"]
+    assert p.info()["denied"]["preempted"] == 1       # the budget_us() call above
+    m.now += 60.0                                     # no new preemption: spinning may resume
+    assert p.budget_us() == 100.0
+    m.now += 5000.0
+    m.nivcsw = 155                                    # 20 more over 5 s: a low rate, not contention
+    assert p.budget_us() == 100.0
+    m.now += 50.0
+    assert p.budget_us() == 100.0
+
+
+def test_isolated_bad_samples_do_not_stop_a_quiet_machine_spinning():
+    # Two nodes on a 2-core machine: both spin, and now and then a reply is late (a GC),
+    # a load sample catches a passing thread, or one interval sees a burst of
+    # preemptions. None of these alone pauses the spin; each is followed by normal samples.
+    m = Machine(usable=2, online=2, runnable=2, nivcsw=0)
+    p = m.policy()
+    spun = refused = 0
+    for i in range(4000):                 # 4000 calls, one per 0.1 ms of fake time: a probe
+        if i % 1000 == 0:                 # every 500 calls
+            m.runnable = 4                # one crowded sample (the probe at i)
+        elif i % 1000 == 1:
+            m.runnable = 2
+        elif i % 1000 == 500:
+            m.nivcsw += 30                # one interval with a burst of preemptions
+        b = p.budget_us()
+        if b > 0.0:
+            spun += 1
+            p.record(i % 50 != 0, 20.0 if i % 50 else b)   # every 50th reply comes late
+        else:
+            refused += 1
+        m.now += 0.1
+    info = p.info()
+    assert refused == 0 and spun == 4000, info
+    assert info["misses"] == 80 and info["spinning"]
+    assert sum(info["denied"].values()) == 0
+
+
+def test_missed_spins_back_off_exponentially_and_a_hit_ends_it():
+    m = Machine()
+    p = m.policy()
+    p.record(False, 100.0)                            # one miss among hits: spin on, widely
+    assert p.budget_us() == 100.0
+    pauses = []
+    for _ in range(5):
+        p.record(False, 100.0)
+        start = m.now
+        while p.budget_us() == 0.0:
+            m.now += 0.25
+        pauses.append(m.now - start)
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert "backing off" not in p.info()["reason"]
+    p.record(False, 100.0)
+    assert p.info()["reason"].startswith("backing off after 7")
+    assert p.info()["denied"]["backoff"] > 0
+    p.record(True, 20.0)                              # a success ends the back-off at once
+    m.now += 0.25
+    assert p.budget_us() == 80.0
+    p.record(False, 100.0)                            # the count of misses in a row restarts
+    assert p.budget_us() == 100.0
+    for _ in range(30):                               # the pause is capped at one second
+        p.record(False, 100.0)
+    m.now += 999.0
+    assert p.budget_us() == 0.0
+    m.now += 1.0
+    assert p.budget_us() == 100.0
+
+
+def test_fixed_and_none_settings_ignore_the_machine():
+    m = Machine(usable=1, runnable=50)
+    fixed = m.policy(250)
+    assert fixed.budget_us() == 250.0 and m.probes == 0
+    fixed.record(False, 250.0)
+    assert fixed.budget_us() == 250.0                 # the user asked for it: no back-off
+    assert fixed.info()["mode"] == "fixed"
+    for off in ("none", 0):
+        p = m.policy(off)
+        assert p.budget_us() == 0.0 and p.info()["mode"] == "none"
+
+
+def test_configure_changes_the_setting_and_restarts_statistics():
+    m = Machine()
+    p = m.policy()
+    p.record(True, 10.0)
+    p.configure("none")
+    assert p.setting == "none" and p.budget_us() == 0.0 and p.info()["spins"] == 0
+    p.configure("auto")
+    assert p.budget_us() == 100.0
+
+
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), (10_001, ValueError), ("fast", TypeError),
+                                      (True, TypeError), ([], TypeError), (float("nan"), ValueError)])
+def test_bad_settings_are_refused_with_a_clear_error(bad, exc):
+    with pytest.raises(exc, match="busy_wait"):
+        _core.WaitPolicy(bad)
+    before = _core.wait_policy().setting
+    with pytest.raises(exc, match="busy_wait"):
+        _core.wait_policy().configure(bad)
+    assert _core.wait_policy().setting is before      # a refused setting changes nothing
+
+
+def test_bad_clock_or_probe_is_refused():
+    with pytest.raises(TypeError, match="clock"):
+        _core.WaitPolicy("auto", clock=3)
+    with pytest.raises(TypeError, match="probe"):
+        _core.WaitPolicy("auto", probe="x")
+
+
+def test_real_machine_probe_reports_what_it_knows():
+    usable, online, runnable, nivcsw = _core._wp_read_machine()
+    assert 1 <= usable <= online
+    if sys.platform.startswith("linux"):
+        assert runnable >= 1 and nivcsw >= 0
+        assert usable == len(os.sched_getaffinity(0)) or os.path.exists("/sys/fs/cgroup/cpu.max")
+
+
+def test_node_start_validates_busy_wait():
+    import pyotp
+
+    async def main():
+        errors = []
+        for bad in ("sometimes", -5, False):
+            try:
+                await Node.start(unique("wp"), cookie=COOKIE, busy_wait=bad)
+            except DistError as e:
+                errors.append("busy_wait" in str(e))
+        await Node.start(unique("wp"), cookie=COOKIE, busy_wait="none")
+        off = _core.wait_policy().info()["mode"]
+        await Node.stop()
+        await Node.start(unique("wp"), cookie=COOKIE)          # the default is auto
+        auto = _core.wait_policy().info()["mode"]
+        await Node.stop()
+        return errors, off, auto
+    assert pyotp.run(main) == ([True] * 3, "none", "auto")
+
+
+PINNED = r"""
+import json, os, sys
+os.sched_setaffinity(0, {0})          # this process and the peer it starts share one CPU
+import pyotp
+from pyotp import GenServer, _core
+from dist_helpers import NodeProc, COOKIE, unique
+
+async def main():
+    from pyotp.dist import Node
+    await Node.start(unique("pin"), cookie=COOKIE)
+    with NodeProc("pinb", role="dist_roles:role_peer") as b:
+        b.expect("ready")
+        replies = [await GenServer.call(("echo", b.name), i) for i in range(300)]
+        info = _core.wait_policy().info()
+        pyotp.send(("echo", b.name), "stop")
+    await Node.stop()
+    return len(replies), replies[-1][1], info
+
+n, last, info = pyotp.run(main)
+print("@@" + json.dumps({"n": n, "last": last, "info": info}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_two_nodes_pinned_to_one_cpu_complete_their_calls_without_spinning():
+    out = subprocess.run([sys.executable, "-c", PINNED], env=child_env(), capture_output=True,
+                         text=True, timeout=WAIT * 6)
+    lines = [x for x in out.stdout.splitlines() if x.startswith("@@")]
+    assert out.returncode == 0 and lines, out.stdout + out.stderr
+    res = json.loads(lines[-1][2:])
+    assert res["n"] == 300 and res["last"] == 299
+    info = res["info"]
+    assert info["mode"] == "auto" and not info["spinning"]
+    assert info["reason"] == "one usable CPU" and info["usable_cpus"] == 1
+    assert info["spun_us"] == 0.0
+
+
+def test_spin_sites_follow_the_runtime_setting():
+    sites = _core.wait_policies()
+    assert set(sites) == {"dist", "thread_loop", "thread_caller"}
+    assert sites["dist"] is _core.wait_policy()
+    before = _core.wait_policy().setting
+    try:
+        _core.wait_policy().configure(40)
+        assert [p.setting for p in sites.values()] == [40, 40, 40]
+        assert sites["thread_caller"].budget_us() == 40.0
+        _core.wait_policy().configure("none")
+        assert all(p.budget_us() == 0.0 for p in sites.values())
+    finally:
+        _core.wait_policy().configure(before)
+    assert sites["thread_loop"].setting == before
+
+
+@pytest.mark.parametrize("setting, threads", [(200, 1), (200, 4), ("none", 1), ("auto", 4)])
+def test_thread_calls_answer_right_whether_they_spin_or_sleep(setting, threads):
+    # A fixed setting spins on both sides at every call (the caller for its answer, the
+    # loop thread for the next call), "none" never: each call gets its own answer either way.
+    import threading
+    import pyotp
+    from pyotp import GenServer
+
+    class Echo(GenServer):
+        def init(self, arg):
+            return ("ok", 0)
+
+        def handle_call(self, req, from_, n):
+            return ("reply", req, n + 1)
+
+    before = _core.wait_policy().setting
+    _core.wait_policy().configure(setting)
+    node = pyotp.Runtime.start_thread()
+    try:
+        pid = node.call_in_loop(Echo.start_link, None)
+        caller0 = _core.wait_policies()["thread_caller"].info()["spins"]
+        loop0 = _core.wait_policies()["thread_loop"].info()["spins"]
+        bad = []
+
+        def worker(k):
+            for i in range(500):
+                got = node.call(pid, (k, i))
+                if got != (k, i):
+                    bad.append((k, i, got))
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert bad == []
+        caller = _core.wait_policies()["thread_caller"].info()["spins"] - caller0
+        loop = _core.wait_policies()["thread_loop"].info()["spins"] - loop0
+        if setting == "none":
+            assert caller == loop == 0
+        elif setting == 200 and threads == 1:
+            assert caller == 500 and loop > 0
+        with pytest.raises(pyotp.Exit):                  # a timed-out call retires its waiter
+            node.call(pid, ("sleep",), timeout=0)
+        assert node.call(pid, "after") == "after"
+    finally:
+        node.stop()
+        _core.wait_policy().configure(before)
