@@ -3,7 +3,7 @@ fed to a connection byte by byte, as an OTP 25 peer makes them: atom cache entri
 refs, long atoms, fragmented messages interleaved per sequence id, malformed headers and
 fragments (each closes only its connection), and what the node writes back (header frames
 with zero cache refs, big messages cut into fragments between other senders' frames).
-The same against real BEAM peers: tests/test_dist_header.py."""
+The same against real BEAM peers: tests/distribution/test_dist_header.py."""
 from __future__ import annotations
 
 import asyncio

@@ -2,7 +2,7 @@
 node and a pyotp node negotiate DIST_HDR_ATOM_CACHE and FRAGMENTS, BEAM sends pyotp its
 atoms through the cache and its 100 MB messages in fragments, pyotp sends BEAM 100 MB
 in fragments, and every term round-trips equal (``=:=``). Two pyotp nodes fragment their
-big messages between each other too. Byte-level cases: tests/test_dist_header_bytes.py."""
+big messages between each other too. Byte-level cases: tests/distribution/test_dist_header_bytes.py."""
 from __future__ import annotations
 
 import asyncio
