@@ -14,7 +14,7 @@ The conventions (also in CONTRIBUTING.md, "Code blocks in the docs"):
   ``# doc-test: compile only (REASON)``; it is still compiled. Keep such blocks rare.
 
 ``python tests/helpers/doc_blocks.py FILE.md`` runs one file by hand; the tests are in
-tests/test_doc_blocks.py.
+tests/project/test_doc_blocks.py.
 """
 import os
 import re
