@@ -457,7 +457,8 @@ class NetKernel:
         when nodes are found without EPMD (``epmd="none"``). Takes effect at the next
         connection to that node.
 
-        >>> kernel().set_peer("b@127.0.0.1", cookie="secret", port=4370)
+        >>> _ = await Node.start("a@127.0.0.1", cookie="secret")
+        >>> kernel().set_peer("b@127.0.0.1", cookie="other", port=4370)
         """
         if not isinstance(node, str) or node.count("@") != 1:
             raise DistError("%r is not a node name ('name@host')" % (node,))
