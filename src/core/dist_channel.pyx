@@ -394,9 +394,12 @@ cdef class DistChannel:
     ``pyotp.dist.connection.Connection``, which subclasses it as the transport's
     asyncio.BufferedProtocol; see the file's note for the interface back to Python).
 
-    >>> ch = Channel(conn, loop, kernel.virtual, 1 << 18, max_frame, max_inflated, max_depth)
-    >>> ch.start(transport, "b@127.0.0.1", 0, None, kernel.kernel_pid, True, True, True, b"")
-    >>> transport.set_protocol(ch)
+    What the connection does once the handshake with the peer's socket is done (a plain
+    example: it needs a connected transport and the node's kernel)::
+
+        ch = Channel(conn, loop, kernel.virtual, 1 << 18, max_frame, max_inflated, max_depth)
+        ch.start(transport, "b@127.0.0.1", 0, None, kernel.kernel_pid, True, True, True, b"")
+        transport.set_protocol(ch)
     """
     cdef readonly object conn         # the Connection: handshake, rare frames, errors
     cdef readonly object transport
@@ -468,8 +471,10 @@ cdef class DistChannel:
         """This connection's traffic so far: ``{"bytes_in", "bytes_out", "msgs_in",
         "msgs_out"}`` (frames other than ticks; bytes_in includes ticks).
 
-        >>> conn.ch.stats()["msgs_out"]
-        3
+        On a connection that has sent three messages (plain example: it needs a
+        connected peer)::
+
+            conn.ch.stats()["msgs_out"]     # 3
         """
         return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "msgs_in": self.msgs_in, "msgs_out": self.msgs_out}

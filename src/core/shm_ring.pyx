@@ -111,10 +111,16 @@ cdef class ShmRingPair:
     """One end (``side`` 0 or 1) of a ring pair in the segment ``fd`` (see the file header).
     Non-blocking: ``write`` takes what fits, ``readinto`` gives what is there.
 
-    >>> a = ShmRingPair(fd, 1 << 16, 0); b = ShmRingPair(fd, 1 << 16, 1)
-    >>> a.write(b"hello"); buf = bytearray(8); b.readinto(buf)
+    >>> import os
+    >>> fd = shm_segment(1 << 16)
+    >>> a = ShmRingPair(fd, 1 << 16, 0); b = ShmRingPair(fd, 1 << 16, 1); os.close(fd)
+    >>> a.write(b"hello")
     5
+    >>> buf = bytearray(8); b.readinto(buf)
     5
+    >>> bytes(buf[:5])
+    b'hello'
+    >>> a.release(); b.release()
     """
     cdef char* base
     cdef size_t size

@@ -15,9 +15,25 @@ callable, or a GenServer (pid or name) that receives the request through
 ``GenServer.call``. State changes are published to an optional event manager as
 ``("circuit_breaker", name, old_state, new_state)``.
 
+>>> async def fetch_price(symbol):
+...     if symbol == "ACME":
+...         return 42
+...     raise ConnectionError("no quote for %s" % symbol)
 >>> breaker = await CircuitBreaker.start_link(service=fetch_price, name="prices",
 ...                                            failure_threshold=3, reset_timeout=5.0)
->>> price = await CircuitBreaker.call("prices", "ACME")
+>>> await CircuitBreaker.call("prices", "ACME")
+42
+>>> for _ in range(3):
+...     try:
+...         await CircuitBreaker.call("prices", "NOPE")
+...     except ConnectionError:
+...         pass
+>>> await CircuitBreaker.state("prices")
+'open'
+>>> await CircuitBreaker.call("prices", "ACME")
+Traceback (most recent call last):
+    ...
+CircuitOpenError: circuit 'prices' is open: call rejected without reaching the service
 """
 from __future__ import annotations
 

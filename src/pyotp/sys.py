@@ -16,8 +16,14 @@ Replies follow OTP: ``get_state`` gives the state (a GenStateMachine's is the pa
 ``(state, data)``), ``replace_state`` the new state or ``("error", ("callback_failed",
 fun, (class, exception)))``, ``suspend``/``resume``/``terminate`` give ``"ok"``.
 
->>> state = await pyotp.sys.get_state(counter)
+>>> await pyotp.sys.get_state(counter)
+0
 >>> await pyotp.sys.replace_state(counter, lambda n: n + 1)
+1
+>>> await pyotp.sys.suspend(counter)
+'ok'
+>>> await pyotp.sys.resume(counter)
+'ok'
 """
 from __future__ import annotations
 
