@@ -38,7 +38,7 @@ cdef extern from "suspend.h":
     bint pyotp_susp_check(object o)
     bint pyotp_susp_armed(object s)
     object pyotp_susp_disarm(object s)
-    void pyotp_susp_set(pyotp_susp_begin_fn begin, object names)
+    void pyotp_susp_set(pyotp_susp_begin_fn begin, object names, object waitfn, object readyfn)
     int PYOTP_SUSP_FAST
 
 cdef extern from "Python.h":

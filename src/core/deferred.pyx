@@ -41,7 +41,15 @@ cdef object _susp_begin(object s, int op, object a, object b, object c):
     raise SystemError("pyotp: unknown deferred operation %d" % op)
 
 
-pyotp_susp_set(_susp_begin, _OP_NAMES)
+# CPython 3.12+ inlines only native generators where a coroutine awaits: what the awaitable
+# hands CPython there (suspend.h's am_await), made from source so that they are plain
+# Python generators (Cython's would take the slow path too)
+cdef dict _susp_gens = {}
+exec(compile("def wait(token):\n    return (yield token)\n"
+             "def ready(value):\n    return value\n    yield\n", "<pyotp wait>", "exec"),
+     _susp_gens)
+cdef object _SUSP_WAIT_CODE = _susp_gens["wait"].__code__
+pyotp_susp_set(_susp_begin, _OP_NAMES, _susp_gens["wait"], _susp_gens["ready"])
 
 
 cdef object _inner_frame(object coro):
@@ -49,7 +57,7 @@ cdef object _inner_frame(object coro):
     cdef object frame = None, f
     while coro is not None:
         f = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if f is None:
+        if f is None or f.f_code is _SUSP_WAIT_CODE:     # (3.12+: the awaitable's generator)
             break
         frame = f
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
