@@ -84,6 +84,13 @@ def sys_bump(state):
     return [x + 1 for x in state]
 
 
+def sys_note(to, event, proc_state):
+    """A sys debug function for :sys.install(pid, {&:dist_roles.sys_note/3, self()}) from
+    BEAM: tells ``to`` each event and the state after it."""
+    pyotp.send(to, (pyotp.Atom("noted"), event, proc_state))
+    return to
+
+
 async def async_mul(a, b):
     await pyotp.sleep(0.001)
     return a * b
