@@ -261,3 +261,18 @@ async def blast(dest_name, node, n, me):
     for i in range(n):
         pyotp.send(dest, ("msg", i))
     pyotp.send(dest, ("done", me))
+
+
+async def lock_holder(lock, report_to):
+    """Takes a global lock (no retries), reports, releases it on "release", then idles."""
+    from pyotp.dist import global_names
+    ok = await global_names.set_lock(tuple(lock), retries=0)
+    pyotp.send(report_to, ("locked", ok, pyotp.self()))
+    if await pyotp.receive() == "release":
+        await global_names.del_lock(tuple(lock))
+        pyotp.send(report_to, ("released", pyotp.self()))
+    await pyotp.receive()
+
+
+def spawn_lock_holder(lock, report_to):
+    return pyotp.spawn(lock_holder, lock, report_to)

@@ -63,6 +63,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from .. import _core
 from ..etf import Atom, ExportFun, Pid, Reference
 from ..gen_server import GenServer
+from . import global_locks as _gl
 from . import global_names as _gn
 
 _log = logging.getLogger("pyotp.dist.global")
@@ -137,8 +138,6 @@ class _State:
         self.pre_connect: Dict[str, Tuple[Any, ...]] = {}  # init_connect that came before our nodeup
         self.methods: Dict[Any, Any] = {}        # name -> resolve method (BEAM's view)
         self.mons: Dict[Pid, Reference] = {}     # pids of BEAM-held names we monitor
-        # global's lock table: resource -> (requester id, [(pid, monitor ref)])
-        self.locks: Dict[Any, Tuple[Any, List[Tuple[Pid, Optional[Reference]]]]] = {}
         self.global_lock_down = False
         self.lost: Dict[Tuple[str, str], int] = {}
         self.removing: Set[str] = set()
@@ -252,7 +251,7 @@ def _del_name(name: Any) -> None:
 
 def _lock_still_set(from_: Any, extra: Any) -> bool:
     """global's lock_still_set: a name operation counts only under the global lock."""
-    lock = _st.locks.get(A_GLOBAL)
+    lock = _gl.TABLE.get(A_GLOBAL)
     if lock is None:
         return not _st.global_lock_down
     if type(from_) is Pid:
@@ -283,52 +282,23 @@ def _do_ops(ops: Any, from_: Any, extra: Any) -> None:
 
 # -- locks ---------------------------------------------------------------------------------
 
-def _can_set_lock(lock_id: Any) -> Any:
-    res, req = lock_id
-    cur = _st.locks.get(res)
-    if cur is None:
-        return []
-    if cur[0] == req:
-        return cur[1]
-    return None
-
-
 def _set_lock(lock_id: Any, pid: Pid) -> bool:
-    holders = _can_set_lock(lock_id)
-    if holders is None:
-        return False
-    if not any(p == pid for p, _r in holders):
-        # this node's own holders (the server, the registrar) live as long as the node
-        ours = pid == _st.pid or pid == _st.registrar or _st.pid is None
-        ref = None if ours else _core.monitor(pid)
-        _st.locks[lock_id[0]] = (lock_id[1], holders + [(pid, ref)])
-    return True
+    """global's handle_set_lock on the node's one lock table (global_locks.py)."""
+    # this node's own holders (the server, the registrar) live as long as the node
+    ours = pid == _st.pid or pid == _st.registrar or _st.pid is None
+    return _gl.try_set(lock_id, pid, monitor=not ours)
 
 
 def _del_lock(lock_id: Any, pid: Pid, down: bool = False) -> None:
-    res, req = lock_id
-    cur = _st.locks.get(res)
-    if cur is None or cur[0] != req:
-        return
-    rest = []
-    for p, r in cur[1]:
-        if p == pid:
-            if r is not None and not down:
-                _core.demonitor(r)
-        else:
-            rest.append((p, r))
-    if rest:
-        _st.locks[res] = (req, rest)
-    else:
-        del _st.locks[res]
-        if res == A_GLOBAL or res == "global":
-            _st.global_lock_down = down
+    res = lock_id[0]
+    if _gl.delete(lock_id, pid, down) and (res == A_GLOBAL or res == "global"):
+        _st.global_lock_down = down
 
 
 def _holder_down(pid: Pid) -> None:
-    for res, (req, holders) in list(_st.locks.items()):
-        if any(p == pid for p, _r in holders):
-            _del_lock((res, req), pid, down=True)
+    for res in _gl.holder_down(pid):
+        if res == A_GLOBAL or res == "global":
+            _st.global_lock_down = True
 
 
 # -- the connect protocol -------------------------------------------------------------------
@@ -394,7 +364,7 @@ def _lock_set(node: str, his_locker: Pid, is_set: Any, tag: Any) -> None:
     # here already (its set_lock call); take that exact term rather than re-sorting pids
     assert _st.pid is not None
     lock_id: Tuple[Any, Any] = (A_GLOBAL, sorted([his_locker, _st.pid], key=_pid_key))
-    cur = _st.locks.get(A_GLOBAL)
+    cur = _gl.TABLE.get(A_GLOBAL)
     if cur is not None and type(cur[0]) is list and len(cur[0]) == 2 \
             and his_locker in cur[0] and _st.pid in cur[0]:
         lock_id = (A_GLOBAL, cur[0])
@@ -594,7 +564,7 @@ def _handle_nodedown(node: str) -> None:
     for pid in [p for p in _st.mons if str(p.node) == node]:
         _st.mons.pop(pid, None)
         _holder_down(pid)
-    for res, (req, holders) in list(_st.locks.items()):
+    for res, (req, holders) in list(_gl.TABLE.items()):
         for p, _r in holders:
             if str(p.node) == node:
                 _del_lock((res, req), p, down=True)
