@@ -276,3 +276,28 @@ async def lock_holder(lock, report_to):
 
 def spawn_lock_holder(lock, report_to):
     return pyotp.spawn(lock_holder, lock, report_to)
+
+
+async def role_visible_registrar(name):
+    """A visible pyotp node holding ``name`` (an atom) globally; on ("race", names) from
+    the test it registers each of them for the same holder at once."""
+    from pyotp.dist import global_names
+    pid = pyotp.spawn(holder)
+    pyotp.register("holder", pid)
+    pyotp.register("registrar", pyotp.self())
+    emit("ready", global_names.register_name(pyotp.Atom(name), pid))
+    while True:
+        m = await pyotp.receive()
+        if m == "stop":
+            return
+        if type(m) is tuple and m[0] == "race":
+            raced = [global_names.register_name(n, pid) for n in m[2]]
+            await global_names.sync()        # told to the BEAM nodes too
+            pyotp.send(m[1], ("raced", raced))
+
+
+async def global_owners(names):
+    """Each name's owner after global_names.sync(), as a list of (name, pid or None)."""
+    from pyotp.dist import global_names
+    await global_names.sync()
+    return [(n, global_names.whereis_name(n)) for n in names]

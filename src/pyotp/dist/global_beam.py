@@ -169,6 +169,12 @@ def _is_beam(conn: Any) -> bool:
     return not conn.pyotp and not conn.hidden
 
 
+def _is_pyotp(node: str) -> bool:
+    """A node connected to us as a pyotp node (global_names' protocol covers it)."""
+    conn = _st.kernel.conns.get(node) if _st.kernel is not None else None
+    return conn is not None and bool(conn.pyotp)
+
+
 def _node_list(items: Any) -> List[Tuple[str, int]]:
     """global's known lists: ``[Node]`` or ``[{Node, Vsn}]``; anything else is dropped."""
     out: List[Tuple[str, int]] = []
@@ -234,6 +240,11 @@ def _ins_name(name: Any, pid: Pid, method: Any) -> None:
     _st.methods[name] = method
     if old is not None and old != pid:
         _unwatch(old)
+        if _gn._is_local(old):
+            # our own registration, told to our pyotp peers already, lost to a BEAM
+            # registrar's locked one: withdraw it there, so that every node ends with the
+            # lock holder's pid whatever order the two news reach them in
+            _gn._broadcast((_gn.A_UNREGISTER, name, old))
     if _gn._is_local(pid):
         if _gn._server is not None:
             _core.send(_gn._server, ("watch", pid))
@@ -498,7 +509,7 @@ def _resolved(s: _Sync) -> None:
         if other is not None:
             _release(other)
         _st.pre_connect.pop(n, None)
-        if n not in _st.known:
+        if n not in _st.known and not _is_pyotp(n):
             _st.known[n] = v
             _sync_other(n)
     _synced_changed()
@@ -516,7 +527,13 @@ def _sync_other(node: str) -> None:
 
     async def go() -> None:
         ok = await k.connect(node)
-        if ok:
+        conn = k.conns.get(node)
+        if ok and conn is not None and not _is_beam(conn):
+            # a pyotp node the BEAM peer knows (a mixed cluster): global_names' own
+            # protocol syncs us with it, global's is for BEAM nodes only
+            _st.known.pop(node, None)
+            _synced_changed()
+        elif ok:
             _cast(node, (A_IN_SYNC, Atom(_me()), A_TRUE))
         else:
             _log.warning("'global' at %s failed to connect to %s", _me(), node)
@@ -528,7 +545,7 @@ def _sync_other(node: str) -> None:
 def _new_nodes(node: str, ops: Any, nodes: Any, extra: Any) -> None:
     added = []
     for n, v in _node_list(nodes):
-        if n == _me() or n in _st.known:
+        if n == _me() or n in _st.known or _is_pyotp(n):
             continue
         _st.known[n] = v
         added.append(n)
