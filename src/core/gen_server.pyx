@@ -695,6 +695,15 @@ def reply(from_, value):
     return "ok"
 
 
+def _statem_reply(from_, value):
+    """Internal (GenStateMachine's reply actions): reply, and give the process's sys debug
+    record gen_statem's {out, Reply, To} event (sys:statistics counts it)."""
+    _reply(from_, value)
+    if _current is not None and _current.sysdbg is not None:
+        _sys_event(_current, (_OUT, value, from_))
+    return "ok"
+
+
 cdef void _reply(object from_, object value) except *:
     cdef object pid, tag
     cdef Process w

@@ -173,3 +173,26 @@ def test_statistics_log_install_and_no_debug_on_a_local_server():
     assert out["seen"] == [(0, "in", pid), (1, "noreply", pid), (2, "in", pid), (3, "out", pid)]
     assert out["no_debug"] == "ok"
     assert out["after"] == (4, [], None)
+
+
+class Idle(pyotp.GenStateMachine):
+    def init(self, arg):
+        return ("ok", "idle", 0)
+
+    def handle_event(self, event_type, content, state, data):
+        if event_type == "cast":
+            return ("keep_state", data + 1)
+        return ("keep_state_and_data", ("reply", event_type[1], data))
+
+
+def test_statistics_count_a_state_machines_reply_actions():
+    # as OTP's gen_statem: 2 calls and a cast are 3 in, the 2 reply actions 2 out
+    async def main():
+        pid = await Idle.start_link(None)
+        await otp_sys.statistics(pid, True)
+        await pyotp.GenStateMachine.call(pid, "get")
+        pyotp.GenStateMachine.cast(pid, "x")
+        await pyotp.GenStateMachine.call(pid, "get")
+        st = await otp_sys.statistics(pid, "get")
+        return st["messages_in"], st["messages_out"]
+    assert pyotp.run(main) == (3, 2)
