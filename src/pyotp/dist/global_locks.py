@@ -15,11 +15,14 @@ for pyotp peers and, on a ``beam_visible`` node, by ``global_name_server`` for B
 (global_beam.py): so a lock taken from pyotp blocks ``:global.set_lock`` on a BEAM node and
 the reverse, and global's own registration lock ``{global, _}`` is the same lock.
 
-On a distributed node::
+On a node that is not distributed the locks are this node's alone (as OTP's global).
 
-    ok = await global_names.set_lock(("db", pyotp.self()))      # True
-    await global_names.del_lock(("db", pyotp.self()))
-    r = await global_names.trans(("db", "me"), lambda: 42)      # 42, or "aborted"
+>>> await global_names.set_lock(("db", pyotp.self()))
+True
+>>> await global_names.trans(("db", "someone else"), lambda: 42, retries=0)
+'aborted'
+>>> await global_names.del_lock(("db", pyotp.self()))
+True
 """
 from __future__ import annotations
 
@@ -119,13 +122,32 @@ def _check_id(lock_id: Any) -> Tuple[Any, Any]:
 
 def _kernel() -> Any:
     from . import kernel
-    k = kernel.running()
-    if k is None:
-        raise RuntimeError("global locks need a distributed node (Node.start)")
-    return k
+    return kernel.running()
+
+
+# a node that is not distributed (as OTP's global, locks work there too): its own lock
+# server, started on first use in this runtime (its event loop)
+_local: Optional[Tuple[Any, Pid]] = None
+
+
+async def _local_server() -> Pid:
+    global _local
+    import asyncio
+    from .global_names import _GlobalServer
+    loop = asyncio.get_running_loop()
+    if _local is None or _local[0] is not loop or not _core.is_alive(_local[1]):
+        if _local is None or _local[0] is not loop:
+            TABLE.clear()                     # holds from an earlier runtime are gone
+        _local = (loop, await _GlobalServer.start(None))
+    return _local[1]
 
 
 def _nodes(k: Any, nodes: Optional[Iterable[Any]]) -> List[str]:
+    if k is None:
+        local = str(_core.local_node())
+        if nodes is not None and any(str(n) != local for n in nodes):
+            raise RuntimeError("global locks on other nodes need a distributed node (Node.start)")
+        return [local]
     if nodes is None:
         return [k.name] + [n for n, c in k.conns.items() if not c.hidden]
     out = [str(n) for n in nodes]
@@ -139,6 +161,8 @@ def _server(k: Any, node: str) -> Any:
     """Who keeps the lock table on ``node``: pyotp's global server, or a BEAM node's
     global_name_server."""
     from .global_names import PROC_NAME
+    if k is None:
+        return _local[1] if _local is not None else None
     if node == k.name:
         return PROC_NAME
     conn = k.conns.get(node)
@@ -150,6 +174,8 @@ def _server(k: Any, node: str) -> Any:
 async def _ask(k: Any, node: str, req: Any) -> Any:
     """One lock request, from the calling process (the holder). A node that does not
     answer counts as absent (None)."""
+    if k is None:
+        await _local_server()
     try:
         return await _core.call(_server(k, node), req, 30)
     except Exception:
@@ -183,11 +209,10 @@ async def set_lock(lock_id: Tuple[Any, Any], nodes: Optional[Iterable[Any]] = No
     while another requester holds the resource somewhere. Setting a lock already held
     with the same requester id succeeds (the holders share it).
 
-    On a distributed node::
-
-        if await global_names.set_lock(("config", pyotp.self()), retries=3):
-            ...                      # no other requester holds "config" on any node
-            await global_names.del_lock(("config", pyotp.self()))
+    >>> await global_names.set_lock(("config", pyotp.self()), retries=0)
+    True
+    >>> await global_names.del_lock(("config", pyotp.self()))
+    True
     """
     lock_id = _check_id(lock_id)
     if retries is not None and (type(retries) is not int or retries < 0):
@@ -210,9 +235,8 @@ async def del_lock(lock_id: Tuple[Any, Any], nodes: Optional[Iterable[Any]] = No
     """Release the calling process's hold on ``lock_id`` on ``nodes`` (default: this node
     and every visible one). Always True, as OTP's.
 
-    On a distributed node::
-
-        await global_names.del_lock(("config", pyotp.self()))     # True
+    >>> await global_names.del_lock(("config", pyotp.self()))
+    True
     """
     lock_id = _check_id(lock_id)
     k = _kernel()
@@ -227,9 +251,8 @@ async def trans(lock_id: Tuple[Any, Any], fun: Callable[[], Any],
     :func:`set_lock`) and release the lock afterwards, whatever happens; returns what
     ``fun`` returns, or "aborted" if the lock could not be set within ``retries``.
 
-    On a distributed node::
-
-        n = await global_names.trans(("counter", "me"), lambda: 41 + 1)   # 42
+    >>> await global_names.trans(("counter", "me"), lambda: 41 + 1)
+    42
     """
     if not callable(fun):
         raise TypeError("trans: fun must be callable, got %r" % (fun,))
