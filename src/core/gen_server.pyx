@@ -126,6 +126,8 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
         n += 1
         if p.tracer is not None:
             _trace(p, "receive", (_KIND_NAMES[kind], a) if kind != K_MSG else a)
+        if p.sysdbg is not None and kind != K_SYS and kind != K_STOP:
+            _sys_in(p, kind, a, b)
         if kind == K_CAST:
             _gen_callback(p, CB_CAST, a, None)
         elif kind == K_CALL:
@@ -144,12 +146,17 @@ cdef Py_ssize_t _gen_run(Process p, Py_ssize_t budget) except -1:
 cdef object _sys_hook = None
 cdef object _SYSTEM_TAG = Atom("system")
 cdef object _GEN_CALL_TAG = Atom("$gen_call")
+cdef object _IN = Atom("in")
+cdef object _OUT = Atom("out")
+cdef object _NOREPLY_EV = Atom("noreply")
 
 
 def _set_sys_hook(hook):
-    """Internal: pyotp.sys installs hook(mod, state, request, suspended, parent, remote)
-    -> (action, reply, new_state), action None, "suspend", "resume" or ("terminate",
-    reason): OTP's sys:handle_system_msg for every behaviour."""
+    """Internal: pyotp.sys installs hook(mod, state, request, suspended, parent, remote,
+    debug) -> (action, reply, new_state, new_debug), action None, "suspend", "resume" or
+    ("terminate", reason): OTP's sys:handle_system_msg for every behaviour. ``debug`` is
+    the process's sys debug record (None without one); the core gives it every {in, Msg},
+    {out, Reply, To, State} and {noreply, State} event."""
     global _sys_hook
     _sys_hook = hook
 
@@ -169,6 +176,28 @@ cdef Msg* _gen_take_system(Process p) except? NULL:
     return mb_take_matching(&p.mb, lambda x: _is_system_msg(x, parent))
 
 
+cdef void _sys_in(Process p, int kind, object a, object b) except *:
+    """sys's {in, Msg} event for a message the behaviour handles (not a system message,
+    as OTP's decode_msg), in the form it has on BEAM."""
+    if kind == K_CAST:
+        a = (_GEN_CAST_TAG, a)
+    elif kind == K_CALL:
+        a = (_GEN_CALL_TAG, b, a)
+    elif _is_system_msg(a, p.parent if p.trap_exit else None):
+        return
+    _sys_event(p, (_IN, a))
+
+
+cdef void _sys_event(Process p, object ev) except *:
+    """Give one event to the process's sys debug record; a record that raises is
+    removed (debugging never crashes a server)."""
+    cdef object dbg = p.sysdbg
+    try:
+        dbg.event(ev)
+    except Exception:
+        p.sysdbg = None
+
+
 cdef void _gen_sys(Process p, object req, object from_) except *:
     """A system message, local (pyotp.sys, K_SYS) or from another node ({system, From,
     Request}), answered between two messages. Errors are answered, not raised: sys
@@ -180,9 +209,9 @@ cdef void _gen_sys(Process p, object req, object from_) except *:
         reply = ("error", "sys_not_loaded")
     else:
         try:
-            action, reply, p.state = _sys_hook(p.mod, p.state, req,
-                                               bool(p.run_flags & RUN_GEN_SUSPENDED),
-                                               p.parent, remote)
+            action, reply, p.state, p.sysdbg = _sys_hook(p.mod, p.state, req,
+                                                         bool(p.run_flags & RUN_GEN_SUSPENDED),
+                                                         p.parent, remote, p.sysdbg)
         except Exception as e:
             action = None
             reply = ("error", e)
@@ -301,15 +330,21 @@ cdef void _gen_result(Process p, int cb, object from_, object r) except *:
             if _is(tag, _NOREPLY):
                 if n == 2:
                     p.state = t[1]
+                    if p.sysdbg is not None:
+                        _sys_event(p, (_NOREPLY_EV, p.state))
                     return
                 if n == 3:
                     p.state = t[1]
+                    if p.sysdbg is not None:
+                        _sys_event(p, (_NOREPLY_EV, p.state))
                     if _gen_ext(p, t[2]):
                         return
             elif _is(tag, _REPLY):
                 if cb == CB_CALL and (n == 3 or n == 4):
                     p.state = t[2]
                     _reply(from_, t[1])
+                    if p.sysdbg is not None:
+                        _sys_event(p, (_OUT, t[1], from_, p.state))
                     if n == 3 or _gen_ext(p, t[3]):
                         return
             elif _is(tag, _STOP):
@@ -657,6 +692,15 @@ def reply(from_, value):
     ...     return ("noreply", state)
     """
     _reply(from_, value)
+    return "ok"
+
+
+def _statem_reply(from_, value):
+    """Internal (GenStateMachine's reply actions): reply, and give the process's sys debug
+    record gen_statem's {out, Reply, To} event (sys:statistics counts it)."""
+    _reply(from_, value)
+    if _current is not None and _current.sysdbg is not None:
+        _sys_event(_current, (_OUT, value, from_))
     return "ok"
 
 

@@ -118,6 +118,7 @@ cdef class Process:
     cdef bint mbx_kill              # max_mailbox: kill when exceeded
     cdef bint mbx_log               # max_mailbox: log when exceeded
     cdef object tracer              # None, or fn(pid, event, data) (pyotp.tracing): one C check per message
+    cdef object sysdbg              # None, or pyotp.sys's debug record (sys:statistics/log/install): one C check per message
 
     def _future_done(self, fut):
         if self.fut is fut and self.wait == W_FUTURE:

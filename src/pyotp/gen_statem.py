@@ -122,7 +122,7 @@ Name = Any  # str | ("global", name) | ("via", module, key)
 _CoroutineType = types.CoroutineType
 _start_timer = _core.start_timer
 _cancel_timer = _core.cancel_timer
-_reply = _core.reply
+_reply = _core._statem_reply     # reply actions: counted by sys:statistics, as OTP's
 _monotonic = time.monotonic
 
 _ENTER = object()           # _apply: "make the state enter call next"

@@ -118,3 +118,81 @@ def test_stop_reaches_a_suspended_server_and_unknown_requests_are_errors():
         return bad, stopped
     bad, stopped = pyotp.run(main)
     assert bad == ("error", ("unknown_system_msg", "no_such_request")) and stopped == "ok"
+
+
+class Bag(GenServer):
+    def init(self, items):
+        return ("ok", items)
+
+    def handle_call(self, req, from_, s):
+        return ("reply", s, s)
+
+    def handle_cast(self, item, s):
+        return ("noreply", s + [item])
+
+    def handle_info(self, msg, s):
+        return ("noreply", s)
+
+
+def test_statistics_log_install_and_no_debug_on_a_local_server():
+    async def main():
+        pid = await Bag.start_link([])
+        out = {"off": await otp_sys.statistics(pid, "get")}
+        out["on"] = await otp_sys.statistics(pid, True)
+        await GenServer.call(pid, "get")
+        GenServer.cast(pid, "a")
+        pyotp.send(pid, "info")
+        await otp_sys.get_state(pid)                  # a system message: not counted
+        st = await otp_sys.statistics(pid, "get")
+        out["stats"] = (sorted(st), st["messages_in"], st["messages_out"], st["reductions"] > 0)
+        out["stat_off"] = (await otp_sys.statistics(pid, False), await otp_sys.statistics(pid, "get"))
+        out["log_on"] = await otp_sys.log(pid, ("true", 2))
+        GenServer.cast(pid, "b")
+        await GenServer.call(pid, "get")
+        out["log"] = [ev[0] for ev in await otp_sys.log(pid, "get")]
+        seen = []
+        out["install"] = await otp_sys.install(pid, lambda n, ev, name: seen.append((n, ev[0], name)) or n + 1, 0)
+        GenServer.cast(pid, "c")
+        await GenServer.call(pid, "get")
+        out["seen"] = seen[:]
+        out["no_debug"] = await otp_sys.no_debug(pid)
+        GenServer.cast(pid, "d")
+        await GenServer.call(pid, "get")
+        out["after"] = (len(seen), await otp_sys.log(pid, "get"), await otp_sys.statistics(pid, "get"))
+        with pytest.raises(TypeError):
+            await otp_sys.statistics(pid, "sometimes")
+        return out, pid
+    out, pid = pyotp.run(main)
+    assert out["off"] is None and out["on"] == "ok"
+    assert out["stats"] == (["current_time", "messages_in", "messages_out", "reductions",
+                             "start_time"], 3, 1, True)
+    assert out["stat_off"] == ("ok", None)
+    assert out["log_on"] == "ok"
+    assert out["log"] == ["in", "out"]                # the last 2 of in, noreply, in, out
+    assert out["install"] == "ok"
+    assert out["seen"] == [(0, "in", pid), (1, "noreply", pid), (2, "in", pid), (3, "out", pid)]
+    assert out["no_debug"] == "ok"
+    assert out["after"] == (4, [], None)
+
+
+class Idle(pyotp.GenStateMachine):
+    def init(self, arg):
+        return ("ok", "idle", 0)
+
+    def handle_event(self, event_type, content, state, data):
+        if event_type == "cast":
+            return ("keep_state", data + 1)
+        return ("keep_state_and_data", ("reply", event_type[1], data))
+
+
+def test_statistics_count_a_state_machines_reply_actions():
+    # as OTP's gen_statem: 2 calls and a cast are 3 in, the 2 reply actions 2 out
+    async def main():
+        pid = await Idle.start_link(None)
+        await otp_sys.statistics(pid, True)
+        await pyotp.GenStateMachine.call(pid, "get")
+        pyotp.GenStateMachine.cast(pid, "x")
+        await pyotp.GenStateMachine.call(pid, "get")
+        st = await otp_sys.statistics(pid, "get")
+        return st["messages_in"], st["messages_out"]
+    assert pyotp.run(main) == (3, 2)

@@ -338,6 +338,12 @@ def test_pyotp_sys_on_an_elixir_server():
             out["suspended"] = ((await otp_sys.get_status(srv))["status"], await otp_sys.get_state(srv))
             out["resume"] = await otp_sys.resume(srv)
             out["after"] = await GenServer.call(srv, Atom("get"))
+            out["stats_on"] = (await otp_sys.statistics(srv, True), await otp_sys.log(srv, True))
+            await GenServer.call(srv, Atom("get"))
+            st = await otp_sys.statistics(srv, "get")
+            out["stats"] = (st["messages_in"], st["messages_out"], len(st["start_time"]))
+            out["log"] = [ev[0] for ev in await otp_sys.log(srv, "get")]
+            out["stats_off"] = (await otp_sys.statistics(srv, False), await otp_sys.statistics(srv, "get"))
             try:
                 await otp_sys.replace_state(srv, lambda s: s)
             except TypeError as e:
@@ -357,6 +363,10 @@ def test_pyotp_sys_on_an_elixir_server():
     assert out["suspended"] == ("suspended", [2, 1])     # the cast waits while suspended
     assert out["after"] == [0, 2, 1]
     assert out["python_fun"] == "TypeError"
+    assert out["stats_on"] == ("ok", "ok")
+    assert out["stats"] == (1, 1, 2)
+    assert out["log"] == ["in", "out"]
+    assert out["stats_off"] == ("ok", None)
     assert out["terminate"] == "ok"
     assert out["down"] == ("shutdown", "sys")
     assert out["terminate_cb"] == "{:shutdown, :sys}"
@@ -551,3 +561,101 @@ IO.puts("@@get_state #{inspect(r)}")
         finally:
             ex.kill()
     assert run_node(main, node=me, cookie=COOKIE) == ("{:error, :unencodable_reply}", True)
+
+
+class StatSrv(GenServer):
+    """The same server as ExStat below, for sys's debug options from Elixir."""
+
+    def init(self, arg):
+        return ("ok", arg)
+
+    def handle_call(self, req, from_, state):
+        return ("reply", state, state)
+
+    def handle_cast(self, req, state):
+        return ("noreply", state + [req[1]])
+
+    def handle_info(self, msg, state):
+        return ("noreply", state)
+
+
+SYS_DEBUG_SCRIPT = r'''
+defmodule ExStat do
+  use GenServer
+  def init(s), do: {:ok, s}
+  def handle_call(_req, _from, s), do: {:reply, s, s}
+  def handle_cast({:add, x}, s), do: {:noreply, s ++ [x]}
+  def handle_info(_msg, s), do: {:noreply, s}
+end
+defmodule Probe do
+  def norm({:in, {:"$gen_call", {pid, [:alias | _]}, req}}), do: {:in_call, pid == self(), req}
+  def norm({:out, reply, {pid, [:alias | _]}, st}), do: {:out, reply, pid == self(), st}
+  def norm(other), do: other
+  def run(srv, tag) do
+    off = :sys.statistics(srv, :get)
+    :ok = :sys.statistics(srv, true)
+    :ok = :sys.statistics(srv, true)
+    [1] = GenServer.call(srv, :get)
+    GenServer.cast(srv, {:add, 2})
+    send(srv, :an_info)
+    {:ok, st} = :sys.statistics(srv, :get)
+    {{_, _, _}, {_, _, _}} = st[:start_time]
+    true = st[:current_time] >= st[:start_time] and st[:reductions] > 0
+    stats = {off, Keyword.keys(st), st[:messages_in], st[:messages_out]}
+    stats_off = {:sys.statistics(srv, false), :sys.statistics(srv, :get)}
+    IO.puts("@@#{tag}_stats #{inspect({stats, stats_off})}")
+    log0 = :sys.log(srv, :get)
+    :ok = :sys.log(srv, {true, 3})
+    GenServer.call(srv, :get)
+    GenServer.cast(srv, {:add, 3})
+    send(srv, :another)
+    {:ok, log} = :sys.log(srv, :get)
+    :ok = :sys.log(srv, false)
+    IO.puts("@@#{tag}_log #{inspect({log0, Enum.map(log, &norm/1), :sys.log(srv, :get)})}")
+    IO.puts("@@#{tag}_unknown #{inspect(:sys.statistics(srv, :bogus))}")
+  end
+end
+p = :"%s"
+{:ok, _} = GenServer.start(ExStat, [1], name: :exstat)
+Probe.run(:exstat, "beam")
+Probe.run({:statsrv, p}, "pyotp")
+srv = {:statsrv, p}
+:ok = :sys.install(srv, {&:dist_roles.sys_note/3, self()})
+GenServer.cast(srv, {:add, 4})
+noted = for _ <- 1..2, do: (receive do {:noted, ev, name} -> {ev, name} after 10000 -> :timeout end)
+:ok = :sys.remove(srv, &:dist_roles.sys_note/3)
+GenServer.cast(srv, {:add, 5})
+[1, 2, 3, 4, 5] = GenServer.call(srv, :get)
+again = receive do {:noted, _, _} -> :noted_after_remove after 0 -> :none end
+closure = :sys.install(srv, {fn s, _e, _st -> s end, 0})
+IO.puts("@@install #{inspect({noted, again, elem(closure, 0), elem(elem(closure, 1), 0)})}")
+IO.puts("@@no_debug #{inspect(:sys.no_debug(srv))}")
+'''
+
+
+def test_sys_statistics_log_install_from_elixir_as_on_a_beam_server():
+    # the same probe runs against an Elixir GenServer and a pyotp one: same answers
+    me = unique("py")
+
+    async def main():
+        await StatSrv.start([1], name="statsrv")
+        ex = ExNode("ex", SYS_DEBUG_SCRIPT % me).start()
+        try:
+            return {t: await in_thread(ex.expect, t)
+                    for t in ["beam_stats", "beam_log", "beam_unknown", "pyotp_stats",
+                              "pyotp_log", "pyotp_unknown", "install", "no_debug"]}
+        finally:
+            ex.kill()
+    out = run_node(main, node=me, cookie=COOKIE)
+    assert out["beam_stats"] == ("{{{:ok, :no_statistics}, [:start_time, :current_time, :reductions, "
+                                 ":messages_in, :messages_out], 3, 1}, {:ok, {:ok, :no_statistics}}}")
+    assert out["pyotp_stats"] == out["beam_stats"]
+    # the log keeps the last 3 events (oldest first), system messages are not events
+    assert out["beam_log"] == ("{{:ok, []}, [noreply: [1, 2, 3], in: :another, "
+                               "noreply: [1, 2, 3]], {:ok, []}}")
+    assert out["pyotp_log"] == out["beam_log"]
+    assert out["beam_unknown"] == out["pyotp_unknown"] == ":unknown_debug"
+    # the function gets each event and the server's name, as BEAM's gen_server gives it
+    assert out["install"] == ("{[{{:in, {:\"$gen_cast\", {:add, 4}}}, :statsrv}, "
+                              "{{:noreply, [1, 2, 3, 4]}, :statsrv}], :none, :error, :callback_failed}")
+    assert out["no_debug"] == ":ok"

@@ -84,6 +84,13 @@ def sys_bump(state):
     return [x + 1 for x in state]
 
 
+def sys_note(to, event, proc_state):
+    """A sys debug function for :sys.install(pid, {&:dist_roles.sys_note/3, self()}) from
+    BEAM: tells ``to`` each event and the state after it."""
+    pyotp.send(to, (pyotp.Atom("noted"), event, proc_state))
+    return to
+
+
 async def async_mul(a, b):
     await pyotp.sleep(0.001)
     return a * b
@@ -254,3 +261,43 @@ async def blast(dest_name, node, n, me):
     for i in range(n):
         pyotp.send(dest, ("msg", i))
     pyotp.send(dest, ("done", me))
+
+
+async def lock_holder(lock, report_to):
+    """Takes a global lock (no retries), reports, releases it on "release", then idles."""
+    from pyotp.dist import global_names
+    ok = await global_names.set_lock(tuple(lock), retries=0)
+    pyotp.send(report_to, ("locked", ok, pyotp.self()))
+    if await pyotp.receive() == "release":
+        await global_names.del_lock(tuple(lock))
+        pyotp.send(report_to, ("released", pyotp.self()))
+    await pyotp.receive()
+
+
+def spawn_lock_holder(lock, report_to):
+    return pyotp.spawn(lock_holder, lock, report_to)
+
+
+async def role_visible_registrar(name):
+    """A visible pyotp node holding ``name`` (an atom) globally; on ("race", names) from
+    the test it registers each of them for the same holder at once."""
+    from pyotp.dist import global_names
+    pid = pyotp.spawn(holder)
+    pyotp.register("holder", pid)
+    pyotp.register("registrar", pyotp.self())
+    emit("ready", global_names.register_name(pyotp.Atom(name), pid))
+    while True:
+        m = await pyotp.receive()
+        if m == "stop":
+            return
+        if type(m) is tuple and m[0] == "race":
+            raced = [global_names.register_name(n, pid) for n in m[2]]
+            await global_names.sync()        # told to the BEAM nodes too
+            pyotp.send(m[1], ("raced", raced))
+
+
+async def global_owners(names):
+    """Each name's owner after global_names.sync(), as a list of (name, pid or None)."""
+    from pyotp.dist import global_names
+    await global_names.sync()
+    return [(n, global_names.whereis_name(n)) for n in names]

@@ -63,6 +63,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from .. import _core
 from ..etf import Atom, ExportFun, Pid, Reference
 from ..gen_server import GenServer
+from . import global_locks as _gl
 from . import global_names as _gn
 
 _log = logging.getLogger("pyotp.dist.global")
@@ -137,8 +138,6 @@ class _State:
         self.pre_connect: Dict[str, Tuple[Any, ...]] = {}  # init_connect that came before our nodeup
         self.methods: Dict[Any, Any] = {}        # name -> resolve method (BEAM's view)
         self.mons: Dict[Pid, Reference] = {}     # pids of BEAM-held names we monitor
-        # global's lock table: resource -> (requester id, [(pid, monitor ref)])
-        self.locks: Dict[Any, Tuple[Any, List[Tuple[Pid, Optional[Reference]]]]] = {}
         self.global_lock_down = False
         self.lost: Dict[Tuple[str, str], int] = {}
         self.removing: Set[str] = set()
@@ -168,6 +167,12 @@ def _send(node: str, msg: Any) -> None:
 
 def _is_beam(conn: Any) -> bool:
     return not conn.pyotp and not conn.hidden
+
+
+def _is_pyotp(node: str) -> bool:
+    """A node connected to us as a pyotp node (global_names' protocol covers it)."""
+    conn = _st.kernel.conns.get(node) if _st.kernel is not None else None
+    return conn is not None and bool(conn.pyotp)
 
 
 def _node_list(items: Any) -> List[Tuple[str, int]]:
@@ -235,6 +240,11 @@ def _ins_name(name: Any, pid: Pid, method: Any) -> None:
     _st.methods[name] = method
     if old is not None and old != pid:
         _unwatch(old)
+        if _gn._is_local(old):
+            # our own registration, told to our pyotp peers already, lost to a BEAM
+            # registrar's locked one: withdraw it there, so that every node ends with the
+            # lock holder's pid whatever order the two news reach them in
+            _gn._broadcast((_gn.A_UNREGISTER, name, old))
     if _gn._is_local(pid):
         if _gn._server is not None:
             _core.send(_gn._server, ("watch", pid))
@@ -252,7 +262,7 @@ def _del_name(name: Any) -> None:
 
 def _lock_still_set(from_: Any, extra: Any) -> bool:
     """global's lock_still_set: a name operation counts only under the global lock."""
-    lock = _st.locks.get(A_GLOBAL)
+    lock = _gl.TABLE.get(A_GLOBAL)
     if lock is None:
         return not _st.global_lock_down
     if type(from_) is Pid:
@@ -283,52 +293,23 @@ def _do_ops(ops: Any, from_: Any, extra: Any) -> None:
 
 # -- locks ---------------------------------------------------------------------------------
 
-def _can_set_lock(lock_id: Any) -> Any:
-    res, req = lock_id
-    cur = _st.locks.get(res)
-    if cur is None:
-        return []
-    if cur[0] == req:
-        return cur[1]
-    return None
-
-
 def _set_lock(lock_id: Any, pid: Pid) -> bool:
-    holders = _can_set_lock(lock_id)
-    if holders is None:
-        return False
-    if not any(p == pid for p, _r in holders):
-        # this node's own holders (the server, the registrar) live as long as the node
-        ours = pid == _st.pid or pid == _st.registrar or _st.pid is None
-        ref = None if ours else _core.monitor(pid)
-        _st.locks[lock_id[0]] = (lock_id[1], holders + [(pid, ref)])
-    return True
+    """global's handle_set_lock on the node's one lock table (global_locks.py)."""
+    # this node's own holders (the server, the registrar) live as long as the node
+    ours = pid == _st.pid or pid == _st.registrar or _st.pid is None
+    return _gl.try_set(lock_id, pid, monitor=not ours)
 
 
 def _del_lock(lock_id: Any, pid: Pid, down: bool = False) -> None:
-    res, req = lock_id
-    cur = _st.locks.get(res)
-    if cur is None or cur[0] != req:
-        return
-    rest = []
-    for p, r in cur[1]:
-        if p == pid:
-            if r is not None and not down:
-                _core.demonitor(r)
-        else:
-            rest.append((p, r))
-    if rest:
-        _st.locks[res] = (req, rest)
-    else:
-        del _st.locks[res]
-        if res == A_GLOBAL or res == "global":
-            _st.global_lock_down = down
+    res = lock_id[0]
+    if _gl.delete(lock_id, pid, down) and (res == A_GLOBAL or res == "global"):
+        _st.global_lock_down = down
 
 
 def _holder_down(pid: Pid) -> None:
-    for res, (req, holders) in list(_st.locks.items()):
-        if any(p == pid for p, _r in holders):
-            _del_lock((res, req), pid, down=True)
+    for res in _gl.holder_down(pid):
+        if res == A_GLOBAL or res == "global":
+            _st.global_lock_down = True
 
 
 # -- the connect protocol -------------------------------------------------------------------
@@ -394,7 +375,7 @@ def _lock_set(node: str, his_locker: Pid, is_set: Any, tag: Any) -> None:
     # here already (its set_lock call); take that exact term rather than re-sorting pids
     assert _st.pid is not None
     lock_id: Tuple[Any, Any] = (A_GLOBAL, sorted([his_locker, _st.pid], key=_pid_key))
-    cur = _st.locks.get(A_GLOBAL)
+    cur = _gl.TABLE.get(A_GLOBAL)
     if cur is not None and type(cur[0]) is list and len(cur[0]) == 2 \
             and his_locker in cur[0] and _st.pid in cur[0]:
         lock_id = (A_GLOBAL, cur[0])
@@ -528,7 +509,7 @@ def _resolved(s: _Sync) -> None:
         if other is not None:
             _release(other)
         _st.pre_connect.pop(n, None)
-        if n not in _st.known:
+        if n not in _st.known and not _is_pyotp(n):
             _st.known[n] = v
             _sync_other(n)
     _synced_changed()
@@ -546,7 +527,13 @@ def _sync_other(node: str) -> None:
 
     async def go() -> None:
         ok = await k.connect(node)
-        if ok:
+        conn = k.conns.get(node)
+        if ok and conn is not None and not _is_beam(conn):
+            # a pyotp node the BEAM peer knows (a mixed cluster): global_names' own
+            # protocol syncs us with it, global's is for BEAM nodes only
+            _st.known.pop(node, None)
+            _synced_changed()
+        elif ok:
             _cast(node, (A_IN_SYNC, Atom(_me()), A_TRUE))
         else:
             _log.warning("'global' at %s failed to connect to %s", _me(), node)
@@ -558,7 +545,7 @@ def _sync_other(node: str) -> None:
 def _new_nodes(node: str, ops: Any, nodes: Any, extra: Any) -> None:
     added = []
     for n, v in _node_list(nodes):
-        if n == _me() or n in _st.known:
+        if n == _me() or n in _st.known or _is_pyotp(n):
             continue
         _st.known[n] = v
         added.append(n)
@@ -594,7 +581,7 @@ def _handle_nodedown(node: str) -> None:
     for pid in [p for p in _st.mons if str(p.node) == node]:
         _st.mons.pop(pid, None)
         _holder_down(pid)
-    for res, (req, holders) in list(_st.locks.items()):
+    for res, (req, holders) in list(_gl.TABLE.items()):
         for p, _r in holders:
             if str(p.node) == node:
                 _del_lock((res, req), p, down=True)

@@ -20,8 +20,11 @@ How it works (pyotp's own protocol between pyotp nodes, over the distribution ch
   ``resolve=`` to ``register_name`` to decide otherwise (it must be deterministic).
 - A node going down takes its processes' names with it.
 
-Unlike Erlang's global there are no cluster-wide locks: two nodes registering the same
-name in the same instant both get "yes" and the conflict rule then keeps one.
+Registration itself takes no cluster-wide lock between pyotp nodes (unlike Erlang's
+global): two nodes registering the same name in the same instant both get "yes" and the
+conflict rule then keeps one. Global locks for the caller's own use are here too
+(:func:`set_lock`, :func:`del_lock`, :func:`trans`, from global_locks.py, OTP's semantics,
+shared with BEAM nodes on a ``beam_visible`` node).
 
 >>> global_names.register_name("svc", pyotp.self())
 'yes'
@@ -37,6 +40,8 @@ from .. import _core
 from ..etf import Atom, Pid
 from ..gen import set_global_hook
 from ..gen_server import GenServer
+from . import global_locks as _locks
+from .global_locks import del_lock, set_lock, trans
 
 _log = logging.getLogger("pyotp.dist")
 
@@ -291,13 +296,15 @@ def _nodedown(node: str) -> None:
 
 
 class _GlobalServer(GenServer):
-    """Monitors this node's globally registered pids; answers sync calls."""
+    """Monitors this node's globally registered pids; answers sync calls and global lock
+    requests from pyotp nodes (global_locks.py)."""
 
     def init(self, arg: Any) -> Any:
         return ("ok", {})
 
     def handle_call(self, req: Any, from_: Any, watched: Any) -> Any:
-        return ("reply", "ok", watched)
+        r = _locks.answer(req, from_)
+        return ("reply", "ok" if r is None else r, watched)
 
     def handle_info(self, msg: Any, watched: Dict[Pid, Any]) -> Any:
         if type(msg) is tuple and msg[0] == "watch":
@@ -306,6 +313,7 @@ class _GlobalServer(GenServer):
                 watched[pid] = _core.monitor(pid)
         elif type(msg) is tuple and msg[0] == "DOWN":
             pid = msg[3]
+            _locks.holder_down(pid)
             watched.pop(pid, None)
             for name, p in list(_table.items()):
                 if p == pid:
@@ -331,6 +339,7 @@ def _hook(op: str, name: Any, pid: Any) -> Any:
 async def _start(k: Any) -> None:
     global _kernel, _server
     _kernel = k
+    _locks.clear()
     _table.clear()
     _shadows.clear()
     _resolvers.clear()
@@ -345,6 +354,7 @@ def _stop() -> None:
     set_global_hook(None)
     _kernel = None
     _server = None
+    _locks.clear()
     _table.clear()
     _shadows.clear()
     _resolvers.clear()
