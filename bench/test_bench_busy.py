@@ -41,7 +41,7 @@ from bench import workloads as W
 from bench.conftest import EXTRA_RESULTS
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))   # dist_helpers and the roles
 
 from dist_helpers import ErlNode, NodeProc  # noqa: E402
 

@@ -58,7 +58,7 @@ import pytest
 from bench import workloads as W
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))   # dist_helpers and the roles
 
 import pyotp                                                    # noqa: E402
 from pyotp import GenServer                                     # noqa: E402

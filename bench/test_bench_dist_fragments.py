@@ -36,7 +36,7 @@ from bench.conftest import EXTRA_RESULTS
 from bench.test_bench_dist import _A, _erl, beams  # noqa: F401  (beams: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))   # dist_helpers and the roles
 
 import pyotp                                                    # noqa: E402
 from pyotp import GenServer                                     # noqa: E402

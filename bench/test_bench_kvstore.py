@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterator, Tuple
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))   # dist_helpers and the roles
 
 from bench.conftest import EXTRA_RESULTS                      # noqa: E402
 

@@ -333,7 +333,7 @@ cdef int _dc_check_shape(tuple ctrl, bint has_payload) except -1:
 def dist_to_erl(term):
     """Adapt an exit reason (or similar small term) for an Erlang peer: ``str`` becomes an
     atom (pyotp uses plain str for atoms), exceptions become ``{ExceptionName, <<Text>>}``,
-    tuples and lists are converted element by element (``pyotp.dist.connection.to_erl``).
+    tuples and lists are converted element by element (``pyotp.dist.rpc.to_erl``).
 
     >>> dist_to_erl(("shutdown", "x"))
     (Atom('shutdown'), Atom('x'))
@@ -353,7 +353,7 @@ def dist_to_erl(term):
 def dist_from_erl(term):
     """Adapt an exit reason from an Erlang peer for pyotp's core: atoms become plain str
     (so ``normal``, ``kill`` and ``shutdown`` mean what they mean locally); tuples and
-    lists are converted element by element (``pyotp.dist.connection.from_erl``).
+    lists are converted element by element (``pyotp.dist.rpc.from_erl``).
 
     >>> dist_from_erl((Atom("shutdown"), 1))
     ('shutdown', 1)

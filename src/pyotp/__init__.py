@@ -43,7 +43,21 @@ except ModuleNotFoundError as _e:
         % _os.path.dirname(_os.path.abspath(__file__)), name="pyotp._core") from None
 from . import gen as _gen  # installs the name hooks
 from .gen_server import GenServer
-from .runtime import Runtime, NodeThread, run
+from .runtime import Runtime, NodeThread, run, register_launcher as _register_launcher
+from typing import TYPE_CHECKING as _TYPE_CHECKING, Any as _Any
+
+if _TYPE_CHECKING:   # imported on first use (below, __getattr__): distribution costs import time
+    from .dist.service_discovery import ServiceDiscovery, ServiceDiscoveryError
+
+
+def _run_node(*args: _Any, **kw: _Any) -> _Any:
+    # pyotp.run(node=...): distribution sits above the runtime, so the runtime does not
+    # import it; this package, which imports both, hands it the launcher
+    from .dist import run_node
+    return run_node(*args, **kw)
+
+
+_register_launcher("node", _run_node)
 from .gen_statem import GenStateMachine
 from .gen_event import EventHandler, EventManager
 from .supervisor import Supervisor, SupervisorError, ChildSpecError
@@ -53,7 +67,6 @@ from .registry import Registry
 from .pubsub import PubSub
 from .application import Application, ApplicationStartError, ApplicationEnvError
 from .circuit_breaker import CircuitBreaker, CircuitOpenError
-from .dist.service_discovery import ServiceDiscovery, ServiceDiscoveryError
 from .etf import DecodeError
 from .gen_stage import (GenStage, ConsumerSupervisor, DemandDispatcher, BroadcastDispatcher,
                         PartitionDispatcher, GenStageError)
@@ -84,6 +97,9 @@ def __getattr__(name: str) -> object:
     if name in ("Node", "rpc"):
         from . import dist
         return getattr(dist, name)
+    if name in ("ServiceDiscovery", "ServiceDiscoveryError"):
+        from .dist import service_discovery
+        return getattr(service_discovery, name)
     if name == "otel":          # needs the optional OpenTelemetry packages
         import importlib
         return importlib.import_module(".otel", __name__)

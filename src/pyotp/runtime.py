@@ -9,7 +9,7 @@ import asyncio
 import logging
 import signal
 import threading
-from typing import Any, Awaitable, Callable, Optional, TypeVar, cast
+from typing import Any, Awaitable, Callable, Dict, Optional, TypeVar, cast
 
 _T = TypeVar("_T")
 
@@ -102,6 +102,38 @@ class Runtime:
         return NodeThread(use_uvloop, max_mailbox=max_mailbox)
 
 
+# How run() starts a node that this module cannot start alone. The layers built on the
+# runtime register here, so that imports go one way (pyotp.dist imports the runtime, never
+# the reverse); pyotp/__init__.py registers the distributed node's launcher, which imports
+# pyotp.dist on first use.
+_launchers: Dict[str, Callable[..., Any]] = {}
+
+
+def register_launcher(kind: str, launcher: Callable[..., Any]) -> Optional[Callable[..., Any]]:
+    """Make ``launcher`` start the nodes of ``kind`` for :func:`run` (``"node"``: a
+    distributed node, called as ``launcher(main, *args, node=..., cookie=..., **options)``
+    and returning main's result); returns the launcher it replaces (or None).
+
+    >>> old = register_launcher("node", lambda main, *a, **kw: "started " + kw["node"])
+    >>> run(lambda: None, node="a@127.0.0.1", cookie="secret")
+    'started a@127.0.0.1'
+    >>> _ = register_launcher("node", old)
+    """
+    if not callable(launcher):
+        raise TypeError("register_launcher: the launcher must be callable, got %r" % (launcher,))
+    old = _launchers.get(kind)
+    _launchers[kind] = launcher
+    return old
+
+
+def _launcher(kind: str) -> Callable[..., Any]:
+    try:
+        return _launchers[kind]
+    except KeyError:
+        raise RuntimeError("pyotp.run: no launcher registered for %r nodes (import pyotp, which "
+                           "registers the distributed one)" % (kind,)) from None
+
+
 def run(main: Callable[..., Awaitable[_T]], *args: Any, use_uvloop: Optional[bool] = None,
         shutdown_timeout: float = 5.0, node: Optional[str] = None, cookie: Optional[str] = None,
         max_mailbox: Any = None, dashboard: Optional[int] = None, dashboard_host: str = "127.0.0.1",
@@ -147,11 +179,11 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, use_uvloop: Optional[boo
                                          "max_mailbox": max_mailbox}, dist=dist))
     if node is not None:
         # a distributed node: "name@host", with the cookie and the options of Node.start
-        from .dist import run_node
         if cookie is None:
             raise TypeError("pyotp.run(node=%r) needs cookie=... (the distribution secret)" % (node,))
-        return run_node(main, *args, node=node, cookie=cookie, use_uvloop=use_uvloop,
-                        shutdown_timeout=shutdown_timeout, max_mailbox=max_mailbox, **dist)
+        return cast(_T, _launcher("node")(main, *args, node=node, cookie=cookie, use_uvloop=use_uvloop,
+                                          shutdown_timeout=shutdown_timeout, max_mailbox=max_mailbox,
+                                          **dist))
     if dist or cookie is not None:
         raise TypeError("cookie and distribution options need node='name@host'")
     if _core._node_running():

@@ -114,8 +114,7 @@ def _failed(what: Any, e: BaseException, remote: bool) -> Any:
     cls = Atom("exit") if isinstance(e, _core.Exit) else A_ERROR
     reason: Any = e.reason if isinstance(e, _core.Exit) else e
     if remote:
-        from .dist.connection import to_erl
-        reason = to_erl(reason)
+        reason = _core.dist_to_erl(reason)   # the channel's: str -> atom, exceptions -> {Name, <<Text>>}
     return (A_ERROR, (A_CALLBACK_FAILED, what, (cls, reason)))
 
 

@@ -12,7 +12,8 @@ from typing import Any, List, Tuple
 import pyotp
 from pyotp.dist import handshake as hs
 from pyotp.dist import run_node
-from pyotp.dist.connection import REQ, Connection
+from pyotp.dist.connection import Connection
+from pyotp.dist.rpc import REQ
 from pyotp.dist.kernel import _await_with_timeout, kernel
 from pyotp.etf import Atom, Pid, Reference, decode_with_version, term_to_binary
 from dist_helpers import COOKIE, unique

@@ -24,11 +24,13 @@ import pytest
 import pyotp
 from pyotp.dist import Node, epmd
 from pyotp.dist import handshake as hs
-from pyotp.dist.connection import FIRST_BIG, Connection
+from pyotp.dist.connection import Connection
 from pyotp.dist.node import NetKernel, kernel
 from pyotp.etf import Atom, Reference, term_to_binary
 from dist_helpers import COOKIE, ensure_epmd, unique
 from test_dist_handshake import TIMEOUT, RawPeer
+
+FIRST_BIG = pyotp._core.DIST_FIRST_BIG   # a new big-frame buffer starts this large
 
 MAX_FRAME = 16 << 20
 MAX_INFLATED = 1 << 20

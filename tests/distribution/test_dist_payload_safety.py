@@ -48,7 +48,7 @@ class CallsBack:
         if self.mode == "disconnect":
             Node.disconnect(self.peer)
         elif self.mode == "flush":
-            kernel().conns[self.peer].flush_now()
+            kernel().conns[self.peer].ch.flush_now()
         elif self.mode == "send":
             pyotp.send(("echo", self.peer), ("$gen_cast", "inner"))
         return (str, ("reduced-" + self.mode,))
@@ -132,7 +132,7 @@ async def oob_sender(to, to_node):
     encode_term_into(frame, (Atom("$pyotp"), 2, payload, bufs))
     struct.pack_into(">I", frame, 0, len(frame) - 4)
     conn = kernel().conns[to_node]
-    conn.flush_now()
+    conn.ch.flush_now()
     conn.transport.write(bytes(frame))
     assert await pyotp.receive() == "got it"
     for i in range(20):

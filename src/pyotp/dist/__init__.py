@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Awaitable, Callable, Optional, TypeVar, cast
 
+from .. import _core, runtime
 from . import rpc
 from .epmd import EpmdError
 from .handshake import HandshakeError
@@ -51,7 +52,6 @@ def run_node(main: Callable[..., Awaitable[_T]], *args: Any, node: str, cookie: 
 
         run_node(main, node="a@127.0.0.1", cookie="secret")     # -> 'pong'
     """
-    from .. import _core, runtime
     from . import beam_api
     stopped: list = []  # type: ignore[type-arg]
 

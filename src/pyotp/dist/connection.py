@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from .. import _core
-from ..etf import Atom, DecodeError, PayloadRefused, Pid, Reference, TermTooDeep, no_pickles
+from ..etf import Atom, DecodeError, PayloadRefused, TermTooDeep, no_pickles
 from . import handshake as hs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,34 +46,13 @@ _log = logging.getLogger("pyotp.dist")
 
 BUF_SIZE = 1 << 18          # the channel's receive buffer
 HS_BUF_SIZE = 1 << 17       # the handshake's (a handshake message is at most 65537 bytes)
-FIRST_BIG = _core.DIST_FIRST_BIG   # a new big-frame buffer starts this large
-
-# control message operations (dist.h), defined once, in the channel (dist_channel.pyx)
-_OPS = _core.DIST_OPS
-MONITOR_P_EXIT = _OPS["MONITOR_P_EXIT"]
-PAYLOAD_MONITOR_P_EXIT = _OPS["PAYLOAD_MONITOR_P_EXIT"]
-SPAWN_REQUEST = _OPS["SPAWN_REQUEST"]
-SPAWN_REQUEST_TT = _OPS["SPAWN_REQUEST_TT"]
-SPAWN_REPLY = _OPS["SPAWN_REPLY"]
-SPAWN_REPLY_TT = _OPS["SPAWN_REPLY_TT"]
-DEMONITOR_P = _OPS["DEMONITOR_P"]
-# the shape of every control message pyotp accepts (checked in the channel)
-SHAPES = _core.DIST_SHAPES
-# the kinds of entries in a channel's request table (DistChannel.track)
-REQ = _core.DIST_REQUESTS
 
 # handshake states
 (HS_NAME, HS_STATUS, HS_ALIVE, HS_CHALLENGE, HS_COMPLEMENT, HS_REPLY, HS_ACK, UP,
  CLOSED) = range(9)
 
-_NO_MSG = _core._dist_no_msg
-
 #: A peer broke the protocol; the connection is closed with this reason.
 ProtocolError = _core.DistProtocolError
-#: Exit reasons for an Erlang peer (str -> atom, exceptions -> {Name, <<Text>>}) ...
-to_erl = _core.dist_to_erl
-#: ... and from one (atoms -> str).
-from_erl = _core.dist_from_erl
 
 
 class Channel(_core.DistChannel, asyncio.BufferedProtocol):
@@ -226,25 +205,9 @@ class Connection(asyncio.BufferedProtocol):
         raise ProtocolError("bad message term: %s" % e) from None
 
     def on_control(self, ctrl: Tuple[Any, ...], payload: Any) -> None:
-        """The control messages the channel leaves to Python: SPAWN_REQUEST (payload: the
-        argument list), SPAWN_REPLY, and the MONITOR_P_EXIT of an rpc request (payload:
-        the reason as received)."""
-        op = ctrl[0]
-        k = self.kernel
-        if op == SPAWN_REQUEST or op == SPAWN_REQUEST_TT:
-            k.rpc.on_spawn_request(k, self, ctrl[1], ctrl[2], ctrl[3], ctrl[4], ctrl[5], payload)
-        elif op == SPAWN_REPLY or op == SPAWN_REPLY_TT:
-            k.rpc.on_spawn_reply(k, self, ctrl[1], ctrl[2], ctrl[3], ctrl[4])
-        elif op == MONITOR_P_EXIT or op == PAYLOAD_MONITOR_P_EXIT:
-            e = self.ch.untrack(ctrl[3])
-            if e is not None and e[0] == REQ["rpc"] and not e[1].future.done():
-                k.rpc.rpc_down(e[1], payload, self.python)
-        else:
-            raise ProtocolError("unexpected control message for Python: %.200r" % (ctrl,))
-
-    def reason_in(self, r: Any) -> Any:
-        """An exit reason as received, adapted for the core (see from_erl)."""
-        return r if self.python else from_erl(r)
+        """The control messages the channel leaves to Python (spawn requests and replies,
+        the DOWN of an rpc) belong to the rpc service: ``rpc.on_control``."""
+        self.kernel.rpc.on_control(self.kernel, self, ctrl, payload)
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -449,35 +412,6 @@ class Connection(asyncio.BufferedProtocol):
         self.kernel.conn_up(self)
         if ch.up:
             ch.resume()
-
-    # -- sending: what rpc.py calls (the kernel calls the channel) ------------------------
-
-    def flush_now(self) -> None:
-        """Write what is queued at once."""
-        self.ch.flush_now()
-
-    def control(self, ctrl: Tuple[Any, ...], msg: Any = _NO_MSG) -> None:
-        """Queue a frame: ``'p'`` + control term (+ payload term). Raises (and queues
-        nothing) if a term cannot be encoded."""
-        self.ch.control(ctrl, msg)
-
-    def exit(self, frm: Pid, to: Pid, reason: Any, linked: bool) -> None:
-        self.ch.exit_out(frm, to, reason, linked)
-
-    def demonitor(self, frm: Pid, target: Any, ref: Reference) -> None:
-        """DEMONITOR_P of a monitor the request table does not hold (an rpc's)."""
-        self.control((DEMONITOR_P, frm, target, ref))
-
-    def down(self, frm: Any, to: Pid, ref: Reference, reason: Any, raw: bool = False) -> None:
-        """MONITOR_P_EXIT; ``raw`` sends the reason as given (erpc results), otherwise it
-        is adapted for Erlang peers (to_erl)."""
-        self.ch.down_out(frm, to, ref, reason, raw)
-
-    def spawn_request(self, req: Reference, frm: Pid, gl: Pid, mfa: Tuple[Any, ...], opts: List[Any], args: List[Any]) -> None:
-        self.control((SPAWN_REQUEST, req, frm, gl, mfa, opts), args)
-
-    def spawn_reply(self, req: Reference, to: Pid, flags: int, result: Any) -> None:
-        self.control((SPAWN_REPLY, req, to, flags, result))
 
     def __repr__(self) -> str:
         return "<Connection %s %s>" % (self.peer, "up" if self.state == UP else "state %d" % self.state)

@@ -32,7 +32,7 @@ from typing import cast as _tcast
 from .. import _core
 from ..etf import Atom, Pid, Reference
 from . import beam_api
-from .connection import REQ, SPAWN_REQUEST, ProtocolError, from_erl, to_erl
+from .connection import ProtocolError
 from .kernel import (_TIMED_OUT, A_BADARG, A_BADRPC, A_ERPC, A_EXECUTE_CALL, A_EXECUTE_CAST, A_LINK,
                      A_MONITOR, A_NODEDOWN, A_NOTSUP, A_TIMEOUT, SPAWN_FLAG_LINK, SPAWN_FLAG_MONITOR,
                      DistError, _await_with_timeout, _external_call, kernel)
@@ -44,6 +44,22 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["call", "cast", "multicall", "multi_call", "abcast"]
 
 _log = logging.getLogger("pyotp.dist")
+
+# control message operations (dist.h), defined once, in the channel (dist_channel.pyx)
+_OPS = _core.DIST_OPS
+SPAWN_REQUEST = _OPS["SPAWN_REQUEST"]
+SPAWN_REQUEST_TT = _OPS["SPAWN_REQUEST_TT"]
+SPAWN_REPLY = _OPS["SPAWN_REPLY"]
+SPAWN_REPLY_TT = _OPS["SPAWN_REPLY_TT"]
+MONITOR_P_EXIT = _OPS["MONITOR_P_EXIT"]
+PAYLOAD_MONITOR_P_EXIT = _OPS["PAYLOAD_MONITOR_P_EXIT"]
+DEMONITOR_P = _OPS["DEMONITOR_P"]
+# the kinds of entries in a channel's request table (DistChannel.track)
+REQ = _core.DIST_REQUESTS
+#: Exit reasons for an Erlang peer (str -> atom, exceptions -> {Name, <<Text>>}) ...
+to_erl = _core.dist_to_erl
+#: ... and from one (atoms -> str).
+from_erl = _core.dist_from_erl
 
 A_EXIT = Atom("EXIT")
 A_RETURN = Atom("return")
@@ -188,13 +204,29 @@ def allowed(k: "NetKernel", module: str) -> bool:
         return True
     return any(module.startswith(a + ".") for a in k.rpc_allow)
 
+def on_control(k: "NetKernel", conn: Connection, ctrl: Tuple[Any, ...], payload: Any) -> None:
+    """The control messages the channel leaves to Python (``Connection.on_control``):
+    SPAWN_REQUEST (payload: the argument list), SPAWN_REPLY, and the MONITOR_P_EXIT of an
+    rpc request (payload: the reason as received)."""
+    op = ctrl[0]
+    if op == SPAWN_REQUEST or op == SPAWN_REQUEST_TT:
+        on_spawn_request(k, conn, ctrl[1], ctrl[2], ctrl[3], ctrl[4], ctrl[5], payload)
+    elif op == SPAWN_REPLY or op == SPAWN_REPLY_TT:
+        on_spawn_reply(k, conn, ctrl[1], ctrl[2], ctrl[3], ctrl[4])
+    elif op == MONITOR_P_EXIT or op == PAYLOAD_MONITOR_P_EXIT:
+        e = conn.ch.untrack(ctrl[3])
+        if e is not None and e[0] == REQ["rpc"] and not e[1].future.done():
+            rpc_down(e[1], payload, conn.python)
+    else:
+        raise ProtocolError("unexpected control message for Python: %.200r" % (ctrl,))
+
 def on_spawn_request(k: "NetKernel", conn: Connection, req: Any, frm: Any, gl: Any, mfa: Any,
                      opts: Any, args: Any) -> None:
     if (type(mfa) is not tuple or len(mfa) != 3 or type(frm) is not Pid
             or not isinstance(mfa[0], str) or not isinstance(mfa[1], str)):
         raise ProtocolError("malformed SPAWN_REQUEST %r" % ((req, frm, mfa, opts),))
     if type(args) is not list or type(opts) is not list:
-        conn.spawn_reply(req, frm, 0, A_BADARG)
+        conn.ch.control((SPAWN_REPLY, req, frm, 0, A_BADARG))
         return
     m, f = str(mfa[0]), str(mfa[1])
     link = any(o == "link" for o in opts)
@@ -212,7 +244,7 @@ def on_spawn_request(k: "NetKernel", conn: Connection, req: Any, frm: Any, gl: A
     if mon:
         _core._dist_monitor(frm, pid, req)
         flags |= SPAWN_FLAG_MONITOR
-    conn.spawn_reply(req, frm, flags, pid)
+    conn.ch.control((SPAWN_REPLY, req, frm, flags, pid))
 
 def on_spawn_reply(k: "NetKernel", conn: Connection, req: Any, to: Any, flags: Any, result: Any) -> None:
     s = conn.ch.tracked(req)
@@ -222,13 +254,13 @@ def on_spawn_reply(k: "NetKernel", conn: Connection, req: Any, to: Any, flags: A
         if type(result) is Pid:
             if flags & SPAWN_FLAG_LINK and frm is not None:
                 if not _core._dist_link(result, frm):
-                    conn.exit(frm, result, "noproc", True)
+                    conn.ch.exit_out(frm, result, "noproc", True)
             if flags & SPAWN_FLAG_MONITOR and frm is not None:
                 # the peer monitors the new process for frm, tagged with the request ref
                 if _core._dist_add_monitor(frm, result, req):
                     conn.ch.track(req, REQ["monitor"], frm, result)
                 else:
-                    conn.demonitor(frm, result, req)
+                    conn.ch.control((DEMONITOR_P, frm, result, req))
             if not fut.done():
                 fut.set_result(result)
         elif not fut.done():
@@ -289,7 +321,7 @@ async def spawn(k: "NetKernel", node: str, fn: Any, args: Sequence[Any], link: b
     frm = me if me is not None else k.kernel_pid
     opts = ([A_LINK] if link else []) + ([A_MONITOR] if monitor else [])
     try:
-        c.spawn_request(req, frm, k.gl_pid, (Atom(m), Atom(f), len(args)), opts, list(args))
+        c.ch.control((SPAWN_REQUEST, req, frm, k.gl_pid, (Atom(m), Atom(f), len(args)), opts), list(args))
     except BaseException:
         c.ch.untrack(req)
         raise
@@ -321,8 +353,8 @@ async def rpc_call(k: "NetKernel", node: str, m: str, f: str, args: Sequence[Any
     w = _Rpc(fut, node, eref)
     c.ch.track(req, REQ["rpc"], w, None)
     try:
-        c.spawn_request(req, k.kernel_pid, k.gl_pid, (A_ERPC, A_EXECUTE_CALL, 4), [A_MONITOR],
-                        [eref, Atom(m), Atom(f), list(args)])
+        c.ch.control((SPAWN_REQUEST, req, k.kernel_pid, k.gl_pid, (A_ERPC, A_EXECUTE_CALL, 4), [A_MONITOR]),
+                     [eref, Atom(m), Atom(f), list(args)])
     except BaseException:
         c.ch.untrack(req)
         raise
@@ -331,7 +363,7 @@ async def rpc_call(k: "NetKernel", node: str, m: str, f: str, args: Sequence[Any
         c.ch.untrack(req)
         c2 = k.conns.get(node)
         if w.pid is not None and c2 is not None:
-            c2.demonitor(k.kernel_pid, w.pid, req)
+            c2.ch.control((DEMONITOR_P, k.kernel_pid, w.pid, req))
         return (A_BADRPC, A_TIMEOUT)
     return r
 
@@ -351,10 +383,10 @@ def erpc_done(k: "NetKernel", me: Pid, peer: str, frm: Pid, req: Reference, resu
     if c is None:
         return
     try:
-        c.down(me, frm, req, result, raw=True)
+        c.ch.down_out(me, frm, req, result, True)
     except Exception as e:
         bad: Any = (result[0], A_ERROR, (Atom("unencodable_result"), repr(e).encode()), [])
-        c.down(me, frm, req, bad, raw=True)
+        c.ch.down_out(me, frm, req, bad, True)
 
 
 def rpc_down(r: "_Rpc", reason: Any, pyotp_peer: bool) -> None:
