@@ -116,8 +116,9 @@ cdef class WaitPolicy:
 
     ``WaitPolicy(setting="auto", clock=None, probe=None)``: ``setting`` is "auto", "none" or
     microseconds (0..10000). ``clock`` (ms, float) and ``probe`` (a function returning
-    ``(usable_cpus, online_cpus, runnable_threads, involuntary_switches)``) replace the real
-    ones in tests.
+    ``(usable_cpus, online_cpus, runnable_threads, involuntary_switches[, wakeups_caused])``)
+    replace the real ones in tests. ``floor_us`` (default 5) is the least budget "auto"
+    gives after a success (the "shm" site's is 30).
 
     >>> p = WaitPolicy("auto")
     >>> p.info()["mode"]
@@ -151,6 +152,7 @@ cdef class WaitPolicy:
     cdef long long spins, hits, total_misses
     cdef double spun_us
     cdef readonly object setting
+    cdef public double floor_us    # the least budget auto gives after a success (us)
     cdef WaitPolicy machine        # another site's policy whose machine facts this one uses
     cdef bint loop_site            # used on the loop thread: may probe the machine facts
 
@@ -165,6 +167,7 @@ cdef class WaitPolicy:
         self.last_nivcsw = -1
         self.last_woke = -1
         self.excused = 0
+        self.floor_us = _WP_MIN_US
         self.machine = None
         self.configure(setting)
 
@@ -328,7 +331,7 @@ cdef class WaitPolicy:
         if self.mode != _WP_AUTO:
             return 0
         if got:
-            self.budget = min(self.max_us, max(_WP_MIN_US, 4.0 * self.avg_wait))
+            self.budget = min(self.max_us, max(self.floor_us, 4.0 * self.avg_wait))
         else:
             # A miss means the waits got longer: widen the budget back to the ceiling so a
             # slower peer is still caught. One miss among hits is a delayed reply (a GC, a
@@ -393,6 +396,12 @@ cdef WaitPolicy _tcall_policy = _wp_site(False)
 # the shared-memory rings' readers (shm_ring.pyx): a ring's waits are its own (no
 # socket, no system call), so they do not mix with the distribution sockets' record
 cdef WaitPolicy _shm_policy = _wp_site(True)
+# A ring's reply comes in 3-6 us, but now and then a GC or a longer dispatch delays one by
+# 10-30 us; a reader that gave up then sleeps and costs a doorbell and a wake-up (tens of
+# us, and a missed spin counts towards the back-off). With budgets of 4x the average (12-25
+# us) a quiet 2-node pool made 0.9x the calls of the fixed 100 us spin; from 30 us up, as
+# many (measured, docs/benchmarks.md "Pool nodes on a busy machine").
+_shm_policy.floor_us = 30.0
 
 
 def wait_policy():

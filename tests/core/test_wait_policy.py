@@ -57,6 +57,10 @@ def test_budget_follows_the_waits_that_succeed():
         p.record(True, 1.0)
     assert p.budget_us() == 5.0                       # never below a useful minimum
     assert p.info()["hits"] == 80
+    p.floor_us = 30.0                                 # a site whose late replies cost more asleep
+    p.record(True, 1.0)
+    assert p.budget_us() == 30.0
+    assert _core.wait_policies()["shm"].floor_us == 30.0
 
 
 def test_one_usable_cpu_never_spins():
