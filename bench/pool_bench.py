@@ -10,7 +10,8 @@ Cases:
   runs N of these side by side, no interaction).
 * ``oneway M`` / ``call M``: two pool nodes; the head sends M messages ``("msg", i)`` to a
   sink on the worker (which answers its count), or makes M sequential GenServer.calls.
-  PYOTP_POOL_TRANSPORT=socket|tcp selects the link (default: shared memory).
+  PYOTP_POOL_TRANSPORT=socket|tcp selects the link (default: shared memory);
+  PYOTP_BENCH_BUSY_WAIT sets the nodes' ``busy_wait`` ("auto", "none" or microseconds).
 * ``oneway_local M`` / ``call_local M``: the same loops with the sink on the same node (one
   OS process, no link): the ceiling of what the Python on both ends allows per message,
   were the link free (two nodes run the two ends in parallel, one node runs them in turn).
@@ -130,7 +131,8 @@ async def call(m: int) -> dict:
         for _ in range(m):
             await GenServer.call(sink, "get")
         best = max(best, m / (time.perf_counter() - t0))
-    return {"rate": best, "policy": pyotp._core.wait_policy().info()["reason"]}
+    info = pyotp._core.wait_policies()["shm"].info()
+    return {"rate": best, "policy": info["reason"], "denied": info["denied"]}
 
 
 async def oneway_local(m: int) -> dict:
@@ -231,6 +233,11 @@ def baselines(n: int, items: int) -> dict:
     return {"mp_pool": mp, "ppe": ppe}
 
 
+def _busy_wait() -> Any:
+    bw = os.environ.get("PYOTP_BENCH_BUSY_WAIT", "auto")
+    return float(bw) if bw[:1].isdigit() else bw
+
+
 def main(argv: List[str]) -> None:
     case = argv[0]
     args = [int(a) for a in argv[1:]]
@@ -242,7 +249,7 @@ def main(argv: List[str]) -> None:
     elif case == "oneway":
         r = pyotp.run(oneway, args[0], nodes=2)
     elif case == "call":
-        r = pyotp.run(call, args[0], nodes=2)
+        r = pyotp.run(call, args[0], nodes=2, busy_wait=_busy_wait())
     elif case == "oneway_local":
         r = pyotp.run(oneway_local, args[0])
     elif case == "call_local":

@@ -19,7 +19,9 @@ pools start and end inside the case. Groups (rates; same run, so read them as ra
   workers, same function and data.
 * ``busy-pool-call`` (calls/s): ``pool-call`` over shm with 0, cores/2 and cores
   busy-loop processes beside the pool, and with the whole pool pinned to one CPU (issue
-  20's scenarios, bench/test_bench_busy.py's ``machine``), beside ``beam/<scenario>``:
+  20's scenarios, bench/test_bench_busy.py's ``machine``), under ``busy_wait="auto"``
+  (``pyotp/shm/<scenario>``) and the fixed spin ``busy_wait=100``
+  (``pyotp(busy_wait=100)/shm/<scenario>``), beside ``beam/<scenario>``:
   two BEAM nodes doing sequential gen_server calls under the same load (the driver and
   sink of bench/test_bench_busy.py's dist rows, rate from the driver's own timing).
 No speed is asserted.
@@ -136,7 +138,7 @@ def test_pool_map(benchmark: Any, mode: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", ["quiet", "busy-half", "busy-all", "pinned"])
-@pytest.mark.parametrize("impl", ["pyotp", "beam"])
+@pytest.mark.parametrize("impl", ["pyotp", "pyotp(busy_wait=100)", "beam"])
 def test_busy_pool_call(benchmark: Any, impl: str, scenario: str, mode: str,
                         beams: Any) -> None:  # noqa: F811 (the fixture)
     n = SIZES[mode]["call"]
@@ -148,7 +150,9 @@ def test_busy_pool_call(benchmark: Any, impl: str, scenario: str, mode: str,
             rates = _rounds(benchmark, mode, lambda: n / _round(driver, cmd))
         _record(benchmark, "busy-pool-call", "beam/" + scenario, mode, rates, "calls/s")
         return
+    env = {"PYOTP_BENCH_BUSY_WAIT": "100"} if impl == "pyotp(busy_wait=100)" else {}
     with machine(scenario):
-        rates = _rounds(benchmark, mode, lambda: (infos.append(_case("call", n)), infos[-1]["rate"])[1])
-    _record(benchmark, "busy-pool-call", "pyotp/shm/" + scenario, mode, rates, "calls/s",
-            policy=infos[-1].get("policy"))
+        rates = _rounds(benchmark, mode,
+                        lambda: (infos.append(_case("call", n, env=env)), infos[-1]["rate"])[1])
+    _record(benchmark, "busy-pool-call", impl + "/shm/" + scenario, mode, rates, "calls/s",
+            policy=infos[-1].get("policy"), denied=infos[-1].get("denied"))

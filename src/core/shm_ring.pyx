@@ -26,8 +26,10 @@
 #    only if it did not move; the producer publishes head, then (seq_cst) takes the flag
 #    with a CAS 1 -> 0 and rings only when it took it (one wake-up per sleep). The same
 #    protocol, mirrored, wakes a producer waiting for space.
-#  - Loop thread only per end; the spin releases the GIL and is bounded by the runtime's
-#    WaitPolicy (wait_policy.pyx) budget.
+#  - Loop thread only per end; the spin releases the GIL and is bounded by the budget of
+#    the runtime's WaitPolicy site "shm" (wait_policy.pyx); every bell rung is reported
+#    to it (_wp_woke), since the peer it wakes may preempt this thread without any
+#    contention.
 #  - Doorbells are coalesced by the flags: a writer rings only when it took the reader's
 #    sleeping flag, so a burst costs at most one wake-up and an awake reader none.
 
@@ -312,6 +314,7 @@ cdef class ShmRingPair:
         cdef uint64_t n = self._put_obj(data)
         if n and self._took_flag(self.out, _RING_SLEEP_OFF):
             pyotp_bell_ring(self.bell)
+            _wp_woke()
         return n
 
     def take_bells(self):
@@ -333,7 +336,7 @@ cdef class ShmRingPair:
         Returns when asleep, stopped, or (``transport._peer_gone``) the ring is empty.
         Raises ShmRingError for a bad peer index, or what the protocol raised."""
         self._bell_live()
-        cdef WaitPolicy policy = _wait_policy
+        cdef WaitPolicy policy = _shm_policy
         cdef uint64_t n, k
         cdef bint got_any = False
         cdef double budget, t0
@@ -355,6 +358,7 @@ cdef class ShmRingPair:
                     buf = None
                     if self._took_flag(self.inp, _RING_WAIT_OFF):
                         pyotp_bell_ring(self.bell)
+                        _wp_woke()
                     proto.buffer_updated(k)
                 else:
                     if n > _RING_READ_CHUNK:
@@ -365,6 +369,7 @@ cdef class ShmRingPair:
                         buf = buf[:k]
                     if self._took_flag(self.inp, _RING_WAIT_OFF):
                         pyotp_bell_ring(self.bell)
+                        _wp_woke()
                     proto.data_received(buf)
                     buf = None
                 continue

@@ -25,6 +25,14 @@
 #    what a quiet 2-core machine running two spinning nodes sees now and then, and
 #    pausing the spin for it cost a quarter of the quiet call rate. Every fact counts
 #    only when the next sample confirms it; a real busy loop confirms it at once.
+#  - Wake-ups we cause are not contention: writing a doorbell (a shared-memory ring's
+#    bell) wakes the peer, and on a 2-core machine the kernel often runs the woken peer on
+#    the waker's core and preempts the waker: one involuntary switch per wake-up, about
+#    a third of them here. Counted as preemption, they stopped the spin of a quiet 2-node
+#    pool, and without the spin every call rings a bell, so the count stayed high and the
+#    spin stayed off (half the call rate). The probe subtracts the wake-ups this thread
+#    caused (_wp_woke, counted where the bell rings) from its involuntary switches; a
+#    busy loop's preemptions come on top of them and still count.
 
 cdef enum:
     _WP_NONE = 0
@@ -45,11 +53,20 @@ cdef double _WP_PROBE_MS = 50.0         # machine facts are re-read this often w
 cdef double _WP_CPUS_MS = 1000.0        # affinity and quota: re-read this often (on change)
 cdef double _WP_BACKOFF_MAX_MS = 1000.0
 cdef long _WP_NIVCSW_LIMIT = 8          # involuntary switches per probe that mean contention (a core shared with a busy thread: ~12-16 per 50 ms)
+cdef double _WP_PREEMPT_PAUSE_MAX_MS = 2000.0
+cdef int _WP_CALM_PROBES = 20           # a second of probes without preemption forgets the pauses
+cdef long long _wp_wakeups = 0         # peers this process woke (doorbells rung), loop thread only
+
+
+cdef inline void _wp_woke() noexcept:
+    """A doorbell was rung for a sleeping peer (see the header: not contention)."""
+    global _wp_wakeups
+    _wp_wakeups += 1
 
 
 def _wp_read_machine():
-    """The real probe: (usable_cpus, online_cpus, runnable_threads, involuntary_switches).
-    Any fact the platform does not offer is None."""
+    """The real probe: (usable_cpus, online_cpus, runnable_threads, involuntary_switches,
+    wakeups_caused). Any fact the platform does not offer is None."""
     import os
     online = os.cpu_count() or 1
     try:
@@ -75,7 +92,7 @@ def _wp_read_machine():
         nivcsw = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
     except (ImportError, AttributeError, OSError):
         pass
-    return usable, online, runnable, nivcsw
+    return usable, online, runnable, nivcsw, _wp_wakeups
 
 
 def _wp_parse(setting):
@@ -99,8 +116,9 @@ cdef class WaitPolicy:
 
     ``WaitPolicy(setting="auto", clock=None, probe=None)``: ``setting`` is "auto", "none" or
     microseconds (0..10000). ``clock`` (ms, float) and ``probe`` (a function returning
-    ``(usable_cpus, online_cpus, runnable_threads, involuntary_switches)``) replace the real
-    ones in tests.
+    ``(usable_cpus, online_cpus, runnable_threads, involuntary_switches[, wakeups_caused])``)
+    replace the real ones in tests. ``floor_us`` (default 5) is the least budget "auto"
+    gives after a success (the "shm" site's is 30).
 
     >>> p = WaitPolicy("auto")
     >>> p.info()["mode"]
@@ -116,6 +134,12 @@ cdef class WaitPolicy:
     cdef double next_cpus          # ms
     cdef int usable, online
     cdef long last_nivcsw
+    cdef long long last_woke       # wake-ups caused, at the last probe (-1: none yet)
+    cdef long excused              # involuntary switches the last probe put down to them
+    cdef double preempt_pause      # ms: the current pause for confirmed preemption (0: none)
+    cdef double preempt_until      # ms: no spinning before this (preemption)
+    cdef int calm                  # probes without preemption since the last pause
+    cdef str preempt_reason
     cdef double last_probe         # ms
     cdef int crowded               # consecutive probes that saw more runnable threads than CPUs
     cdef int preempted             # consecutive probes with many involuntary switches
@@ -128,6 +152,7 @@ cdef class WaitPolicy:
     cdef long long spins, hits, total_misses
     cdef double spun_us
     cdef readonly object setting
+    cdef public double floor_us    # the least budget auto gives after a success (us)
     cdef WaitPolicy machine        # another site's policy whose machine facts this one uses
     cdef bint loop_site            # used on the loop thread: may probe the machine facts
 
@@ -140,6 +165,9 @@ cdef class WaitPolicy:
         self.probe = probe
         self.usable = self.online = 0
         self.last_nivcsw = -1
+        self.last_woke = -1
+        self.excused = 0
+        self.floor_us = _WP_MIN_US
         self.machine = None
         self.configure(setting)
 
@@ -160,6 +188,9 @@ cdef class WaitPolicy:
         self.oversub = False
         self.crowded = 0
         self.preempted = 0
+        self.preempt_pause = self.preempt_until = 0.0
+        self.calm = 0
+        self.preempt_reason = ""
         self.why = 0
         for i in range(_WPD_N):
             self.denied[i] = 0
@@ -178,7 +209,11 @@ cdef class WaitPolicy:
 
     cdef int _probe(self, double now) except -1:
         cdef object facts = _wp_read_machine() if self.probe is None else self.probe()
-        usable, online, runnable, nivcsw = facts
+        if len(facts) == 5:
+            usable, online, runnable, nivcsw, woke = facts
+        else:
+            usable, online, runnable, nivcsw = facts
+            woke = None
         if now >= self.next_cpus or self.usable == 0:
             self.usable = int(usable) if usable else 1
             self.online = int(online) if online else self.usable
@@ -187,12 +222,42 @@ cdef class WaitPolicy:
         # preemptions per probe interval, however long ago the previous probe was
         cdef double span = max(now - self.last_probe, _WP_PROBE_MS) if self.last_probe else _WP_PROBE_MS
         cdef long switched = -1
+        cdef long long raw, caused
         if nivcsw is not None and self.last_nivcsw >= 0:
-            switched = <long>((int(nivcsw) - self.last_nivcsw) * _WP_PROBE_MS / span + 0.5)
+            raw = int(nivcsw) - self.last_nivcsw
+            caused = 0
+            if woke is not None and self.last_woke >= 0:
+                caused = min(raw, max(0, int(woke) - self.last_woke))
+            self.excused = <long>caused
+            switched = <long>((raw - caused) * _WP_PROBE_MS / span + 0.5)
+        if woke is not None:
+            self.last_woke = int(woke)
         self.last_probe = now
         # a single crowded sample is often a passing kernel thread: two in a row count
         self.crowded = self.crowded + 1 if runnable is not None and int(runnable) > self.online + 1 else 0
-        self.preempted = self.preempted + 1 if switched > _WP_NIVCSW_LIMIT else 0
+        # preemption confirmed by two probes in a row pauses the spin: 50 ms, doubled at
+        # each new confirmation (up to 2 s) and forgotten after a second of calm probes.
+        # With the wake-ups excused, a node that stopped spinning beside a busy loop sees
+        # few switches while it sleeps, and without the growing pause it would go back to
+        # spinning (and collapse) every other probe.
+        cdef bint paused = now < self.preempt_until
+        if paused:
+            self.preempted = 0
+        else:
+            self.preempted = self.preempted + 1 if switched > _WP_NIVCSW_LIMIT else 0
+            if self.preempted >= 2:
+                self.preempt_pause = _WP_PROBE_MS if self.preempt_pause == 0.0 else \
+                    min(2.0 * self.preempt_pause, _WP_PREEMPT_PAUSE_MAX_MS)
+                self.preempt_until = now + self.preempt_pause
+                self.preempted = self.calm = 0
+                self.preempt_reason = "preempted (%d involuntary switches per %d ms)" % (
+                    switched, <int>_WP_PROBE_MS)
+                paused = True
+            elif self.preempt_pause > 0.0:
+                self.calm = 0 if switched > _WP_NIVCSW_LIMIT else self.calm + 1
+                if self.calm >= _WP_CALM_PROBES:
+                    self.preempt_pause = 0.0
+                    self.calm = 0
         if self.usable <= 1:
             self.oversub, self.reason, self.why = True, "one usable CPU", _WPD_ONE_CPU
         elif self.crowded >= 2:
@@ -202,12 +267,11 @@ cdef class WaitPolicy:
             self.oversub, self.reason = True, "oversubscribed (%d runnable, %d CPUs)" % (
                 int(runnable), self.online)
             self.why = _WPD_OVERSUB
-        elif self.preempted >= 2:
+        elif paused:
             # as for crowding: one interval with many switches is often a burst of other
             # work passing by (a build step, a kernel thread); a thread sharing its core
             # with a busy loop is preempted in every interval
-            self.oversub, self.reason = True, "preempted (%d involuntary switches per %d ms)" % (
-                switched, <int>_WP_PROBE_MS)
+            self.oversub, self.reason = True, self.preempt_reason
             self.why = _WPD_PREEMPT
         else:
             self.oversub, self.reason = False, ""
@@ -267,7 +331,7 @@ cdef class WaitPolicy:
         if self.mode != _WP_AUTO:
             return 0
         if got:
-            self.budget = min(self.max_us, max(_WP_MIN_US, 4.0 * self.avg_wait))
+            self.budget = min(self.max_us, max(self.floor_us, 4.0 * self.avg_wait))
         else:
             # A miss means the waits got longer: widen the budget back to the ceiling so a
             # slower peer is still caught. One miss among hits is a delayed reply (a GC, a
@@ -287,8 +351,10 @@ cdef class WaitPolicy:
     def info(self):
         """The policy's state, for operators and tests:
         ``{"mode", "spinning", "reason", "budget_us", "usable_cpus", "spins", "hits",
-        "misses", "spun_us", "denied"}``; ``denied`` counts the spins refused, by why
-        (``one_cpu``, ``oversubscribed``, ``preempted``, ``backoff``)."""
+        "misses", "spun_us", "denied", "excused"}``; ``denied`` counts the spins refused,
+        by why (``one_cpu``, ``oversubscribed``, ``preempted``, ``backoff``); ``excused``:
+        the involuntary switches of the last probe interval put down to wake-ups this
+        process caused (not counted as preemption)."""
         cdef double b = self._budget(False)
         cdef str reason = self.reason
         if self.machine is not None:
@@ -299,6 +365,7 @@ cdef class WaitPolicy:
                 "reason": reason, "budget_us": b, "usable_cpus": self.usable or None,
                 "spins": self.spins, "hits": self.hits, "misses": self.total_misses,
                 "spun_us": self.spun_us,
+                "excused": (self.machine.excused if self.machine is not None else self.excused),
                 "denied": {"one_cpu": self.denied[_WPD_ONE_CPU],
                            "oversubscribed": self.denied[_WPD_OVERSUB],
                            "preempted": self.denied[_WPD_PREEMPT],
@@ -326,6 +393,15 @@ cdef WaitPolicy _wp_site(bint loop_site):
 # answer
 cdef WaitPolicy _tq_policy = _wp_site(True)
 cdef WaitPolicy _tcall_policy = _wp_site(False)
+# the shared-memory rings' readers (shm_ring.pyx): a ring's waits are its own (no
+# socket, no system call), so they do not mix with the distribution sockets' record
+cdef WaitPolicy _shm_policy = _wp_site(True)
+# A ring's reply comes in 3-6 us, but now and then a GC or a longer dispatch delays one by
+# 10-30 us; a reader that gave up then sleeps and costs a doorbell and a wake-up (tens of
+# us, and a missed spin counts towards the back-off). With budgets of 4x the average (12-25
+# us) a quiet 2-node pool made 0.9x the calls of the fixed 100 us spin; from 30 us up, as
+# many (measured, docs/benchmarks.md "Pool nodes on a busy machine").
+_shm_policy.floor_us = 30.0
 
 
 def wait_policy():
@@ -340,10 +416,12 @@ def wait_policy():
 def wait_policies():
     """Every spin site's policy by name: ``"dist"`` (the runtime's, distribution reads),
     ``"thread_loop"`` (the loop thread waiting for the next call of a thread it just
-    answered) and ``"thread_caller"`` (a calling thread waiting for its answer). All follow
-    the runtime's setting and its machine facts.
+    answered), ``"thread_caller"`` (a calling thread waiting for its answer) and ``"shm"``
+    (a pool node's shared-memory ring reader waiting for more bytes). All follow the
+    runtime's setting and its machine facts.
 
     >>> sorted(wait_policies())
-    ['dist', 'thread_caller', 'thread_loop']
+    ['dist', 'shm', 'thread_caller', 'thread_loop']
     """
-    return {"dist": _wait_policy, "thread_loop": _tq_policy, "thread_caller": _tcall_policy}
+    return {"dist": _wait_policy, "thread_loop": _tq_policy, "thread_caller": _tcall_policy,
+            "shm": _shm_policy}

@@ -24,13 +24,16 @@ class Machine:
         self.now = 1000.0
         self.usable, self.online, self.runnable, self.nivcsw = usable, online, runnable, nivcsw
         self.probes = 0
+        self.woke = None                  # doorbells this process rang (None: not reported)
 
     def clock(self):
         return self.now
 
     def probe(self):
         self.probes += 1
-        return self.usable, self.online, self.runnable, self.nivcsw
+        if self.woke is None:
+            return self.usable, self.online, self.runnable, self.nivcsw
+        return self.usable, self.online, self.runnable, self.nivcsw, self.woke
 
     def policy(self, setting="auto"):
         return _core.WaitPolicy(setting, clock=self.clock, probe=self.probe)
@@ -54,6 +57,10 @@ def test_budget_follows_the_waits_that_succeed():
         p.record(True, 1.0)
     assert p.budget_us() == 5.0                       # never below a useful minimum
     assert p.info()["hits"] == 80
+    p.floor_us = 30.0                                 # a site whose late replies cost more asleep
+    p.record(True, 1.0)
+    assert p.budget_us() == 30.0
+    assert _core.wait_policies()["shm"].floor_us == 30.0
 
 
 def test_one_usable_cpu_never_spins():
@@ -127,6 +134,86 @@ def test_isolated_bad_samples_do_not_stop_a_quiet_machine_spinning():
     assert sum(info["denied"].values()) == 0
 
 
+def test_preemptions_caused_by_our_own_wake_ups_do_not_stop_the_spin():
+    # Two pool nodes on a 2-core machine, calling each other over the shared-memory rings
+    # while they sleep between calls: every call rings a doorbell, and about a third of
+    # the wake-ups preempt the waker (the woken peer runs on its core). 300 involuntary
+    # switches per 50 ms for 800 doorbells rung is the doorbell, not contention.
+    m = Machine(usable=2, online=2, runnable=2)
+    m.woke = 0
+    p = m.policy()
+    for _ in range(10):
+        assert p.budget_us() == 100.0, p.info()
+        m.now += 50.0
+        m.nivcsw += 300
+        m.woke += 800
+    info = p.info()
+    assert info["spinning"] and info["denied"]["preempted"] == 0 and info["excused"] == 300
+    # the same switches without the doorbell count (an older probe): contention
+    m2 = Machine(usable=2, online=2, runnable=2)
+    p2 = m2.policy()
+    for _ in range(2):
+        p2.budget_us()
+        m2.now += 50.0
+        m2.nivcsw += 300
+    assert p2.budget_us() == 0.0 and p2.info()["reason"].startswith("preempted (300")
+
+
+def test_preemptions_beyond_our_wake_ups_still_count():
+    # a busy loop shares the core: 15 preemptions per interval, only 2 of them after a
+    # doorbell this thread rang
+    m = Machine(usable=2, online=2, runnable=3)
+    m.woke = 0
+    p = m.policy()
+    for _ in range(2):
+        assert p.budget_us() == 100.0
+        m.now += 50.0
+        m.nivcsw += 15
+        m.woke += 2
+    assert p.budget_us() == 0.0
+    assert p.info()["reason"] == "preempted (13 involuntary switches per 50 ms)"
+    assert p.info()["excused"] == 2
+
+
+def test_confirmed_preemption_pauses_longer_each_time_and_calm_resets_it():
+    # Beside a busy loop a node that stopped spinning is rarely preempted while it sleeps:
+    # without a growing pause it would spin again (and collapse) every other probe.
+    m = Machine(usable=2, online=2, runnable=3)
+    m.woke = 0
+    p = m.policy()
+    allowed = []
+    for _ in range(400):                  # 20 s of fake time, a probe every 50 ms
+        b = p.budget_us()
+        allowed.append(b > 0.0)
+        m.now += 50.0
+        if b > 0.0:
+            m.nivcsw += 15                # spinning beside the busy loop: preempted
+    # pauses of 50, 100, 200 ... ms up to 2 s, each after two preempted probes: spinning
+    # a small and shrinking part of the time
+    gaps, run = [], 0
+    for a in allowed:
+        if a and run:
+            gaps.append(run)
+        run = 0 if a else run + 1
+    assert gaps == sorted(gaps) and gaps[0] == 1 and max(gaps) == 40, gaps   # 50 ms .. 2 s
+    assert sum(allowed) <= 40, sum(allowed)
+    assert p.info()["denied"]["preempted"] >= 350
+    # the busy loop ends: once the pause is over, spinning resumes and stays on
+    calm = []
+    for _ in range(200):
+        calm.append(p.budget_us() > 0.0)
+        m.now += 50.0
+    assert all(calm[45:]) and p.info()["spinning"]
+    # after a calm second the pauses start again from 50 ms
+    for _ in range(2):
+        p.budget_us()
+        m.now += 50.0
+        m.nivcsw += 15
+    assert p.budget_us() == 0.0           # confirmed again: paused 50 ms
+    m.now += 50.0
+    assert p.budget_us() == 100.0
+
+
 def test_missed_spins_back_off_exponentially_and_a_hit_ends_it():
     m = Machine()
     p = m.policy()
@@ -198,8 +285,8 @@ def test_bad_clock_or_probe_is_refused():
 
 
 def test_real_machine_probe_reports_what_it_knows():
-    usable, online, runnable, nivcsw = _core._wp_read_machine()
-    assert 1 <= usable <= online
+    usable, online, runnable, nivcsw, woke = _core._wp_read_machine()
+    assert 1 <= usable <= online and woke >= 0
     if sys.platform.startswith("linux"):
         assert runnable >= 1 and nivcsw >= 0
         assert usable == len(os.sched_getaffinity(0)) or os.path.exists("/sys/fs/cgroup/cpu.max")
@@ -264,12 +351,12 @@ def test_two_nodes_pinned_to_one_cpu_complete_their_calls_without_spinning():
 
 def test_spin_sites_follow_the_runtime_setting():
     sites = _core.wait_policies()
-    assert set(sites) == {"dist", "thread_loop", "thread_caller"}
+    assert set(sites) == {"dist", "thread_loop", "thread_caller", "shm"}
     assert sites["dist"] is _core.wait_policy()
     before = _core.wait_policy().setting
     try:
         _core.wait_policy().configure(40)
-        assert [p.setting for p in sites.values()] == [40, 40, 40]
+        assert [p.setting for p in sites.values()] == [40, 40, 40, 40]
         assert sites["thread_caller"].budget_us() == 40.0
         _core.wait_policy().configure("none")
         assert all(p.budget_us() == 0.0 for p in sites.values())
