@@ -2,7 +2,6 @@
 # installed; naming it here as well keeps the suite runnable from a source checkout
 # (PYTHONPATH=src), and pytest ignores the second registration of the same name.
 import os
-import shutil
 import sys
 
 import pytest
@@ -20,18 +19,27 @@ for _d in sorted(os.listdir(_TESTS), reverse=True):
         sys.path.insert(0, _p)
 
 
-def erlang_required() -> bool:
-    """PYOTP_REQUIRE_ERLANG=1 (set by .ci/run): a missing Erlang fails the `erlang` tests
-    instead of skipping them, so CI can never pass by not running them."""
-    return os.environ.get("PYOTP_REQUIRE_ERLANG", "") not in ("", "0")
+from services import SERVICES, required, unknown_required, why_missing  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    bad = unknown_required()
+    if bad:
+        raise pytest.UsageError("PYOTP_REQUIRE_SERVICES names no service: %s (known: %s)"
+                                % (", ".join(bad), ", ".join(SERVICES)))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    # Tests marked `erlang` run a real BEAM node (erl, erl_call, elixir). Where Erlang is
-    # not installed (the wheel tests on macOS/Windows runners) they skip with the reason.
-    if item.get_closest_marker("erlang") is None or shutil.which("erl") is not None:
-        return
-    if erlang_required():
-        pytest.fail("PYOTP_REQUIRE_ERLANG=1 but `erl` is not on PATH "
-                    "(apt-get install -y erlang-base)", pytrace=False)
-    pytest.skip("needs Erlang/OTP (`erl` on PATH; apt-get install -y erlang-base)")
+    # A test marked with a service (tests/helpers/services.py: erlang, redis, chromium,
+    # postgres, rabbitmq) skips with the reason where the service's programs are missing
+    # (the wheel tests, the macOS and Windows runners), and fails where it is required.
+    for name in SERVICES:
+        if item.get_closest_marker(name) is None:
+            continue
+        why = why_missing(name)
+        if why is None:
+            continue
+        if required(name):
+            pytest.fail("%s, and the service is required (PYOTP_REQUIRE_SERVICES/PYOTP_REQUIRE_ERLANG)"
+                        % why, pytrace=False)
+        pytest.skip(why)

@@ -6,7 +6,6 @@ The run saves screenshots (dashboard.png, dashboard-process.png, dashboard-beam.
 tmp dir, or in PYOTP_SCREENSHOT_DIR: ``make screenshots`` renews docs/images with them."""
 import os
 import re
-import shutil
 import sys
 
 import pytest
@@ -19,10 +18,12 @@ from selenium.common.exceptions import StaleElementReferenceException  # noqa: E
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMEDRIVER) and os.path.exists(CHROMIUM)),
-                                reason="needs Debian's chromium and chromium-driver")
+from services import executable  # noqa: E402
+
+CHROMEDRIVER = executable("chromium", "chromedriver")
+CHROMIUM = executable("chromium", "chromium")
+# without chromium/chromedriver: skipped with the reason, or failed where required (conftest)
+pytestmark = pytest.mark.chromium
 
 
 class Worker(GenServer):

@@ -18,11 +18,12 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not (os.path.exists(CHROMEDRIVER) and os.path.exists(CHROMIUM)):
-    pytest.fail("the editor's browser tests need Debian's chromium and chromium-driver "
-                "(apt-get install chromium chromium-driver)", pytrace=False)
+from services import executable  # noqa: E402
+
+CHROMEDRIVER = executable("chromium", "chromedriver")
+CHROMIUM = executable("chromium", "chromium")
+# without chromium/chromedriver: skipped with the reason, or failed where required (conftest)
+pytestmark = pytest.mark.chromium
 
 
 def browser():

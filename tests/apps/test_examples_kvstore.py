@@ -123,6 +123,7 @@ def test_resp3_hello(kv):
         c.close()
 
 
+@pytest.mark.redis
 def test_redis_cli_subprocess(kv):
     cli = [redis_cli(), "-p", str(kv.port)]
 
@@ -146,6 +147,7 @@ ERROR_CASES = [
 ]
 
 
+@pytest.mark.redis
 def test_error_replies_match_a_real_redis_server(kv, real_redis):
     ours, theirs = Raw(kv.port), Raw(real_redis.port)
     try:

@@ -2,9 +2,7 @@
 (initdb + pg_ctl on a free loopback port, trust auth, in a temporary directory) and
 runs the service against it through asyncpg. Skipped, with the reason, only when no
 PostgreSQL server binaries are installed (Debian: ``apt-get install postgresql``)."""
-import glob
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,19 +11,19 @@ import httpx
 import pytest
 
 from pathutil import ROOT
+from services import executable
 
 sys.path.insert(0, str(ROOT))
 from examples.user_service import Config, ServiceThread  # noqa: E402
 
 
+# without initdb/pg_ctl: skipped with the reason, or failed where required (conftest)
+pytestmark = pytest.mark.postgres
+
+
 def _pg_bin():
-    found = shutil.which("initdb")
-    if found:
-        return os.path.dirname(found)
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if os.path.exists(os.path.join(d, "initdb")):
-            return d
-    return None
+    found = executable("postgres", "initdb")
+    return os.path.dirname(found) if found else None
 
 
 def _free_port():

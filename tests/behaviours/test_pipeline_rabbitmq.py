@@ -9,11 +9,11 @@ shutdown acks everything it handled and leaves the rest in the queue (nothing ac
 lost, nothing handled twice), and a crashed producer's unacknowledged messages are
 redelivered to its restarted successor.
 
-Marked ``erlang`` (the broker is an Erlang program): skipped with the reason where Erlang
-is absent (the wheel tests on macOS/Windows runners); where it is installed the broker
-must be too (.ci/run and CI's Erlang jobs install rabbitmq-server)."""
+Marked ``erlang`` (the broker is an Erlang program) and ``rabbitmq``: skipped with the
+reason where Erlang or rabbitmq-server is absent (the wheel tests on macOS/Windows
+runners), failed instead where they are required (PYOTP_REQUIRE_SERVICES, set by .ci/run
+and CI's Erlang jobs; see tests/helpers/services.py)."""
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,8 +26,9 @@ from pyotp import Pipeline
 from pyotp.pipeline import RabbitMQProducer
 
 from dist_helpers import ensure_epmd, free_port
+from services import executable
 
-pytestmark = [pytest.mark.pyotp, pytest.mark.erlang]
+pytestmark = [pytest.mark.pyotp, pytest.mark.erlang, pytest.mark.rabbitmq]
 
 aio_pika = pytest.importorskip("aio_pika", reason="aio-pika is in the test extras: pip install '.[test]'")
 
@@ -47,7 +48,7 @@ def _amqp_ready(port):
 
 @pytest.fixture(scope="module")
 def amqp_url(tmp_path_factory):
-    server = SERVER if os.path.exists(SERVER) else shutil.which("rabbitmq-server")
+    server = SERVER if os.path.exists(SERVER) else executable("rabbitmq", "rabbitmq-server")
     if server is None:
         pytest.fail("rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server; "
                     ".ci/run installs it)")

@@ -4,7 +4,6 @@ that only fires when something is broken), never a sleep."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Any, List, Optional
 
 from dist_helpers import HOST, WAIT, child_env, ensure_epmd, free_port, unique
 from pathutil import ROOT as _ROOT
+from services import executable
 
 ROOT = str(_ROOT)         # the repository root, wherever this helper sits in tests/
 
@@ -107,7 +107,7 @@ class RedisServer(Proc):
     """A real redis-server on a free port, in memory only."""
 
     def __init__(self) -> None:
-        exe = shutil.which("redis-server")
+        exe = executable("redis", "redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed (Debian package redis-server)")
         self.port = free_port()
@@ -117,7 +117,7 @@ class RedisServer(Proc):
 
 
 def redis_cli() -> str:
-    exe = shutil.which("redis-cli")
+    exe = executable("redis", "redis-cli")
     if exe is None:
         raise RuntimeError("redis-cli is not installed (Debian package redis-tools)")
     return exe
