@@ -23,6 +23,11 @@ from services import SERVICES, required, unknown_required, why_missing  # noqa: 
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, not in pyproject.toml: the wheel tests run a copy of tests/ without it.
+    for name, service in SERVICES.items():
+        config.addinivalue_line("markers", "%s: needs %s (%s); skipped without them unless "
+                                "required (tests/helpers/services.py)"
+                                % (name, ", ".join(service.executables), service.install))
     bad = unknown_required()
     if bad:
         raise pytest.UsageError("PYOTP_REQUIRE_SERVICES names no service: %s (known: %s)"

@@ -34,7 +34,7 @@ class Service:
 SERVICES: Dict[str, Service] = {
     # A BEAM node: erl (epmd comes with it), erl_call, elixir, escript. RabbitMQ is an
     # Erlang program, so its tests carry both `erlang` and `rabbitmq`.
-    "erlang": Service(("erl",), "apt-get install -y erlang-base (and elixir for the Elixir tests)",
+    "erlang": Service(("erl",), "apt-get install -y erlang-base; elixir for the Elixir tests",
                       uses=("ErlNode", "ExNode", "require_erl", "erl_call", '"escript"',
                             "rabbitmq-server", "amqp_url")),
     "redis": Service(("redis-server", "redis-cli"), "apt-get install -y redis-server redis-tools",
