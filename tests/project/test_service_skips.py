@@ -96,3 +96,19 @@ def test_a_misspelt_required_service_is_an_error(project):
     # else PYOTP_REQUIRE_SERVICES=reddis would require nothing and CI could pass by skipping
     rc, out = run(project, "empty", PYOTP_REQUIRE_SERVICES="erlang,reddis")
     assert rc == 4 and "PYOTP_REQUIRE_SERVICES names no service: reddis" in out, out
+
+
+def test_ci_and_the_readme_install_and_require_every_service():
+    # .ci/run runs the README's test command: the same packages, every service required
+    root = TESTS.parent
+    ci, readme = root / ".ci" / "run", root / "README.md"
+    if not ci.exists():
+        pytest.skip("a copy of tests/ without the checkout (the wheel tests)")
+    ci_text, readme_text = ci.read_text(encoding="utf-8"), readme.read_text(encoding="utf-8")
+    run_tests = "PYOTP_REQUIRE_SERVICES=1 python -m pytest -q -p no:cacheprovider tests"
+    assert run_tests in ci_text and run_tests in readme_text
+
+    def packages(text):
+        line = next(ln for ln in text.splitlines() if "apt-get install -y" in ln and "erlang-base" in ln)
+        return set(line.split("apt-get install -y")[1].split("&&")[0].split()) - {"-q"}
+    assert packages(ci_text) == packages(readme_text)
