@@ -38,13 +38,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     # A test marked with a service (tests/helpers/services.py: erlang, redis, chromium,
     # postgres, rabbitmq) skips with the reason where the service's programs are missing
     # (the wheel tests, the macOS and Windows runners), and fails where it is required.
-    for name in SERVICES:
-        if item.get_closest_marker(name) is None:
-            continue
-        why = why_missing(name)
-        if why is None:
-            continue
-        if required(name):
-            pytest.fail("%s, and the service is required (PYOTP_REQUIRE_SERVICES/PYOTP_REQUIRE_ERLANG)"
-                        % why, pytrace=False)
-        pytest.skip(why)
+    marked = [(name, why_missing(name)) for name in SERVICES if item.get_closest_marker(name)]
+    reasons = [why for _, why in marked if why]
+    if not reasons:
+        return
+    if any(required(name) for name, why in marked if why):
+        pytest.fail("; ".join(reasons) + ", and the service is required "
+                    "(PYOTP_REQUIRE_SERVICES/PYOTP_REQUIRE_ERLANG)", pytrace=False)
+    pytest.skip("; ".join(reasons))
