@@ -1,5 +1,5 @@
 """Interop with real Erlang nodes (``erl`` from erlang-base; CI installs it: these tests
-are marked `erlang`: skipped without Erlang unless PYOTP_REQUIRE_ERLANG=1, as CI sets).
+are marked `erlang`: skipped without Erlang unless required: PYOTP_REQUIRE_SERVICES, as CI sets).
 
 The test process is the pyotp node; an ``erl -name`` child evaluates an Erlang script
 that prints ``@@tag value`` lines (``~w``), which the test reads in order.
