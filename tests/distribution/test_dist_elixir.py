@@ -1,8 +1,8 @@
 """Interop with real Elixir nodes (``elixir`` from Debian), as an Elixir user meets a
 pyotp node: a pyotp node must behave as a BEAM node in the same place would (issue 14).
 Marked ``erlang``: skipped with the reason where Erlang is absent (the wheel tests on
-macOS/Windows runners), failed instead where Erlang is required (PYOTP_REQUIRE_SERVICES: .ci/run, CI's
-Erlang jobs, which install elixir too).
+macOS/Windows runners), failed instead where it is required (PYOTP_REQUIRE_SERVICES:
+.ci/run, CI's Erlang jobs, which install elixir too).
 
 The test process is the pyotp node; an ``elixir --name`` child evaluates a script that
 prints ``@@tag value`` lines, which the test reads in order.

@@ -298,7 +298,7 @@ def require_elixir() -> str:
 
 def require_erl() -> str:
     """The path of ``erl``. Tests that need it carry ``@pytest.mark.erlang`` (skipped
-    without Erlang unless PYOTP_REQUIRE_ERLANG=1); an unmarked one fails here."""
+    without Erlang unless required: tests/helpers/services.py); an unmarked one fails here."""
     erl = shutil.which("erl")
     if erl is None:
         # a test marked `erlang` is skipped before it gets here (tests/conftest.py), so

@@ -1,7 +1,8 @@
 """tests/conftest.py's service markers end to end (issue 16): pytest run in a subprocess on
 a tiny test file under the suite's conftest, with a PATH that lacks the service's
-programs: a marked test skips with the reason and the install hint, and fails instead
-where the service is required (an error in the test's setup) (PYOTP_REQUIRE_SERVICES, PYOTP_REQUIRE_ERLANG)."""
+programs: a marked test skips with the reason and the install hint, and where the service
+is required (PYOTP_REQUIRE_SERVICES, PYOTP_REQUIRE_ERLANG) it fails instead (in its setup,
+so pytest reports an error)."""
 import os
 import subprocess
 import sys
