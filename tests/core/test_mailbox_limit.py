@@ -79,28 +79,24 @@ def test_log_only_warns_once_and_keeps_the_process(caplog):
     assert "logged once" in warnings[0].getMessage()
 
 
-def test_off_by_default():
-    async def main():
-        victim = pyotp.spawn(idle)
-        for i in range(100_000):
-            pyotp.send(victim, i)
-        await loop_turn()
-        return pyotp.is_alive(victim), pyotp.process_flag("max_mailbox", 0)
+@pytest.mark.pyotp
+async def test_off_by_default():
+    victim = pyotp.spawn(idle)
+    for i in range(100_000):
+        pyotp.send(victim, i)
+    await loop_turn()
+    assert pyotp.is_alive(victim)
+    assert pyotp.process_flag("max_mailbox", 0) == {"size": 0, "kill": True, "log": True}
 
-    assert pyotp.run(main) == (True, {"size": 0, "kill": True, "log": True})
 
-
-def test_process_flag_returns_the_old_setting_and_zero_turns_it_off():
-    async def main():
-        a = pyotp.process_flag("max_mailbox", 7)
-        b = pyotp.process_flag("max_mailbox", {"size": 3, "kill": False, "log": False})
-        c = pyotp.process_flag("max_mailbox", 0)
-        for i in range(10):
-            pyotp.send(pyotp.self(), i)     # no limit any more: nothing happens
-        await loop_turn()
-        return a, b, c
-
-    a, b, c = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_process_flag_returns_the_old_setting_and_zero_turns_it_off():
+    a = pyotp.process_flag("max_mailbox", 7)
+    b = pyotp.process_flag("max_mailbox", {"size": 3, "kill": False, "log": False})
+    c = pyotp.process_flag("max_mailbox", 0)
+    for i in range(10):
+        pyotp.send(pyotp.self(), i)     # no limit any more: nothing happens
+    await loop_turn()
     assert a == {"size": 0, "kill": True, "log": True}
     assert b == {"size": 7, "kill": True, "log": True}
     assert c == {"size": 3, "kill": False, "log": False}
