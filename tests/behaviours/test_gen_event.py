@@ -141,20 +141,20 @@ async def test_remove_handler_return_removes_only_that_handler():
     assert n == 3
 
 
-def test_crashing_handler_is_removed_logged_and_others_keep_running(caplog):
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link(name="crashy")
-        await EventManager.add_handler(mgr, Count, 0)
-        await EventManager.add_handler(mgr, Collect, me)
-        EventManager.notify(mgr, "before")
-        EventManager.notify(mgr, "crash_collect")
-        EventManager.notify(mgr, "after")
-        term = await pyotp.receive()
-        return (term, await EventManager.which_handlers(mgr),
-                await EventManager.call(mgr, Count, "n"), pyotp.is_alive(mgr))
-    with caplog.at_level(logging.ERROR, logger="pyotp"):
-        term, handlers, n, alive = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_crashing_handler_is_removed_logged_and_others_keep_running(caplog):
+    caplog.set_level(logging.ERROR, logger="pyotp")
+    me = pyotp.self()
+    mgr = await EventManager.start_link(name="crashy")
+    await EventManager.add_handler(mgr, Count, 0)
+    await EventManager.add_handler(mgr, Collect, me)
+    EventManager.notify(mgr, "before")
+    EventManager.notify(mgr, "crash_collect")
+    EventManager.notify(mgr, "after")
+    term = await pyotp.receive()
+    handlers = await EventManager.which_handlers(mgr)
+    n = await EventManager.call(mgr, Count, "n")
+    alive = pyotp.is_alive(mgr)
     tag, name, arg = term
     assert (tag, name) == ("terminated", "Collect")
     assert arg[0] == "error" and arg[1][0] == "EXIT"
@@ -512,7 +512,8 @@ async def test_handler_that_waits_gets_a_clear_error_and_is_removed():
     assert arg[0] == "error" and isinstance(arg[1][1], pyotp.CallbackError)
 
 
-def test_manager_stops_with_its_parent():
+@pytest.mark.pyotp
+async def test_manager_stops_with_its_parent():
     async def owner(parent):
         mgr = await EventManager.start_link()
         await EventManager.add_handler(mgr, Collect, parent)
@@ -520,15 +521,14 @@ def test_manager_stops_with_its_parent():
         await pyotp.receive()
         pyotp.exit("owner_quit")
 
-    async def main():
-        pid = pyotp.spawn(owner, pyotp.self())
-        _, mgr = await pyotp.receive()
-        ref = pyotp.monitor(mgr)
-        pyotp.send(pid, "quit")
-        term = await pyotp.receive(lambda m: m[0] == "terminated")
-        down = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        return term, down[4]
-    assert pyotp.run(main) == (("terminated", "Collect", "stop"), "owner_quit")
+    pid = pyotp.spawn(owner, pyotp.self())
+    _, mgr = await pyotp.receive()
+    ref = pyotp.monitor(mgr)
+    pyotp.send(pid, "quit")
+    term = await pyotp.receive(lambda m: m[0] == "terminated")
+    down = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    assert term == ("terminated", "Collect", "stop")
+    assert down[4] == "owner_quit"
 
 
 @pytest.mark.pyotp

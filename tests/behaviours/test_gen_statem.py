@@ -931,14 +931,13 @@ async def test_plain_callback_returning_a_coroutine_is_a_bad_return():
     assert reason[0] == "bad_return_value" and "coroutine" in reason[1]
 
 
-def test_crash_report_is_logged(caplog):
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        pid = await script("a", 0)
-        GenStateMachine.cast(pid, ret(("bogus",)))
-        await pyotp.receive(lambda m: m[0] == "EXIT")
-    with caplog.at_level(logging.ERROR, logger="pyotp"):
-        pyotp.run(main)
+@pytest.mark.pyotp
+async def test_crash_report_is_logged(caplog):
+    caplog.set_level(logging.ERROR, logger="pyotp")
+    pyotp.process_flag("trap_exit", True)
+    pid = await script("a", 0)
+    GenStateMachine.cast(pid, ret(("bogus",)))
+    await pyotp.receive(lambda m: m[0] == "EXIT")
     assert any("bad_return_value" in r.getMessage() and "State: ('a', 0)" in r.getMessage()
                for r in caplog.records)
 
@@ -993,18 +992,17 @@ async def test_async_callbacks():
     assert log == [("enter idle", "idle"), ("enter busy", "idle"), ("enter idle", "busy"), 11]
 
 
-def test_async_terminate_and_stop():
-    async def main():
-        helper = await Switch.start_link(3)
-        pid = await AsyncMachine.start_link(helper)
-        await pyotp.sys.replace_state(pid, lambda sd: sd)   # machine ready
-        AsyncMachine.owner = pyotp.self()
-        try:
-            await GenStateMachine.stop(pid, "normal")
-            return await terminated()
-        finally:
-            del AsyncMachine.owner
-    assert pyotp.run(main) == ("normal", "idle", 3)
+@pytest.mark.pyotp
+async def test_async_terminate_and_stop():
+    helper = await Switch.start_link(3)
+    pid = await AsyncMachine.start_link(helper)
+    await pyotp.sys.replace_state(pid, lambda sd: sd)   # machine ready
+    AsyncMachine.owner = pyotp.self()
+    try:
+        await GenStateMachine.stop(pid, "normal")
+        assert await terminated() == ("normal", "idle", 3)
+    finally:
+        del AsyncMachine.owner
 
 
 # ---------------------------------------------------------------------------------------
