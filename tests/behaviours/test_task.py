@@ -66,17 +66,15 @@ async def test_await_timeout_exits_and_the_task_keeps_running():
     assert alive is True
 
 
-def test_crashing_task_takes_a_non_trapping_owner_down():
-    async def main():
-        async def owner():
-            t = Task.async_(boom)
-            await Task.await_(t)
-            return "unreachable"
+@pytest.mark.pyotp
+async def test_crashing_task_takes_a_non_trapping_owner_down():
+    async def owner():
+        t = Task.async_(boom)
+        await Task.await_(t)
+        return "unreachable"
 
-        pid, ref = pyotp.spawn_monitor(owner)
-        return (await down_of(ref))[4]
-
-    reason = pyotp.run(main)
+    pid, ref = pyotp.spawn_monitor(owner)
+    reason = (await down_of(ref))[4]
     assert isinstance(reason, ValueError) and str(reason) == "boom"
 
 
@@ -92,23 +90,20 @@ async def test_trapping_owner_gets_an_exit_from_await():
     assert exit_msg[2] is reason
 
 
-def test_yield_none_then_ok_and_exit():
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        gate = []
+@pytest.mark.pyotp
+async def test_yield_none_then_ok_and_exit():
+    pyotp.process_flag("trap_exit", True)
+    gate = []
 
-        async def waits():
-            await pyotp.receive(lambda m: m == "go")
-            return "done"
+    async def waits():
+        await pyotp.receive(lambda m: m == "go")
+        return "done"
 
-        t = Task.async_(waits)
-        first = await Task.yield_(t, 0)
-        pyotp.send(t.pid, "go")
-        second = await Task.yield_(t, None)
-        crashed = await Task.yield_(Task.async_(boom), 1.0)
-        return first, second, crashed
-
-    first, second, crashed = pyotp.run(main)
+    t = Task.async_(waits)
+    first = await Task.yield_(t, 0)
+    pyotp.send(t.pid, "go")
+    second = await Task.yield_(t, None)
+    crashed = await Task.yield_(Task.async_(boom), 1.0)
     assert first is None and second == ("ok", "done")
     assert crashed[0] == "exit" and isinstance(crashed[1], ValueError)
 
