@@ -438,31 +438,30 @@ async def test_many_via_named_servers_and_cleanup():
     assert left[150:] == pids[150:]
 
 
-def test_dispatch_sees_every_change_of_the_table():
-    async def main():
-        me = pyotp.self()
-        await Registry.start_link(keys="duplicate", name="D", partitions=2)
+@pytest.mark.pyotp
+async def test_dispatch_sees_every_change_of_the_table():
+    me = pyotp.self()
+    await Registry.start_link(keys="duplicate", name="D", partitions=2)
 
-        def seen():
-            out = []
-            Registry.dispatch("D", "k", lambda es: out.extend(es))
-            return sorted(v for _, v in out)
-        steps = [seen()]
-        Registry.register("D", "k", 1)
-        steps.append(seen())
-        p, ref, _ = await start_holder("D", "k", 2)
-        steps.append(seen())
-        Registry.register("D", "k", 3)
-        steps.append(seen())
-        Registry.unregister_match("D", "k", 1)
-        steps.append(seen())
-        await kill_and_wait(p, ref)
-        await Registry._sync("D")
-        steps.append(seen())
-        Registry.unregister("D", "k")
-        steps.append(seen())
-        return steps
-    assert pyotp.run(main) == [[], [1], [1, 2], [1, 2, 3], [2, 3], [3], []]
+    def seen():
+        out = []
+        Registry.dispatch("D", "k", lambda es: out.extend(es))
+        return sorted(v for _, v in out)
+    steps = [seen()]
+    Registry.register("D", "k", 1)
+    steps.append(seen())
+    p, ref, _ = await start_holder("D", "k", 2)
+    steps.append(seen())
+    Registry.register("D", "k", 3)
+    steps.append(seen())
+    Registry.unregister_match("D", "k", 1)
+    steps.append(seen())
+    await kill_and_wait(p, ref)
+    await Registry._sync("D")
+    steps.append(seen())
+    Registry.unregister("D", "k")
+    steps.append(seen())
+    assert steps == [[], [1], [1, 2], [1, 2, 3], [2, 3], [3], []]
 
 
 @pytest.mark.pyotp
