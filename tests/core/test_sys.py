@@ -58,14 +58,13 @@ async def test_sys_on_dead_server_is_noproc():
     assert e.value.reason[0] == "noproc"
 
 
-def test_crash_report_has_last_message_and_formatted_state(caplog):
-    async def main():
-        pid = await Versioned.start(1)
-        ref = pyotp.monitor(pid)
-        GenServer.cast(pid, ("boom", 7))
-        return await pyotp.receive()
-    with caplog.at_level(logging.ERROR, logger="pyotp"):
-        pyotp.run(main)
+@pytest.mark.pyotp
+async def test_crash_report_has_last_message_and_formatted_state(caplog):
+    caplog.set_level(logging.ERROR, logger="pyotp")
+    pid = await Versioned.start(1)
+    ref = pyotp.monitor(pid)
+    GenServer.cast(pid, ("boom", 7))
+    await pyotp.receive()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "Last message: ('boom', 7)" in text
     assert "***" in text and "hunter2" not in text
