@@ -56,17 +56,16 @@ async def test_rate_bound_and_file(tmp_path):
     assert len(lines) <= 20 and dropped + len(lines) >= 2000 - 10
 
 
-def test_sys_trace_logs(caplog):
-    async def main():
-        srv = await Echo.start_link(None)
-        pyotp.sys.trace(srv, True)
-        await GenServer.call(srv, "hello")
-        pyotp.sys.trace(srv, False)
-        await GenServer.call(srv, "quiet")
-        with pytest.raises(TypeError, match="True or False"):
-            pyotp.sys.trace(srv, "yes")
-    with caplog.at_level(logging.INFO, logger="pyotp.trace"):
-        pyotp.run(main)
+@pytest.mark.pyotp
+async def test_sys_trace_logs(caplog):
+    caplog.set_level(logging.INFO, logger="pyotp.trace")
+    srv = await Echo.start_link(None)
+    pyotp.sys.trace(srv, True)
+    await GenServer.call(srv, "hello")
+    pyotp.sys.trace(srv, False)
+    await GenServer.call(srv, "quiet")
+    with pytest.raises(TypeError, match="True or False"):
+        pyotp.sys.trace(srv, "yes")
     msgs = [r.getMessage() for r in caplog.records if r.name == "pyotp.trace"]
     assert len(msgs) == 1 and "receive ('call', 'hello')" in msgs[0]
 
