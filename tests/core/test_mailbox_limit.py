@@ -8,6 +8,7 @@ import pytest
 
 import pyotp
 from pyotp import BadArg, GenServer
+from servers import Counter
 
 
 async def loop_turn():
@@ -98,19 +99,11 @@ async def test_process_flag_returns_the_old_setting_and_zero_turns_it_off():
     assert c == {"size": 3, "kill": False, "log": False}
 
 
-class Slow(GenServer):
-    def init(self, arg):
-        return ("ok", 0)
-
-    def handle_cast(self, msg, n):
-        return ("noreply", n + 1)
-
-
 @pytest.mark.pyotp
 async def test_spawn_opt_and_genserver_start_options(caplog):
     caplog.set_level(logging.ERROR, logger="pyotp")
     victim, ref = pyotp.spawn_opt(idle, monitor=True, max_mailbox=4)
-    srv = await Slow.start(None, max_mailbox={"size": 4, "log": False})
+    srv = await Counter.start(0, max_mailbox={"size": 4, "log": False})
     sref = pyotp.monitor(srv)
     for i in range(5):
         pyotp.send(victim, i)
