@@ -8,6 +8,8 @@ import pyotp
 from pyotp import Exit
 from pyotp.gen_event import EventHandler, EventManager
 
+pytestmark = pytest.mark.pyotp
+
 
 class Collect(EventHandler):
     """Collects events; reports terminate to the pid in args (if any)."""
@@ -70,7 +72,6 @@ class Order(EventHandler):
         return ("ok", st)
 
 
-@pytest.mark.pyotp
 async def test_notify_sync_notify_call_and_which_handlers():
     mgr = await EventManager.start_link(name="events")
     assert await EventManager.which_handlers(mgr) == []
@@ -88,7 +89,6 @@ async def test_notify_sync_notify_call_and_which_handlers():
     assert n == 16
 
 
-@pytest.mark.pyotp
 async def test_newest_handler_sees_each_event_first():
     log = []
     mgr = await EventManager.start_link()
@@ -101,7 +101,6 @@ async def test_newest_handler_sees_each_event_first():
     assert handlers == [(Order, "b"), (Order, "a")]
 
 
-@pytest.mark.pyotp
 async def test_handler_ids_allow_several_instances_and_delete_returns_terminate_result():
     me = pyotp.self()
     mgr = await EventManager.start_link()
@@ -124,7 +123,6 @@ async def test_handler_ids_allow_several_instances_and_delete_returns_terminate_
     assert handlers == [(Collect, 2)]
 
 
-@pytest.mark.pyotp
 async def test_remove_handler_return_removes_only_that_handler():
     me = pyotp.self()
     mgr = await EventManager.start_link()
@@ -141,7 +139,6 @@ async def test_remove_handler_return_removes_only_that_handler():
     assert n == 3
 
 
-@pytest.mark.pyotp
 async def test_crashing_handler_is_removed_logged_and_others_keep_running(caplog):
     caplog.set_level(logging.ERROR, logger="pyotp")
     me = pyotp.self()
@@ -167,7 +164,6 @@ async def test_crashing_handler_is_removed_logged_and_others_keep_running(caplog
     assert reports[0].exc_info is not None
 
 
-@pytest.mark.pyotp
 async def test_bad_return_value_removes_handler_with_error_term():
     me = pyotp.self()
     mgr = await EventManager.start_link()
@@ -179,7 +175,6 @@ async def test_bad_return_value_removes_handler_with_error_term():
     assert handlers == []
 
 
-@pytest.mark.pyotp
 async def test_handler_that_exits_gives_exit_reason():
     class Quitter(EventHandler):
         def init(self, report):
@@ -197,7 +192,6 @@ async def test_handler_that_exits_gives_exit_reason():
     assert await pyotp.receive() == ("error", ("EXIT", ("gave_up", 7)))
 
 
-@pytest.mark.pyotp
 async def test_call_errors_crash_bad_remove_and_missing():
     me = pyotp.self()
     mgr = await EventManager.start_link()
@@ -224,7 +218,6 @@ async def test_call_errors_crash_bad_remove_and_missing():
     assert out["handlers"] == []
 
 
-@pytest.mark.pyotp
 async def test_add_handler_init_failures_are_returned_and_nothing_installed():
     class Picky(EventHandler):
         def init(self, args):
@@ -257,7 +250,6 @@ class Swapped(EventHandler):
         return ("ok", st, st)
 
 
-@pytest.mark.pyotp
 async def test_swap_handler_passes_terminate_result_to_new_init():
     me = pyotp.self()
     mgr = await EventManager.start_link()
@@ -276,7 +268,6 @@ async def test_swap_handler_passes_terminate_result_to_new_init():
     assert handlers == [(Swapped, 2), Swapped]
 
 
-@pytest.mark.pyotp
 async def test_swap_handler_to_failing_init_returns_error():
     class NoInit(EventHandler):
         def init(self, args):
@@ -290,7 +281,6 @@ async def test_swap_handler_to_failing_init_returns_error():
     assert handlers == []
 
 
-@pytest.mark.pyotp
 async def test_handle_event_can_swap_itself():
     class First(EventHandler):
         def init(self, args):
@@ -316,7 +306,6 @@ async def test_handle_event_can_swap_itself():
     assert st == ("s-args", ("count", 1, "t-args"))
 
 
-@pytest.mark.pyotp
 async def test_info_messages_go_to_every_handler():
     mgr = await EventManager.start_link()
     await EventManager.add_handler(mgr, (Collect, 1), None)
@@ -328,7 +317,6 @@ async def test_info_messages_go_to_every_handler():
     assert a == b == [("info", {"some": "info"}), "raw"]
 
 
-@pytest.mark.pyotp
 async def test_stop_terminates_every_handler_with_stop():
     me = pyotp.self()
     mgr = await EventManager.start_link()
@@ -342,7 +330,6 @@ async def test_stop_terminates_every_handler_with_stop():
     assert t1 == t2 == ("terminated", "Collect", "stop")
 
 
-@pytest.mark.pyotp
 async def test_sup_handler_reports_normal_removal_and_errors():
     mgr = await EventManager.start_link()
     assert await EventManager.add_sup_handler(mgr, Collect, None) == "ok"
@@ -360,7 +347,6 @@ async def test_sup_handler_reports_normal_removal_and_errors():
     assert m3 == ("gen_event_EXIT", Collect, "normal")
 
 
-@pytest.mark.pyotp
 async def test_sup_handler_gets_shutdown_when_manager_stops_and_survives():
     async def supervisor(parent, mgr):
         await EventManager.add_sup_handler(mgr, Collect, None)
@@ -382,7 +368,6 @@ async def test_sup_handler_gets_shutdown_when_manager_stops_and_survives():
     assert alive and reason == "normal"
 
 
-@pytest.mark.pyotp
 async def test_supervisor_death_removes_its_handlers_and_others_see_exit():
     async def supervisor(parent, mgr):
         await EventManager.add_sup_handler(mgr, (Collect, "sup"), parent)
@@ -405,7 +390,6 @@ async def test_supervisor_death_removes_its_handlers_and_others_see_exit():
     assert seen == [("info", ("EXIT", sup, "boom"))]
 
 
-@pytest.mark.pyotp
 async def test_sup_handler_link_is_dropped_after_removal():
     mgr = await EventManager.start()
     await EventManager.add_sup_handler(mgr, Collect, None)
@@ -417,7 +401,6 @@ async def test_sup_handler_link_is_dropped_after_removal():
     assert unlinked == True
 
 
-@pytest.mark.pyotp
 async def test_swap_of_supervised_handler_reports_swapped_and_keeps_supervision():
     me = pyotp.self()
     mgr = await EventManager.start_link()
@@ -436,7 +419,6 @@ async def test_swap_of_supervised_handler_reports_swapped_and_keeps_supervision(
     assert r3 == "ok" and m3 == ("gen_event_EXIT", Swapped, "normal")
 
 
-@pytest.mark.pyotp
 async def test_notify_never_fails_and_call_to_dead_manager_raises():
     r1 = EventManager.notify("no_such_manager", "x")
     mgr = await EventManager.start()
@@ -453,7 +435,6 @@ async def test_notify_never_fails_and_call_to_dead_manager_raises():
     assert reason2 == ("noproc", ("EventManager", "add_handler", [mgr, Collect, None, None]))
 
 
-@pytest.mark.pyotp
 async def test_call_timeout():
     class Stuck(EventHandler):
         def handle_call(self, req, st):
@@ -468,7 +449,6 @@ async def test_call_timeout():
     assert await EventManager.call(mgr, Stuck, "y") == "late"
 
 
-@pytest.mark.pyotp
 async def test_bad_handlers_raise_clear_errors_in_the_caller():
     class NotAHandler:
         pass
@@ -492,7 +472,6 @@ async def test_bad_handlers_raise_clear_errors_in_the_caller():
     assert handlers == []
 
 
-@pytest.mark.pyotp
 async def test_handler_that_waits_gets_a_clear_error_and_is_removed():
     class Waits(EventHandler):
         def init(self, report):
@@ -512,7 +491,6 @@ async def test_handler_that_waits_gets_a_clear_error_and_is_removed():
     assert arg[0] == "error" and isinstance(arg[1][1], pyotp.CallbackError)
 
 
-@pytest.mark.pyotp
 async def test_manager_stops_with_its_parent():
     async def owner(parent):
         mgr = await EventManager.start_link()
@@ -531,7 +509,6 @@ async def test_manager_stops_with_its_parent():
     assert down[4] == "owner_quit"
 
 
-@pytest.mark.pyotp
 async def test_terminate_that_raises_is_caught_and_returned():
     class BadTerm(EventHandler):
         def terminate(self, arg, st):
@@ -546,7 +523,6 @@ async def test_terminate_that_raises_is_caught_and_returned():
     assert handlers == [] and alive
 
 
-@pytest.mark.pyotp
 async def test_event_manager_under_a_supervisor_is_restarted_empty():
     from pyotp.supervisor import Supervisor
 
@@ -566,7 +542,6 @@ async def test_event_manager_under_a_supervisor_is_restarted_empty():
     assert restarted and handlers == []
 
 
-@pytest.mark.pyotp
 async def test_malformed_raw_requests_get_an_error_reply_and_the_manager_survives():
     mgr = await EventManager.start_link()
     r1 = await pyotp.GenServer.call(mgr, ("add_handler", "NotAClass", None, None))

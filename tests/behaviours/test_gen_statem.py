@@ -12,7 +12,7 @@ from pyotp import Exit, StartError, CallbackError
 from pyotp._core import _stats
 from pyotp.gen_statem import GenStateMachine
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.pyotp, pytest.mark.filterwarnings("ignore")]
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,7 +117,6 @@ class Switch(GenStateMachine):
         return "keep_state_and_data"
 
 
-@pytest.mark.pyotp
 async def test_state_functions_cast_call_info_and_reply():
     pid = await Switch.start_link(0)
     for _ in range(3):
@@ -131,7 +130,6 @@ async def test_state_functions_cast_call_info_and_reply():
     assert state == ("on", 102)
 
 
-@pytest.mark.pyotp
 async def test_state_functions_missing_state_function_crashes():
     pyotp.process_flag("trap_exit", True)
     pid = await Switch.start_link(0)
@@ -153,7 +151,6 @@ class Tuples(GenStateMachine):
         return ("keep_state_and_data", ("reply", event_type[1], (state, data)))
 
 
-@pytest.mark.pyotp
 async def test_handle_event_function_with_any_terms_as_states():
     pid = await Tuples.start_link(None)
     GenStateMachine.cast(pid, 2)
@@ -165,7 +162,6 @@ class Defaults(GenStateMachine):
     pass
 
 
-@pytest.mark.pyotp
 async def test_defaults_init_takes_state_and_data_and_handle_event_stops():
     pyotp.process_flag("trap_exit", True)
     pid = await Defaults.start_link(("idle", 7))
@@ -176,7 +172,6 @@ async def test_defaults_init_takes_state_and_data_and_handle_event_stops():
     assert m[2] == "bad_event"
 
 
-@pytest.mark.pyotp
 async def test_bad_callback_mode_fails_the_start():
     class Bad(GenStateMachine):
         def callback_mode(self):
@@ -191,7 +186,6 @@ async def test_bad_callback_mode_fails_the_start():
     assert e.value.reason == ("bad_return_from_callback_mode", ["state_enter"])
 
 
-@pytest.mark.pyotp
 async def test_reserved_and_private_names_are_not_state_functions():
     class M(GenStateMachine):
         def callback_mode(self):
@@ -213,7 +207,6 @@ async def test_reserved_and_private_names_are_not_state_functions():
 # ---------------------------------------------------------------------------------------
 # init
 
-@pytest.mark.pyotp
 async def test_init_returns():
     class I(GenStateMachine):
         def init(self, r):
@@ -236,7 +229,6 @@ async def test_init_returns():
     assert got[4] == "started"
 
 
-@pytest.mark.pyotp
 async def test_init_actions_state_timeout_and_next_event():
     await script("a", 0, [("state_timeout", 0.01, "init timeout"),
                            ("next_event", "internal", "first")])
@@ -246,7 +238,6 @@ async def test_init_actions_state_timeout_and_next_event():
 # ---------------------------------------------------------------------------------------
 # Every return form
 
-@pytest.mark.pyotp
 async def test_return_forms():
     pid = await script("a", 0)
     seen = []
@@ -268,7 +259,6 @@ async def test_return_forms():
         ("cast", "do", "c", 4), ("internal", "ksad", "c", 4), ("c", 4)]
 
 
-@pytest.mark.pyotp
 async def test_repeat_state_forms_keep_going():
     pid = await script("a", 0)
     for r in (("repeat_state", 5), ("repeat_state", 6, []), "repeat_state_and_data",
@@ -297,7 +287,6 @@ async def test_repeat_state_forms_keep_going():
     (("keep_state_and_data", -0.5), ("bad_action_from_state_function", -0.5), 0),
     (("stop_and_reply", "normal", ["junk"]), ("bad_reply_action_from_state_function", "junk"), 0),
 ])
-@pytest.mark.pyotp
 async def test_stop_and_bad_returns(result, reason, data):
     pyotp.process_flag("trap_exit", True)
     pid = await script("a", 0)
@@ -310,7 +299,6 @@ async def test_stop_and_bad_returns(result, reason, data):
     assert exit_reason == reason
 
 
-@pytest.mark.pyotp
 async def test_stop_and_reply_replies_then_stops():
     pyotp.process_flag("trap_exit", True)
     pid = await script("a", 0)
@@ -321,7 +309,6 @@ async def test_stop_and_reply_replies_then_stops():
     assert t == ("normal", "a", 42)
 
 
-@pytest.mark.pyotp
 async def test_stop_and_reply_single_reply_three_tuple():
     pyotp.process_flag("trap_exit", True)
     pid = await script("a", 0)
@@ -331,7 +318,6 @@ async def test_stop_and_reply_single_reply_three_tuple():
     assert await terminated() == ("shutdown", "a", 0)
 
 
-@pytest.mark.pyotp
 async def test_crash_in_callback_runs_terminate_with_the_exception():
     def boom(et, s, d):
         raise KeyError("k")
@@ -362,7 +348,6 @@ class Batch(GenStateMachine):
         return ("keep_state", [], [("reply", f, ("answer", i)) for i, f in enumerate(froms)])
 
 
-@pytest.mark.pyotp
 async def test_reply_actions_single_in_list_and_several_at_once():
     pid = await script("a", 0)
     r1 = await GenStateMachine.call(pid, do(lambda et, s, d: ("keep_state_and_data", ("reply", et[1], 1))))
@@ -380,7 +365,6 @@ async def test_reply_actions_single_in_list_and_several_at_once():
     assert got == [("answer", 0), ("answer", 1), ("answer", 2)]
 
 
-@pytest.mark.pyotp
 async def test_hibernate_is_accepted():
     pid = await script("a", 0)
     for r in (("keep_state", 1, "hibernate"), ("keep_state", 2, [("hibernate", True)]),
@@ -389,7 +373,6 @@ async def test_hibernate_is_accepted():
     assert await GenStateMachine.call(pid, do(lambda et, s, d: ("keep_state_and_data", ("reply", et[1], d)))) == 3
 
 
-@pytest.mark.pyotp
 async def test_postpone_retried_after_state_change_in_order():
     pid = await script("a", 0)
     postpone = ret(("keep_state_and_data", "postpone"))
@@ -408,7 +391,6 @@ async def test_postpone_retried_after_state_change_in_order():
         ("cast", "b", 4), ("cast", "b", 4), ("cast", "b", 4)]
 
 
-@pytest.mark.pyotp
 async def test_postponed_event_retried_immediately_when_postponing_event_changes_state():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("next_state", "b", 1, "postpone")))
@@ -416,7 +398,6 @@ async def test_postponed_event_retried_immediately_when_postponing_event_changes
     assert [(e[0], e[1], e[2]) for e in await evs_until("after")] == [("cast", "do", "a"), ("cast", "do", "b"), ("cast", "after", "b")]
 
 
-@pytest.mark.pyotp
 async def test_postponed_call_answered_after_state_change():
     class Lock(GenStateMachine):
         def init(self, _):
@@ -445,7 +426,6 @@ async def test_postponed_call_answered_after_state_change():
     assert sorted(results) == [("opened for", 0), ("opened for", 1), ("opened for", 2)]
 
 
-@pytest.mark.pyotp
 async def test_next_event_order_postpone_and_zero_timeouts_match_otp():
     """The same machine in Erlang/OTP 25 (gen_statem, handle_event_function + state_enter)
     produces exactly this event sequence."""
@@ -480,7 +460,6 @@ async def test_next_event_order_postpone_and_zero_timeouts_match_otp():
         ("state_timeout", "z", "b"), (("timeout", "g"), "g0", "b")]
 
 
-@pytest.mark.pyotp
 async def test_next_event_runs_before_queued_messages_in_action_order():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", [
@@ -493,7 +472,6 @@ async def test_next_event_runs_before_queued_messages_in_action_order():
                                ("cast", "queued")]
 
 
-@pytest.mark.pyotp
 async def test_next_event_call_can_be_replied():
     pid = await script("a", 0)
     # the call is re-inserted as an internal copy of itself and answered from there
@@ -505,14 +483,12 @@ async def test_next_event_call_can_be_replied():
 # ---------------------------------------------------------------------------------------
 # Timeouts
 
-@pytest.mark.pyotp
 async def test_state_timeout_fires_with_its_content():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", ("state_timeout", 0.01, "tick"))))
     assert (await evs_until("tick"))[-1] == ("state_timeout", "tick", "a", 0)
 
 
-@pytest.mark.pyotp
 async def test_state_timeout_cancelled_by_state_change_not_by_events():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", [("state_timeout", 0.02, "in a"),
@@ -525,7 +501,6 @@ async def test_state_timeout_cancelled_by_state_change_not_by_events():
         ("state_timeout", "in b", "b"), (("timeout", "probe"), "probe", "b")]
 
 
-@pytest.mark.pyotp
 async def test_state_timeout_restart_replaces_and_infinity_and_cancel_cancel():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", [("state_timeout", 0.01, "first"),
@@ -541,7 +516,6 @@ async def test_state_timeout_restart_replaces_and_infinity_and_cancel_cancel():
     assert rest == ["do", "do", "do", "probe"]
 
 
-@pytest.mark.pyotp
 async def test_timeout_update_changes_content_or_fires_now():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", ("state_timeout", 0.02, "old"))))
@@ -555,7 +529,6 @@ async def test_timeout_update_changes_content_or_fires_now():
     assert [e[:2] for e in b] == [("cast", "do"), (("timeout", "n"), "now"), ("cast", "next message")]
 
 
-@pytest.mark.pyotp
 async def test_event_timeout_fires_when_idle_and_is_cancelled_by_any_event():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", [("timeout", 0.02, "idle"), probe(0.06)])))
@@ -575,7 +548,6 @@ async def test_event_timeout_fires_when_idle_and_is_cancelled_by_any_event():
     assert after_infinity == ["do", "probe"]
 
 
-@pytest.mark.pyotp
 async def test_event_timeout_cancelled_by_inserted_and_postponed_events_too():
     pid = await script("a", 0)
     # the event timeout set with next_event is cancelled by that (internal) event
@@ -584,7 +556,6 @@ async def test_event_timeout_cancelled_by_inserted_and_postponed_events_too():
     assert [e[1] for e in await evs_until("probe")] == ["do", "inserted", "probe"]
 
 
-@pytest.mark.pyotp
 async def test_event_timeout_zero_fires_before_next_message():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", ("timeout", 0, "zero"))))
@@ -592,7 +563,6 @@ async def test_event_timeout_zero_fires_before_next_message():
     assert [e[:2] for e in await evs_until("next")] == [("cast", "do"), ("timeout", "zero"), ("cast", "next")]
 
 
-@pytest.mark.pyotp
 async def test_named_timeouts_survive_events_and_state_changes_and_cancel_by_name():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", [
@@ -606,7 +576,6 @@ async def test_named_timeouts_survive_events_and_state_changes_and_cancel_by_nam
         (("timeout", "y"), "Y", "b"), (("timeout", "x"), "X", "b"), (("timeout", "probe"), "probe", "b")]
 
 
-@pytest.mark.pyotp
 async def test_last_timeout_action_of_a_type_wins():
     pid = await script("a", 0)
     GenStateMachine.cast(pid, ret(("keep_state_and_data", [
@@ -614,7 +583,6 @@ async def test_last_timeout_action_of_a_type_wins():
     assert [e[1] for e in await evs_until("probe")] == ["do", "two", "probe"]
 
 
-@pytest.mark.pyotp
 async def test_absolute_timeouts():
     pid = await script("a", 0)
     now = time.monotonic()
@@ -626,7 +594,6 @@ async def test_absolute_timeouts():
     assert [e[1] for e in await evs_until("probe")] == ["do", "abs in the past", "relative", "abs dict", "probe"]
 
 
-@pytest.mark.pyotp
 async def test_timeout_events_sent_raw_or_by_user_timers_are_info():
     pid = await script("a", 0)
     # the machine's own pyotp.start_timer with a key that looks like ours: info
@@ -659,7 +626,6 @@ class Blocker(GenStateMachine):
         return "keep_state_and_data"
 
 
-@pytest.mark.pyotp
 async def test_cancelled_timeout_already_queued_never_fires():
     me = pyotp.self()
     pid = await Blocker.start_link(me)
@@ -706,7 +672,6 @@ class Enter(GenStateMachine):
         return "keep_state_and_data"
 
 
-@pytest.mark.pyotp
 async def test_state_enter_on_init_each_change_and_repeat_state():
     pid = await Enter.start_link(pyotp.self())
     first = await evs_until("leave one")
@@ -730,7 +695,6 @@ async def test_state_enter_on_init_each_change_and_repeat_state():
     (("keep_state_and_data", ("next_event", "internal", 1)),
      ("bad_state_enter_action_from_state_function", ("next_event", "internal", 1))),
 ])
-@pytest.mark.pyotp
 async def test_state_enter_rules(enter_result, reason):
     class E(GenStateMachine):
         def callback_mode(self):
@@ -753,7 +717,6 @@ async def test_state_enter_rules(enter_result, reason):
     assert m[2] == reason
 
 
-@pytest.mark.pyotp
 async def test_enter_call_actions_and_timeouts_apply_to_new_state():
     class E(GenStateMachine):
         def callback_mode(self):
@@ -783,7 +746,6 @@ async def test_enter_call_actions_and_timeouts_apply_to_new_state():
 # ---------------------------------------------------------------------------------------
 # API: start, names, calls and their errors, stop, terminate, sys
 
-@pytest.mark.pyotp
 async def test_named_machine_and_already_started():
     pid = await Switch.start_link(5, name="switch")
     GenStateMachine.cast("switch", "flip")
@@ -796,7 +758,6 @@ async def test_named_machine_and_already_started():
     assert info["behaviour"] == "Switch"
 
 
-@pytest.mark.pyotp
 async def test_call_errors_noproc_timeout_and_exit_reason():
     pyotp.process_flag("trap_exit", True)
     out = []
@@ -820,7 +781,6 @@ async def test_call_errors_noproc_timeout_and_exit_reason():
     assert out == ["noproc", "timeout", "gone", "noproc"]
 
 
-@pytest.mark.pyotp
 async def test_plain_callback_cannot_wait():
     pyotp.process_flag("trap_exit", True)
     other = await Switch.start_link(0)
@@ -830,7 +790,6 @@ async def test_plain_callback_cannot_wait():
     assert isinstance(m[2], CallbackError)
 
 
-@pytest.mark.pyotp
 async def test_stop_runs_terminate_and_cancels_timeouts():
     pyotp.process_flag("trap_exit", True)
     pid = await script("a", 0, [("state_timeout", 30, "s"), (("timeout", "g"), 30, "g"),
@@ -845,7 +804,6 @@ async def test_stop_runs_terminate_and_cancels_timeouts():
     assert not pyotp.is_alive(pid)
 
 
-@pytest.mark.pyotp
 async def test_stop_errors():
     out = []
     try:
@@ -866,7 +824,6 @@ async def test_stop_errors():
     assert out == ["noproc", "timeout", "ok"]
 
 
-@pytest.mark.pyotp
 async def test_exit_from_parent_when_trapping_runs_terminate():
     me = pyotp.self()
 
@@ -888,7 +845,6 @@ async def test_exit_from_parent_when_trapping_runs_terminate():
     assert await terminated() == ("bye", "s", "d")
 
 
-@pytest.mark.pyotp
 async def test_sys_replace_state_is_seen_by_the_machine():
     pid = await Switch.start_link(0)
     await pyotp.sys.replace_state(pid, lambda sd: ("on", 41))
@@ -898,7 +854,6 @@ async def test_sys_replace_state_is_seen_by_the_machine():
     assert await pyotp.sys.get_state(pid) == ("on", 42)
 
 
-@pytest.mark.pyotp
 async def test_sys_replace_state_with_a_bad_value_crashes_the_machine_clearly():
     pyotp.process_flag("trap_exit", True)
     pid = await Switch.start_link(0)
@@ -909,7 +864,6 @@ async def test_sys_replace_state_with_a_bad_value_crashes_the_machine_clearly():
     assert isinstance(reason, TypeError) and "(state, data) pair" in str(reason)
 
 
-@pytest.mark.pyotp
 async def test_plain_callback_returning_a_coroutine_is_a_bad_return():
     async def later(et, content, data):
         return "keep_state_and_data"
@@ -931,7 +885,6 @@ async def test_plain_callback_returning_a_coroutine_is_a_bad_return():
     assert reason[0] == "bad_return_value" and "coroutine" in reason[1]
 
 
-@pytest.mark.pyotp
 async def test_crash_report_is_logged(caplog):
     caplog.set_level(logging.ERROR, logger="pyotp")
     pyotp.process_flag("trap_exit", True)
@@ -942,7 +895,6 @@ async def test_crash_report_is_logged(caplog):
                for r in caplog.records)
 
 
-@pytest.mark.pyotp
 async def test_not_a_machine_class():
     with pytest.raises(TypeError):
         await GenStateMachine.start_link.__func__(int, None)
@@ -983,7 +935,6 @@ class AsyncMachine(GenStateMachine):
         pyotp.send(self.owner, ("terminate", reason, state, data["n"]))
 
 
-@pytest.mark.pyotp
 async def test_async_callbacks():
     helper = await Switch.start_link(10)
     pid = await AsyncMachine.start_link(helper)
@@ -992,7 +943,6 @@ async def test_async_callbacks():
     assert log == [("enter idle", "idle"), ("enter busy", "idle"), ("enter idle", "busy"), 11]
 
 
-@pytest.mark.pyotp
 async def test_async_terminate_and_stop():
     helper = await Switch.start_link(3)
     pid = await AsyncMachine.start_link(helper)
@@ -1028,7 +978,6 @@ class Waiter(GenStateMachine):
         return "keep_state_and_data"
 
 
-@pytest.mark.pyotp
 async def test_100k_machines_hold_state_timeouts_then_stop_cleanly():
     me = pyotp.self()
     procs0 = len(pyotp.processes())
@@ -1051,7 +1000,6 @@ async def test_100k_machines_hold_state_timeouts_then_stop_cleanly():
     assert fired is None
 
 
-@pytest.mark.pyotp
 async def test_10k_short_state_timeouts_fire_exactly_once():
     me = pyotp.self()
     timers0 = _stats()["timers"]

@@ -9,6 +9,8 @@ from pyotp import BadArg, Exit, GenServer, StartError
 from pyotp.supervisor import Supervisor
 from pyotp.task import Task, TaskSupervisor
 
+pytestmark = pytest.mark.pyotp
+
 
 def double(x):
     return x * 2
@@ -31,7 +33,6 @@ async def down_of(ref):
     return await pyotp.receive(lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref)
 
 
-@pytest.mark.pyotp
 async def test_async_await_with_plain_and_async_functions():
     t1 = Task.async_(double, 21)
     t2 = Task.async_(slow_double, 5)
@@ -45,7 +46,6 @@ async def test_async_await_with_plain_and_async_functions():
     assert qlen == 0 and monitors == []          # reply taken, monitor gone, DOWN flushed
 
 
-@pytest.mark.pyotp
 async def test_reply_message_is_ref_result_like_elixir():
     t = Task.async_(double, 4)
     msg = await pyotp.receive(lambda m: type(m) is tuple and len(m) == 2 and m[0] == t.ref)
@@ -53,7 +53,6 @@ async def test_reply_message_is_ref_result_like_elixir():
     assert (msg == (t.ref, 8)) is True
 
 
-@pytest.mark.pyotp
 async def test_await_timeout_exits_and_the_task_keeps_running():
     t = Task.async_(forever)
     with pytest.raises(Exit) as e:
@@ -66,7 +65,6 @@ async def test_await_timeout_exits_and_the_task_keeps_running():
     assert alive is True
 
 
-@pytest.mark.pyotp
 async def test_crashing_task_takes_a_non_trapping_owner_down():
     async def owner():
         t = Task.async_(boom)
@@ -78,7 +76,6 @@ async def test_crashing_task_takes_a_non_trapping_owner_down():
     assert isinstance(reason, ValueError) and str(reason) == "boom"
 
 
-@pytest.mark.pyotp
 async def test_trapping_owner_gets_an_exit_from_await():
     pyotp.process_flag("trap_exit", True)
     t = Task.async_(boom)
@@ -90,7 +87,6 @@ async def test_trapping_owner_gets_an_exit_from_await():
     assert exit_msg[2] is reason
 
 
-@pytest.mark.pyotp
 async def test_yield_none_then_ok_and_exit():
     pyotp.process_flag("trap_exit", True)
     gate = []
@@ -108,7 +104,6 @@ async def test_yield_none_then_ok_and_exit():
     assert crashed[0] == "exit" and isinstance(crashed[1], ValueError)
 
 
-@pytest.mark.pyotp
 async def test_await_many_and_its_failures():
     out = [await Task.await_many([Task.async_(slow_double, i) for i in range(5)])]
     pyotp.process_flag("trap_exit", True)
@@ -121,7 +116,6 @@ async def test_await_many_and_its_failures():
     assert out == [[0, 2, 4, 6, 8], "ValueError", "timeout"]
 
 
-@pytest.mark.pyotp
 async def test_yield_many_with_on_timeout():
     pyotp.process_flag("trap_exit", True)
     tasks = [Task.async_(double, 1), Task.async_(forever), Task.async_(boom)]
@@ -133,7 +127,6 @@ async def test_yield_many_with_on_timeout():
     assert same_order and alive is False
 
 
-@pytest.mark.pyotp
 async def test_shutdown_cases():
     pyotp.process_flag("trap_exit", True)
     running = Task.async_(forever)
@@ -157,7 +150,6 @@ async def test_shutdown_cases():
     assert not pyotp.is_alive(brutal.pid)
 
 
-@pytest.mark.pyotp
 async def test_shutdown_kills_a_task_that_ignores_shutdown():
     async def stubborn():
         pyotp.process_flag("trap_exit", True)
@@ -170,7 +162,6 @@ async def test_shutdown_kills_a_task_that_ignores_shutdown():
     assert not pyotp.is_alive(t.pid)
 
 
-@pytest.mark.pyotp
 async def test_only_the_owner_may_await():
     t = Task.async_(double, 1)
 
@@ -188,7 +179,6 @@ async def test_only_the_owner_may_await():
     assert "must be queried from its owner" in message and value == 2
 
 
-@pytest.mark.pyotp
 async def test_completed_start_start_link_and_ignore():
     out = [await Task.await_(Task.completed("ready"))]
     me = pyotp.self()
@@ -209,7 +199,6 @@ async def test_completed_start_start_link_and_ignore():
     assert out == ["ready", "from start", "from start_link", (True, False), None, False]
 
 
-@pytest.mark.pyotp
 async def test_task_as_a_supervisor_child():
     me = pyotp.self()
     sup = await Supervisor.start_link([(Task, (pyotp.send, me, "ran")), Task.child_spec(forever, id="f")],
@@ -222,7 +211,6 @@ async def test_task_as_a_supervisor_child():
     assert spec["restart"] == "temporary"
 
 
-@pytest.mark.pyotp
 async def test_bad_arguments():
     out = []
     for call in (lambda: Task.async_(42), lambda: Task.start(None), lambda: Task.child_spec(3)):
@@ -238,7 +226,6 @@ async def test_bad_arguments():
 # TaskSupervisor
 
 
-@pytest.mark.pyotp
 async def test_task_supervisor_async_and_nolink():
     sup = await TaskSupervisor.start_link(name="tasks")
     t = await TaskSupervisor.async_("tasks", slow_double, 4)
@@ -255,7 +242,6 @@ async def test_task_supervisor_async_and_nolink():
     assert pyotp.is_alive(sup)
 
 
-@pytest.mark.pyotp
 async def test_task_supervisor_async_crash_reaches_a_linked_owner():
     sup = await TaskSupervisor.start_link()
 
@@ -267,7 +253,6 @@ async def test_task_supervisor_async_crash_reaches_a_linked_owner():
     assert pyotp.is_alive(sup)
 
 
-@pytest.mark.pyotp
 async def test_task_supervisor_start_child_children_and_transient_restart():
     runs = []
 
@@ -290,7 +275,6 @@ async def test_task_supervisor_start_child_children_and_transient_restart():
     assert await TaskSupervisor.children(sup) == []
 
 
-@pytest.mark.pyotp
 async def test_task_supervisor_max_children_and_as_a_child():
     top = await Supervisor.start_link([(TaskSupervisor, {"name": "ts", "max_children": 1})],
                                       strategy="one_for_one")
@@ -331,7 +315,6 @@ class Fetcher(GenServer):
         return ("noreply", st)
 
 
-@pytest.mark.pyotp
 async def test_async_nolink_from_a_gen_server(caplog):
     caplog.set_level(logging.CRITICAL, logger="pyotp")
 

@@ -8,8 +8,9 @@ import pytest
 
 import pyotp
 
+pytestmark = pytest.mark.pyotp
 
-@pytest.mark.pyotp
+
 async def test_wait_for_inside_a_process():
     ok = await asyncio.wait_for(asyncio.sleep(0, "x"), 1.0)
     with pytest.raises(asyncio.TimeoutError):
@@ -19,7 +20,6 @@ async def test_wait_for_inside_a_process():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in Python 3.11")
-@pytest.mark.pyotp
 async def test_asyncio_timeout_interrupts_a_pyotp_wait():
     async with asyncio.timeout(1.0):
         await asyncio.sleep(0)
@@ -30,7 +30,6 @@ async def test_asyncio_timeout_interrupts_a_pyotp_wait():
     assert await pyotp.receive() == "still works"
 
 
-@pytest.mark.pyotp
 async def test_current_task_is_the_process_and_cancel_interrupts_it():
     async def sleeper(parent):
         pyotp.send(parent, ("task", asyncio.current_task()))

@@ -8,6 +8,8 @@ import pyotp
 from pyotp import GenServer
 from pyotp import sys as otp_sys
 
+pytestmark = pytest.mark.pyotp
+
 
 class Versioned(GenServer):
     def init(self, n):
@@ -29,7 +31,6 @@ class Versioned(GenServer):
         return dict(status, state=state)
 
 
-@pytest.mark.pyotp
 async def test_sys_operations():
     pid = await Versioned.start_link(1)
     s1 = await otp_sys.get_state(pid)
@@ -51,14 +52,12 @@ async def test_sys_operations():
     assert err == "error" and still == 5
 
 
-@pytest.mark.pyotp
 async def test_sys_on_dead_server_is_noproc():
     with pytest.raises(pyotp.Exit) as e:
         await otp_sys.get_state("nobody")
     assert e.value.reason[0] == "noproc"
 
 
-@pytest.mark.pyotp
 async def test_crash_report_has_last_message_and_formatted_state(caplog):
     caplog.set_level(logging.ERROR, logger="pyotp")
     pid = await Versioned.start(1)
@@ -85,7 +84,6 @@ class Acc(GenServer):
             pyotp.send("sys_watcher", ("terminated", reason, n))
 
 
-@pytest.mark.pyotp
 async def test_suspend_resume_terminate_and_status():
     pyotp.register("sys_watcher", pyotp.self())
     pid = await Acc.start(1)
@@ -108,7 +106,6 @@ async def test_suspend_resume_terminate_and_status():
                                ("terminated", ("shutdown", "x"), 111), ("shutdown", "x")]
 
 
-@pytest.mark.pyotp
 async def test_stop_reaches_a_suspended_server_and_unknown_requests_are_errors():
     pid = await Acc.start(1)
     await otp_sys.suspend(pid)
@@ -131,7 +128,6 @@ class Bag(GenServer):
         return ("noreply", s)
 
 
-@pytest.mark.pyotp
 async def test_statistics_log_install_and_no_debug_on_a_local_server():
     pid = await Bag.start_link([])
     out = {"off": await otp_sys.statistics(pid, "get")}
@@ -180,7 +176,6 @@ class Idle(pyotp.GenStateMachine):
         return ("keep_state_and_data", ("reply", event_type[1], data))
 
 
-@pytest.mark.pyotp
 async def test_statistics_count_a_state_machines_reply_actions():
     # as OTP's gen_statem: 2 calls and a cast are 3 in, the 2 reply actions 2 out
     pid = await Idle.start_link(None)

@@ -8,6 +8,8 @@ import pyotp
 from pyotp import GenServer, tracing
 from servers import Echo
 
+pytestmark = pytest.mark.pyotp
+
 
 async def client(server, me):
     await GenServer.call(server, "ping")
@@ -16,7 +18,6 @@ async def client(server, me):
     await pyotp.receive()
 
 
-@pytest.mark.pyotp
 async def test_events_to_a_process():
     me = pyotp.self()
     srv = await Echo.start_link(None)
@@ -42,7 +43,6 @@ async def chatter(n):
         await pyotp.receive()
 
 
-@pytest.mark.pyotp
 async def test_rate_bound_and_file(tmp_path):
     path = str(tmp_path / "trace.log")
 
@@ -56,7 +56,6 @@ async def test_rate_bound_and_file(tmp_path):
     assert len(lines) <= 20 and dropped + len(lines) >= 2000 - 10
 
 
-@pytest.mark.pyotp
 async def test_sys_trace_logs(caplog):
     caplog.set_level(logging.INFO, logger="pyotp.trace")
     srv = await Echo.start_link(None)
@@ -70,7 +69,6 @@ async def test_sys_trace_logs(caplog):
     assert len(msgs) == 1 and "receive ('call', 'hello')" in msgs[0]
 
 
-@pytest.mark.pyotp
 async def test_failing_tracer_is_removed_and_bad_args():
     def bad(pid, ev, data):
         raise RuntimeError("tracer broke")
