@@ -397,8 +397,8 @@ async def test_sup_handler_link_is_dropped_after_removal():
     await EventManager.delete_handler(mgr, Collect, None)
     await pyotp.receive()                          # gen_event_EXIT
     unlinked = mgr not in pyotp.process_info(pyotp.self())["links"]
-    assert linked == True
-    assert unlinked == True
+    assert linked
+    assert unlinked
 
 
 async def test_swap_of_supervised_handler_reports_swapped_and_keeps_supervision():

@@ -222,11 +222,10 @@ async def test_init_returns():
             out.append("started")
         except StartError as e:
             out.append(e.reason if not isinstance(e.reason, Exception) else type(e.reason).__name__)
-    got = out
-    assert got[:4] == [None, "nope", ("bad_return_value", ("ok", "only_state")), "ValueError"]
+    assert out[:4] == [None, "nope", ("bad_return_value", ("ok", "only_state")), "ValueError"]
     # a bad init action is found after the start returned (OTP runs init's actions in the
     # machine's loop, after acknowledging the start)
-    assert got[4] == "started"
+    assert out[4] == "started"
 
 
 async def test_init_actions_state_timeout_and_next_event():

@@ -119,8 +119,8 @@ async def test_unregistering_last_key_unlinks_the_owner():
     still = owner in pyotp.process_info(me)["links"]
     Registry.unregister("D", "b")
     gone = owner not in pyotp.process_info(me)["links"]
-    assert still == True
-    assert gone == True
+    assert still
+    assert gone
 
 
 @pytest.mark.pyotp
@@ -388,7 +388,7 @@ async def test_via_name_is_freed_on_death_and_reusable():
     answer = await GenServer.call(via("lobby"), "again")
     await GenServer.stop(via("lobby"))
     await Registry._sync("Rooms")
-    assert free_at_once == True
+    assert free_at_once
     assert pid2 != pid
     assert answer == ("lobby", "again")
     assert Registry.count("Rooms") == 0
@@ -420,7 +420,7 @@ async def test_via_with_value_unregister_name_and_duplicate_rejected():
         Registry.whereis_name("not-a-tuple")
     assert value == [(pid, {"topic": "py"})]
     assert after is None
-    assert alive == True
+    assert alive
 
 
 @pytest.mark.pyotp

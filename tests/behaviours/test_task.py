@@ -38,11 +38,10 @@ async def test_async_await_with_plain_and_async_functions():
     t2 = Task.async_(slow_double, 5)
     r = (await Task.await_(t1), await Task.await_(t2, None))
     info = pyotp.process_info(pyotp.self())
-    result = r
     owner_ok = t1.owner == pyotp.self()
     qlen = info["message_queue_len"]
     monitors = info["monitors"]
-    assert result == (42, 10) and owner_ok
+    assert r == (42, 10) and owner_ok
     assert qlen == 0 and monitors == []          # reply taken, monitor gone, DOWN flushed
 
 
@@ -50,7 +49,7 @@ async def test_reply_message_is_ref_result_like_elixir():
     t = Task.async_(double, 4)
     msg = await pyotp.receive(lambda m: type(m) is tuple and len(m) == 2 and m[0] == t.ref)
     pyotp.demonitor(t.ref, flush=True)
-    assert (msg == (t.ref, 8)) is True
+    assert msg == (t.ref, 8)
 
 
 async def test_await_timeout_exits_and_the_task_keeps_running():
@@ -235,7 +234,7 @@ async def test_task_supervisor_async_and_nolink():
     r2 = await Task.yield_(n, 1.0)
     children = await TaskSupervisor.children(sup)
     assert r1 == 8
-    assert linked == True
+    assert linked
     assert r2[0] == "exit"
     assert type(r2[1]).__name__ == "ValueError"
     assert children == []
