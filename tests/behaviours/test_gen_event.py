@@ -8,6 +8,8 @@ import pyotp
 from pyotp import Exit
 from pyotp.gen_event import EventHandler, EventManager
 
+pytestmark = pytest.mark.pyotp
+
 
 class Collect(EventHandler):
     """Collects events; reports terminate to the pid in args (if any)."""
@@ -70,55 +72,49 @@ class Order(EventHandler):
         return ("ok", st)
 
 
-def test_notify_sync_notify_call_and_which_handlers():
-    async def main():
-        mgr = await EventManager.start_link(name="events")
-        assert await EventManager.which_handlers(mgr) == []
-        assert await EventManager.add_handler(mgr, Collect, None) == "ok"
-        assert await EventManager.add_handler("events", Count, 10) == "ok"
-        for i in range(5):
-            assert EventManager.notify("events", i) == "ok"
-        assert await EventManager.sync_notify(mgr, "last") == "ok"
-        return (await EventManager.which_handlers(mgr),
-                await EventManager.call(mgr, Collect, "get"),
-                await EventManager.call(mgr, Count, "n"),
-                await EventManager.call(mgr, Collect, "get_hib"))
-    handlers, seen, n, seen2 = pyotp.run(main)
+async def test_notify_sync_notify_call_and_which_handlers():
+    mgr = await EventManager.start_link(name="events")
+    assert await EventManager.which_handlers(mgr) == []
+    assert await EventManager.add_handler(mgr, Collect, None) == "ok"
+    assert await EventManager.add_handler("events", Count, 10) == "ok"
+    for i in range(5):
+        assert EventManager.notify("events", i) == "ok"
+    assert await EventManager.sync_notify(mgr, "last") == "ok"
+    handlers = await EventManager.which_handlers(mgr)
+    seen = await EventManager.call(mgr, Collect, "get")
+    n = await EventManager.call(mgr, Count, "n")
+    seen2 = await EventManager.call(mgr, Collect, "get_hib")
     assert handlers == [Count, Collect]                  # newest first, as OTP
     assert seen == [0, 1, 2, 3, 4, "last"] == seen2
     assert n == 16
 
 
-def test_newest_handler_sees_each_event_first():
-    async def main():
-        log = []
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, (Order, "a"), ("a", log))
-        await EventManager.add_handler(mgr, (Order, "b"), ("b", log))
-        EventManager.notify(mgr, "e1")
-        await EventManager.sync_notify(mgr, "e2")
-        return log, await EventManager.which_handlers(mgr)
-    log, handlers = pyotp.run(main)
+async def test_newest_handler_sees_each_event_first():
+    log = []
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, (Order, "a"), ("a", log))
+    await EventManager.add_handler(mgr, (Order, "b"), ("b", log))
+    EventManager.notify(mgr, "e1")
+    await EventManager.sync_notify(mgr, "e2")
+    handlers = await EventManager.which_handlers(mgr)
     assert log == [("b", "e1"), ("a", "e1"), ("b", "e2"), ("a", "e2")]
     assert handlers == [(Order, "b"), (Order, "a")]
 
 
-def test_handler_ids_allow_several_instances_and_delete_returns_terminate_result():
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, (Collect, 1), me)
-        await EventManager.add_handler(mgr, (Collect, 2), me)
-        await EventManager.sync_notify(mgr, "x")
-        r1 = await EventManager.delete_handler(mgr, (Collect, 1), "bye")
-        term = await pyotp.receive()
-        missing = await EventManager.delete_handler(mgr, (Collect, 1), "again")
-        missing_plain = await EventManager.delete_handler(mgr, Collect, "plain")
-        await EventManager.sync_notify(mgr, "y")
-        got2 = await EventManager.call(mgr, (Collect, 2), "get")
-        gone = await EventManager.call(mgr, (Collect, 1), "get")
-        return r1, term, missing, missing_plain, got2, gone, await EventManager.which_handlers(mgr)
-    r1, term, missing, missing_plain, got2, gone, handlers = pyotp.run(main)
+async def test_handler_ids_allow_several_instances_and_delete_returns_terminate_result():
+    me = pyotp.self()
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, (Collect, 1), me)
+    await EventManager.add_handler(mgr, (Collect, 2), me)
+    await EventManager.sync_notify(mgr, "x")
+    r1 = await EventManager.delete_handler(mgr, (Collect, 1), "bye")
+    term = await pyotp.receive()
+    missing = await EventManager.delete_handler(mgr, (Collect, 1), "again")
+    missing_plain = await EventManager.delete_handler(mgr, Collect, "plain")
+    await EventManager.sync_notify(mgr, "y")
+    got2 = await EventManager.call(mgr, (Collect, 2), "get")
+    gone = await EventManager.call(mgr, (Collect, 1), "get")
+    handlers = await EventManager.which_handlers(mgr)
     assert r1 == ("final", ["x"])
     assert term == ("terminated", "Collect", "bye")
     assert missing == ("error", "module_not_found") == missing_plain
@@ -127,37 +123,35 @@ def test_handler_ids_allow_several_instances_and_delete_returns_terminate_result
     assert handlers == [(Collect, 2)]
 
 
-def test_remove_handler_return_removes_only_that_handler():
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Collect, me)
-        await EventManager.add_handler(mgr, Count, 0)
-        await EventManager.sync_notify(mgr, "a")
-        await EventManager.sync_notify(mgr, "leave_collect")
-        term = await pyotp.receive()
-        await EventManager.sync_notify(mgr, "b")
-        return term, await EventManager.which_handlers(mgr), await EventManager.call(mgr, Count, 0)
-    term, handlers, n = pyotp.run(main)
+async def test_remove_handler_return_removes_only_that_handler():
+    me = pyotp.self()
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Collect, me)
+    await EventManager.add_handler(mgr, Count, 0)
+    await EventManager.sync_notify(mgr, "a")
+    await EventManager.sync_notify(mgr, "leave_collect")
+    term = await pyotp.receive()
+    await EventManager.sync_notify(mgr, "b")
+    handlers = await EventManager.which_handlers(mgr)
+    n = await EventManager.call(mgr, Count, 0)
     assert term == ("terminated", "Collect", "remove_handler")
     assert handlers == [Count]
     assert n == 3
 
 
-def test_crashing_handler_is_removed_logged_and_others_keep_running(caplog):
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link(name="crashy")
-        await EventManager.add_handler(mgr, Count, 0)
-        await EventManager.add_handler(mgr, Collect, me)
-        EventManager.notify(mgr, "before")
-        EventManager.notify(mgr, "crash_collect")
-        EventManager.notify(mgr, "after")
-        term = await pyotp.receive()
-        return (term, await EventManager.which_handlers(mgr),
-                await EventManager.call(mgr, Count, "n"), pyotp.is_alive(mgr))
-    with caplog.at_level(logging.ERROR, logger="pyotp"):
-        term, handlers, n, alive = pyotp.run(main)
+async def test_crashing_handler_is_removed_logged_and_others_keep_running(caplog):
+    caplog.set_level(logging.ERROR, logger="pyotp")
+    me = pyotp.self()
+    mgr = await EventManager.start_link(name="crashy")
+    await EventManager.add_handler(mgr, Count, 0)
+    await EventManager.add_handler(mgr, Collect, me)
+    EventManager.notify(mgr, "before")
+    EventManager.notify(mgr, "crash_collect")
+    EventManager.notify(mgr, "after")
+    term = await pyotp.receive()
+    handlers = await EventManager.which_handlers(mgr)
+    n = await EventManager.call(mgr, Count, "n")
+    alive = pyotp.is_alive(mgr)
     tag, name, arg = term
     assert (tag, name) == ("terminated", "Collect")
     assert arg[0] == "error" and arg[1][0] == "EXIT"
@@ -170,20 +164,18 @@ def test_crashing_handler_is_removed_logged_and_others_keep_running(caplog):
     assert reports[0].exc_info is not None
 
 
-def test_bad_return_value_removes_handler_with_error_term():
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Collect, me)
-        EventManager.notify(mgr, "bad_collect")
-        term = await pyotp.receive()
-        return term, await EventManager.which_handlers(mgr)
-    term, handlers = pyotp.run(main)
+async def test_bad_return_value_removes_handler_with_error_term():
+    me = pyotp.self()
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Collect, me)
+    EventManager.notify(mgr, "bad_collect")
+    term = await pyotp.receive()
+    handlers = await EventManager.which_handlers(mgr)
     assert term == ("terminated", "Collect", ("error", ("weird", 1)))
     assert handlers == []
 
 
-def test_handler_that_exits_gives_exit_reason():
+async def test_handler_that_exits_gives_exit_reason():
     class Quitter(EventHandler):
         def init(self, report):
             return ("ok", report)
@@ -194,32 +186,27 @@ def test_handler_that_exits_gives_exit_reason():
         def terminate(self, arg, report):
             pyotp.send(report, arg)
 
-    async def main():
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Quitter, pyotp.self())
-        EventManager.notify(mgr, 7)
-        return await pyotp.receive()
-    assert pyotp.run(main) == ("error", ("EXIT", ("gave_up", 7)))
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Quitter, pyotp.self())
+    EventManager.notify(mgr, 7)
+    assert await pyotp.receive() == ("error", ("EXIT", ("gave_up", 7)))
 
 
-def test_call_errors_crash_bad_remove_and_missing():
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link()
-        out = {}
-        out["missing"] = await EventManager.call(mgr, Collect, "get")
-        await EventManager.add_handler(mgr, Collect, me)
-        out["crash"] = await EventManager.call(mgr, Collect, "crash")
-        out["term_crash"] = await pyotp.receive()
-        await EventManager.add_handler(mgr, Collect, me)
-        out["bad"] = await EventManager.call(mgr, Collect, "bad")
-        out["term_bad"] = await pyotp.receive()
-        await EventManager.add_handler(mgr, Collect, me)
-        out["leave"] = await EventManager.call(mgr, Collect, "leave")
-        out["term_leave"] = await pyotp.receive()
-        out["handlers"] = await EventManager.which_handlers(mgr)
-        return out
-    out = pyotp.run(main)
+async def test_call_errors_crash_bad_remove_and_missing():
+    me = pyotp.self()
+    mgr = await EventManager.start_link()
+    out = {}
+    out["missing"] = await EventManager.call(mgr, Collect, "get")
+    await EventManager.add_handler(mgr, Collect, me)
+    out["crash"] = await EventManager.call(mgr, Collect, "crash")
+    out["term_crash"] = await pyotp.receive()
+    await EventManager.add_handler(mgr, Collect, me)
+    out["bad"] = await EventManager.call(mgr, Collect, "bad")
+    out["term_bad"] = await pyotp.receive()
+    await EventManager.add_handler(mgr, Collect, me)
+    out["leave"] = await EventManager.call(mgr, Collect, "leave")
+    out["term_leave"] = await pyotp.receive()
+    out["handlers"] = await EventManager.which_handlers(mgr)
     assert out["missing"] == ("error", "bad_module")
     assert out["crash"][0] == "error" and out["crash"][1][0] == "EXIT"
     assert isinstance(out["crash"][1][1], KeyError)
@@ -231,7 +218,7 @@ def test_call_errors_crash_bad_remove_and_missing():
     assert out["handlers"] == []
 
 
-def test_add_handler_init_failures_are_returned_and_nothing_installed():
+async def test_add_handler_init_failures_are_returned_and_nothing_installed():
     class Picky(EventHandler):
         def init(self, args):
             if args == "raise":
@@ -242,15 +229,13 @@ def test_add_handler_init_failures_are_returned_and_nothing_installed():
                 return 42
             return ("ok", args, "hibernate")
 
-    async def main():
-        mgr = await EventManager.start_link()
-        r_raise = await EventManager.add_handler(mgr, Picky, "raise")
-        r_error = await EventManager.add_handler(mgr, Picky, "error")
-        r_weird = await EventManager.add_handler(mgr, Picky, "weird")
-        before = await EventManager.which_handlers(mgr)
-        r_ok = await EventManager.add_handler(mgr, Picky, "fine")
-        return r_raise, r_error, r_weird, before, r_ok, await EventManager.which_handlers(mgr)
-    r_raise, r_error, r_weird, before, r_ok, after = pyotp.run(main)
+    mgr = await EventManager.start_link()
+    r_raise = await EventManager.add_handler(mgr, Picky, "raise")
+    r_error = await EventManager.add_handler(mgr, Picky, "error")
+    r_weird = await EventManager.add_handler(mgr, Picky, "weird")
+    before = await EventManager.which_handlers(mgr)
+    r_ok = await EventManager.add_handler(mgr, Picky, "fine")
+    after = await EventManager.which_handlers(mgr)
     assert r_raise[0] == "EXIT" and isinstance(r_raise[1], RuntimeError)
     assert r_error == ("error", "not_today")
     assert r_weird == 42
@@ -265,42 +250,38 @@ class Swapped(EventHandler):
         return ("ok", st, st)
 
 
-def test_swap_handler_passes_terminate_result_to_new_init():
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Collect, me)
-        await EventManager.sync_notify(mgr, "e")
-        r = await EventManager.swap_handler(mgr, (Collect, "swap-args"), (Swapped, "new-args"))
-        term = await pyotp.receive()
-        st = await EventManager.call(mgr, Swapped, "state")
-        # handler1 absent: handler2.init gets (args2, "error") and is still added
-        r2 = await EventManager.swap_handler(mgr, ((Collect, 9), None), ((Swapped, 2), "x"))
-        st2 = await EventManager.call(mgr, (Swapped, 2), "state")
-        return r, term, st, r2, st2, await EventManager.which_handlers(mgr)
-    r, term, st, r2, st2, handlers = pyotp.run(main)
+async def test_swap_handler_passes_terminate_result_to_new_init():
+    me = pyotp.self()
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Collect, me)
+    await EventManager.sync_notify(mgr, "e")
+    r = await EventManager.swap_handler(mgr, (Collect, "swap-args"), (Swapped, "new-args"))
+    term = await pyotp.receive()
+    st = await EventManager.call(mgr, Swapped, "state")
+    # handler1 absent: handler2.init gets (args2, "error") and is still added
+    r2 = await EventManager.swap_handler(mgr, ((Collect, 9), None), ((Swapped, 2), "x"))
+    st2 = await EventManager.call(mgr, (Swapped, 2), "state")
+    handlers = await EventManager.which_handlers(mgr)
     assert r == "ok" and term == ("terminated", "Collect", "swap-args")
     assert st == ("new-args", ("final", ["e"]))
     assert r2 == "ok" and st2 == ("x", "error")
     assert handlers == [(Swapped, 2), Swapped]
 
 
-def test_swap_handler_to_failing_init_returns_error():
+async def test_swap_handler_to_failing_init_returns_error():
     class NoInit(EventHandler):
         def init(self, args):
             return ("error", args)
 
-    async def main():
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Count, 0)
-        r = await EventManager.swap_handler(mgr, (Count, None), (NoInit, "nope"))
-        return r, await EventManager.which_handlers(mgr)
-    r, handlers = pyotp.run(main)
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Count, 0)
+    r = await EventManager.swap_handler(mgr, (Count, None), (NoInit, "nope"))
+    handlers = await EventManager.which_handlers(mgr)
     assert r == ("error", ("error", ("nope", "ok")))   # Count.terminate gives "ok"
     assert handlers == []
 
 
-def test_handle_event_can_swap_itself():
+async def test_handle_event_can_swap_itself():
     class First(EventHandler):
         def init(self, args):
             return ("ok", 0)
@@ -313,68 +294,60 @@ def test_handle_event_can_swap_itself():
         def terminate(self, arg, n):
             return ("count", n, arg)
 
-    async def main():
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Count, 0)
-        await EventManager.add_handler(mgr, First, None)
-        await EventManager.add_handler(mgr, (Count, "top"), 0)
-        EventManager.notify(mgr, "a")
-        EventManager.notify(mgr, "upgrade")
-        return await EventManager.which_handlers(mgr), await EventManager.call(mgr, Swapped, "st")
-    handlers, st = pyotp.run(main)
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Count, 0)
+    await EventManager.add_handler(mgr, First, None)
+    await EventManager.add_handler(mgr, (Count, "top"), 0)
+    EventManager.notify(mgr, "a")
+    EventManager.notify(mgr, "upgrade")
+    handlers = await EventManager.which_handlers(mgr)
+    st = await EventManager.call(mgr, Swapped, "st")
     assert handlers == [(Count, "top"), Swapped, Count]     # keeps its place
     assert st == ("s-args", ("count", 1, "t-args"))
 
 
-def test_info_messages_go_to_every_handler():
-    async def main():
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, (Collect, 1), None)
-        await EventManager.add_handler(mgr, (Collect, 2), None)
-        pyotp.send(mgr, {"some": "info"})
-        pyotp.send(mgr, ("notify", "raw"))       # OTP's raw {notify, Event}
-        return (await EventManager.call(mgr, (Collect, 1), "get"),
-                await EventManager.call(mgr, (Collect, 2), "get"))
-    a, b = pyotp.run(main)
+async def test_info_messages_go_to_every_handler():
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, (Collect, 1), None)
+    await EventManager.add_handler(mgr, (Collect, 2), None)
+    pyotp.send(mgr, {"some": "info"})
+    pyotp.send(mgr, ("notify", "raw"))       # OTP's raw {notify, Event}
+    a = await EventManager.call(mgr, (Collect, 1), "get")
+    b = await EventManager.call(mgr, (Collect, 2), "get")
     assert a == b == [("info", {"some": "info"}), "raw"]
 
 
-def test_stop_terminates_every_handler_with_stop():
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, (Collect, 1), me)
-        await EventManager.add_handler(mgr, (Collect, 2), me)
-        r = await EventManager.stop(mgr)
-        t1 = await pyotp.receive()
-        t2 = await pyotp.receive()
-        return r, t1, t2, pyotp.is_alive(mgr)
-    r, t1, t2, alive = pyotp.run(main)
+async def test_stop_terminates_every_handler_with_stop():
+    me = pyotp.self()
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, (Collect, 1), me)
+    await EventManager.add_handler(mgr, (Collect, 2), me)
+    r = await EventManager.stop(mgr)
+    t1 = await pyotp.receive()
+    t2 = await pyotp.receive()
+    alive = pyotp.is_alive(mgr)
     assert r == "ok" and not alive
     assert t1 == t2 == ("terminated", "Collect", "stop")
 
 
-def test_sup_handler_reports_normal_removal_and_errors():
-    async def main():
-        mgr = await EventManager.start_link()
-        assert await EventManager.add_sup_handler(mgr, Collect, None) == "ok"
-        await EventManager.delete_handler(mgr, Collect, None)
-        m1 = await pyotp.receive()
-        await EventManager.add_sup_handler(mgr, Collect, None)
-        EventManager.notify(mgr, "crash_collect")
-        m2 = await pyotp.receive()
-        await EventManager.add_sup_handler(mgr, Collect, None)
-        EventManager.notify(mgr, "leave_collect")
-        m3 = await pyotp.receive()
-        return m1, m2, m3
-    m1, m2, m3 = pyotp.run(main)
+async def test_sup_handler_reports_normal_removal_and_errors():
+    mgr = await EventManager.start_link()
+    assert await EventManager.add_sup_handler(mgr, Collect, None) == "ok"
+    await EventManager.delete_handler(mgr, Collect, None)
+    m1 = await pyotp.receive()
+    await EventManager.add_sup_handler(mgr, Collect, None)
+    EventManager.notify(mgr, "crash_collect")
+    m2 = await pyotp.receive()
+    await EventManager.add_sup_handler(mgr, Collect, None)
+    EventManager.notify(mgr, "leave_collect")
+    m3 = await pyotp.receive()
     assert m1 == ("gen_event_EXIT", Collect, "normal")
     assert m2[:2] == ("gen_event_EXIT", Collect) and m2[2][0] == "EXIT"
     assert isinstance(m2[2][1], ValueError)
     assert m3 == ("gen_event_EXIT", Collect, "normal")
 
 
-def test_sup_handler_gets_shutdown_when_manager_stops_and_survives():
+async def test_sup_handler_gets_shutdown_when_manager_stops_and_survives():
     async def supervisor(parent, mgr):
         await EventManager.add_sup_handler(mgr, Collect, None)
         pyotp.send(parent, "added")
@@ -382,111 +355,101 @@ def test_sup_handler_gets_shutdown_when_manager_stops_and_survives():
         pyotp.send(parent, ("got", msg))
         await pyotp.receive()             # stay alive until told
 
-    async def main():
-        mgr = await EventManager.start()
-        sup, ref = pyotp.spawn_monitor(supervisor, pyotp.self(), mgr)
-        assert await pyotp.receive() == "added"
-        await EventManager.stop(mgr, "shutdown")
-        got = await pyotp.receive()
-        alive = pyotp.is_alive(sup)
-        pyotp.send(sup, "done")
-        down = await pyotp.receive(lambda m: m[0] == "DOWN")
-        return got, alive, down[4]
-    got, alive, reason = pyotp.run(main)
+    mgr = await EventManager.start()
+    sup, ref = pyotp.spawn_monitor(supervisor, pyotp.self(), mgr)
+    assert await pyotp.receive() == "added"
+    await EventManager.stop(mgr, "shutdown")
+    got = await pyotp.receive()
+    alive = pyotp.is_alive(sup)
+    pyotp.send(sup, "done")
+    down = await pyotp.receive(lambda m: m[0] == "DOWN")
+    reason = down[4]
     assert got == ("got", ("gen_event_EXIT", Collect, "shutdown"))
     assert alive and reason == "normal"
 
 
-def test_supervisor_death_removes_its_handlers_and_others_see_exit():
+async def test_supervisor_death_removes_its_handlers_and_others_see_exit():
     async def supervisor(parent, mgr):
         await EventManager.add_sup_handler(mgr, (Collect, "sup"), parent)
         pyotp.send(parent, "added")
         await pyotp.receive()
         pyotp.exit("boom")
 
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, (Collect, "plain"), me)
-        sup, ref = pyotp.spawn_monitor(supervisor, me, mgr)
-        assert await pyotp.receive() == "added"
-        pyotp.send(sup, "die")
-        await pyotp.receive(lambda m: m[0] == "DOWN")
-        term = await pyotp.receive(lambda m: m[0] == "terminated")
-        handlers = await EventManager.which_handlers(mgr)
-        seen = await EventManager.call(mgr, (Collect, "plain"), "get")
-        return term, handlers, seen, sup
-    term, handlers, seen, sup = pyotp.run(main)
+    me = pyotp.self()
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, (Collect, "plain"), me)
+    sup, ref = pyotp.spawn_monitor(supervisor, me, mgr)
+    assert await pyotp.receive() == "added"
+    pyotp.send(sup, "die")
+    await pyotp.receive(lambda m: m[0] == "DOWN")
+    term = await pyotp.receive(lambda m: m[0] == "terminated")
+    handlers = await EventManager.which_handlers(mgr)
+    seen = await EventManager.call(mgr, (Collect, "plain"), "get")
     assert term == ("terminated", "Collect", ("stop", "boom"))
     assert handlers == [(Collect, "plain")]
     assert seen == [("info", ("EXIT", sup, "boom"))]
 
 
-def test_sup_handler_link_is_dropped_after_removal():
-    async def main():
-        mgr = await EventManager.start()
-        await EventManager.add_sup_handler(mgr, Collect, None)
-        linked = mgr in pyotp.process_info(pyotp.self())["links"]
-        await EventManager.delete_handler(mgr, Collect, None)
-        await pyotp.receive()                          # gen_event_EXIT
-        unlinked = mgr not in pyotp.process_info(pyotp.self())["links"]
-        return linked, unlinked
-    assert pyotp.run(main) == (True, True)
+async def test_sup_handler_link_is_dropped_after_removal():
+    mgr = await EventManager.start()
+    await EventManager.add_sup_handler(mgr, Collect, None)
+    linked = mgr in pyotp.process_info(pyotp.self())["links"]
+    await EventManager.delete_handler(mgr, Collect, None)
+    await pyotp.receive()                          # gen_event_EXIT
+    unlinked = mgr not in pyotp.process_info(pyotp.self())["links"]
+    assert linked
+    assert unlinked
 
 
-def test_swap_of_supervised_handler_reports_swapped_and_keeps_supervision():
-    async def main():
-        me = pyotp.self()
-        mgr = await EventManager.start_link()
-        await EventManager.add_sup_handler(mgr, Collect, None)
-        r = await EventManager.swap_handler(mgr, (Collect, 1), (Swapped, 2))
-        m1 = await pyotp.receive()
-        await EventManager.delete_handler(mgr, Swapped, None)
-        m2 = await pyotp.receive()
-        # swap_sup_handler: an unsupervised handler becomes supervised by the caller
-        await EventManager.add_handler(mgr, Count, 0)
-        r3 = await EventManager.swap_sup_handler(mgr, (Count, None), (Swapped, 3))
-        await EventManager.delete_handler(mgr, Swapped, None)
-        m3 = await pyotp.receive()
-        return r, m1, m2, r3, m3, me
-    r, m1, m2, r3, m3, me = pyotp.run(main)
+async def test_swap_of_supervised_handler_reports_swapped_and_keeps_supervision():
+    me = pyotp.self()
+    mgr = await EventManager.start_link()
+    await EventManager.add_sup_handler(mgr, Collect, None)
+    r = await EventManager.swap_handler(mgr, (Collect, 1), (Swapped, 2))
+    m1 = await pyotp.receive()
+    await EventManager.delete_handler(mgr, Swapped, None)
+    m2 = await pyotp.receive()
+    # swap_sup_handler: an unsupervised handler becomes supervised by the caller
+    await EventManager.add_handler(mgr, Count, 0)
+    r3 = await EventManager.swap_sup_handler(mgr, (Count, None), (Swapped, 3))
+    await EventManager.delete_handler(mgr, Swapped, None)
+    m3 = await pyotp.receive()
     assert r == "ok" and m1 == ("gen_event_EXIT", Collect, ("swapped", Swapped, me))
     assert m2 == ("gen_event_EXIT", Swapped, "normal")
     assert r3 == "ok" and m3 == ("gen_event_EXIT", Swapped, "normal")
 
 
-def test_notify_never_fails_and_call_to_dead_manager_raises():
-    async def main():
-        r1 = EventManager.notify("no_such_manager", "x")
-        mgr = await EventManager.start()
-        await EventManager.stop(mgr)
-        r2 = EventManager.notify(mgr, "x")
-        with pytest.raises(Exit) as e1:
-            await EventManager.call(mgr, Collect, "get")
-        with pytest.raises(Exit) as e2:
-            await EventManager.add_handler(mgr, Collect, None)
-        return r1, r2, e1.value.reason, e2.value.reason, mgr
-    r1, r2, reason1, reason2, mgr = pyotp.run(main)
+async def test_notify_never_fails_and_call_to_dead_manager_raises():
+    r1 = EventManager.notify("no_such_manager", "x")
+    mgr = await EventManager.start()
+    await EventManager.stop(mgr)
+    r2 = EventManager.notify(mgr, "x")
+    with pytest.raises(Exit) as e1:
+        await EventManager.call(mgr, Collect, "get")
+    with pytest.raises(Exit) as e2:
+        await EventManager.add_handler(mgr, Collect, None)
+    reason1 = e1.value.reason
+    reason2 = e2.value.reason
     assert r1 == r2 == "ok"
     assert reason1 == ("noproc", ("EventManager", "call", [mgr, Collect, "get", 5.0]))
     assert reason2 == ("noproc", ("EventManager", "add_handler", [mgr, Collect, None, None]))
 
 
-def test_call_timeout():
+async def test_call_timeout():
     class Stuck(EventHandler):
         def handle_call(self, req, st):
             return ("ok", "late", st)
 
-    async def main():
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Stuck, None)
-        with pytest.raises(Exit) as e:
-            await EventManager.call(mgr, Stuck, "x", timeout=0)
-        return e.value.reason[0], e.value.reason[1][:2], await EventManager.call(mgr, Stuck, "y")
-    assert pyotp.run(main) == ("timeout", ("EventManager", "call"), "late")
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Stuck, None)
+    with pytest.raises(Exit) as e:
+        await EventManager.call(mgr, Stuck, "x", timeout=0)
+    assert e.value.reason[0] == "timeout"
+    assert e.value.reason[1][:2] == ("EventManager", "call")
+    assert await EventManager.call(mgr, Stuck, "y") == "late"
 
 
-def test_bad_handlers_raise_clear_errors_in_the_caller():
+async def test_bad_handlers_raise_clear_errors_in_the_caller():
     class NotAHandler:
         pass
 
@@ -494,24 +457,22 @@ def test_bad_handlers_raise_clear_errors_in_the_caller():
         async def handle_event(self, event, state):
             return ("ok", state)
 
-    async def main():
-        mgr = await EventManager.start_link()
-        errors = []
-        for h in (NotAHandler, "Collect", (Collect,), AsyncHandler):
-            with pytest.raises(TypeError) as e:
-                await EventManager.add_handler(mgr, h, None)
-            errors.append(str(e.value))
-        with pytest.raises(TypeError):
-            await EventManager.swap_handler(mgr, Collect, (Count, 0))
-        return errors, await EventManager.which_handlers(mgr)
-    errors, handlers = pyotp.run(main)
+    mgr = await EventManager.start_link()
+    errors = []
+    for h in (NotAHandler, "Collect", (Collect,), AsyncHandler):
+        with pytest.raises(TypeError) as e:
+            await EventManager.add_handler(mgr, h, None)
+        errors.append(str(e.value))
+    with pytest.raises(TypeError):
+        await EventManager.swap_handler(mgr, Collect, (Count, 0))
+    handlers = await EventManager.which_handlers(mgr)
     assert "not an EventHandler subclass" in errors[0]
     assert "is not an event handler" in errors[1] and "is not an event handler" in errors[2]
     assert "must be plain def" in errors[3]
     assert handlers == []
 
 
-def test_handler_that_waits_gets_a_clear_error_and_is_removed():
+async def test_handler_that_waits_gets_a_clear_error_and_is_removed():
     class Waits(EventHandler):
         def init(self, report):
             return ("ok", report)
@@ -523,16 +484,14 @@ def test_handler_that_waits_gets_a_clear_error_and_is_removed():
         def terminate(self, arg, report):
             pyotp.send(report, arg)
 
-    async def main():
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Waits, pyotp.self())
-        EventManager.notify(mgr, "go")
-        return await pyotp.receive()
-    arg = pyotp.run(main)
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Waits, pyotp.self())
+    EventManager.notify(mgr, "go")
+    arg = await pyotp.receive()
     assert arg[0] == "error" and isinstance(arg[1][1], pyotp.CallbackError)
 
 
-def test_manager_stops_with_its_parent():
+async def test_manager_stops_with_its_parent():
     async def owner(parent):
         mgr = await EventManager.start_link()
         await EventManager.add_handler(mgr, Collect, parent)
@@ -540,60 +499,55 @@ def test_manager_stops_with_its_parent():
         await pyotp.receive()
         pyotp.exit("owner_quit")
 
-    async def main():
-        pid = pyotp.spawn(owner, pyotp.self())
-        _, mgr = await pyotp.receive()
-        ref = pyotp.monitor(mgr)
-        pyotp.send(pid, "quit")
-        term = await pyotp.receive(lambda m: m[0] == "terminated")
-        down = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        return term, down[4]
-    assert pyotp.run(main) == (("terminated", "Collect", "stop"), "owner_quit")
+    pid = pyotp.spawn(owner, pyotp.self())
+    _, mgr = await pyotp.receive()
+    ref = pyotp.monitor(mgr)
+    pyotp.send(pid, "quit")
+    term = await pyotp.receive(lambda m: m[0] == "terminated")
+    down = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    assert term == ("terminated", "Collect", "stop")
+    assert down[4] == "owner_quit"
 
 
-def test_terminate_that_raises_is_caught_and_returned():
+async def test_terminate_that_raises_is_caught_and_returned():
     class BadTerm(EventHandler):
         def terminate(self, arg, st):
             raise RuntimeError("terminate failed")
 
-    async def main():
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, BadTerm, None)
-        r = await EventManager.delete_handler(mgr, BadTerm, None)
-        return r, await EventManager.which_handlers(mgr), pyotp.is_alive(mgr)
-    r, handlers, alive = pyotp.run(main)
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, BadTerm, None)
+    r = await EventManager.delete_handler(mgr, BadTerm, None)
+    handlers = await EventManager.which_handlers(mgr)
+    alive = pyotp.is_alive(mgr)
     assert r[0] == "EXIT" and isinstance(r[1], RuntimeError)
     assert handlers == [] and alive
 
 
-def test_event_manager_under_a_supervisor_is_restarted_empty():
+async def test_event_manager_under_a_supervisor_is_restarted_empty():
     from pyotp.supervisor import Supervisor
 
-    async def main():
-        sup = await Supervisor.start_link([(EventManager, "alarms"), EventManager],
-                                          strategy="one_for_one")
-        ids = [c[0] for c in await Supervisor.which_children(sup)]
-        first = pyotp.whereis("alarms")
-        await EventManager.add_handler("alarms", Count, 0)
-        ref = pyotp.monitor(first)
-        pyotp.exit(first, "kill")
-        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        await Supervisor.which_children(sup)        # the restart happened before this reply
-        second = pyotp.whereis("alarms")
-        return ids, second is not None and second != first, await EventManager.which_handlers("alarms")
-    ids, restarted, handlers = pyotp.run(main)
+    sup = await Supervisor.start_link([(EventManager, "alarms"), EventManager],
+                                      strategy="one_for_one")
+    ids = [c[0] for c in await Supervisor.which_children(sup)]
+    first = pyotp.whereis("alarms")
+    await EventManager.add_handler("alarms", Count, 0)
+    ref = pyotp.monitor(first)
+    pyotp.exit(first, "kill")
+    await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    await Supervisor.which_children(sup)        # the restart happened before this reply
+    second = pyotp.whereis("alarms")
+    restarted = second is not None and second != first
+    handlers = await EventManager.which_handlers("alarms")
     assert sorted(map(repr, ids)) == sorted(map(repr, ["alarms", EventManager]))
     assert restarted and handlers == []
 
 
-def test_malformed_raw_requests_get_an_error_reply_and_the_manager_survives():
-    async def main():
-        mgr = await EventManager.start_link()
-        r1 = await pyotp.GenServer.call(mgr, ("add_handler", "NotAClass", None, None))
-        r2 = await pyotp.GenServer.call(mgr, ("delete_handler",))
-        r3 = await pyotp.GenServer.call(mgr, "hello")
-        return r1, r2, r3, await EventManager.which_handlers(mgr)
-    r1, r2, r3, handlers = pyotp.run(main)
+async def test_malformed_raw_requests_get_an_error_reply_and_the_manager_survives():
+    mgr = await EventManager.start_link()
+    r1 = await pyotp.GenServer.call(mgr, ("add_handler", "NotAClass", None, None))
+    r2 = await pyotp.GenServer.call(mgr, ("delete_handler",))
+    r3 = await pyotp.GenServer.call(mgr, "hello")
+    handlers = await EventManager.which_handlers(mgr)
     assert r1[0] == "error" and r1[1][:2] == ("bad_request", ("add_handler", "NotAClass", None, None))
     assert "not an event handler" in r1[1][2]
     assert r2[0] == "error" and r2[1][:2] == ("bad_request", ("delete_handler",))

@@ -95,31 +95,32 @@ async def test_entries_vanish_when_the_owner_exits():
     assert (Registry.count("U"), Registry.count("D")) == (1, 0)
 
 
-def test_stale_entry_replaced_then_late_exit_does_not_remove_new_owner():
-    async def main():
-        await Registry.start_link(keys="unique", name="U")
-        p, ref, _ = await start_holder("U", "k")
-        await kill_and_wait(p, ref)
-        # the partition has not handled p's EXIT yet; take the key over
-        q, qref, r = await start_holder("U", "k", "new")
-        await Registry._sync("U")                   # now p's EXIT has been handled
-        return r[0], Registry.lookup("U", "k"), q, Registry.count("U")
-    r, lookup, q, count = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_stale_entry_replaced_then_late_exit_does_not_remove_new_owner():
+    await Registry.start_link(keys="unique", name="U")
+    p, ref, _ = await start_holder("U", "k")
+    await kill_and_wait(p, ref)
+    # the partition has not handled p's EXIT yet; take the key over
+    q, qref, r = await start_holder("U", "k", "new")
+    await Registry._sync("U")                   # now p's EXIT has been handled
+    r = r[0]
+    lookup = Registry.lookup("U", "k")
+    count = Registry.count("U")
     assert r == "ok" and lookup == [(q, "new")] and count == 1
 
 
-def test_unregistering_last_key_unlinks_the_owner():
-    async def main():
-        me = pyotp.self()
-        await Registry.start_link(keys="duplicate", name="D")
-        _, owner = Registry.register("D", "a", None)
-        Registry.register("D", "b", None)
-        Registry.unregister("D", "a")
-        still = owner in pyotp.process_info(me)["links"]
-        Registry.unregister("D", "b")
-        gone = owner not in pyotp.process_info(me)["links"]
-        return still, gone
-    assert pyotp.run(main) == (True, True)
+@pytest.mark.pyotp
+async def test_unregistering_last_key_unlinks_the_owner():
+    me = pyotp.self()
+    await Registry.start_link(keys="duplicate", name="D")
+    _, owner = Registry.register("D", "a", None)
+    Registry.register("D", "b", None)
+    Registry.unregister("D", "a")
+    still = owner in pyotp.process_info(me)["links"]
+    Registry.unregister("D", "b")
+    gone = owner not in pyotp.process_info(me)["links"]
+    assert still
+    assert gone
 
 
 @pytest.mark.pyotp
@@ -142,81 +143,85 @@ async def test_match_count_match_unregister_match_and_select():
     assert Registry.select("D", lambda k, pid, v: k == "sport") == [("sport", me, "plain")]
 
 
-def test_dispatch_unique_duplicate_and_empty():
-    async def main():
-        me = pyotp.self()
-        await Registry.start_link(keys="unique", name="U")
-        await Registry.start_link(keys="duplicate", name="D")
-        calls = []
-        Registry.dispatch("U", "k", calls.append)
-        Registry.dispatch("D", "k", calls.append)
-        empty = list(calls)
-        Registry.register("U", "k", 1)
-        Registry.register("D", "k", 2)
-        Registry.register("D", "k", 3)
-        r = Registry.dispatch("U", "k", calls.append)
-        Registry.dispatch("D", "k", calls.append)
-        # the classic use: send to every subscriber
-        Registry.dispatch("D", "k", lambda es: [pyotp.send(p, ("hi", v)) for p, v in es])
-        got = [await pyotp.receive(), await pyotp.receive()]
-        return empty, r, calls, got, me
-    empty, r, calls, got, me = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_dispatch_unique_duplicate_and_empty():
+    me = pyotp.self()
+    await Registry.start_link(keys="unique", name="U")
+    await Registry.start_link(keys="duplicate", name="D")
+    calls = []
+    Registry.dispatch("U", "k", calls.append)
+    Registry.dispatch("D", "k", calls.append)
+    empty = list(calls)
+    Registry.register("U", "k", 1)
+    Registry.register("D", "k", 2)
+    Registry.register("D", "k", 3)
+    r = Registry.dispatch("U", "k", calls.append)
+    Registry.dispatch("D", "k", calls.append)
+    # the classic use: send to every subscriber
+    Registry.dispatch("D", "k", lambda es: [pyotp.send(p, ("hi", v)) for p, v in es])
+    got = [await pyotp.receive(), await pyotp.receive()]
     assert empty == [] and r == "ok"
     assert calls == [[(me, 1)], [(me, 2), (me, 3)]]
     assert got == [("hi", 2), ("hi", 3)]
 
 
-def test_update_value():
-    async def main():
-        await Registry.start_link(keys="unique", name="U")
-        await Registry.start_link(keys="duplicate", name="D")
-        Registry.register("U", "n", 1)
-        r1 = Registry.update_value("U", "n", lambda v: v + 1)
-        r2 = Registry.update_value("U", "missing", lambda v: v + 1)
-        p, ref, _ = await start_holder("U", "theirs", 5)
-        r3 = Registry.update_value("U", "theirs", lambda v: v + 1)
+@pytest.mark.pyotp
+async def test_update_value():
+    await Registry.start_link(keys="unique", name="U")
+    await Registry.start_link(keys="duplicate", name="D")
+    Registry.register("U", "n", 1)
+    r1 = Registry.update_value("U", "n", lambda v: v + 1)
+    r2 = Registry.update_value("U", "missing", lambda v: v + 1)
+    p, ref, _ = await start_holder("U", "theirs", 5)
+    r3 = Registry.update_value("U", "theirs", lambda v: v + 1)
+    with pytest.raises(BadArg):
+        Registry.update_value("D", "n", lambda v: v)
+    assert r1 == (2, 1)
+    assert r2 == "error"
+    assert r3 == "error"
+    assert Registry.lookup("U", "n")[0][1] == 2
+    assert Registry.lookup("U", "theirs")[0][1] == 5
+
+
+@pytest.mark.pyotp
+async def test_meta():
+    await Registry.start_link(keys="unique", name="U", meta={"owner": "chat"})
+    a = Registry.meta("U", "owner")
+    b = Registry.meta("U", "nope")
+    Registry.put_meta("U", ("t", 1), 42)
+    c = Registry.meta("U", ("t", 1))
+    Registry.delete_meta("U", "owner")
+    assert a == ("ok", "chat")
+    assert b == "error"
+    assert c == ("ok", 42)
+    assert Registry.meta("U", "owner") == "error"
+
+
+@pytest.mark.pyotp
+async def test_unknown_registry_bad_options_and_name_clash():
+    errors = []
+    for fn in (lambda: Registry.lookup("Nope", 1), lambda: Registry.count("Nope"),
+               lambda: Registry.register("Nope", 1, 2), lambda: Registry.lookup(42, 1)):
+        with pytest.raises(BadArg) as e:
+            fn()
+        errors.append(str(e.value))
+    for kwargs in ({"keys": "both", "name": "X"}, {"keys": "unique"},
+                   {"keys": "unique", "name": "X", "partitions": 0},
+                   {"keys": "unique", "name": ""}):
         with pytest.raises(BadArg):
-            Registry.update_value("D", "n", lambda v: v)
-        return r1, r2, r3, Registry.lookup("U", "n")[0][1], Registry.lookup("U", "theirs")[0][1]
-    assert pyotp.run(main) == ((2, 1), "error", "error", 2, 5)
-
-
-def test_meta():
-    async def main():
-        await Registry.start_link(keys="unique", name="U", meta={"owner": "chat"})
-        a = Registry.meta("U", "owner")
-        b = Registry.meta("U", "nope")
-        Registry.put_meta("U", ("t", 1), 42)
-        c = Registry.meta("U", ("t", 1))
-        Registry.delete_meta("U", "owner")
-        return a, b, c, Registry.meta("U", "owner")
-    assert pyotp.run(main) == (("ok", "chat"), "error", ("ok", 42), "error")
-
-
-def test_unknown_registry_bad_options_and_name_clash():
-    async def main():
-        errors = []
-        for fn in (lambda: Registry.lookup("Nope", 1), lambda: Registry.count("Nope"),
-                   lambda: Registry.register("Nope", 1, 2), lambda: Registry.lookup(42, 1)):
-            with pytest.raises(BadArg) as e:
-                fn()
-            errors.append(str(e.value))
-        for kwargs in ({"keys": "both", "name": "X"}, {"keys": "unique"},
-                       {"keys": "unique", "name": "X", "partitions": 0},
-                       {"keys": "unique", "name": ""}):
-            with pytest.raises(BadArg):
-                await Registry.start_link(**kwargs)
-        with pytest.raises(TypeError):
-            await Registry.start_link({"keys": "unique", "name": "X", "colour": "red"})
-        pid = await Registry.start_link({"keys": "unique", "name": "X"})
-        with pytest.raises(StartError) as e:
-            await Registry.start_link(keys="duplicate", name="X")
-        clash = e.value.reason
-        await Registry.stop("X")
-        with pytest.raises(BadArg):
-            Registry.lookup("X", 1)
-        return errors[0], clash == ("already_started", pid), pyotp.is_alive(pid)
-    err, clash, alive = pyotp.run(main)
+            await Registry.start_link(**kwargs)
+    with pytest.raises(TypeError):
+        await Registry.start_link({"keys": "unique", "name": "X", "colour": "red"})
+    pid = await Registry.start_link({"keys": "unique", "name": "X"})
+    with pytest.raises(StartError) as e:
+        await Registry.start_link(keys="duplicate", name="X")
+    clash = e.value.reason
+    await Registry.stop("X")
+    with pytest.raises(BadArg):
+        Registry.lookup("X", 1)
+    err = errors[0]
+    clash = clash == ("already_started", pid)
+    alive = pyotp.is_alive(pid)
     assert "unknown registry: 'Nope'" in err and clash and not alive
 
 
@@ -234,7 +239,8 @@ def test_register_outside_a_process_is_a_clear_error():
         node.stop()
 
 
-def test_server_registering_itself_in_init_plain_def():
+@pytest.mark.pyotp
+async def test_server_registering_itself_in_init_plain_def():
     class Worker(GenServer):
         def init(self, key):
             Registry.register("Workers", key, {"started": True})
@@ -243,59 +249,59 @@ def test_server_registering_itself_in_init_plain_def():
         def handle_call(self, req, from_, key):
             return ("reply", key, key)
 
-    async def main():
-        await Registry.start_link(keys="unique", name="Workers")
-        pids = [await Worker.start(i) for i in range(5)]
-        found = [Registry.lookup("Workers", i)[0][0] for i in range(5)]
-        await GenServer.stop(pids[2])
-        await Registry._sync("Workers")
-        return found == pids, Registry.count("Workers"), Registry.lookup("Workers", 2)
-    assert pyotp.run(main) == (True, 4, [])
+    await Registry.start_link(keys="unique", name="Workers")
+    pids = [await Worker.start(i) for i in range(5)]
+    found = [Registry.lookup("Workers", i)[0][0] for i in range(5)]
+    await GenServer.stop(pids[2])
+    await Registry._sync("Workers")
+    assert found == pids
+    assert Registry.count("Workers") == 4
+    assert Registry.lookup("Workers", 2) == []
 
 
-def test_registry_stopping_abnormally_reaches_registered_processes():
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        reg = await Registry.start(keys="unique", name="U")
-        _, owner = Registry.register("U", "me", None)
-        await Registry.stop("U", "shutdown")
-        msg = await pyotp.receive(lambda m: m[0] == "EXIT")
-        return msg == ("EXIT", owner, "shutdown"), pyotp.is_alive(owner), pyotp.is_alive(reg)
-    assert pyotp.run(main) == (True, False, False)
+@pytest.mark.pyotp
+async def test_registry_stopping_abnormally_reaches_registered_processes():
+    pyotp.process_flag("trap_exit", True)
+    reg = await Registry.start(keys="unique", name="U")
+    _, owner = Registry.register("U", "me", None)
+    await Registry.stop("U", "shutdown")
+    msg = await pyotp.receive(lambda m: m[0] == "EXIT")
+    assert msg == ("EXIT", owner, "shutdown")
+    assert not pyotp.is_alive(owner)
+    assert not pyotp.is_alive(reg)
 
 
-def test_partitions_unique_and_duplicate_cleanup():
-    async def main():
-        await Registry.start_link(keys="unique", name="PU", partitions=4)
-        await Registry.start_link(keys="duplicate", name="PD", partitions=4)
-        me = pyotp.self()
-        owners = set()
-        for i in range(40):
-            owners.add(Registry.register("PU", ("k", i), i)[1])
-            Registry.register("PD", "topic", i)
-        holders = [await start_holder("PU", ("h", i), i) for i in range(20)]
-        dholders = [await start_holder("PD", "topic", 100 + i) for i in range(20)]
-        calls = []
-        Registry.dispatch("PD", "topic", lambda es: calls.append(len(es)))
-        before = (Registry.count("PU"), Registry.count("PD"), len(Registry.lookup("PD", "topic")),
-                  sum(calls), len(Registry.keys("PU", me)))
-        for pid, ref, _ in holders[:10] + dholders[:10]:
-            await kill_and_wait(pid, ref)
-        await Registry._sync("PU")
-        await Registry._sync("PD")
-        after = (Registry.count("PU"), Registry.count("PD"), len(Registry.lookup("PD", "topic")),
-                 sorted(v for _, v in Registry.lookup("PD", "topic"))[-10:])
-        lookups = all(Registry.lookup("PU", ("k", i)) == [(me, i)] for i in range(40))
-        gone = all(Registry.lookup("PU", ("h", i)) == [] for i in range(10))
-        return owners, before, after, lookups, gone
-    owners, before, after, lookups, gone = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_partitions_unique_and_duplicate_cleanup():
+    await Registry.start_link(keys="unique", name="PU", partitions=4)
+    await Registry.start_link(keys="duplicate", name="PD", partitions=4)
+    me = pyotp.self()
+    owners = set()
+    for i in range(40):
+        owners.add(Registry.register("PU", ("k", i), i)[1])
+        Registry.register("PD", "topic", i)
+    holders = [await start_holder("PU", ("h", i), i) for i in range(20)]
+    dholders = [await start_holder("PD", "topic", 100 + i) for i in range(20)]
+    calls = []
+    Registry.dispatch("PD", "topic", lambda es: calls.append(len(es)))
+    before = (Registry.count("PU"), Registry.count("PD"), len(Registry.lookup("PD", "topic")),
+              sum(calls), len(Registry.keys("PU", me)))
+    for pid, ref, _ in holders[:10] + dholders[:10]:
+        await kill_and_wait(pid, ref)
+    await Registry._sync("PU")
+    await Registry._sync("PD")
+    after = (Registry.count("PU"), Registry.count("PD"), len(Registry.lookup("PD", "topic")),
+             sorted(v for _, v in Registry.lookup("PD", "topic"))[-10:])
+    lookups = all(Registry.lookup("PU", ("k", i)) == [(me, i)] for i in range(40))
+    gone = all(Registry.lookup("PU", ("h", i)) == [] for i in range(10))
     assert len(owners) == 1          # one caller: one pid partition owns its bookkeeping
     assert before == (60, 60, 60, 60, 40)
     assert after == (50, 50, 50, list(range(110, 120)))
     assert lookups and gone
 
 
-def test_many_processes_half_die_lookup_is_exact():
+@pytest.mark.pyotp
+async def test_many_processes_half_die_lookup_is_exact():
     N = 1000
 
     async def sub(parent):
@@ -303,20 +309,19 @@ def test_many_processes_half_die_lookup_is_exact():
         pyotp.send(parent, "up")
         await pyotp.receive()
 
-    async def main():
-        await Registry.start_link(keys="duplicate", name="D")
-        procs = [pyotp.spawn_monitor(sub, pyotp.self()) for _ in range(N)]
-        for _ in range(N):
-            await pyotp.receive(lambda m: m == "up")
-        for pid, ref in procs[::2]:
-            pyotp.exit(pid, "kill")
-        for pid, ref in procs[::2]:
-            await pyotp.receive(lambda m, ref=ref: m[0] == "DOWN" and m[1] == ref)
-        live = {pid for pid, _ in procs[1::2]}
-        seen = {pid for pid, _ in Registry.lookup("D", "all")}
-        await Registry._sync("D")
-        return seen == live, Registry.count("D")
-    assert pyotp.run(main) == (True, N // 2)
+    await Registry.start_link(keys="duplicate", name="D")
+    procs = [pyotp.spawn_monitor(sub, pyotp.self()) for _ in range(N)]
+    for _ in range(N):
+        await pyotp.receive(lambda m: m == "up")
+    for pid, ref in procs[::2]:
+        pyotp.exit(pid, "kill")
+    for pid, ref in procs[::2]:
+        await pyotp.receive(lambda m, ref=ref: m[0] == "DOWN" and m[1] == ref)
+    live = {pid for pid, _ in procs[1::2]}
+    seen = {pid for pid, _ in Registry.lookup("D", "all")}
+    await Registry._sync("D")
+    assert seen == live
+    assert Registry.count("D") == N // 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -371,91 +376,96 @@ async def test_via_start_call_cast_send_and_already_started():
         pyotp.send(via("nobody"), "x")
 
 
-def test_via_name_is_freed_on_death_and_reusable():
-    async def main():
-        await Registry.start_link(keys="unique", name="Rooms")
-        pid = await Room.start("lobby", name=via("lobby"))
-        ref = pyotp.monitor(pid)
-        pyotp.exit(pid, "kill")
-        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        free_at_once = GenServer.whereis(via("lobby")) is None
-        pid2 = await Room.start("lobby", name=via("lobby"))
-        answer = await GenServer.call(via("lobby"), "again")
-        await GenServer.stop(via("lobby"))
-        await Registry._sync("Rooms")
-        return free_at_once, pid2 != pid, answer, Registry.count("Rooms")
-    assert pyotp.run(main) == (True, True, ("lobby", "again"), 0)
+@pytest.mark.pyotp
+async def test_via_name_is_freed_on_death_and_reusable():
+    await Registry.start_link(keys="unique", name="Rooms")
+    pid = await Room.start("lobby", name=via("lobby"))
+    ref = pyotp.monitor(pid)
+    pyotp.exit(pid, "kill")
+    await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    free_at_once = GenServer.whereis(via("lobby")) is None
+    pid2 = await Room.start("lobby", name=via("lobby"))
+    answer = await GenServer.call(via("lobby"), "again")
+    await GenServer.stop(via("lobby"))
+    await Registry._sync("Rooms")
+    assert free_at_once
+    assert pid2 != pid
+    assert answer == ("lobby", "again")
+    assert Registry.count("Rooms") == 0
 
 
-def test_via_failed_init_frees_the_name():
-    async def main():
-        await Registry.start_link(keys="unique", name="Rooms")
-        with pytest.raises(StartError) as e:
-            await Room.start("refuse", name=via("refuse"))
-        await Registry._sync("Rooms")
-        return e.value.reason, Registry.lookup("Rooms", "refuse"), Registry.count("Rooms")
-    assert pyotp.run(main) == ("refused", [], 0)
+@pytest.mark.pyotp
+async def test_via_failed_init_frees_the_name():
+    await Registry.start_link(keys="unique", name="Rooms")
+    with pytest.raises(StartError) as e:
+        await Room.start("refuse", name=via("refuse"))
+    await Registry._sync("Rooms")
+    assert e.value.reason == "refused"
+    assert Registry.lookup("Rooms", "refuse") == []
+    assert Registry.count("Rooms") == 0
 
 
-def test_via_with_value_unregister_name_and_duplicate_rejected():
-    async def main():
-        await Registry.start_link(keys="unique", name="Rooms")
-        await Registry.start_link(keys="duplicate", name="Dup")
-        pid = await Room.start("x", name=("via", Registry, ("Rooms", "x", {"topic": "py"})))
-        value = Registry.lookup("Rooms", "x")
-        Registry.unregister_name(("Rooms", "x"))
-        after = Registry.whereis_name(("Rooms", "x"))
-        alive = pyotp.is_alive(pid)
-        with pytest.raises(BadArg):
-            Registry.register_name(("Dup", "k"), pid)
-        with pytest.raises(BadArg):
-            Registry.whereis_name("not-a-tuple")
-        return value == [(pid, {"topic": "py"})], after, alive
-    assert pyotp.run(main) == (True, None, True)
+@pytest.mark.pyotp
+async def test_via_with_value_unregister_name_and_duplicate_rejected():
+    await Registry.start_link(keys="unique", name="Rooms")
+    await Registry.start_link(keys="duplicate", name="Dup")
+    pid = await Room.start("x", name=("via", Registry, ("Rooms", "x", {"topic": "py"})))
+    value = Registry.lookup("Rooms", "x")
+    Registry.unregister_name(("Rooms", "x"))
+    after = Registry.whereis_name(("Rooms", "x"))
+    alive = pyotp.is_alive(pid)
+    with pytest.raises(BadArg):
+        Registry.register_name(("Dup", "k"), pid)
+    with pytest.raises(BadArg):
+        Registry.whereis_name("not-a-tuple")
+    assert value == [(pid, {"topic": "py"})]
+    assert after is None
+    assert alive
 
 
-def test_many_via_named_servers_and_cleanup():
-    async def main():
-        await Registry.start_link(keys="unique", name="Rooms")
-        pids = [await Room.start(i, name=via(i)) for i in range(300)]
-        answers = [await GenServer.call(via(i), "n") for i in range(300)]
-        for p in pids[:150]:
-            await GenServer.stop(p)
-        await Registry._sync("Rooms")
-        left = [GenServer.whereis(via(i)) for i in range(300)]
-        return (answers == [(i, "n") for i in range(300)], Registry.count("Rooms"),
-                left[:150] == [None] * 150, left[150:] == pids[150:])
-    assert pyotp.run(main) == (True, 150, True, True)
+@pytest.mark.pyotp
+async def test_many_via_named_servers_and_cleanup():
+    await Registry.start_link(keys="unique", name="Rooms")
+    pids = [await Room.start(i, name=via(i)) for i in range(300)]
+    answers = [await GenServer.call(via(i), "n") for i in range(300)]
+    for p in pids[:150]:
+        await GenServer.stop(p)
+    await Registry._sync("Rooms")
+    left = [GenServer.whereis(via(i)) for i in range(300)]
+    assert answers == [(i, "n") for i in range(300)]
+    assert Registry.count("Rooms") == 150
+    assert left[:150] == [None] * 150
+    assert left[150:] == pids[150:]
 
 
-def test_dispatch_sees_every_change_of_the_table():
-    async def main():
-        me = pyotp.self()
-        await Registry.start_link(keys="duplicate", name="D", partitions=2)
+@pytest.mark.pyotp
+async def test_dispatch_sees_every_change_of_the_table():
+    me = pyotp.self()
+    await Registry.start_link(keys="duplicate", name="D", partitions=2)
 
-        def seen():
-            out = []
-            Registry.dispatch("D", "k", lambda es: out.extend(es))
-            return sorted(v for _, v in out)
-        steps = [seen()]
-        Registry.register("D", "k", 1)
-        steps.append(seen())
-        p, ref, _ = await start_holder("D", "k", 2)
-        steps.append(seen())
-        Registry.register("D", "k", 3)
-        steps.append(seen())
-        Registry.unregister_match("D", "k", 1)
-        steps.append(seen())
-        await kill_and_wait(p, ref)
-        await Registry._sync("D")
-        steps.append(seen())
-        Registry.unregister("D", "k")
-        steps.append(seen())
-        return steps
-    assert pyotp.run(main) == [[], [1], [1, 2], [1, 2, 3], [2, 3], [3], []]
+    def seen():
+        out = []
+        Registry.dispatch("D", "k", lambda es: out.extend(es))
+        return sorted(v for _, v in out)
+    steps = [seen()]
+    Registry.register("D", "k", 1)
+    steps.append(seen())
+    p, ref, _ = await start_holder("D", "k", 2)
+    steps.append(seen())
+    Registry.register("D", "k", 3)
+    steps.append(seen())
+    Registry.unregister_match("D", "k", 1)
+    steps.append(seen())
+    await kill_and_wait(p, ref)
+    await Registry._sync("D")
+    steps.append(seen())
+    Registry.unregister("D", "k")
+    steps.append(seen())
+    assert steps == [[], [1], [1, 2], [1, 2, 3], [2, 3], [3], []]
 
 
-def test_under_a_supervisor_and_via_names_for_every_behaviour():
+@pytest.mark.pyotp
+async def test_under_a_supervisor_and_via_names_for_every_behaviour():
     from pyotp.gen_event import EventHandler, EventManager
     from pyotp.gen_statem import GenStateMachine
     from pyotp.supervisor import Supervisor
@@ -485,29 +495,27 @@ def test_under_a_supervisor_and_via_names_for_every_behaviour():
     def v(key):
         return ("via", Registry, ("Names", key))
 
-    async def main():
-        sup = await Supervisor.start_link(
-            [(Registry, {"keys": "unique", "name": "Names"}),
-             (Registry, {"keys": "duplicate", "name": "Groups"})],
-            strategy="one_for_one")
-        ids = sorted(c[0] for c in await Supervisor.which_children(sup))
-        # gen_statem through a via name
-        light = await Light.start_link(None, name=v("light"))
-        GenStateMachine.cast(v("light"), "flip")
-        pyotp.send(v("light"), "flop")
-        light_state = await GenStateMachine.call(v("light"), "get")
-        # an event manager through a via name
-        mgr = await EventManager.start_link(name=v("events"))
-        await EventManager.add_handler(v("events"), Seen, None)
-        EventManager.notify(v("events"), "e1")
-        seen = await EventManager.call(v("events"), Seen, "get")
-        # a supervisor through a via name
-        inner = await Supervisor.start_link([], strategy="one_for_one", name=v("inner"))
-        inner_children = await Supervisor.which_children(v("inner"))
-        names = sorted(k for k, _, _ in Registry.select("Names"))
-        found = [Registry.whereis_name(("Names", k)) for k in ("light", "events", "inner")]
-        return ids, light_state, seen, inner_children, names, found == [light, mgr, inner]
-    ids, light_state, seen, inner_children, names, found = pyotp.run(main)
+    sup = await Supervisor.start_link(
+        [(Registry, {"keys": "unique", "name": "Names"}),
+         (Registry, {"keys": "duplicate", "name": "Groups"})],
+        strategy="one_for_one")
+    ids = sorted(c[0] for c in await Supervisor.which_children(sup))
+    # gen_statem through a via name
+    light = await Light.start_link(None, name=v("light"))
+    GenStateMachine.cast(v("light"), "flip")
+    pyotp.send(v("light"), "flop")
+    light_state = await GenStateMachine.call(v("light"), "get")
+    # an event manager through a via name
+    mgr = await EventManager.start_link(name=v("events"))
+    await EventManager.add_handler(v("events"), Seen, None)
+    EventManager.notify(v("events"), "e1")
+    seen = await EventManager.call(v("events"), Seen, "get")
+    # a supervisor through a via name
+    inner = await Supervisor.start_link([], strategy="one_for_one", name=v("inner"))
+    inner_children = await Supervisor.which_children(v("inner"))
+    names = sorted(k for k, _, _ in Registry.select("Names"))
+    found = [Registry.whereis_name(("Names", k)) for k in ("light", "events", "inner")]
+    found = found == [light, mgr, inner]
     assert ids == ["Groups", "Names"]
     assert light_state == ("off", ["flip", "flop"])
     assert seen == ["e1"] and inner_children == []

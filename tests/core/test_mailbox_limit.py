@@ -8,6 +8,7 @@ import pytest
 
 import pyotp
 from pyotp import BadArg, GenServer
+from servers import Counter
 
 
 async def loop_turn():
@@ -33,101 +34,84 @@ async def linked_watcher(parent, victim):
     pyotp.send(parent, ("watcher", await pyotp.receive(lambda m: m[0] == "EXIT")))
 
 
-def test_over_the_limit_the_process_is_killed_links_and_monitors_see_why(caplog):
-    async def main():
-        me = pyotp.self()
-        victim = pyotp.spawn(idle, me, 10)
-        await pyotp.receive(lambda m: m == ("ready", victim))
-        ref = pyotp.monitor(victim)
-        pyotp.spawn(linked_watcher, me, victim)
-        await pyotp.receive(lambda m: m == "linked")
-        for i in range(10):
-            pyotp.send(victim, i)
-        await loop_turn()
-        at_limit = pyotp.is_alive(victim), pyotp.process_info(victim)["message_queue_len"]
-        pyotp.send(victim, 10)
-        down = await pyotp.receive(lambda m: m[0] == "DOWN", timeout=5)
-        watcher = await pyotp.receive(lambda m: m[0] == "watcher", timeout=5)
-        return at_limit, down, watcher[1], victim
-
-    with caplog.at_level(logging.ERROR, logger="pyotp"):
-        at_limit, down, exit_msg, victim = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_over_the_limit_the_process_is_killed_links_and_monitors_see_why(caplog):
+    caplog.set_level(logging.ERROR, logger="pyotp")
+    me = pyotp.self()
+    victim = pyotp.spawn(idle, me, 10)
+    await pyotp.receive(lambda m: m == ("ready", victim))
+    ref = pyotp.monitor(victim)
+    pyotp.spawn(linked_watcher, me, victim)
+    await pyotp.receive(lambda m: m == "linked")
+    for i in range(10):
+        pyotp.send(victim, i)
+    await loop_turn()
+    at_limit = pyotp.is_alive(victim), pyotp.process_info(victim)["message_queue_len"]
+    pyotp.send(victim, 10)
+    down = await pyotp.receive(lambda m: m[0] == "DOWN", timeout=5)
+    watcher = await pyotp.receive(lambda m: m[0] == "watcher", timeout=5)
     assert at_limit == (True, 10)
     assert down[4] == ("max_mailbox", 10)
-    assert exit_msg == ("EXIT", victim, ("max_mailbox", 10))
+    assert watcher[1] == ("EXIT", victim, ("max_mailbox", 10))
     errors = [r.getMessage() for r in caplog.records if "max_mailbox" in r.getMessage()]
     assert len(errors) == 1 and "killed" in errors[0] and "11 messages" in errors[0]
 
 
-def test_log_only_warns_once_and_keeps_the_process(caplog):
-    async def main():
-        me = pyotp.self()
-        victim = pyotp.spawn(idle, me, {"size": 5, "kill": False})
-        await pyotp.receive(lambda m: m == ("ready", victim))
-        for i in range(20):
-            pyotp.send(victim, i)
-        await loop_turn()
-        for i in range(20):
-            pyotp.send(victim, i)
-        await loop_turn()
-        return pyotp.is_alive(victim), pyotp.process_info(victim)["message_queue_len"]
-
-    with caplog.at_level(logging.WARNING, logger="pyotp"):
-        assert pyotp.run(main) == (True, 40)
+@pytest.mark.pyotp
+async def test_log_only_warns_once_and_keeps_the_process(caplog):
+    caplog.set_level(logging.WARNING, logger="pyotp")
+    me = pyotp.self()
+    victim = pyotp.spawn(idle, me, {"size": 5, "kill": False})
+    await pyotp.receive(lambda m: m == ("ready", victim))
+    for i in range(20):
+        pyotp.send(victim, i)
+    await loop_turn()
+    for i in range(20):
+        pyotp.send(victim, i)
+    await loop_turn()
+    assert pyotp.is_alive(victim)
+    assert pyotp.process_info(victim)["message_queue_len"] == 40
     warnings = [r for r in caplog.records if "max_mailbox" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert "logged once" in warnings[0].getMessage()
 
 
-def test_off_by_default():
-    async def main():
-        victim = pyotp.spawn(idle)
-        for i in range(100_000):
-            pyotp.send(victim, i)
-        await loop_turn()
-        return pyotp.is_alive(victim), pyotp.process_flag("max_mailbox", 0)
+@pytest.mark.pyotp
+async def test_off_by_default():
+    victim = pyotp.spawn(idle)
+    for i in range(100_000):
+        pyotp.send(victim, i)
+    await loop_turn()
+    assert pyotp.is_alive(victim)
+    assert pyotp.process_flag("max_mailbox", 0) == {"size": 0, "kill": True, "log": True}
 
-    assert pyotp.run(main) == (True, {"size": 0, "kill": True, "log": True})
 
-
-def test_process_flag_returns_the_old_setting_and_zero_turns_it_off():
-    async def main():
-        a = pyotp.process_flag("max_mailbox", 7)
-        b = pyotp.process_flag("max_mailbox", {"size": 3, "kill": False, "log": False})
-        c = pyotp.process_flag("max_mailbox", 0)
-        for i in range(10):
-            pyotp.send(pyotp.self(), i)     # no limit any more: nothing happens
-        await loop_turn()
-        return a, b, c
-
-    a, b, c = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_process_flag_returns_the_old_setting_and_zero_turns_it_off():
+    a = pyotp.process_flag("max_mailbox", 7)
+    b = pyotp.process_flag("max_mailbox", {"size": 3, "kill": False, "log": False})
+    c = pyotp.process_flag("max_mailbox", 0)
+    for i in range(10):
+        pyotp.send(pyotp.self(), i)     # no limit any more: nothing happens
+    await loop_turn()
     assert a == {"size": 0, "kill": True, "log": True}
     assert b == {"size": 7, "kill": True, "log": True}
     assert c == {"size": 3, "kill": False, "log": False}
 
 
-class Slow(GenServer):
-    def init(self, arg):
-        return ("ok", 0)
-
-    def handle_cast(self, msg, n):
-        return ("noreply", n + 1)
-
-
-def test_spawn_opt_and_genserver_start_options(caplog):
-    async def main():
-        victim, ref = pyotp.spawn_opt(idle, monitor=True, max_mailbox=4)
-        srv = await Slow.start(None, max_mailbox={"size": 4, "log": False})
-        sref = pyotp.monitor(srv)
-        for i in range(5):
-            pyotp.send(victim, i)
-            GenServer.cast(srv, i)      # the server runs only when this process waits
-        d1 = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref, timeout=5)
-        d2 = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == sref, timeout=5)
-        return d1[4], d2[4]
-
-    with caplog.at_level(logging.ERROR, logger="pyotp"):
-        assert pyotp.run(main) == (("max_mailbox", 4), ("max_mailbox", 4))
+@pytest.mark.pyotp
+async def test_spawn_opt_and_genserver_start_options(caplog):
+    caplog.set_level(logging.ERROR, logger="pyotp")
+    victim, ref = pyotp.spawn_opt(idle, monitor=True, max_mailbox=4)
+    srv = await Counter.start(0, max_mailbox={"size": 4, "log": False})
+    sref = pyotp.monitor(srv)
+    for i in range(5):
+        pyotp.send(victim, i)
+        GenServer.cast(srv, i)      # the server runs only when this process waits
+    d1 = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref, timeout=5)
+    d2 = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == sref, timeout=5)
+    assert d1[4] == ("max_mailbox", 4)
+    assert d2[4] == ("max_mailbox", 4)
     assert len([r for r in caplog.records if "max_mailbox" in r.getMessage()]) == 1  # log=False
 
 

@@ -24,113 +24,110 @@ def test_run_reraises_main_exception():
         run(main)
 
 
-def test_spawn_send_receive_echo():
+@pytest.mark.pyotp
+async def test_spawn_send_receive_echo():
     async def echo():
         while True:
             frm, msg = await pyotp.receive()
             pyotp.send(frm, ("echo", msg))
 
-    async def main():
-        pid = pyotp.spawn(echo)
-        out = []
-        for i in range(5):
-            pyotp.send(pid, (pyotp.self(), i))
-            out.append(await pyotp.receive())
-        return out
-    assert run(main) == [("echo", i) for i in range(5)]
+    pid = pyotp.spawn(echo)
+    out = []
+    for i in range(5):
+        pyotp.send(pid, (pyotp.self(), i))
+        out.append(await pyotp.receive())
+    assert out == [("echo", i) for i in range(5)]
 
 
-def test_selective_receive_keeps_order_of_skipped_messages():
-    async def main():
-        me = pyotp.self()
-        for m in ["a", 1, "b", 2, "c"]:
-            pyotp.send(me, m)
-        first_int = await pyotp.receive(lambda m: isinstance(m, int))
-        second_int = await pyotp.receive(lambda m: isinstance(m, int))
-        rest = [await pyotp.receive() for _ in range(3)]
-        return first_int, second_int, rest
-    assert run(main) == (1, 2, ["a", "b", "c"])
+@pytest.mark.pyotp
+async def test_selective_receive_keeps_order_of_skipped_messages():
+    me = pyotp.self()
+    for m in ["a", 1, "b", 2, "c"]:
+        pyotp.send(me, m)
+    first_int = await pyotp.receive(lambda m: isinstance(m, int))
+    second_int = await pyotp.receive(lambda m: isinstance(m, int))
+    rest = [await pyotp.receive() for _ in range(3)]
+    assert first_int == 1
+    assert second_int == 2
+    assert rest == ["a", "b", "c"]
 
 
-def test_selective_receive_waits_for_matching_message():
+@pytest.mark.pyotp
+async def test_selective_receive_waits_for_matching_message():
     async def sender(to):
         for m in ["x", "y", ("want", 1), "z"]:
             pyotp.send(to, m)
 
-    async def main():
-        pyotp.spawn(sender, pyotp.self())
-        got = await pyotp.receive(lambda m: isinstance(m, tuple))
-        rest = [await pyotp.receive() for _ in range(3)]
-        return got, rest
-    assert run(main) == (("want", 1), ["x", "y", "z"])
+    pyotp.spawn(sender, pyotp.self())
+    got = await pyotp.receive(lambda m: isinstance(m, tuple))
+    rest = [await pyotp.receive() for _ in range(3)]
+    assert got == ("want", 1)
+    assert rest == ["x", "y", "z"]
 
 
-def test_receive_timeout_raises_and_keeps_messages():
-    async def main():
-        pyotp.send(pyotp.self(), "unrelated")
-        with pytest.raises(TimeoutError):
-            await pyotp.receive(lambda m: m == "never", timeout=0.01)
-        with pytest.raises(TimeoutError):
-            await pyotp.receive(lambda m: m == "never", timeout=0)
-        return await pyotp.receive(timeout=0.5)
-    assert run(main) == "unrelated"
+@pytest.mark.pyotp
+async def test_receive_timeout_raises_and_keeps_messages():
+    pyotp.send(pyotp.self(), "unrelated")
+    with pytest.raises(TimeoutError):
+        await pyotp.receive(lambda m: m == "never", timeout=0.01)
+    with pytest.raises(TimeoutError):
+        await pyotp.receive(lambda m: m == "never", timeout=0)
+    assert await pyotp.receive(timeout=0.5) == "unrelated"
 
 
-def test_make_ref_unique_and_hashable():
-    async def main():
-        refs = {pyotp.make_ref() for _ in range(1000)}
-        return len(refs)
-    assert run(main) == 1000
+@pytest.mark.pyotp
+async def test_make_ref_unique_and_hashable():
+    refs = {pyotp.make_ref() for _ in range(1000)}
+    assert len(refs) == 1000
 
 
-def test_register_whereis_unregister_and_badarg():
-    async def main():
-        me = pyotp.self()
-        assert pyotp.register("main", me) is True
-        assert pyotp.whereis("main") == me
-        assert "main" in pyotp.registered()
-        with pytest.raises(BadArg, match="already registered"):
-            pyotp.register("main", pyotp.spawn(pyotp.receive))
-        with pytest.raises(BadArg):
-            pyotp.register("other", me)         # a process has one name
-        with pytest.raises(BadArg):
-            pyotp.register("undefined", pyotp.spawn(pyotp.receive))
-        pyotp.send("main", "by name")
-        got = await pyotp.receive()
+@pytest.mark.pyotp
+async def test_register_whereis_unregister_and_badarg():
+    me = pyotp.self()
+    assert pyotp.register("main", me) is True
+    assert pyotp.whereis("main") == me
+    assert "main" in pyotp.registered()
+    with pytest.raises(BadArg, match="already registered"):
+        pyotp.register("main", pyotp.spawn(pyotp.receive))
+    with pytest.raises(BadArg):
+        pyotp.register("other", me)         # a process has one name
+    with pytest.raises(BadArg):
+        pyotp.register("undefined", pyotp.spawn(pyotp.receive))
+    pyotp.send("main", "by name")
+    got = await pyotp.receive()
+    pyotp.unregister("main")
+    assert pyotp.whereis("main") is None
+    with pytest.raises(BadArg):
         pyotp.unregister("main")
-        assert pyotp.whereis("main") is None
-        with pytest.raises(BadArg):
-            pyotp.unregister("main")
-        with pytest.raises(BadArg, match="no process is registered"):
-            pyotp.send("main", "x")
-        return got
-    assert run(main) == "by name"
+    with pytest.raises(BadArg, match="no process is registered"):
+        pyotp.send("main", "x")
+    assert got == "by name"
 
 
-def test_name_released_when_process_dies():
+@pytest.mark.pyotp
+async def test_name_released_when_process_dies():
     async def short():
         return None
 
-    async def main():
-        pid = pyotp.spawn(pyotp.receive)
-        pyotp.register("svc", pid)
-        ref = pyotp.monitor(pid)
-        pyotp.exit(pid, "kill")
-        down = await pyotp.receive()
-        return down[4], pyotp.whereis("svc")
-    assert run(main) == ("killed", None)
+    pid = pyotp.spawn(pyotp.receive)
+    pyotp.register("svc", pid)
+    ref = pyotp.monitor(pid)
+    pyotp.exit(pid, "kill")
+    down = await pyotp.receive()
+    assert down[4] == "killed"
+    assert pyotp.whereis("svc") is None
 
 
-def test_send_to_dead_pid_is_silent():
-    async def main():
-        pid, ref = pyotp.spawn_monitor(lambda: None)
-        await pyotp.receive()
-        pyotp.send(pid, "into the void")
-        return pyotp.is_alive(pid)
-    assert run(main) is False
+@pytest.mark.pyotp
+async def test_send_to_dead_pid_is_silent():
+    pid, ref = pyotp.spawn_monitor(lambda: None)
+    await pyotp.receive()
+    pyotp.send(pid, "into the void")
+    assert pyotp.is_alive(pid) is False
 
 
-def test_link_crash_propagates_and_trap_exit_turns_into_message():
+@pytest.mark.pyotp
+async def test_link_crash_propagates_and_trap_exit_turns_into_message():
     async def crasher():
         raise RuntimeError("die")
 
@@ -138,29 +135,26 @@ def test_link_crash_propagates_and_trap_exit_turns_into_message():
         pyotp.spawn_link(crasher)
         await pyotp.receive()                  # killed by the link before this returns
 
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        m = pyotp.spawn_link(middle, pyotp.self())
-        msg = await pyotp.receive()
-        return msg
-    msg = run(main)
+    pyotp.process_flag("trap_exit", True)
+    m = pyotp.spawn_link(middle, pyotp.self())
+    msg = await pyotp.receive()
     assert msg[0] == "EXIT" and isinstance(msg[2], RuntimeError)
 
 
-def test_normal_exit_does_not_kill_linked():
+@pytest.mark.pyotp
+async def test_normal_exit_does_not_kill_linked():
     async def quick():
         return "done"
 
-    async def main():
-        pyotp.spawn_link(quick)
-        pyotp.process_flag("trap_exit", True)
-        pyotp.spawn_link(quick)
-        return await pyotp.receive()
-    msg = run(main)
+    pyotp.spawn_link(quick)
+    pyotp.process_flag("trap_exit", True)
+    pyotp.spawn_link(quick)
+    msg = await pyotp.receive()
     assert msg[0] == "EXIT" and msg[2] == "normal"
 
 
-def test_exit_signal_semantics():
+@pytest.mark.pyotp
+async def test_exit_signal_semantics():
     async def sleeper():
         await pyotp.receive()
 
@@ -171,45 +165,45 @@ def test_exit_signal_semantics():
             m = await pyotp.receive()
             pyotp.send(parent, ("trapped", m[2]))
 
-    async def main():
-        a, ra = pyotp.spawn_monitor(sleeper)
-        pyotp.exit(a, "normal")                     # ignored
-        pyotp.exit(a, "custom")
-        d1 = await pyotp.receive()
-        t, rt = pyotp.spawn_monitor(trapper, pyotp.self())
-        assert await pyotp.receive() == "ready"
-        pyotp.exit(t, "normal")
-        pyotp.exit(t, "custom")
-        m1 = await pyotp.receive()
-        m2 = await pyotp.receive()
-        pyotp.exit(t, "kill")                      # untrappable
-        d2 = await pyotp.receive()
-        return d1[4], m1, m2, d2[4]
-    assert run(main) == ("custom", ("trapped", "normal"), ("trapped", "custom"), "killed")
+    a, ra = pyotp.spawn_monitor(sleeper)
+    pyotp.exit(a, "normal")                     # ignored
+    pyotp.exit(a, "custom")
+    d1 = await pyotp.receive()
+    t, rt = pyotp.spawn_monitor(trapper, pyotp.self())
+    assert await pyotp.receive() == "ready"
+    pyotp.exit(t, "normal")
+    pyotp.exit(t, "custom")
+    m1 = await pyotp.receive()
+    m2 = await pyotp.receive()
+    pyotp.exit(t, "kill")                      # untrappable
+    d2 = await pyotp.receive()
+    assert d1[4] == "custom"
+    assert m1 == ("trapped", "normal")
+    assert m2 == ("trapped", "custom")
+    assert d2[4] == "killed"
 
 
-def test_linked_kill_arrives_as_killed():
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        child = pyotp.spawn_link(pyotp.receive)
-        pyotp.exit(child, "kill")
-        return await pyotp.receive()
-    msg = run(main)
+@pytest.mark.pyotp
+async def test_linked_kill_arrives_as_killed():
+    pyotp.process_flag("trap_exit", True)
+    child = pyotp.spawn_link(pyotp.receive)
+    pyotp.exit(child, "kill")
+    msg = await pyotp.receive()
     assert msg[2] == "killed"
 
 
-def test_link_to_dead_process_gives_noproc():
-    async def main():
-        pid, _ = pyotp.spawn_monitor(lambda: None)
-        await pyotp.receive()
-        pyotp.process_flag("trap_exit", True)
-        pyotp.link(pid)
-        return await pyotp.receive()
-    msg = run(main)
+@pytest.mark.pyotp
+async def test_link_to_dead_process_gives_noproc():
+    pid, _ = pyotp.spawn_monitor(lambda: None)
+    await pyotp.receive()
+    pyotp.process_flag("trap_exit", True)
+    pyotp.link(pid)
+    msg = await pyotp.receive()
     assert msg[0] == "EXIT" and msg[2] == "noproc"
 
 
-def test_long_link_chain_dies_without_recursion_error():
+@pytest.mark.pyotp
+async def test_long_link_chain_dies_without_recursion_error():
     async def link_next(n, parent):
         if n:
             pyotp.spawn_link(link_next, n - 1, parent)
@@ -217,52 +211,49 @@ def test_long_link_chain_dies_without_recursion_error():
             pyotp.send(parent, ("bottom", pyotp.self()))
         await pyotp.receive()
 
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        top = pyotp.spawn_link(link_next, 5000, pyotp.self())
-        _, bottom = await pyotp.receive(lambda m: m[0] == "bottom")
-        n_before = len(pyotp.processes())
-        pyotp.exit(bottom, "boom")
-        msg = await pyotp.receive(lambda m: m[0] == "EXIT")
-        return n_before, msg[2], len(pyotp.processes())
-    n_before, reason, n_after = run(main)
+    pyotp.process_flag("trap_exit", True)
+    top = pyotp.spawn_link(link_next, 5000, pyotp.self())
+    _, bottom = await pyotp.receive(lambda m: m[0] == "bottom")
+    n_before = len(pyotp.processes())
+    pyotp.exit(bottom, "boom")
+    msg = await pyotp.receive(lambda m: m[0] == "EXIT")
+    reason = msg[2]
+    n_after = len(pyotp.processes())
     assert n_before == 5002 and reason == "boom" and n_after == 1
 
 
-def test_monitor_down_and_dead_target_noproc():
-    async def main():
-        pid = pyotp.spawn(pyotp.receive)
-        ref = pyotp.monitor(pid)
-        pyotp.send(pid, "go")
-        down = await pyotp.receive()
-        ref2 = pyotp.monitor(pid)
-        down2 = await pyotp.receive()
-        ref3 = pyotp.monitor("nobody")
-        down3 = await pyotp.receive()
-        return (down == ("DOWN", ref, "process", pid, "normal"),
-                down2 == ("DOWN", ref2, "process", pid, "noproc"),
-                down3 == ("DOWN", ref3, "process", ("nobody", pyotp.local_node()), "noproc"))
-    assert run(main) == (True, True, True)
+@pytest.mark.pyotp
+async def test_monitor_down_and_dead_target_noproc():
+    pid = pyotp.spawn(pyotp.receive)
+    ref = pyotp.monitor(pid)
+    pyotp.send(pid, "go")
+    down = await pyotp.receive()
+    ref2 = pyotp.monitor(pid)
+    down2 = await pyotp.receive()
+    ref3 = pyotp.monitor("nobody")
+    down3 = await pyotp.receive()
+    assert down == ("DOWN", ref, "process", pid, "normal")
+    assert down2 == ("DOWN", ref2, "process", pid, "noproc")
+    assert down3 == ("DOWN", ref3, "process", ("nobody", pyotp.local_node()), "noproc")
 
 
-def test_demonitor_and_flush():
-    async def main():
-        pid = pyotp.spawn(pyotp.receive)
-        ref = pyotp.monitor(pid)
-        pyotp.demonitor(ref)
-        pyotp.send(pid, "go")
-        ref2 = pyotp.monitor(pyotp.spawn(lambda: None))
-        # wait for the second monitor's DOWN, which proves the first process is gone too
-        await pyotp.receive(lambda m: m[1] == ref2)
-        pid3 = pyotp.spawn(pyotp.receive)
-        ref3 = pyotp.monitor(pid3)
-        pyotp.send(pid3, "go")
-        ref4 = pyotp.monitor(pyotp.spawn(lambda: None))
-        await pyotp.receive(lambda m: m[1] == ref4)
-        pyotp.demonitor(ref3, flush=True)
-        pyotp.send(pyotp.self(), "marker")
-        return await pyotp.receive()
-    assert run(main) == "marker"
+@pytest.mark.pyotp
+async def test_demonitor_and_flush():
+    pid = pyotp.spawn(pyotp.receive)
+    ref = pyotp.monitor(pid)
+    pyotp.demonitor(ref)
+    pyotp.send(pid, "go")
+    ref2 = pyotp.monitor(pyotp.spawn(lambda: None))
+    # wait for the second monitor's DOWN, which proves the first process is gone too
+    await pyotp.receive(lambda m: m[1] == ref2)
+    pid3 = pyotp.spawn(pyotp.receive)
+    ref3 = pyotp.monitor(pid3)
+    pyotp.send(pid3, "go")
+    ref4 = pyotp.monitor(pyotp.spawn(lambda: None))
+    await pyotp.receive(lambda m: m[1] == ref4)
+    pyotp.demonitor(ref3, flush=True)
+    pyotp.send(pyotp.self(), "marker")
+    assert await pyotp.receive() == "marker"
 
 
 def test_crash_report_logged_once(caplog):
@@ -292,19 +283,18 @@ def test_exit_reason_from_exit_raise_is_not_logged(caplog):
     assert not [r for r in caplog.records if "terminating" in r.getMessage()]
 
 
-def test_process_info_and_processes():
-    async def main():
-        pid = pyotp.spawn(pyotp.receive, lambda m: m == "never")
-        pyotp.register("info_target", pid)
-        ref = pyotp.monitor(pid)
-        pyotp.send(pid, "queued")
-        await pyotp.sleep(0)
-        info = pyotp.process_info(pid)
-        assert pid in pyotp.processes()
-        pyotp.exit(pid, "kill")
-        await pyotp.receive()
-        return info, pyotp.process_info(pid)
-    info, dead = run(main)
+@pytest.mark.pyotp
+async def test_process_info_and_processes():
+    pid = pyotp.spawn(pyotp.receive, lambda m: m == "never")
+    pyotp.register("info_target", pid)
+    ref = pyotp.monitor(pid)
+    pyotp.send(pid, "queued")
+    await pyotp.sleep(0)
+    info = pyotp.process_info(pid)
+    assert pid in pyotp.processes()
+    pyotp.exit(pid, "kill")
+    await pyotp.receive()
+    dead = pyotp.process_info(pid)
     assert info["message_queue_len"] == 1 and info["messages"] == ["queued"]
     assert info["registered_name"] == "info_target"
     assert info["status"] == "waiting" and info["memory"] > 0
@@ -312,21 +302,20 @@ def test_process_info_and_processes():
     assert dead is None
 
 
-def test_hundred_thousand_processes_spawn_and_exit_without_leaks():
+@pytest.mark.pyotp
+async def test_hundred_thousand_processes_spawn_and_exit_without_leaks():
     async def child(parent, i):
         pyotp.send(parent, i)
 
-    async def main():
-        me = pyotp.self()
-        for i in range(100_000):
-            pyotp.spawn(child, me, i)
-        total = 0
-        for _ in range(100_000):
-            total += await pyotp.receive()
-        pid, ref = pyotp.spawn_monitor(lambda: None)
-        await pyotp.receive(lambda m: isinstance(m, tuple))
-        return total, len(pyotp.processes())
-    total, live = run(main)
+    me = pyotp.self()
+    for i in range(100_000):
+        pyotp.spawn(child, me, i)
+    total = 0
+    for _ in range(100_000):
+        total += await pyotp.receive()
+    pid, ref = pyotp.spawn_monitor(lambda: None)
+    await pyotp.receive(lambda m: isinstance(m, tuple))
+    live = len(pyotp.processes())
     assert total == sum(range(100_000))
     assert live == 1
 
@@ -338,30 +327,28 @@ def test_waiting_outside_process_is_a_clear_error():
         pyotp.spawn(main)
 
 
-def test_awaiting_asyncio_inside_a_process():
+@pytest.mark.pyotp
+async def test_awaiting_asyncio_inside_a_process():
     import asyncio
 
-    async def main():
-        await asyncio.sleep(0)
-        fut = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_soon(fut.set_result, "from asyncio")
-        return await fut
-    assert run(main) == "from asyncio"
+    await asyncio.sleep(0)
+    fut = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(fut.set_result, "from asyncio")
+    assert await fut == "from asyncio"
 
 
-def test_killed_process_unwinds_its_coroutine():
+@pytest.mark.pyotp
+async def test_killed_process_unwinds_its_coroutine():
     async def guarded(parent):
         try:
             await pyotp.receive()
         finally:
             pyotp.send(parent, "cleaned up")
 
-    async def main():
-        pid = pyotp.spawn(guarded, pyotp.self())
-        await pyotp.sleep(0)
-        pyotp.exit(pid, "kill")
-        return await pyotp.receive()
-    assert run(main) == "cleaned up"
+    pid = pyotp.spawn(guarded, pyotp.self())
+    await pyotp.sleep(0)
+    pyotp.exit(pid, "kill")
+    assert await pyotp.receive() == "cleaned up"
 
 
 def test_keyboard_interrupt_in_a_process_stops_the_node():

@@ -4,6 +4,8 @@ also under a tracer (CPython then resumes it through its send() method), after a
 that ended by a timeout, and when a process body is receive() itself."""
 import sys
 
+import pytest
+
 import pyotp
 from pyotp import GenServer
 from servers import Echo
@@ -54,11 +56,10 @@ def test_receive_and_call_under_a_tracer():
         sys.settrace(None)
 
 
-def test_a_process_whose_body_is_receive_itself():
-    async def main():
-        pid, ref = pyotp.spawn_monitor(pyotp.receive, lambda m: m == "go")
-        pyotp.send(pid, "noise")
-        pyotp.send(pid, "go")
-        down = await pyotp.receive(lambda m: m[0] == "DOWN")
-        return down[4]
-    assert pyotp.run(main) == "normal"
+@pytest.mark.pyotp
+async def test_a_process_whose_body_is_receive_itself():
+    pid, ref = pyotp.spawn_monitor(pyotp.receive, lambda m: m == "go")
+    pyotp.send(pid, "noise")
+    pyotp.send(pid, "go")
+    down = await pyotp.receive(lambda m: m[0] == "DOWN")
+    assert down[4] == "normal"

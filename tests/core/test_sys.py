@@ -8,6 +8,8 @@ import pyotp
 from pyotp import GenServer
 from pyotp import sys as otp_sys
 
+pytestmark = pytest.mark.pyotp
+
 
 class Versioned(GenServer):
     def init(self, n):
@@ -29,42 +31,39 @@ class Versioned(GenServer):
         return dict(status, state=state)
 
 
-def test_sys_operations():
-    async def main():
-        pid = await Versioned.start_link(1)
-        s1 = await otp_sys.get_state(pid)
-        s2 = await otp_sys.replace_state(pid, lambda s: dict(s, n=5))
-        n = await GenServer.call(pid, "get")
-        st = await otp_sys.get_status(pid)
-        ok = await otp_sys.change_code(pid, "1.0", "x")
-        bad = await otp_sys.change_code(pid, "bad")
-        s3 = await otp_sys.get_state(pid)
-        err = await otp_sys.replace_state(pid, lambda s: 1 / 0)
-        still = await GenServer.call(pid, "get")
-        return s1["n"], s2["n"], n, st, ok, bad, s3["vsn"], err[0], still
-    s1, s2, n, st, ok, bad, vsn, err, still = pyotp.run(main)
+async def test_sys_operations():
+    pid = await Versioned.start_link(1)
+    s1 = await otp_sys.get_state(pid)
+    s2 = await otp_sys.replace_state(pid, lambda s: dict(s, n=5))
+    n = await GenServer.call(pid, "get")
+    st = await otp_sys.get_status(pid)
+    ok = await otp_sys.change_code(pid, "1.0", "x")
+    bad = await otp_sys.change_code(pid, "bad")
+    s3 = await otp_sys.get_state(pid)
+    err = await otp_sys.replace_state(pid, lambda s: 1 / 0)
+    still = await GenServer.call(pid, "get")
+    s1 = s1["n"]
+    s2 = s2["n"]
+    vsn = s3["vsn"]
+    err = err[0]
     assert (s1, s2, n) == (1, 5, 5)
     assert st["behaviour"] == "Versioned" and st["state"]["secret"] == "***"
     assert ok == "ok" and bad == ("error", "cannot") and vsn == ("1.0", "x")
     assert err == "error" and still == 5
 
 
-def test_sys_on_dead_server_is_noproc():
-    async def main():
-        with pytest.raises(pyotp.Exit) as e:
-            await otp_sys.get_state("nobody")
-        return e.value.reason[0]
-    assert pyotp.run(main) == "noproc"
+async def test_sys_on_dead_server_is_noproc():
+    with pytest.raises(pyotp.Exit) as e:
+        await otp_sys.get_state("nobody")
+    assert e.value.reason[0] == "noproc"
 
 
-def test_crash_report_has_last_message_and_formatted_state(caplog):
-    async def main():
-        pid = await Versioned.start(1)
-        ref = pyotp.monitor(pid)
-        GenServer.cast(pid, ("boom", 7))
-        return await pyotp.receive()
-    with caplog.at_level(logging.ERROR, logger="pyotp"):
-        pyotp.run(main)
+async def test_crash_report_has_last_message_and_formatted_state(caplog):
+    caplog.set_level(logging.ERROR, logger="pyotp")
+    pid = await Versioned.start(1)
+    ref = pyotp.monitor(pid)
+    GenServer.cast(pid, ("boom", 7))
+    await pyotp.receive()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "Last message: ('boom', 7)" in text
     assert "***" in text and "hunter2" not in text
@@ -85,6 +84,8 @@ class Acc(GenServer):
             pyotp.send("sys_watcher", ("terminated", reason, n))
 
 
+# a plain test: docs/interop.md names it and tests/project/test_docs_interop.py looks
+# for `def test_...(` at the start of a line
 def test_suspend_resume_terminate_and_status():
     async def main():
         pyotp.register("sys_watcher", pyotp.self())
@@ -109,14 +110,11 @@ def test_suspend_resume_terminate_and_status():
                                ("terminated", ("shutdown", "x"), 111), ("shutdown", "x")]
 
 
-def test_stop_reaches_a_suspended_server_and_unknown_requests_are_errors():
-    async def main():
-        pid = await Acc.start(1)
-        await otp_sys.suspend(pid)
-        bad = await pyotp._core._sys_request(pid, "no_such_request", 5.0)
-        stopped = await GenServer.stop(pid)
-        return bad, stopped
-    bad, stopped = pyotp.run(main)
+async def test_stop_reaches_a_suspended_server_and_unknown_requests_are_errors():
+    pid = await Acc.start(1)
+    await otp_sys.suspend(pid)
+    bad = await pyotp._core._sys_request(pid, "no_such_request", 5.0)
+    stopped = await GenServer.stop(pid)
     assert bad == ("error", ("unknown_system_msg", "no_such_request")) and stopped == "ok"
 
 
@@ -134,35 +132,32 @@ class Bag(GenServer):
         return ("noreply", s)
 
 
-def test_statistics_log_install_and_no_debug_on_a_local_server():
-    async def main():
-        pid = await Bag.start_link([])
-        out = {"off": await otp_sys.statistics(pid, "get")}
-        out["on"] = await otp_sys.statistics(pid, True)
-        await GenServer.call(pid, "get")
-        GenServer.cast(pid, "a")
-        pyotp.send(pid, "info")
-        await otp_sys.get_state(pid)                  # a system message: not counted
-        st = await otp_sys.statistics(pid, "get")
-        out["stats"] = (sorted(st), st["messages_in"], st["messages_out"], st["reductions"] > 0)
-        out["stat_off"] = (await otp_sys.statistics(pid, False), await otp_sys.statistics(pid, "get"))
-        out["log_on"] = await otp_sys.log(pid, ("true", 2))
-        GenServer.cast(pid, "b")
-        await GenServer.call(pid, "get")
-        out["log"] = [ev[0] for ev in await otp_sys.log(pid, "get")]
-        seen = []
-        out["install"] = await otp_sys.install(pid, lambda n, ev, name: seen.append((n, ev[0], name)) or n + 1, 0)
-        GenServer.cast(pid, "c")
-        await GenServer.call(pid, "get")
-        out["seen"] = seen[:]
-        out["no_debug"] = await otp_sys.no_debug(pid)
-        GenServer.cast(pid, "d")
-        await GenServer.call(pid, "get")
-        out["after"] = (len(seen), await otp_sys.log(pid, "get"), await otp_sys.statistics(pid, "get"))
-        with pytest.raises(TypeError):
-            await otp_sys.statistics(pid, "sometimes")
-        return out, pid
-    out, pid = pyotp.run(main)
+async def test_statistics_log_install_and_no_debug_on_a_local_server():
+    pid = await Bag.start_link([])
+    out = {"off": await otp_sys.statistics(pid, "get")}
+    out["on"] = await otp_sys.statistics(pid, True)
+    await GenServer.call(pid, "get")
+    GenServer.cast(pid, "a")
+    pyotp.send(pid, "info")
+    await otp_sys.get_state(pid)                  # a system message: not counted
+    st = await otp_sys.statistics(pid, "get")
+    out["stats"] = (sorted(st), st["messages_in"], st["messages_out"], st["reductions"] > 0)
+    out["stat_off"] = (await otp_sys.statistics(pid, False), await otp_sys.statistics(pid, "get"))
+    out["log_on"] = await otp_sys.log(pid, ("true", 2))
+    GenServer.cast(pid, "b")
+    await GenServer.call(pid, "get")
+    out["log"] = [ev[0] for ev in await otp_sys.log(pid, "get")]
+    seen = []
+    out["install"] = await otp_sys.install(pid, lambda n, ev, name: seen.append((n, ev[0], name)) or n + 1, 0)
+    GenServer.cast(pid, "c")
+    await GenServer.call(pid, "get")
+    out["seen"] = seen[:]
+    out["no_debug"] = await otp_sys.no_debug(pid)
+    GenServer.cast(pid, "d")
+    await GenServer.call(pid, "get")
+    out["after"] = (len(seen), await otp_sys.log(pid, "get"), await otp_sys.statistics(pid, "get"))
+    with pytest.raises(TypeError):
+        await otp_sys.statistics(pid, "sometimes")
     assert out["off"] is None and out["on"] == "ok"
     assert out["stats"] == (["current_time", "messages_in", "messages_out", "reductions",
                              "start_time"], 3, 1, True)
@@ -185,14 +180,13 @@ class Idle(pyotp.GenStateMachine):
         return ("keep_state_and_data", ("reply", event_type[1], data))
 
 
-def test_statistics_count_a_state_machines_reply_actions():
+async def test_statistics_count_a_state_machines_reply_actions():
     # as OTP's gen_statem: 2 calls and a cast are 3 in, the 2 reply actions 2 out
-    async def main():
-        pid = await Idle.start_link(None)
-        await otp_sys.statistics(pid, True)
-        await pyotp.GenStateMachine.call(pid, "get")
-        pyotp.GenStateMachine.cast(pid, "x")
-        await pyotp.GenStateMachine.call(pid, "get")
-        st = await otp_sys.statistics(pid, "get")
-        return st["messages_in"], st["messages_out"]
-    assert pyotp.run(main) == (3, 2)
+    pid = await Idle.start_link(None)
+    await otp_sys.statistics(pid, True)
+    await pyotp.GenStateMachine.call(pid, "get")
+    pyotp.GenStateMachine.cast(pid, "x")
+    await pyotp.GenStateMachine.call(pid, "get")
+    st = await otp_sys.statistics(pid, "get")
+    assert st["messages_in"] == 3
+    assert st["messages_out"] == 2

@@ -62,24 +62,23 @@ def test_restart_call_and_mailbox_events(events):
     assert len(over) == 1 and over[0][2]["pid"] == slow and over[0][1]["message_queue_len"] == 5
 
 
-def test_prometheus_text_on_dashboard():
-    async def main():
-        d = await pyotp.dashboard.start(0)
-        try:
-            sup = await Supervisor.start_link([{"id": "w", "start": (Worker.start_link, [5])}],
-                                              strategy="one_for_one")
-            [(_, w, _, _)] = await Supervisor.which_children(sup)
-            pyotp.exit(w, "kill")
-            while d.metrics.counters["pyotp_supervisor_restarts_total"] < 1:
-                await pyotp.sleep(0.001)
-            r, wr = await asyncio.open_connection("127.0.0.1", d.port)
-            wr.write(b"GET /metrics HTTP/1.1\r\n\r\n")
-            data = await r.read()
-            wr.close()
-            return data.decode()
-        finally:
-            d.close()
-    text = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_prometheus_text_on_dashboard():
+    d = await pyotp.dashboard.start(0)
+    try:
+        sup = await Supervisor.start_link([{"id": "w", "start": (Worker.start_link, [5])}],
+                                          strategy="one_for_one")
+        [(_, w, _, _)] = await Supervisor.which_children(sup)
+        pyotp.exit(w, "kill")
+        while d.metrics.counters["pyotp_supervisor_restarts_total"] < 1:
+            await pyotp.sleep(0.001)
+        r, wr = await asyncio.open_connection("127.0.0.1", d.port)
+        wr.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+        data = await r.read()
+        wr.close()
+        text = data.decode()
+    finally:
+        d.close()
     assert "text/plain; version=0.0.4" in text
     assert 'pyotp_supervisor_restarts_total{node="nonode@nohost"} 1' in text
     assert "# TYPE pyotp_processes gauge" in text

@@ -8,6 +8,8 @@ import pyotp
 from pyotp import GenServer, tracing
 from servers import Echo
 
+pytestmark = pytest.mark.pyotp
+
 
 async def client(server, me):
     await GenServer.call(server, "ping")
@@ -16,20 +18,17 @@ async def client(server, me):
     await pyotp.receive()
 
 
-def test_events_to_a_process():
-    async def main():
-        me = pyotp.self()
-        srv = await Echo.start_link(None)
-        tracing.trace(srv, to=me)
-        c = pyotp.spawn(client, srv, me)
-        tracing.trace(c, to=me)
-        evs = []
-        while len(evs) < 5:
-            m = await pyotp.receive(lambda m: m[0] == "trace", timeout=10)
-            evs.append((m[1], m[2], m[3]))
-        assert tracing.stop(c) and not tracing.stop(c)
-        return srv, c, evs
-    srv, c, evs = pyotp.run(main)
+async def test_events_to_a_process():
+    me = pyotp.self()
+    srv = await Echo.start_link(None)
+    tracing.trace(srv, to=me)
+    c = pyotp.spawn(client, srv, me)
+    tracing.trace(c, to=me)
+    evs = []
+    while len(evs) < 5:
+        m = await pyotp.receive(lambda m: m[0] == "trace", timeout=10)
+        evs.append((m[1], m[2], m[3]))
+    assert tracing.stop(c) and not tracing.stop(c)
     from_srv = [(e, d) for p, e, d in evs if p == srv]
     from_c = [(e, d) for p, e, d in evs if p == c]
     assert from_srv[0] == ("receive", ("call", "ping"))
@@ -44,49 +43,43 @@ async def chatter(n):
         await pyotp.receive()
 
 
-def test_rate_bound_and_file(tmp_path):
+async def test_rate_bound_and_file(tmp_path):
     path = str(tmp_path / "trace.log")
 
-    async def main():
-        p = pyotp.spawn(chatter, 1000)
-        t = tracing.trace(p, to=("file", path), rate=10)
-        ref = pyotp.monitor(p)
-        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        return t.dropped
-    dropped = pyotp.run(main)
+    p = pyotp.spawn(chatter, 1000)
+    t = tracing.trace(p, to=("file", path), rate=10)
+    ref = pyotp.monitor(p)
+    await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    dropped = t.dropped
     lines = open(path).read().splitlines()
     # 2000 events (a send and a receive each) in well under a second: 10 written
     assert len(lines) <= 20 and dropped + len(lines) >= 2000 - 10
 
 
-def test_sys_trace_logs(caplog):
-    async def main():
-        srv = await Echo.start_link(None)
-        pyotp.sys.trace(srv, True)
-        await GenServer.call(srv, "hello")
-        pyotp.sys.trace(srv, False)
-        await GenServer.call(srv, "quiet")
-        with pytest.raises(TypeError, match="True or False"):
-            pyotp.sys.trace(srv, "yes")
-    with caplog.at_level(logging.INFO, logger="pyotp.trace"):
-        pyotp.run(main)
+async def test_sys_trace_logs(caplog):
+    caplog.set_level(logging.INFO, logger="pyotp.trace")
+    srv = await Echo.start_link(None)
+    pyotp.sys.trace(srv, True)
+    await GenServer.call(srv, "hello")
+    pyotp.sys.trace(srv, False)
+    await GenServer.call(srv, "quiet")
+    with pytest.raises(TypeError, match="True or False"):
+        pyotp.sys.trace(srv, "yes")
     msgs = [r.getMessage() for r in caplog.records if r.name == "pyotp.trace"]
     assert len(msgs) == 1 and "receive ('call', 'hello')" in msgs[0]
 
 
-def test_failing_tracer_is_removed_and_bad_args():
-    async def main():
-        def bad(pid, ev, data):
-            raise RuntimeError("tracer broke")
-        p = pyotp.spawn(chatter, 3)
-        pyotp._core.set_tracer(p, bad)
-        ref = pyotp.monitor(p)
-        down = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        with pytest.raises(pyotp.BadArg, match="callable"):
-            pyotp._core.set_tracer(pyotp.self(), 3)
-        with pytest.raises(ValueError, match="rate"):
-            tracing.trace(pyotp.self(), rate=0)
-        with pytest.raises(ValueError, match="to must be"):
-            tracing.trace(pyotp.self(), to="stdout")
-        return down[4]
-    assert pyotp.run(main) == "normal"
+async def test_failing_tracer_is_removed_and_bad_args():
+    def bad(pid, ev, data):
+        raise RuntimeError("tracer broke")
+    p = pyotp.spawn(chatter, 3)
+    pyotp._core.set_tracer(p, bad)
+    ref = pyotp.monitor(p)
+    down = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    with pytest.raises(pyotp.BadArg, match="callable"):
+        pyotp._core.set_tracer(pyotp.self(), 3)
+    with pytest.raises(ValueError, match="rate"):
+        tracing.trace(pyotp.self(), rate=0)
+    with pytest.raises(ValueError, match="to must be"):
+        tracing.trace(pyotp.self(), to="stdout")
+    assert down[4] == "normal"
