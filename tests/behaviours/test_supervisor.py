@@ -155,14 +155,17 @@ async def test_stop_with_other_reason_and_parent_exit_stop_children():
 # Strategies
 
 
-@pytest.mark.pyotp
-async def test_one_for_one_restarts_only_the_dead_child():
+def test_one_for_one_restarts_only_the_dead_child():
     log = []
 
-    sup = await Supervisor.start_link([w("a", log), w("b", log), w("c", log)], strategy="one_for_one")
-    before = await pids(sup)
-    pyotp.exit(before["b"], "kill")
-    after = await pids(sup)
+    async def main():
+        sup = await Supervisor.start_link([w("a", log), w("b", log), w("c", log)], strategy="one_for_one")
+        before = await pids(sup)
+        pyotp.exit(before["b"], "kill")
+        after = await pids(sup)
+        return before, after
+
+    before, after = pyotp.run(main)
     assert after["a"] == before["a"] and after["c"] == before["c"]
     assert after["b"] != before["b"] and pyotp.Pid is type(after["b"])
     assert log == [("start", "a"), ("start", "b"), ("start", "c"), ("start", "b")]
@@ -500,16 +503,18 @@ async def test_restarting_child_cannot_be_deleted_or_restarted():
 # Shutdown
 
 
-@pytest.mark.pyotp
-async def test_shutdown_timeout_then_kill(caplog):
+def test_shutdown_timeout_then_kill(caplog):
     caplog.set_level(logging.ERROR, logger="pyotp")
     log = []
 
-    sup = await Supervisor.start_link([{"id": "s", "start": (Stubborn.start_link, (log,)), "shutdown": 0.02}],
-                                      strategy="one_for_one")
-    pid = (await pids(sup))["s"]
-    r = await Supervisor.terminate_child(sup, "s")
-    alive = pyotp.is_alive(pid)
+    async def main():
+        sup = await Supervisor.start_link([{"id": "s", "start": (Stubborn.start_link, (log,)), "shutdown": 0.02}],
+                                          strategy="one_for_one")
+        pid = (await pids(sup))["s"]
+        r = await Supervisor.terminate_child(sup, "s")
+        return r, pyotp.is_alive(pid)
+
+    r, alive = pyotp.run(main)
     assert (r, alive) == ("ok", False)
     assert log == [("terminating", "shutdown")]
     errs = [x.pyotp_report for x in caplog.records if getattr(x, "pyotp_report", {}).get("context") == "shutdown_error"]
@@ -756,14 +761,17 @@ async def test_stray_exit_is_ignored_and_unexpected_message_is_reported(caplog):
     assert any("unexpected message: 'hello?'" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.pyotp
-async def test_reports_progress_and_child_terminated(caplog):
+def test_reports_progress_and_child_terminated(caplog):
     caplog.set_level(logging.INFO, logger="pyotp")
 
-    sup = await Supervisor.start_link([(Rec, ("a", []))], strategy="one_for_one", name="reporting_sup")
-    pid = (await Supervisor.which_children(sup))[0][1]
-    await stop_and_wait(pid, "bad_thing")
-    await Supervisor.count_children(sup)
+    async def main():
+        sup = await Supervisor.start_link([(Rec, ("a", []))], strategy="one_for_one", name="reporting_sup")
+        pid = (await Supervisor.which_children(sup))[0][1]
+        await stop_and_wait(pid, "bad_thing")
+        await Supervisor.count_children(sup)
+        return pid
+
+    pid = pyotp.run(main)
     reports = [r for r in caplog.records if hasattr(r, "pyotp_report")]
     contexts = [(r.levelno, r.pyotp_report["context"]) for r in reports]
     assert contexts == [(logging.INFO, "progress"), (logging.ERROR, "child_terminated"), (logging.INFO, "progress")]
