@@ -56,16 +56,16 @@ async def stop_and_wait(pid, reason):
     return (await down_of(ref))[4]
 
 
-def test_start_children_and_inspect_them():
-    async def main():
-        sup = await DynamicSupervisor.start_link(name="dyn")
-        a = await DynamicSupervisor.start_child("dyn", (Worker, 1))
-        b = await DynamicSupervisor.start_child("dyn", {"id": "ignored", "start": (Worker.start_link, (2,)),
-                                                        "type": "supervisor"})
-        return (a, b, await DynamicSupervisor.which_children(sup), await DynamicSupervisor.count_children(sup),
-                await GenServer.call(a, "get"), await GenServer.call(b, "get"))
-
-    a, b, children, counts, va, vb = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_start_children_and_inspect_them():
+    sup = await DynamicSupervisor.start_link(name="dyn")
+    a = await DynamicSupervisor.start_child("dyn", (Worker, 1))
+    b = await DynamicSupervisor.start_child("dyn", {"id": "ignored", "start": (Worker.start_link, (2,)),
+                                                    "type": "supervisor"})
+    children = await DynamicSupervisor.which_children(sup)
+    counts = await DynamicSupervisor.count_children(sup)
+    va = await GenServer.call(a, "get")
+    vb = await GenServer.call(b, "get")
     assert children == [(None, a, "worker", [Worker]), (None, b, "supervisor", [Worker])]
     assert counts == {"specs": 2, "active": 2, "supervisors": 1, "workers": 1}
     assert (va, vb) == (1, 2)
@@ -232,20 +232,19 @@ class BadRooms(DynamicSupervisor):
         return DynamicSupervisor.init(max_children="many")
 
 
-def test_module_form_and_as_a_child():
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        top = await Supervisor.start_link([(Rooms, "hotel"),
-                                           (DynamicSupervisor, {"name": "loose", "max_children": 1})],
-                                          strategy="one_for_one")
-        [(rid, rooms, rtype, rmods), (lid, loose, _, _)] = await Supervisor.which_children(top)
-        room = await DynamicSupervisor.start_child(rooms, {"id": "r", "start": (Pair.start_link2, ("101",))})
-        with pytest.raises(StartError) as bad:
-            await BadRooms.start_link(None)
-        return ((rid, rtype, rmods, lid, loose == pyotp.whereis("loose")), await GenServer.call(room, "get"),
-                bad.value.reason[0])
-
-    ids, state, bad = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_module_form_and_as_a_child():
+    pyotp.process_flag("trap_exit", True)
+    top = await Supervisor.start_link([(Rooms, "hotel"),
+                                       (DynamicSupervisor, {"name": "loose", "max_children": 1})],
+                                      strategy="one_for_one")
+    [(rid, rooms, rtype, rmods), (lid, loose, _, _)] = await Supervisor.which_children(top)
+    room = await DynamicSupervisor.start_child(rooms, {"id": "r", "start": (Pair.start_link2, ("101",))})
+    with pytest.raises(StartError) as bad:
+        await BadRooms.start_link(None)
+    ids = (rid, rtype, rmods, lid, loose == pyotp.whereis("loose"))
+    state = await GenServer.call(room, "get")
+    bad = bad.value.reason[0]
     assert ids == (Rooms, "supervisor", [Rooms], "loose", True)
     assert state == ("hotel", "101")
     assert bad == "supervisor_data"
