@@ -31,18 +31,17 @@ async def start_instance(service, endpoint, metadata=None):
     return pid
 
 
-def test_register_discover_with_metadata_and_defaults():
-    async def main():
-        await ServiceDiscovery.start_link()
-        a = await start_instance("db", ("10.0.0.1", 5432), {"role": "primary"})
-        b = await start_instance("db", ("10.0.0.2", 5432))
-        c = await start_instance(("cache", "eu"), a)          # an endpoint may be a pid
-        found = await ServiceDiscovery.discover("db")
-        return (found == [(a, ("10.0.0.1", 5432), {"role": "primary"}), (b, ("10.0.0.2", 5432), {})],
-                await ServiceDiscovery.discover(("cache", "eu")) == [(c, a, {})],
-                await ServiceDiscovery.discover("nothing"),
-                sorted(map(repr, ServiceDiscovery.services())))
-    assert pyotp.run(main) == (True, True, [], sorted([repr("db"), repr(("cache", "eu"))]))
+@pytest.mark.pyotp
+async def test_register_discover_with_metadata_and_defaults():
+    await ServiceDiscovery.start_link()
+    a = await start_instance("db", ("10.0.0.1", 5432), {"role": "primary"})
+    b = await start_instance("db", ("10.0.0.2", 5432))
+    c = await start_instance(("cache", "eu"), a)          # an endpoint may be a pid
+    found = await ServiceDiscovery.discover("db")
+    assert ((found == [(a, ("10.0.0.1", 5432), {"role": "primary"}), (b, ("10.0.0.2", 5432), {})],
+            await ServiceDiscovery.discover(("cache", "eu")) == [(c, a, {})],
+            await ServiceDiscovery.discover("nothing"),
+            sorted(map(repr, ServiceDiscovery.services())))) == (True, True, [], sorted([repr("db"), repr(("cache", "eu"))]))
 
 
 @pytest.mark.pyotp
@@ -70,23 +69,22 @@ def test_unregister_removes_the_entry_and_notifies_watchers():
     assert pyotp.run(main) == (True, ("unregistered", "ok"), True, [], "not_registered", True)
 
 
-def test_owner_death_removes_entry_and_watchers_get_service_down():
-    async def main():
-        await ServiceDiscovery.start_link()
-        a = await start_instance("db", "ep-a")
-        b = await start_instance("db", "ep-b")
-        now = await ServiceDiscovery.watch("db")
-        ref = pyotp.monitor(a)
-        pyotp.send(a, ("stop", "boom"))
-        down = await pyotp.receive(lambda m: m[0] == "service_down", timeout=5)
-        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref, timeout=5)
-        found = await ServiceDiscovery.discover("db")
-        pyotp.exit(b, "kill")
-        down2 = await pyotp.receive(lambda m: m[0] == "service_down", timeout=5)
-        return (now == [(a, "ep-a", {}), (b, "ep-b", {})], down == ("service_down", "db", a),
-                found == [(b, "ep-b", {})], down2 == ("service_down", "db", b),
-                await ServiceDiscovery.discover("db"), ServiceDiscovery.services())
-    assert pyotp.run(main) == (True, True, True, True, [], [])
+@pytest.mark.pyotp
+async def test_owner_death_removes_entry_and_watchers_get_service_down():
+    await ServiceDiscovery.start_link()
+    a = await start_instance("db", "ep-a")
+    b = await start_instance("db", "ep-b")
+    now = await ServiceDiscovery.watch("db")
+    ref = pyotp.monitor(a)
+    pyotp.send(a, ("stop", "boom"))
+    down = await pyotp.receive(lambda m: m[0] == "service_down", timeout=5)
+    await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref, timeout=5)
+    found = await ServiceDiscovery.discover("db")
+    pyotp.exit(b, "kill")
+    down2 = await pyotp.receive(lambda m: m[0] == "service_down", timeout=5)
+    assert ((now == [(a, "ep-a", {}), (b, "ep-b", {})], down == ("service_down", "db", a),
+            found == [(b, "ep-b", {})], down2 == ("service_down", "db", b),
+            await ServiceDiscovery.discover("db"), ServiceDiscovery.services())) == (True, True, True, True, [], [])
 
 
 @pytest.mark.pyotp
