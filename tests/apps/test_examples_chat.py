@@ -6,6 +6,8 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
+
 import pyotp
 from pyotp import GenServer
 
@@ -46,7 +48,8 @@ def test_scripted_main():
     assert result["said"] == {"lobby": 2, "python": 3}
 
 
-def test_fifty_rooms_five_hundred_users_every_delivery_checked():
+@pytest.mark.pyotp
+async def test_fifty_rooms_five_hundred_users_every_delivery_checked():
     rng = random.Random(7)
     rooms = ["room-%02d" % i for i in range(50)]
     users = {}
@@ -56,14 +59,10 @@ def test_fifty_rooms_five_hundred_users_every_delivery_checked():
         rng.shuffle(script)                       # interleave rooms; per room order kept
         users["user-%03d" % u] = (mine, script)
 
-    async def main():
-        await chat.start_chat()
-        transcripts = await chat.run_chat(users)
-        stats = [await GenServer.call(chat.room_name(r), ("stats",)) for r in rooms]
-        running = await chat.DynamicSupervisor.count_children(chat.ROOMS)
-        return transcripts, stats, running["active"]
-
-    transcripts, stats, running = pyotp.run(main)
+    await chat.start_chat()
+    transcripts = await chat.run_chat(users)
+    stats = [await GenServer.call(chat.room_name(r), ("stats",)) for r in rooms]
+    running = (await chat.DynamicSupervisor.count_children(chat.ROOMS))["active"]
     deliveries = expected_and_check(users, transcripts)
     members = Counter(r for rs, _ in users.values() for r in rs)
     assert deliveries == sum(members[r] * 2 * members[r] for r in rooms)
@@ -71,7 +70,8 @@ def test_fifty_rooms_five_hundred_users_every_delivery_checked():
     assert running == 50
 
 
-def test_rooms_forget_members_that_exit_and_leave():
+@pytest.mark.pyotp
+async def test_rooms_forget_members_that_exit_and_leave():
     async def member(parent, room, name):
         await chat.Chat.join(room, name)
         pyotp.send(parent, ("joined", name))
@@ -81,37 +81,35 @@ def test_rooms_forget_members_that_exit_and_leave():
             pyotp.send(parent, ("left", name))
             await pyotp.receive()
 
-    async def main():
-        await chat.start_chat()
-        a = pyotp.spawn(member, pyotp.self(), "r", "a")
-        b = pyotp.spawn(member, pyotp.self(), "r", "b")
-        for n in ("a", "b"):
-            await pyotp.receive(lambda m, n=n: m == ("joined", n))
-        before = await GenServer.call(chat.room_name("r"), ("members",))
-        ref = pyotp.monitor(a)
-        pyotp.exit(a, "kill")
-        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        after_exit = await GenServer.call(chat.room_name("r"), ("members",))
-        pyotp.send(b, "leave")
-        await pyotp.receive(lambda m: m == ("left", "b"))
-        after_leave = await GenServer.call(chat.room_name("r"), ("members",))
-        return before, after_exit, after_leave
-    assert pyotp.run(main) == (["a", "b"], ["b"], [])
+    await chat.start_chat()
+    a = pyotp.spawn(member, pyotp.self(), "r", "a")
+    b = pyotp.spawn(member, pyotp.self(), "r", "b")
+    for n in ("a", "b"):
+        await pyotp.receive(lambda m, n=n: m == ("joined", n))
+    before = await GenServer.call(chat.room_name("r"), ("members",))
+    ref = pyotp.monitor(a)
+    pyotp.exit(a, "kill")
+    await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    after_exit = await GenServer.call(chat.room_name("r"), ("members",))
+    pyotp.send(b, "leave")
+    await pyotp.receive(lambda m: m == ("left", "b"))
+    after_leave = await GenServer.call(chat.room_name("r"), ("members",))
+    assert (before, after_exit, after_leave) == (["a", "b"], ["b"], [])
 
 
-def test_crashed_room_is_restarted_under_the_same_name():
-    async def main():
-        await chat.start_chat()
-        first = await chat.RoomSupervisor.open_room("lobby")
-        again = await chat.RoomSupervisor.open_room("lobby")
-        ref = pyotp.monitor(first)
-        pyotp.exit(first, "kill")
-        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        # the supervisor restarts it (permanent child) when it handles the EXIT, which was
-        # queued before this call; the via name then points at the new pid
-        await chat.DynamicSupervisor.which_children(chat.ROOMS)
-        stats = await GenServer.call(chat.room_name("lobby"), ("stats",))
-        second = GenServer.whereis(chat.room_name("lobby"))
-        return first == again, second is not None and second != first, stats
-    same, moved, stats = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_crashed_room_is_restarted_under_the_same_name():
+    await chat.start_chat()
+    first = await chat.RoomSupervisor.open_room("lobby")
+    again = await chat.RoomSupervisor.open_room("lobby")
+    ref = pyotp.monitor(first)
+    pyotp.exit(first, "kill")
+    await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    # the supervisor restarts it (permanent child) when it handles the EXIT, which was
+    # queued before this call; the via name then points at the new pid
+    await chat.DynamicSupervisor.which_children(chat.ROOMS)
+    stats = await GenServer.call(chat.room_name("lobby"), ("stats",))
+    second = GenServer.whereis(chat.room_name("lobby"))
+    same = first == again
+    moved = second is not None and second != first
     assert same and moved and stats == {"members": 0, "said": 0}

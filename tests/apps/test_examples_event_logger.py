@@ -4,6 +4,8 @@ import importlib.util
 import logging
 from pathlib import Path
 
+import pytest
+
 import pyotp
 
 _PATH = Path(__file__).resolve().parents[2] / "examples" / "event_logger.py"
@@ -29,20 +31,18 @@ def test_event_logger_main(capsys, caplog):
     assert len(crash) == 1 and "unknown level 'critical'" in crash[0].getMessage()
 
 
-def test_many_events_reach_both_handlers_in_order():
-    async def main():
-        mgr = await ex.EventManager.start_link()
-        await ex.EventManager.add_handler(mgr, ex.LogCollector, {})
-        await ex.EventManager.add_handler(mgr, ex.LevelCounter, None)
-        levels = ex.LevelCounter.LEVELS
-        for i in range(2000):
-            ex.log(mgr, levels[i % 4], "event %d" % i)
-        logs = await ex.EventManager.call(mgr, ex.LogCollector, "get_logs")
-        counts = await ex.EventManager.call(mgr, ex.LevelCounter, "counts")
-        cleared = await ex.EventManager.call(mgr, ex.LogCollector, "clear")
-        empty = await ex.EventManager.call(mgr, ex.LogCollector, "get_logs")
-        return logs, counts, cleared, empty
-    logs, counts, cleared, empty = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_many_events_reach_both_handlers_in_order():
+    mgr = await ex.EventManager.start_link()
+    await ex.EventManager.add_handler(mgr, ex.LogCollector, {})
+    await ex.EventManager.add_handler(mgr, ex.LevelCounter, None)
+    levels = ex.LevelCounter.LEVELS
+    for i in range(2000):
+        ex.log(mgr, levels[i % 4], "event %d" % i)
+    logs = await ex.EventManager.call(mgr, ex.LogCollector, "get_logs")
+    counts = await ex.EventManager.call(mgr, ex.LevelCounter, "counts")
+    cleared = await ex.EventManager.call(mgr, ex.LogCollector, "clear")
+    empty = await ex.EventManager.call(mgr, ex.LogCollector, "get_logs")
     assert [t for _, t in logs] == ["event %d" % i for i in range(2000)]
     assert counts == {"debug": 500, "info": 500, "warning": 500, "error": 500}
     assert cleared == 2000 and empty == []

@@ -3,6 +3,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 import pyotp
 from pyotp import GenServer
 from pyotp.application import Application
@@ -90,15 +92,15 @@ def test_reload_changes_the_greeting_in_place(tmp_path):
     assert after == "Ahoy, Ada!" and same_pid
 
 
-def test_stop_order_and_workers_gone():
-    async def main():
-        configure(CONFIG, env="test", environ={})
-        await Application.ensure_all_started(MyApp)
-        sup = pyotp.whereis("my_app.supervisor")
-        stopped = await Application.stop_all()
-        return stopped, pyotp.is_alive(sup), pyotp.whereis(my_app.COUNTER), pyotp.whereis(my_app.METRICS)
-
-    stopped, sup_alive, counter, metrics = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_stop_order_and_workers_gone():
+    configure(CONFIG, env="test", environ={})
+    await Application.ensure_all_started(MyApp)
+    sup = pyotp.whereis("my_app.supervisor")
+    stopped = await Application.stop_all()
+    sup_alive = pyotp.is_alive(sup)
+    counter = pyotp.whereis(my_app.COUNTER)
+    metrics = pyotp.whereis(my_app.METRICS)
     assert stopped[:2] == ["my_app", "metrics"]
     assert (sup_alive, counter, metrics) == (False, None, None)
 

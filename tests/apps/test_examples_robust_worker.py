@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import pyotp
 from pyotp import Exit, GenServer
 from pyotp.supervisor import Supervisor
@@ -29,29 +31,27 @@ def test_main_summary():
     assert s["after"] == ("ok", 20.0)
 
 
-def test_error_replies_keep_the_same_process_and_raises_restart_it():
-    async def main():
-        sup = await Supervisor.start_link([(robust.RobustWorker, None)], strategy="one_for_one",
-                                          max_restarts=100, max_seconds=3600)
-        pid = pyotp.whereis(robust.NAME)
-        for bad in ["x", "0", None, "1.5"] * 25:
-            reply = await GenServer.call(robust.NAME, ("process", bad)) if bad is not None else None
-            assert reply is None or reply[0] == "error"
-        same = pyotp.whereis(robust.NAME) == pid
-        errors = (await GenServer.call(robust.NAME, "stats"))["errors"]
-        pids = {pid}
-        for i in range(10):
-            ref = pyotp.monitor(pyotp.whereis(robust.NAME))
-            try:
-                await GenServer.call(robust.NAME, ("crash", i))
-            except Exit:
-                pass
-            await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-            await Supervisor.count_children(sup)          # the restart has happened
-            pids.add(pyotp.whereis(robust.NAME))
-        return same, errors, len(pids), (await Supervisor.count_children(sup))["active"]
-
-    assert pyotp.run(main) == (True, 75, 11, 1)
+@pytest.mark.pyotp
+async def test_error_replies_keep_the_same_process_and_raises_restart_it():
+    sup = await Supervisor.start_link([(robust.RobustWorker, None)], strategy="one_for_one",
+                                      max_restarts=100, max_seconds=3600)
+    pid = pyotp.whereis(robust.NAME)
+    for bad in ["x", "0", None, "1.5"] * 25:
+        reply = await GenServer.call(robust.NAME, ("process", bad)) if bad is not None else None
+        assert reply is None or reply[0] == "error"
+    same = pyotp.whereis(robust.NAME) == pid
+    errors = (await GenServer.call(robust.NAME, "stats"))["errors"]
+    pids = {pid}
+    for i in range(10):
+        ref = pyotp.monitor(pyotp.whereis(robust.NAME))
+        try:
+            await GenServer.call(robust.NAME, ("crash", i))
+        except Exit:
+            pass
+        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+        await Supervisor.count_children(sup)          # the restart has happened
+        pids.add(pyotp.whereis(robust.NAME))
+    assert (same, errors, len(pids), (await Supervisor.count_children(sup))["active"]) == (True, 75, 11, 1)
 
 
 def test_runs_as_a_script():

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import pyotp
 
 _PATH = Path(__file__).resolve().parents[2] / "examples" / "traffic_light.py"
@@ -34,17 +36,17 @@ def test_traffic_light_main(capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_next_reply_is_the_new_state_and_restarts_its_timeout():
-    async def main():
-        light = await ex.TrafficLight.start_link({"watcher": pyotp.self()})
-        # before red's 0.03 s timeout: next -> green, answered with "green"
-        reply = await ex.GenStateMachine.call(light, "next")
-        t = await pyotp.receive(lambda m: m[0] == "transition")
-        # green's own timeout then moves it on
-        t2 = await pyotp.receive(lambda m: m[0] == "transition")
-        unknown = await ex.GenStateMachine.call(light, "dance")
-        return reply, t[1:4], t2[1:4], unknown
-    reply, t, t2, unknown = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_next_reply_is_the_new_state_and_restarts_its_timeout():
+    light = await ex.TrafficLight.start_link({"watcher": pyotp.self()})
+    # before red's 0.03 s timeout: next -> green, answered with "green"
+    reply = await ex.GenStateMachine.call(light, "next")
+    t = await pyotp.receive(lambda m: m[0] == "transition")
+    # green's own timeout then moves it on
+    t2 = await pyotp.receive(lambda m: m[0] == "transition")
+    unknown = await ex.GenStateMachine.call(light, "dance")
+    t = t[1:4]
+    t2 = t2[1:4]
     assert reply == t[1] == "green" and t == ("red", "green", "next")
     assert t2 == ("green", "yellow", "timeout")
     assert unknown == ("error", ("unknown_call", "dance"))

@@ -11,21 +11,20 @@ async def body(a, b):
     await pyotp.receive()
 
 
-def test_process_info_keys_and_initial_call():
-    async def main():
-        w = await Worker.start_link(1)
-        for _ in range(3):
-            await GenServer.call(w, "x")
-        p = pyotp.spawn(body, 1, 2)
-        await pyotp.sleep(0)
-        wi = pyotp.process_info(w, ["initial_call", "reductions", "parent", "status"])
-        pi = pyotp.process_info(p, ["initial_call"])
-        with pytest.raises(pyotp.BadArg, match="unknown key 'nope'"):
-            pyotp.process_info(w, ["nope"])
-        with pytest.raises(pyotp.BadArg, match="list of key names"):
-            pyotp.process_info(w, "status")
-        return wi, pi, pyotp.self()
-    wi, pi, me = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_process_info_keys_and_initial_call():
+    w = await Worker.start_link(1)
+    for _ in range(3):
+        await GenServer.call(w, "x")
+    p = pyotp.spawn(body, 1, 2)
+    await pyotp.sleep(0)
+    wi = pyotp.process_info(w, ["initial_call", "reductions", "parent", "status"])
+    pi = pyotp.process_info(p, ["initial_call"])
+    with pytest.raises(pyotp.BadArg, match="unknown key 'nope'"):
+        pyotp.process_info(w, ["nope"])
+    with pytest.raises(pyotp.BadArg, match="list of key names"):
+        pyotp.process_info(w, "status")
+    me = pyotp.self()
     assert wi["initial_call"] == ("servers", "Worker.init", 1)
     assert wi["reductions"] >= 3          # the 3 calls
     assert wi["parent"] == me and wi["status"] == "waiting"
@@ -33,15 +32,13 @@ def test_process_info_keys_and_initial_call():
     assert pi["initial_call"] == (__name__, "body", 2)
 
 
-def test_node_stats_and_snapshot_count_processes():
-    async def main():
-        before = pyotp._core.node_stats()["processes"]
-        ps = [pyotp.spawn(body, 0, 0) for _ in range(5)]
-        after = pyotp.observer.snapshot(top=3, sort="memory")
-        with pytest.raises(ValueError, match="sort must be one of"):
-            pyotp.observer.top(sort="bogus")
-        return before, after, ps
-    before, snap, ps = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_node_stats_and_snapshot_count_processes():
+    before = pyotp._core.node_stats()["processes"]
+    ps = [pyotp.spawn(body, 0, 0) for _ in range(5)]
+    snap = pyotp.observer.snapshot(top=3, sort="memory")
+    with pytest.raises(ValueError, match="sort must be one of"):
+        pyotp.observer.top(sort="bogus")
     assert snap["node"]["processes"] == before + 5
     assert len(snap["top"]) == 3
     mems = [r["memory"] for r in snap["top"]]
@@ -84,22 +81,21 @@ class Counter(GenServer):
         return ("reply", n, n)
 
 
-def test_messages_received_and_reductions_are_separate_counters():
+@pytest.mark.pyotp
+async def test_messages_received_and_reductions_are_separate_counters():
     """messages_received counts arrivals (queued ones too), messages_handled what was
     taken out, reductions every callback run (init and handle_continue included)."""
-    async def main():
-        me = pyotp.self()
-        for i in range(4):
-            pyotp.send(me, i)
-        mine = pyotp.process_info(me, ["messages_received", "messages_handled", "message_queue_len"])
-        await pyotp.receive()
-        mine2 = pyotp.process_info(me, ["messages_received", "messages_handled", "message_queue_len"])
-        c = await Counter.start_link(None)
-        for _ in range(5):
-            GenServer.cast(c, "inc")
-        assert await GenServer.call(c, "get") == 5
-        return mine, mine2, pyotp.process_info(c, ["messages_received", "messages_handled", "reductions"])
-    mine, mine2, c = pyotp.run(main)
+    me = pyotp.self()
+    for i in range(4):
+        pyotp.send(me, i)
+    mine = pyotp.process_info(me, ["messages_received", "messages_handled", "message_queue_len"])
+    await pyotp.receive()
+    mine2 = pyotp.process_info(me, ["messages_received", "messages_handled", "message_queue_len"])
+    c = await Counter.start_link(None)
+    for _ in range(5):
+        GenServer.cast(c, "inc")
+    assert await GenServer.call(c, "get") == 5
+    c = pyotp.process_info(c, ["messages_received", "messages_handled", "reductions"])
     assert mine == {"messages_received": 4, "messages_handled": 0, "message_queue_len": 4}
     assert mine2 == {"messages_received": 4, "messages_handled": 1, "message_queue_len": 3}
     # 5 casts + 1 call arrived and were handled; init + continue + 6 callbacks ran

@@ -71,19 +71,17 @@ def drain():
     return go()
 
 
-def test_start_pid_then_stop_runs_prep_stop_then_stop():
+@pytest.mark.pyotp
+async def test_start_pid_then_stop_runs_prep_stop_then_stop():
     class App(Recorder):
         name = "ta_basic"
 
-    async def main():
-        App.start_args = pyotp.self()
-        started = await Application.ensure_all_started(App)
-        running = Application.started_applications()
-        await Application.stop("ta_basic")
-        events = await drain()
-        return started, running, events, Application.started_applications()
-
-    started, running, events, after = pyotp.run(main)
+    App.start_args = pyotp.self()
+    started = await Application.ensure_all_started(App)
+    running = Application.started_applications()
+    await Application.stop("ta_basic")
+    events = await drain()
+    after = Application.started_applications()
     assert started == ["ta_basic"]
     assert "ta_basic" in running
     assert events == [("start", "ta_basic", "normal"),
@@ -94,41 +92,38 @@ def test_start_pid_then_stop_runs_prep_stop_then_stop():
 
 @pytest.mark.parametrize("form,state", [("pid", None), ("ok2", None),
                                         ("ok3", {"state_of": "ta_forms"})])
-def test_start_return_forms_and_state_reaches_prep_stop(form, state):
+@pytest.mark.pyotp
+async def test_start_return_forms_and_state_reaches_prep_stop(form, state):
     class App(Recorder):
         name = "ta_forms"
         result = form
 
-    async def main():
-        App.start_args = pyotp.self()
-        await Application.ensure_all_started(App)
-        await Application.stop(App)
-        return await drain()
-
-    events = pyotp.run(main)
+    App.start_args = pyotp.self()
+    await Application.ensure_all_started(App)
+    await Application.stop(App)
+    events = await drain()
     assert events[1] == ("prep_stop", "ta_forms", state)
     assert events[2] == ("stop", "ta_forms", ("prepped", state))
 
 
-def test_stopping_the_application_stops_its_top_process():
+@pytest.mark.pyotp
+async def test_stopping_the_application_stops_its_top_process():
     class App(Application):
         name = "ta_top_stops"
 
         async def start(self, start_type, args):
             return await Top.start_link(None, name="ta_top_stops.top")
 
-    async def main():
-        await Application.ensure_all_started(App)
-        top = pyotp.whereis("ta_top_stops.top")
-        ref = pyotp.monitor(top)
-        r = await Application.stop("ta_top_stops")
-        down = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
-        return r, down[4], pyotp.whereis("ta_top_stops.top")
-
-    assert pyotp.run(main) == ("ok", "shutdown", None)
+    await Application.ensure_all_started(App)
+    top = pyotp.whereis("ta_top_stops.top")
+    ref = pyotp.monitor(top)
+    r = await Application.stop("ta_top_stops")
+    down = await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+    assert (r, down[4], pyotp.whereis("ta_top_stops.top")) == ("ok", "shutdown", None)
 
 
-def test_plain_def_start_returning_ok_tuple_with_a_linked_pid():
+@pytest.mark.pyotp
+async def test_plain_def_start_returning_ok_tuple_with_a_linked_pid():
     class App(Application):
         name = "ta_plain"
 
@@ -139,13 +134,10 @@ def test_plain_def_start_returning_ok_tuple_with_a_linked_pid():
         async def body():
             await pyotp.receive()
 
-    async def main():
-        await Application.ensure_all_started(App)
-        running = Application.started_applications()
-        await Application.stop("ta_plain")
-        return "ta_plain" in running, "ta_plain" in Application.started_applications()
-
-    assert pyotp.run(main) == (True, False)
+    await Application.ensure_all_started(App)
+    running = Application.started_applications()
+    await Application.stop("ta_plain")
+    assert ("ta_plain" in running, "ta_plain" in Application.started_applications()) == (True, False)
 
 
 class _Boom(Exception):
@@ -191,7 +183,8 @@ def test_failed_starts_raise_application_start_error(kind, check, caplog):
     assert "ta_fail" not in running
 
 
-def test_processes_linked_by_a_failed_start_are_shut_down():
+@pytest.mark.pyotp
+async def test_processes_linked_by_a_failed_start_are_shut_down():
     class App(Application):
         name = "ta_fail_cleanup"
 
@@ -199,12 +192,9 @@ def test_processes_linked_by_a_failed_start_are_shut_down():
             await Top.start_link(None, name="ta_fail_cleanup.helper")
             return ("error", "later")
 
-    async def main():
-        with pytest.raises(ApplicationStartError):
-            await Application.ensure_all_started(App)
-        return pyotp.whereis("ta_fail_cleanup.helper")
-
-    assert pyotp.run(main) is None
+    with pytest.raises(ApplicationStartError):
+        await Application.ensure_all_started(App)
+    assert pyotp.whereis("ta_fail_cleanup.helper") is None
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,19 +222,17 @@ def make_chain(prefix, fail=None):
     return A, B, C
 
 
-def test_dependencies_start_first_and_stop_all_goes_in_reverse():
+@pytest.mark.pyotp
+async def test_dependencies_start_first_and_stop_all_goes_in_reverse():
     A, B, C = make_chain("ta_dep")
 
-    async def main():
-        for cls in (A, B, C):
-            cls.start_args = pyotp.self()
-        started = await Application.ensure_all_started(A)
-        again = await Application.ensure_all_started([A, B])
-        running = Application.started_applications()
-        stopped = await Application.stop_all()
-        return started, again, running, stopped, await drain()
-
-    started, again, running, stopped, events = pyotp.run(main)
+    for cls in (A, B, C):
+        cls.start_args = pyotp.self()
+    started = await Application.ensure_all_started(A)
+    again = await Application.ensure_all_started([A, B])
+    running = Application.started_applications()
+    stopped = await Application.stop_all()
+    events = await drain()
     assert started == ["ta_dep_c", "ta_dep_b", "ta_dep_a"]
     assert again == []
     assert [n for n in running if n.startswith("ta_dep")] == started
@@ -254,27 +242,27 @@ def test_dependencies_start_first_and_stop_all_goes_in_reverse():
     assert starts == started and stops == list(reversed(started))
 
 
-def test_failure_stops_the_applications_this_call_started():
+@pytest.mark.pyotp
+async def test_failure_stops_the_applications_this_call_started():
     A, B, C = make_chain("ta_depfail", fail="bad_config")
 
-    async def main():
-        for cls in (A, B, C):
-            cls.start_args = pyotp.self()
-        await Application.ensure_all_started(C)       # already running: stays running
-        try:
-            await Application.ensure_all_started(A)
-        except ApplicationStartError as e:
-            err = e
-        return err, Application.started_applications(), await drain()
-
-    err, running, events = pyotp.run(main)
+    for cls in (A, B, C):
+        cls.start_args = pyotp.self()
+    await Application.ensure_all_started(C)       # already running: stays running
+    try:
+        await Application.ensure_all_started(A)
+    except ApplicationStartError as e:
+        err = e
+    running = Application.started_applications()
+    events = await drain()
     assert (err.app, err.app_reason) == ("ta_depfail_a", "bad_config")
     assert "ta_depfail_b" not in running and "ta_depfail_c" in running
     assert ("stop", "ta_depfail_b", ("prepped", None)) in events
     assert not any(e[0] == "stop" and e[1] == "ta_depfail_c" for e in events)
 
 
-def test_circular_and_unknown_dependencies_are_reported():
+@pytest.mark.pyotp
+async def test_circular_and_unknown_dependencies_are_reported():
     class X(Application):
         name = "ta_cyc_x"
         dependencies = ["ta_cyc_y"]
@@ -287,48 +275,44 @@ def test_circular_and_unknown_dependencies_are_reported():
         name = "ta_unknown_dep"
         dependencies = ["ta_no_such_app"]
 
-    async def main():
-        out = []
-        for app in (X, Z):
-            try:
-                await Application.ensure_all_started(app)
-            except ApplicationStartError as e:
-                out.append((e.app, e.app_reason))
-        return out
-
-    (cyc, unknown) = pyotp.run(main)
+    out = []
+    for app in (X, Z):
+        try:
+            await Application.ensure_all_started(app)
+        except ApplicationStartError as e:
+            out.append((e.app, e.app_reason))
+    (cyc, unknown) = out
     assert cyc == ("ta_cyc_x", ("circular_dependencies", ["ta_cyc_x", "ta_cyc_y", "ta_cyc_x"]))
     assert unknown[0] == "ta_unknown_dep"
     assert unknown[1][0] == "bad_application" and "ta_no_such_app" in unknown[1][2]
 
 
-def test_start_api_needs_running_dependencies_and_refuses_a_second_start():
+@pytest.mark.pyotp
+async def test_start_api_needs_running_dependencies_and_refuses_a_second_start():
     A, B, C = make_chain("ta_startapi")
 
-    async def main():
-        for cls in (A, B, C):
-            cls.start_args = pyotp.self()
-        out = []
-        try:
-            await Application.start(B)
-        except ApplicationStartError as e:
-            out.append(e.app_reason)
-        out.append(await Application.start(C))
-        out.append(await Application.start("ta_startapi_b", "transient"))
-        try:
-            await Application.start(C)
-        except ApplicationStartError as e:
-            out.append(e.app_reason)
-        out.append(await Application.ensure_started(C))
-        out.append(await Application.stop("ta_startapi_nope"))
-        return out
-
-    assert pyotp.run(main) == [("not_started", "ta_startapi_c"), "ok", "ok",
+    for cls in (A, B, C):
+        cls.start_args = pyotp.self()
+    out = []
+    try:
+        await Application.start(B)
+    except ApplicationStartError as e:
+        out.append(e.app_reason)
+    out.append(await Application.start(C))
+    out.append(await Application.start("ta_startapi_b", "transient"))
+    try:
+        await Application.start(C)
+    except ApplicationStartError as e:
+        out.append(e.app_reason)
+    out.append(await Application.ensure_started(C))
+    out.append(await Application.stop("ta_startapi_nope"))
+    assert out == [("not_started", "ta_startapi_c"), "ok", "ok",
                                ("already_started", "ta_startapi_c"), "ok",
                                ("error", ("not_started", "ta_startapi_nope"))]
 
 
-def test_library_application_has_env_and_no_processes():
+@pytest.mark.pyotp
+async def test_library_application_has_env_and_no_processes():
     class Lib(Application):
         name = "ta_lib"
         env = {"pool": 5}
@@ -341,22 +325,21 @@ def test_library_application_has_env_and_no_processes():
             return await Top.start_link(Application.get_env("ta_lib", "pool"),
                                         name="ta_lib_user.top")
 
-    async def main():
-        before = len(pyotp.processes())
-        await Application.ensure_all_started(Lib)
-        lib_procs = len(pyotp.processes()) - before
-        await Application.ensure_all_started(User)
-        pool = await GenServer.call("ta_lib_user.top", "state")
-        return Application.started_applications(), pool, lib_procs, await Application.stop_all()
-
-    running, pool, lib_procs, stopped = pyotp.run(main)
+    before = len(pyotp.processes())
+    await Application.ensure_all_started(Lib)
+    lib_procs = len(pyotp.processes()) - before
+    await Application.ensure_all_started(User)
+    pool = await GenServer.call("ta_lib_user.top", "state")
+    running = Application.started_applications()
+    stopped = await Application.stop_all()
     assert running[-2:] == ["ta_lib", "ta_lib_user"]
     assert pool == 5
     assert lib_procs == 1          # only the master process
     assert stopped[:2] == ["ta_lib_user", "ta_lib"]
 
 
-def test_concurrent_ensure_all_started_starts_once():
+@pytest.mark.pyotp
+async def test_concurrent_ensure_all_started_starts_once():
     class Slow(Recorder):
         name = "ta_concurrent"
 
@@ -364,16 +347,13 @@ def test_concurrent_ensure_all_started_starts_once():
         r = await Application.ensure_all_started(Slow)
         pyotp.send(parent, ("done", r))
 
-    async def main():
-        Slow.start_args = pyotp.self()
-        for _ in range(3):
-            pyotp.spawn(starter, pyotp.self())
-        results = [(await pyotp.receive(lambda m: m[0] == "done"))[1] for _ in range(3)]
-        starts = [m for m in await drain() if m[0] == "start"]
-        await Application.stop(Slow)
-        return sorted(results), starts
-
-    results, starts = pyotp.run(main)
+    Slow.start_args = pyotp.self()
+    for _ in range(3):
+        pyotp.spawn(starter, pyotp.self())
+    results = [(await pyotp.receive(lambda m: m[0] == "done"))[1] for _ in range(3)]
+    starts = [m for m in await drain() if m[0] == "start"]
+    await Application.stop(Slow)
+    results = sorted(results)
     assert results == [[], [], ["ta_concurrent"]]
     assert starts == [("start", "ta_concurrent", "normal")]
 
@@ -459,18 +439,16 @@ def test_top_process_exit(restart_type, reason, system_stop, caplog):
                for m in msgs), msgs
 
 
-def test_await_system_stop_wakes_a_waiting_process():
+@pytest.mark.pyotp
+async def test_await_system_stop_wakes_a_waiting_process():
     async def waiter(parent):
         pyotp.send(parent, ("waiting",))
         pyotp.send(parent, ("woke", await Application.await_system_stop()))
 
-    async def main():
-        pyotp.spawn(waiter, pyotp.self())
-        await pyotp.receive(lambda m: m == ("waiting",))
-        Application.system_stop(("signal", "SIGTERM"))
-        return await pyotp.receive(lambda m: m[0] == "woke")
-
-    assert pyotp.run(main) == ("woke", ("signal", "SIGTERM"))
+    pyotp.spawn(waiter, pyotp.self())
+    await pyotp.receive(lambda m: m == ("waiting",))
+    Application.system_stop(("signal", "SIGTERM"))
+    assert await pyotp.receive(lambda m: m[0] == "woke") == ("woke", ("signal", "SIGTERM"))
 
 
 # ---------------------------------------------------------------------------------------

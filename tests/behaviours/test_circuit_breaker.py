@@ -28,48 +28,47 @@ class Collect(EventHandler):
         return ("ok", parent)
 
 
-def test_trips_fails_fast_and_recovers():
+@pytest.mark.pyotp
+async def test_trips_fails_fast_and_recovers():
     svc = Flaky()
 
-    async def main():
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Collect, pyotp.self())
-        cb = await CircuitBreaker.start_link(service=svc, name="cb", failure_threshold=3,
-                                             reset_timeout=0.02, events=mgr)
-        for _ in range(3):
-            with pytest.raises(ConnectionError):
-                await CircuitBreaker.call(cb, 1)
-        assert await pyotp.receive() == ("circuit_breaker", "cb", "closed", "open")
-        calls_when_open = svc.calls
-        with pytest.raises(CircuitOpenError):
-            await CircuitBreaker.call(cb, 2)
-        assert svc.calls == calls_when_open          # never reached the service
-        assert await pyotp.receive() == ("circuit_breaker", "cb", "open", "half_open")
-        with pytest.raises(ConnectionError):          # failed trial: open again
-            await CircuitBreaker.call(cb, 3)
-        assert await pyotp.receive() == ("circuit_breaker", "cb", "half_open", "open")
-        assert await pyotp.receive() == ("circuit_breaker", "cb", "open", "half_open")
-        svc.fail = False
-        r = await CircuitBreaker.call(cb, 4)
-        assert await pyotp.receive() == ("circuit_breaker", "cb", "half_open", "closed")
-        return r, await CircuitBreaker.state(cb)
-    assert pyotp.run(main) == (("ok", 4), "closed")
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Collect, pyotp.self())
+    cb = await CircuitBreaker.start_link(service=svc, name="cb", failure_threshold=3,
+                                         reset_timeout=0.02, events=mgr)
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            await CircuitBreaker.call(cb, 1)
+    assert await pyotp.receive() == ("circuit_breaker", "cb", "closed", "open")
+    calls_when_open = svc.calls
+    with pytest.raises(CircuitOpenError):
+        await CircuitBreaker.call(cb, 2)
+    assert svc.calls == calls_when_open          # never reached the service
+    assert await pyotp.receive() == ("circuit_breaker", "cb", "open", "half_open")
+    with pytest.raises(ConnectionError):          # failed trial: open again
+        await CircuitBreaker.call(cb, 3)
+    assert await pyotp.receive() == ("circuit_breaker", "cb", "half_open", "open")
+    assert await pyotp.receive() == ("circuit_breaker", "cb", "open", "half_open")
+    svc.fail = False
+    r = await CircuitBreaker.call(cb, 4)
+    assert await pyotp.receive() == ("circuit_breaker", "cb", "half_open", "closed")
+    assert (r, await CircuitBreaker.state(cb)) == (("ok", 4), "closed")
 
 
-def test_error_results_count_and_successes_reset_the_count():
+@pytest.mark.pyotp
+async def test_error_results_count_and_successes_reset_the_count():
     results = iter([("error", "x"), ("error", "y"), "fine", ("error", 1), ("error", 2), ("error", 3)])
 
-    async def main():
-        cb = await CircuitBreaker.start_link(service=lambda: next(results), failure_threshold=3)
-        for _ in range(5):
-            await CircuitBreaker.call(cb)
-        s1 = await CircuitBreaker.state(cb)
+    cb = await CircuitBreaker.start_link(service=lambda: next(results), failure_threshold=3)
+    for _ in range(5):
         await CircuitBreaker.call(cb)
-        return s1, await CircuitBreaker.state(cb)
-    assert pyotp.run(main) == ("closed", "open")
+    s1 = await CircuitBreaker.state(cb)
+    await CircuitBreaker.call(cb)
+    assert (s1, await CircuitBreaker.state(cb)) == ("closed", "open")
 
 
-def test_half_open_limits_trials():
+@pytest.mark.pyotp
+async def test_half_open_limits_trials():
     class Gate(GenServer):
         async def handle_call(self, req, from_, s):
             if req == "hold":
@@ -82,30 +81,27 @@ def test_half_open_limits_trials():
         except CircuitOpenError:
             pyotp.send(parent, ("trial", "rejected"))
 
-    async def main():
-        gate = await Gate.start_link(None)
-        mgr = await EventManager.start_link()
-        await EventManager.add_handler(mgr, Collect, pyotp.self())
-        cb = await CircuitBreaker.start_link(service=gate, failure_threshold=1, reset_timeout=0.01,
-                                             events=mgr)
-        with pytest.raises(pyotp.Exit):
-            await CircuitBreaker.call(cb, "unknown", timeout=0)     # a timeout is a failure
-        await pyotp.receive(lambda m: m[3] == "half_open")
-        pyotp.spawn(trial, cb, pyotp.self())
-        while (await CircuitBreaker.info(cb))["trials"] < 1:
-            await pyotp.sleep(0)
-        with pytest.raises(CircuitOpenError):                       # only one trial at a time
-            await CircuitBreaker.call(cb, "hold")
-        pyotp.send(gate, "go")
-        return await pyotp.receive(lambda m: m[0] == "trial")
-    assert pyotp.run(main) == ("trial", "done")
+    gate = await Gate.start_link(None)
+    mgr = await EventManager.start_link()
+    await EventManager.add_handler(mgr, Collect, pyotp.self())
+    cb = await CircuitBreaker.start_link(service=gate, failure_threshold=1, reset_timeout=0.01,
+                                         events=mgr)
+    with pytest.raises(pyotp.Exit):
+        await CircuitBreaker.call(cb, "unknown", timeout=0)     # a timeout is a failure
+    await pyotp.receive(lambda m: m[3] == "half_open")
+    pyotp.spawn(trial, cb, pyotp.self())
+    while (await CircuitBreaker.info(cb))["trials"] < 1:
+        await pyotp.sleep(0)
+    with pytest.raises(CircuitOpenError):                       # only one trial at a time
+        await CircuitBreaker.call(cb, "hold")
+    pyotp.send(gate, "go")
+    assert await pyotp.receive(lambda m: m[0] == "trial") == ("trial", "done")
 
 
-def test_bad_options():
-    async def main():
-        with pytest.raises(ValueError, match="service"):
-            await CircuitBreaker.start_link()
-        with pytest.raises(ValueError, match="failure_threshold"):
-            await CircuitBreaker.start_link(service=print, failure_threshold=0)
-        return True
-    assert pyotp.run(main)
+@pytest.mark.pyotp
+async def test_bad_options():
+    with pytest.raises(ValueError, match="service"):
+        await CircuitBreaker.start_link()
+    with pytest.raises(ValueError, match="failure_threshold"):
+        await CircuitBreaker.start_link(service=print, failure_threshold=0)
+    assert True

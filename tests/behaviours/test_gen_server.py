@@ -35,40 +35,38 @@ class Counter(GenServer):
         return ("noreply", n + 100)
 
 
-def test_cast_call_info():
-    async def main():
-        pid = await Counter.start_link(0)
-        for _ in range(10):
-            GenServer.cast(pid, "inc")
-        GenServer.cast(pid, ("add", 5))
-        pyotp.send(pid, "some info")
-        return await GenServer.call(pid, "get")
-    assert pyotp.run(main) == 115
+@pytest.mark.pyotp
+async def test_cast_call_info():
+    pid = await Counter.start_link(0)
+    for _ in range(10):
+        GenServer.cast(pid, "inc")
+    GenServer.cast(pid, ("add", 5))
+    pyotp.send(pid, "some info")
+    assert await GenServer.call(pid, "get") == 115
 
 
-def test_messages_with_gen_shapes_sent_raw_are_understood():
-    async def main():
-        pid = await Counter.start(0)
-        pyotp.send(pid, ("$gen_cast", "inc"))
-        ref = pyotp.make_ref()
-        pyotp.send(pid, ("$gen_call", (pyotp.self(), ref), "get"))
-        return await pyotp.receive()
-    tag, value = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_messages_with_gen_shapes_sent_raw_are_understood():
+    pid = await Counter.start(0)
+    pyotp.send(pid, ("$gen_cast", "inc"))
+    ref = pyotp.make_ref()
+    pyotp.send(pid, ("$gen_call", (pyotp.self(), ref), "get"))
+    tag, value = await pyotp.receive()
     assert value == 1
 
 
-def test_named_server_and_already_started():
-    async def main():
-        pid = await Counter.start_link(7, name="counter")
-        assert pyotp.whereis("counter") == pid
-        v = await GenServer.call("counter", "get")
-        with pytest.raises(StartError) as ei:
-            await Counter.start_link(0, name="counter")
-        return v, ei.value.reason == ("already_started", pid)
-    assert pyotp.run(main) == (7, True)
+@pytest.mark.pyotp
+async def test_named_server_and_already_started():
+    pid = await Counter.start_link(7, name="counter")
+    assert pyotp.whereis("counter") == pid
+    v = await GenServer.call("counter", "get")
+    with pytest.raises(StartError) as ei:
+        await Counter.start_link(0, name="counter")
+    assert (v, ei.value.reason == ("already_started", pid)) == (7, True)
 
 
-def test_call_noproc_and_timeout_and_late_reply_dropped():
+@pytest.mark.pyotp
+async def test_call_noproc_and_timeout_and_late_reply_dropped():
     class Slow(GenServer):
         def init(self, _):
             return ("ok", None)
@@ -82,47 +80,45 @@ def test_call_noproc_and_timeout_and_late_reply_dropped():
             GenServer.reply(pending, "late")
             return ("noreply", None)
 
-    async def main():
-        with pytest.raises(Exit) as e1:
-            await GenServer.call("nobody", "x")
-        assert e1.value.reason == ("noproc", ("GenServer", "call", ["nobody", "x", 5.0]))
-        pid = await Slow.start_link(None)
-        with pytest.raises(Exit) as e2:
-            await GenServer.call(pid, "q", timeout=0)
-        assert e2.value.reason == ("timeout", ("GenServer", "call", [pid, "q", 0]))
-        with pytest.raises(Exit) as e3:
-            await GenServer.call(pid, "q2", timeout=0.01)
-        assert e3.value.reason[0] == "timeout"
-        pyotp.send(pid, "release")                  # the server now replies "late"
-        assert await GenServer.call(pid, "ping") == "pong"
-        pyotp.send(pyotp.self(), "marker")
-        return await pyotp.receive()
-    assert pyotp.run(main) == "marker"
+    with pytest.raises(Exit) as e1:
+        await GenServer.call("nobody", "x")
+    assert e1.value.reason == ("noproc", ("GenServer", "call", ["nobody", "x", 5.0]))
+    pid = await Slow.start_link(None)
+    with pytest.raises(Exit) as e2:
+        await GenServer.call(pid, "q", timeout=0)
+    assert e2.value.reason == ("timeout", ("GenServer", "call", [pid, "q", 0]))
+    with pytest.raises(Exit) as e3:
+        await GenServer.call(pid, "q2", timeout=0.01)
+    assert e3.value.reason[0] == "timeout"
+    pyotp.send(pid, "release")                  # the server now replies "late"
+    assert await GenServer.call(pid, "ping") == "pong"
+    pyotp.send(pyotp.self(), "marker")
+    assert await pyotp.receive() == "marker"
 
 
-def test_call_to_server_that_dies_mid_call_raises_its_reason():
-    async def main():
-        pid = await Counter.start(0)
-        with pytest.raises(Exit) as e:
-            await GenServer.call(pid, "crash")
-        reason = e.value.reason
-        return isinstance(reason[0], RuntimeError), reason[1][0:2], pyotp.is_alive(pid)
-    assert pyotp.run(main) == (True, ("GenServer", "call"), False)
+@pytest.mark.pyotp
+async def test_call_to_server_that_dies_mid_call_raises_its_reason():
+    pid = await Counter.start(0)
+    with pytest.raises(Exit) as e:
+        await GenServer.call(pid, "crash")
+    reason = e.value.reason
+    assert (isinstance(reason[0], RuntimeError), reason[1][0:2], pyotp.is_alive(pid)) == (True, ("GenServer", "call"), False)
 
 
-def test_bad_return_value_stops_server():
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        pid = await Counter.start_link(0)
-        with pytest.raises(Exit) as e:
-            await GenServer.call(pid, "bad")
-        exit_msg = await pyotp.receive(lambda m: m[0] == "EXIT")
-        return e.value.reason[0], exit_msg[2]
-    r1, r2 = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_bad_return_value_stops_server():
+    pyotp.process_flag("trap_exit", True)
+    pid = await Counter.start_link(0)
+    with pytest.raises(Exit) as e:
+        await GenServer.call(pid, "bad")
+    exit_msg = await pyotp.receive(lambda m: m[0] == "EXIT")
+    r1 = e.value.reason[0]
+    r2 = exit_msg[2]
     assert r1 == ("bad_return_value", ("weird",)) == r2
 
 
-def test_stop_with_reply_replies_after_terminate():
+@pytest.mark.pyotp
+async def test_stop_with_reply_replies_after_terminate():
     events = []
 
     class T(GenServer):
@@ -135,16 +131,15 @@ def test_stop_with_reply_replies_after_terminate():
         def terminate(self, reason, s):
             events.append(("terminate", reason))
 
-    async def main():
-        pid = await T.start(None)
-        r = await GenServer.call(pid, "x")
-        events.append(("reply", r))
-        return pyotp.is_alive(pid)
-    assert pyotp.run(main) is False
+    pid = await T.start(None)
+    r = await GenServer.call(pid, "x")
+    events.append(("reply", r))
+    assert pyotp.is_alive(pid) is False
     assert events == [("terminate", "normal"), ("reply", "bye")]
 
 
-def test_init_variants():
+@pytest.mark.pyotp
+async def test_init_variants():
     class I(GenServer):
         def init(self, arg):
             if arg == "ignore":
@@ -165,17 +160,14 @@ def test_init_variants():
         def handle_call(self, r, f, s):
             return ("reply", s, s)
 
-    async def main():
-        out = {}
-        out["ignore"] = await I.start("ignore")
-        for a in ("stop", "raise", "bad"):
-            with pytest.raises(StartError) as e:
-                await I.start(a)
-            out[a] = e.value.reason
-        pid = await I.start("continue")
-        out["continue"] = await GenServer.call(pid, "get")
-        return out
-    out = pyotp.run(main)
+    out = {}
+    out["ignore"] = await I.start("ignore")
+    for a in ("stop", "raise", "bad"):
+        with pytest.raises(StartError) as e:
+            await I.start(a)
+        out[a] = e.value.reason
+    pid = await I.start("continue")
+    out["continue"] = await GenServer.call(pid, "get")
     assert out["ignore"] is None
     assert out["stop"] == "nope"
     assert isinstance(out["raise"], ValueError)
@@ -183,7 +175,8 @@ def test_init_variants():
     assert out["continue"] == ["more"]
 
 
-def test_start_link_init_failure_kills_non_trapping_caller_like_otp():
+@pytest.mark.pyotp
+async def test_start_link_init_failure_kills_non_trapping_caller_like_otp():
     class Fails(GenServer):
         def init(self, _):
             return ("stop", "no_way")
@@ -194,14 +187,13 @@ def test_start_link_init_failure_kills_non_trapping_caller_like_otp():
         finally:
             pyotp.send(parent, "starter unwound")
 
-    async def main():
-        pid, ref = pyotp.spawn_monitor(starter, pyotp.self())
-        down = await pyotp.receive(lambda m: m[0] == "DOWN")
-        return down[4]
-    assert pyotp.run(main) == "no_way"
+    pid, ref = pyotp.spawn_monitor(starter, pyotp.self())
+    down = await pyotp.receive(lambda m: m[0] == "DOWN")
+    assert down[4] == "no_way"
 
 
-def test_idle_timeout_and_message_cancels_it():
+@pytest.mark.pyotp
+async def test_idle_timeout_and_message_cancels_it():
     class T(GenServer):
         def init(self, parent):
             return ("ok", parent, 0.01)
@@ -212,17 +204,16 @@ def test_idle_timeout_and_message_cancels_it():
                 return ("noreply", parent)
             return ("noreply", parent, 0.01)
 
-    async def main():
-        pid = await T.start_link(pyotp.self())
-        first = await pyotp.receive()
-        pyotp.send(pid, "poke")
-        second = await pyotp.receive()
-        third = await pyotp.receive()
-        return first, second, third
-    assert pyotp.run(main) == (("info", "timeout"), ("info", "poke"), ("info", "timeout"))
+    pid = await T.start_link(pyotp.self())
+    first = await pyotp.receive()
+    pyotp.send(pid, "poke")
+    second = await pyotp.receive()
+    third = await pyotp.receive()
+    assert (first, second, third) == (("info", "timeout"), ("info", "poke"), ("info", "timeout"))
 
 
-def test_deferred_reply_with_genserver_reply():
+@pytest.mark.pyotp
+async def test_deferred_reply_with_genserver_reply():
     class D(GenServer):
         def init(self, _):
             return ("ok", [])
@@ -237,20 +228,19 @@ def test_deferred_reply_with_genserver_reply():
     async def waiter(server, parent):
         pyotp.send(parent, await GenServer.call(server, "wait"))
 
-    async def main():
-        pid = await D.start_link(None)
-        for _ in range(3):
-            pyotp.spawn(waiter, pid, pyotp.self())
-        # make sure all three calls are queued before releasing
-        while pyotp.process_info(pid)["messages_handled"] < 3:
-            await pyotp.sleep(0)
-        n = await GenServer.call(pid, "release")
-        got = [await pyotp.receive() for _ in range(3)]
-        return n, got
-    assert pyotp.run(main) == (3, ["released"] * 3)
+    pid = await D.start_link(None)
+    for _ in range(3):
+        pyotp.spawn(waiter, pid, pyotp.self())
+    # make sure all three calls are queued before releasing
+    while pyotp.process_info(pid)["messages_handled"] < 3:
+        await pyotp.sleep(0)
+    n = await GenServer.call(pid, "release")
+    got = [await pyotp.receive() for _ in range(3)]
+    assert (n, got) == (3, ["released"] * 3)
 
 
-def test_async_callbacks_can_call_other_servers():
+@pytest.mark.pyotp
+async def test_async_callbacks_can_call_other_servers():
     class Front(GenServer):
         def init(self, backend):
             return ("ok", backend)
@@ -259,14 +249,13 @@ def test_async_callbacks_can_call_other_servers():
             v = await GenServer.call(backend, "get")
             return ("reply", v * 2, backend)
 
-    async def main():
-        back = await Counter.start_link(21)
-        front = await Front.start_link(back)
-        return await GenServer.call(front, "double")
-    assert pyotp.run(main) == 42
+    back = await Counter.start_link(21)
+    front = await Front.start_link(back)
+    assert await GenServer.call(front, "double") == 42
 
 
-def test_plain_callback_that_waits_gets_clear_error():
+@pytest.mark.pyotp
+async def test_plain_callback_that_waits_gets_clear_error():
     class Wrong(GenServer):
         def init(self, other):
             return ("ok", other)
@@ -275,17 +264,16 @@ def test_plain_callback_that_waits_gets_clear_error():
             GenServer.call(other, "get")
             return ("reply", "unreachable", other)
 
-    async def main():
-        back = await Counter.start(1)
-        pid = await Wrong.start(back)
-        with pytest.raises(Exit) as e:
-            await GenServer.call(pid, "go")
-        return e.value.reason[0]
-    err = pyotp.run(main)
+    back = await Counter.start(1)
+    pid = await Wrong.start(back)
+    with pytest.raises(Exit) as e:
+        await GenServer.call(pid, "go")
+    err = e.value.reason[0]
     assert isinstance(err, CallbackError) and "async def" in str(err)
 
 
-def test_stop_runs_terminate_and_reports_reason():
+@pytest.mark.pyotp
+async def test_stop_runs_terminate_and_reports_reason():
     seen = []
 
     class S(GenServer):
@@ -296,19 +284,18 @@ def test_stop_runs_terminate_and_reports_reason():
         def terminate(self, reason, state):
             seen.append(reason)
 
-    async def main():
-        pid = await S.start_link(None)
-        r1 = await GenServer.stop(pid)
-        pid2 = await S.start(None)       # not linked: a "shutdown" exit would kill us (OTP)
-        r2 = await GenServer.stop(pid2, "shutdown")
-        with pytest.raises(Exit) as e:
-            await GenServer.stop(pid2)
-        return r1, r2, e.value.reason[0]
-    assert pyotp.run(main) == ("ok", "ok", "noproc")
+    pid = await S.start_link(None)
+    r1 = await GenServer.stop(pid)
+    pid2 = await S.start(None)       # not linked: a "shutdown" exit would kill us (OTP)
+    r2 = await GenServer.stop(pid2, "shutdown")
+    with pytest.raises(Exit) as e:
+        await GenServer.stop(pid2)
+    assert (r1, r2, e.value.reason[0]) == ("ok", "ok", "noproc")
     assert seen == ["normal", "shutdown"]
 
 
-def test_parent_exit_stops_trapping_server_with_terminate():
+@pytest.mark.pyotp
+async def test_parent_exit_stops_trapping_server_with_terminate():
     seen = []
 
     class S(GenServer):
@@ -324,12 +311,10 @@ def test_parent_exit_stops_trapping_server_with_terminate():
         pyotp.send(top, "started")
         await pyotp.receive()
 
-    async def main():
-        p = pyotp.spawn(parent_proc, pyotp.self())
-        assert await pyotp.receive() == "started"
-        pyotp.exit(p, "shutdown")
-        return await pyotp.receive()
-    assert pyotp.run(main) == ("terminated", "shutdown")
+    p = pyotp.spawn(parent_proc, pyotp.self())
+    assert await pyotp.receive() == "started"
+    pyotp.exit(p, "shutdown")
+    assert await pyotp.receive() == ("terminated", "shutdown")
 
 
 def test_crash_report_for_abnormal_stop(caplog):
@@ -357,20 +342,20 @@ def test_calls_from_asyncio_tasks_in_hosted_runtime():
     assert asyncio.run(amain()) == [6] * 10
 
 
-def test_call_self_is_an_error():
+@pytest.mark.pyotp
+async def test_call_self_is_an_error():
     class Selfish(GenServer):
         async def handle_call(self, req, from_, s):
             await GenServer.call(pyotp.self(), "again")
 
-    async def main():
-        pid = await Selfish.start(None)
-        with pytest.raises(Exit) as e:
-            await GenServer.call(pid, "x")
-        return e.value.reason[0][0]
-    assert pyotp.run(main) == "calling_self"
+    pid = await Selfish.start(None)
+    with pytest.raises(Exit) as e:
+        await GenServer.call(pid, "x")
+    assert e.value.reason[0][0] == "calling_self"
 
 
-def test_async_init_and_terminate():
+@pytest.mark.pyotp
+async def test_async_init_and_terminate():
     events = []
 
     class A(GenServer):
@@ -385,16 +370,15 @@ def test_async_init_and_terminate():
             await pyotp.sleep(0.001)
             events.append(reason)
 
-    async def main():
-        pid = await A.start_link("ready")
-        v = await GenServer.call(pid, "get")
-        await GenServer.stop(pid, "normal")
-        return v
-    assert pyotp.run(main) == "ready"
+    pid = await A.start_link("ready")
+    v = await GenServer.call(pid, "get")
+    await GenServer.stop(pid, "normal")
+    assert v == "ready"
     assert events == ["normal"]
 
 
-def test_kill_during_async_callback_unwinds_it_without_terminate():
+@pytest.mark.pyotp
+async def test_kill_during_async_callback_unwinds_it_without_terminate():
     events = []
 
     class Busy(GenServer):
@@ -411,18 +395,17 @@ def test_kill_during_async_callback_unwinds_it_without_terminate():
     async def caller(pid):
         await GenServer.call(pid, "go", timeout=None)
 
-    async def main():
-        pid = await Busy.start(pyotp.self())
-        pyotp.spawn(caller, pid)
-        assert await pyotp.receive() == "inside"
-        ref = pyotp.monitor(pid)
-        pyotp.exit(pid, "kill")
-        return (await pyotp.receive())[4]
-    assert pyotp.run(main) == "killed"
+    pid = await Busy.start(pyotp.self())
+    pyotp.spawn(caller, pid)
+    assert await pyotp.receive() == "inside"
+    ref = pyotp.monitor(pid)
+    pyotp.exit(pid, "kill")
+    assert (await pyotp.receive())[4] == "killed"
     assert events == ["unwound"]
 
 
-def test_hibernate_continue_from_call_and_extras():
+@pytest.mark.pyotp
+async def test_hibernate_continue_from_call_and_extras():
     class H(GenServer):
         def init(self, _):
             return ("ok", [], "hibernate")
@@ -440,49 +423,45 @@ def test_hibernate_continue_from_call_and_extras():
             pyotp.send(msg, s)
             return ("noreply", s)
 
-    async def main():
-        pid = await H.start_link(None)
-        r = await GenServer.call(pid, "x")
-        GenServer.cast(pid, "c")
-        pyotp.send(pid, pyotp.self())
-        return r, await pyotp.receive()
-    assert pyotp.run(main) == ("queued", ["call", "after-call", "c", "after-cast"])
+    pid = await H.start_link(None)
+    r = await GenServer.call(pid, "x")
+    GenServer.cast(pid, "c")
+    pyotp.send(pid, pyotp.self())
+    assert (r, await pyotp.receive()) == ("queued", ["call", "after-call", "c", "after-cast"])
 
 
-def test_bad_extra_in_return_is_bad_return_value():
+@pytest.mark.pyotp
+async def test_bad_extra_in_return_is_bad_return_value():
     class B(GenServer):
         def handle_cast(self, req, s):
             return ("noreply", s, "sometimes")
 
-    async def main():
-        pid = await B.start(0)
-        ref = pyotp.monitor(pid)
-        GenServer.cast(pid, "x")
-        return (await pyotp.receive())[4]
-    assert pyotp.run(main) == ("bad_return_value", ("noreply", 0, "sometimes"))
+    pid = await B.start(0)
+    ref = pyotp.monitor(pid)
+    GenServer.cast(pid, "x")
+    assert (await pyotp.receive())[4] == ("bad_return_value", ("noreply", 0, "sometimes"))
 
 
-def test_start_timeout_kills_slow_init():
+@pytest.mark.pyotp
+async def test_start_timeout_kills_slow_init():
     class Slow(GenServer):
         async def init(self, _):
             await pyotp.receive(lambda m: m == "never")
 
-    async def main():
-        with pytest.raises(StartError) as e:
-            await Slow.start(None, timeout=0.01)
-        return e.value.reason, len(pyotp.processes())
-    assert pyotp.run(main) == ("timeout", 1)
+    with pytest.raises(StartError) as e:
+        await Slow.start(None, timeout=0.01)
+    assert (e.value.reason, len(pyotp.processes())) == ("timeout", 1)
 
 
-def test_cast_to_unknown_names_never_fails():
-    async def main():
-        return (GenServer.cast("nobody", "x"), GenServer.cast(("global", "nobody"), "x"),
-                GenServer.cast(("nobody", "other@host"), "x"),
-                GenServer.cast(pyotp.Pid("other@host", 1, 0, 1), "x"))
-    assert pyotp.run(main) == ("ok", "ok", "ok", "ok")
+@pytest.mark.pyotp
+async def test_cast_to_unknown_names_never_fails():
+    assert ((GenServer.cast("nobody", "x"), GenServer.cast(("global", "nobody"), "x"),
+            GenServer.cast(("nobody", "other@host"), "x"),
+            GenServer.cast(pyotp.Pid("other@host", 1, 0, 1), "x"))) == ("ok", "ok", "ok", "ok")
 
 
-def test_global_and_via_names_without_distribution():
+@pytest.mark.pyotp
+async def test_global_and_via_names_without_distribution():
     class Reg:
         table = {}
 
@@ -502,34 +481,32 @@ def test_global_and_via_names_without_distribution():
             pid = cls.table.get(key)
             return pid if pid is not None and pyotp.is_alive(pid) else None
 
-    async def main():
-        g = await Counter.start(1, name=("global", "g1"))
-        v = await Counter.start(2, name=("via", Reg, "k"))
-        with pytest.raises(StartError):
-            await Counter.start(3, name=("via", Reg, "k"))
-        GenServer.cast(("via", Reg, "k"), "inc")
-        return (await GenServer.call(("global", "g1"), "get"),
-                await GenServer.call(("via", Reg, "k"), "get"),
-                GenServer.whereis(("via", Reg, "k")) == v)
-    assert pyotp.run(main) == (1, 3, True)
+    g = await Counter.start(1, name=("global", "g1"))
+    v = await Counter.start(2, name=("via", Reg, "k"))
+    with pytest.raises(StartError):
+        await Counter.start(3, name=("via", Reg, "k"))
+    GenServer.cast(("via", Reg, "k"), "inc")
+    assert ((await GenServer.call(("global", "g1"), "get"),
+            await GenServer.call(("via", Reg, "k"), "get"),
+            GenServer.whereis(("via", Reg, "k")) == v)) == (1, 3, True)
 
 
-def test_call_reply_bypasses_a_long_mailbox():
+@pytest.mark.pyotp
+async def test_call_reply_bypasses_a_long_mailbox():
     # The reply is handed to the waiting caller directly (matched by its reference), so a
     # caller with 100k unrelated messages queued neither scans nor reorders them.
-    async def main():
-        pid = await Counter.start_link(3)
-        me = pyotp.self()
-        for i in range(100_000):
-            pyotp.send(me, ("noise", i))
-        got = await GenServer.call(pid, "get")
-        info = pyotp.process_info(me)
-        first = await pyotp.receive()
-        return got, info["message_queue_len"], first
-    assert pyotp.run(main) == (3, 100_000, ("noise", 0))
+    pid = await Counter.start_link(3)
+    me = pyotp.self()
+    for i in range(100_000):
+        pyotp.send(me, ("noise", i))
+    got = await GenServer.call(pid, "get")
+    info = pyotp.process_info(me)
+    first = await pyotp.receive()
+    assert (got, info["message_queue_len"], first) == (3, 100_000, ("noise", 0))
 
 
-def test_a_busy_process_does_not_starve_others():
+@pytest.mark.pyotp
+async def test_a_busy_process_does_not_starve_others():
     # A server that keeps sending itself messages never goes idle; the per-visit budget
     # must still let other processes run (without it this test would never finish).
     class Spinner(GenServer):
@@ -544,12 +521,10 @@ def test_a_busy_process_does_not_starve_others():
         def handle_call(self, req, from_, n):
             return ("reply", n, n)
 
-    async def main():
-        spinner = await Spinner.start_link(None)
-        other = await Counter.start_link(0)
-        for _ in range(100):
-            GenServer.cast(other, "inc")
-        got = await GenServer.call(other, "get")
-        spins = await GenServer.call(spinner, "count")
-        return got, spins > 0
-    assert pyotp.run(main) == (100, True)
+    spinner = await Spinner.start_link(None)
+    other = await Counter.start_link(0)
+    for _ in range(100):
+        GenServer.cast(other, "inc")
+    got = await GenServer.call(other, "get")
+    spins = await GenServer.call(spinner, "count")
+    assert (got, spins > 0) == (100, True)

@@ -150,7 +150,8 @@ def test_partition_supervisor_routing_restart_parallel_map_and_placement():
     assert facts["on_node"] == [n1, 5]
 
 
-def test_partition_supervisor_in_one_node_and_bad_options():
+@pytest.mark.pyotp
+async def test_partition_supervisor_in_one_node_and_bad_options():
     from pyotp import GenServer
     from pyotp.partition_supervisor import PartitionSupervisor
 
@@ -161,23 +162,23 @@ def test_partition_supervisor_in_one_node_and_bad_options():
         def handle_call(self, req, frm, s):
             return ("reply", s, s)
 
-    async def main():
-        await PartitionSupervisor.start_link(
-            child_spec=(Acc, 0), name="acc", partitions=3,
-            with_arguments=lambda args, i: [i * 10])
-        got = [await GenServer.call(("via", PartitionSupervisor, ("acc", k)), "x")
-               for k in (0, 1, 2, 4, -5)]
-        same = [PartitionSupervisor.whereis_name(("acc", "key")) ==
-                PartitionSupervisor.whereis_name(("acc", "key")) for _ in range(3)]
-        kids = await PartitionSupervisor.which_children("acc")
-        with pytest.raises(ValueError, match="partitions"):
-            await PartitionSupervisor.start_link(child_spec=Acc, name="x", partitions=0)
-        with pytest.raises(TypeError, match="name"):
-            await PartitionSupervisor.start_link(child_spec=Acc, name=None)
-        with pytest.raises(pyotp.BadArg, match="no PartitionSupervisor"):
-            PartitionSupervisor.partitions("nope")
-        return got, all(same), [k[0] for k in kids], PartitionSupervisor.partitions("acc")
-    got, same, ids, n = pyotp.run(main)
+    await PartitionSupervisor.start_link(
+        child_spec=(Acc, 0), name="acc", partitions=3,
+        with_arguments=lambda args, i: [i * 10])
+    got = [await GenServer.call(("via", PartitionSupervisor, ("acc", k)), "x")
+           for k in (0, 1, 2, 4, -5)]
+    same = [PartitionSupervisor.whereis_name(("acc", "key")) ==
+            PartitionSupervisor.whereis_name(("acc", "key")) for _ in range(3)]
+    kids = await PartitionSupervisor.which_children("acc")
+    with pytest.raises(ValueError, match="partitions"):
+        await PartitionSupervisor.start_link(child_spec=Acc, name="x", partitions=0)
+    with pytest.raises(TypeError, match="name"):
+        await PartitionSupervisor.start_link(child_spec=Acc, name=None)
+    with pytest.raises(pyotp.BadArg, match="no PartitionSupervisor"):
+        PartitionSupervisor.partitions("nope")
+    same = all(same)
+    ids = [k[0] for k in kids]
+    n = PartitionSupervisor.partitions("acc")
     assert got == [0, 10, 20, 10, 20] and same and ids == [0, 1, 2] and n == 3
 
 

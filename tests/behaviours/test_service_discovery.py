@@ -31,28 +31,26 @@ async def start_instance(service, endpoint, metadata=None):
     return pid
 
 
-def test_register_discover_with_metadata_and_defaults():
-    async def main():
-        await ServiceDiscovery.start_link()
-        a = await start_instance("db", ("10.0.0.1", 5432), {"role": "primary"})
-        b = await start_instance("db", ("10.0.0.2", 5432))
-        c = await start_instance(("cache", "eu"), a)          # an endpoint may be a pid
-        found = await ServiceDiscovery.discover("db")
-        return (found == [(a, ("10.0.0.1", 5432), {"role": "primary"}), (b, ("10.0.0.2", 5432), {})],
-                await ServiceDiscovery.discover(("cache", "eu")) == [(c, a, {})],
-                await ServiceDiscovery.discover("nothing"),
-                sorted(map(repr, ServiceDiscovery.services())))
-    assert pyotp.run(main) == (True, True, [], sorted([repr("db"), repr(("cache", "eu"))]))
+@pytest.mark.pyotp
+async def test_register_discover_with_metadata_and_defaults():
+    await ServiceDiscovery.start_link()
+    a = await start_instance("db", ("10.0.0.1", 5432), {"role": "primary"})
+    b = await start_instance("db", ("10.0.0.2", 5432))
+    c = await start_instance(("cache", "eu"), a)          # an endpoint may be a pid
+    found = await ServiceDiscovery.discover("db")
+    assert ((found == [(a, ("10.0.0.1", 5432), {"role": "primary"}), (b, ("10.0.0.2", 5432), {})],
+            await ServiceDiscovery.discover(("cache", "eu")) == [(c, a, {})],
+            await ServiceDiscovery.discover("nothing"),
+            sorted(map(repr, ServiceDiscovery.services())))) == (True, True, [], sorted([repr("db"), repr(("cache", "eu"))]))
 
 
-def test_metadata_is_copied_and_own_registration_is_visible_at_once():
-    async def main():
-        await ServiceDiscovery.start_link()
-        meta = {"v": 1}
-        r = await ServiceDiscovery.register("svc", endpoint="ep", metadata=meta)
-        meta["v"] = 2                      # the caller's dict is not the stored one
-        return r, await ServiceDiscovery.discover("svc")
-    r, found = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_metadata_is_copied_and_own_registration_is_visible_at_once():
+    await ServiceDiscovery.start_link()
+    meta = {"v": 1}
+    r = await ServiceDiscovery.register("svc", endpoint="ep", metadata=meta)
+    meta["v"] = 2                      # the caller's dict is not the stored one
+    found = await ServiceDiscovery.discover("svc")
     assert r == "ok" and len(found) == 1 and found[0][1:] == ("ep", {"v": 1})
 
 
@@ -71,118 +69,111 @@ def test_unregister_removes_the_entry_and_notifies_watchers():
     assert pyotp.run(main) == (True, ("unregistered", "ok"), True, [], "not_registered", True)
 
 
-def test_owner_death_removes_entry_and_watchers_get_service_down():
-    async def main():
-        await ServiceDiscovery.start_link()
-        a = await start_instance("db", "ep-a")
-        b = await start_instance("db", "ep-b")
-        now = await ServiceDiscovery.watch("db")
-        ref = pyotp.monitor(a)
-        pyotp.send(a, ("stop", "boom"))
-        down = await pyotp.receive(lambda m: m[0] == "service_down", timeout=5)
-        await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref, timeout=5)
-        found = await ServiceDiscovery.discover("db")
-        pyotp.exit(b, "kill")
-        down2 = await pyotp.receive(lambda m: m[0] == "service_down", timeout=5)
-        return (now == [(a, "ep-a", {}), (b, "ep-b", {})], down == ("service_down", "db", a),
-                found == [(b, "ep-b", {})], down2 == ("service_down", "db", b),
-                await ServiceDiscovery.discover("db"), ServiceDiscovery.services())
-    assert pyotp.run(main) == (True, True, True, True, [], [])
+@pytest.mark.pyotp
+async def test_owner_death_removes_entry_and_watchers_get_service_down():
+    await ServiceDiscovery.start_link()
+    a = await start_instance("db", "ep-a")
+    b = await start_instance("db", "ep-b")
+    now = await ServiceDiscovery.watch("db")
+    ref = pyotp.monitor(a)
+    pyotp.send(a, ("stop", "boom"))
+    down = await pyotp.receive(lambda m: m[0] == "service_down", timeout=5)
+    await pyotp.receive(lambda m: m[0] == "DOWN" and m[1] == ref, timeout=5)
+    found = await ServiceDiscovery.discover("db")
+    pyotp.exit(b, "kill")
+    down2 = await pyotp.receive(lambda m: m[0] == "service_down", timeout=5)
+    assert ((now == [(a, "ep-a", {}), (b, "ep-b", {})], down == ("service_down", "db", a),
+            found == [(b, "ep-b", {})], down2 == ("service_down", "db", b),
+            await ServiceDiscovery.discover("db"), ServiceDiscovery.services())) == (True, True, True, True, [], [])
 
 
-def test_reregister_updates_endpoint_and_watchers_see_it():
-    async def main():
-        await ServiceDiscovery.start_link()
-        await ServiceDiscovery.watch("api")
-        a = await start_instance("api", ("h", 1))
-        up1 = await pyotp.receive(timeout=5)
-        pyotp.send(a, ("reregister", ("h", 2), {"gen": 2}))
-        up2 = await pyotp.receive(lambda m: m[0] == "service_up", timeout=5)
-        await pyotp.receive(lambda m: m == ("reregistered",), timeout=5)
-        return up1, up2, await ServiceDiscovery.discover("api"), a
-    up1, up2, found, a = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_reregister_updates_endpoint_and_watchers_see_it():
+    await ServiceDiscovery.start_link()
+    await ServiceDiscovery.watch("api")
+    a = await start_instance("api", ("h", 1))
+    up1 = await pyotp.receive(timeout=5)
+    pyotp.send(a, ("reregister", ("h", 2), {"gen": 2}))
+    up2 = await pyotp.receive(lambda m: m[0] == "service_up", timeout=5)
+    await pyotp.receive(lambda m: m == ("reregistered",), timeout=5)
+    found = await ServiceDiscovery.discover("api")
     assert up1 == ("service_up", "api", a, ("h", 1))
     assert up2 == ("service_up", "api", a, ("h", 2))
     assert found == [(a, ("h", 2), {"gen": 2})]
 
 
-def test_watch_only_its_service_and_unwatch_stops_notifications():
-    async def main():
-        await ServiceDiscovery.start_link()
-        await ServiceDiscovery.watch("x")
-        await start_instance("y", "ep-y")               # not watched: no message
-        b = await start_instance("x", "ep-x")
-        first = await pyotp.receive(timeout=5)
-        assert await ServiceDiscovery.unwatch("x") == "ok"
-        pyotp.exit(b, "kill")
-        # a call to the server after the kill's EXIT has been handled: nothing was sent to us
-        await ServiceDiscovery.watch("z")
-        await ServiceDiscovery.discover("x")
-        try:
-            extra = await pyotp.receive(timeout=0.05)
-        except TimeoutError:
-            extra = None
-        return first == ("service_up", "x", b, "ep-x"), extra
-    assert pyotp.run(main) == (True, None)
+@pytest.mark.pyotp
+async def test_watch_only_its_service_and_unwatch_stops_notifications():
+    await ServiceDiscovery.start_link()
+    await ServiceDiscovery.watch("x")
+    await start_instance("y", "ep-y")               # not watched: no message
+    b = await start_instance("x", "ep-x")
+    first = await pyotp.receive(timeout=5)
+    assert await ServiceDiscovery.unwatch("x") == "ok"
+    pyotp.exit(b, "kill")
+    # a call to the server after the kill's EXIT has been handled: nothing was sent to us
+    await ServiceDiscovery.watch("z")
+    await ServiceDiscovery.discover("x")
+    try:
+        extra = await pyotp.receive(timeout=0.05)
+    except TimeoutError:
+        extra = None
+    assert (first == ("service_up", "x", b, "ep-x"), extra) == (True, None)
 
 
-def test_watcher_death_is_cleaned_up():
+@pytest.mark.pyotp
+async def test_watcher_death_is_cleaned_up():
     async def watcher(report_to):
         await ServiceDiscovery.watch("s")
         pyotp.send(report_to, "watching")
         await pyotp.receive(lambda m: m == "never")
 
-    async def main():
-        await ServiceDiscovery.start_link()
-        w = pyotp.spawn(watcher, pyotp.self())
-        await pyotp.receive(lambda m: m == "watching", timeout=5)
-        pyotp.exit(w, "kill")
-        await start_instance("s", "ep")
-        state = await pyotp.sys.get_state(SERVER)
-        return state["watchers"], state["wmon"]
-    assert pyotp.run(main) == ({}, {})
+    await ServiceDiscovery.start_link()
+    w = pyotp.spawn(watcher, pyotp.self())
+    await pyotp.receive(lambda m: m == "watching", timeout=5)
+    pyotp.exit(w, "kill")
+    await start_instance("s", "ep")
+    state = await pyotp.sys.get_state(SERVER)
+    assert (state["watchers"], state["wmon"]) == ({}, {})
 
 
-def test_bad_input_errors():
-    async def main():
-        await ServiceDiscovery.start_link()
-        errors = []
-        for kw in [dict(service=["a"], endpoint="e"), dict(service=None, endpoint="e"),
-                   dict(service="s", endpoint=None), dict(service="s", endpoint="e", metadata=[1])]:
-            service = kw.pop("service")
-            try:
-                await ServiceDiscovery.register(service, **kw)
-                errors.append(None)
-            except (TypeError, ValueError) as e:
-                errors.append((type(e).__name__, str(e)))
+@pytest.mark.pyotp
+async def test_bad_input_errors():
+    await ServiceDiscovery.start_link()
+    errors = []
+    for kw in [dict(service=["a"], endpoint="e"), dict(service=None, endpoint="e"),
+               dict(service="s", endpoint=None), dict(service="s", endpoint="e", metadata=[1])]:
+        service = kw.pop("service")
         try:
-            await ServiceDiscovery.discover({"a": 1})
-        except TypeError as e:
-            errors.append(("TypeError", str(e)))
-        return errors
-    errs = pyotp.run(main)
-    assert [e[0] for e in errs] == ["TypeError", "ValueError", "ValueError", "TypeError", "TypeError"]
-    assert "hashable" in errs[0][1]
-    assert "endpoint is required" in errs[2][1]
-    assert "metadata must be a dict" in errs[3][1]
+            await ServiceDiscovery.register(service, **kw)
+            errors.append(None)
+        except (TypeError, ValueError) as e:
+            errors.append((type(e).__name__, str(e)))
+    try:
+        await ServiceDiscovery.discover({"a": 1})
+    except TypeError as e:
+        errors.append(("TypeError", str(e)))
+    assert [e[0] for e in errors] == ["TypeError", "ValueError", "ValueError", "TypeError", "TypeError"]
+    assert "hashable" in errors[0][1]
+    assert "endpoint is required" in errors[2][1]
+    assert "metadata must be a dict" in errors[3][1]
 
 
-def test_not_started_is_a_clear_error():
-    async def main():
-        out = []
-        for op in (lambda: ServiceDiscovery.discover("s"), lambda: ServiceDiscovery.register("s", endpoint=1),
-                   lambda: ServiceDiscovery.watch("s")):
-            try:
-                await op()
-                out.append(None)
-            except ServiceDiscoveryError as e:
-                out.append("not started" in str(e))
+@pytest.mark.pyotp
+async def test_not_started_is_a_clear_error():
+    out = []
+    for op in (lambda: ServiceDiscovery.discover("s"), lambda: ServiceDiscovery.register("s", endpoint=1),
+               lambda: ServiceDiscovery.watch("s")):
         try:
-            ServiceDiscovery.unregister("s")
-        except ServiceDiscoveryError:
-            out.append(True)
-        return out
-    assert pyotp.run(main) == [True, True, True, True]
+            await op()
+            out.append(None)
+        except ServiceDiscoveryError as e:
+            out.append("not started" in str(e))
+    try:
+        ServiceDiscovery.unregister("s")
+    except ServiceDiscoveryError:
+        out.append(True)
+    assert out == [True, True, True, True]
 
 
 def test_starting_twice_fails():
@@ -195,7 +186,8 @@ def test_starting_twice_fails():
     assert pyotp.run(main) is True
 
 
-def test_under_a_supervisor_a_crash_restarts_it_and_registrants_are_told():
+@pytest.mark.pyotp
+async def test_under_a_supervisor_a_crash_restarts_it_and_registrants_are_told():
     async def registrant(report_to):
         pyotp.process_flag("trap_exit", True)
         await ServiceDiscovery.register("s", endpoint="e1")
@@ -203,28 +195,25 @@ def test_under_a_supervisor_a_crash_restarts_it_and_registrants_are_told():
         m = await pyotp.receive(lambda m: m[0] == "EXIT")
         pyotp.send(report_to, ("registrant_got_exit", m[2]))
 
-    async def main():
-        sup = await Supervisor.start_link([ServiceDiscovery], strategy="one_for_one")
-        first = pyotp.whereis(SERVER)
-        pyotp.spawn(registrant, pyotp.self())
-        await pyotp.receive(lambda m: m == "registered", timeout=5)
-        before = [e[1] for e in await ServiceDiscovery.discover("s")]
-        pyotp.exit(first, "kill")
-        got = await pyotp.receive(lambda m: m[0] == "registrant_got_exit", timeout=5)
-        # the supervisor restarted it: a fresh, empty registry that works
-        children = await Supervisor.which_children(sup)
-        second = children[0][1]
-        after = await ServiceDiscovery.discover("s")
-        await ServiceDiscovery.register("s", endpoint="e2")
-        again = [e[1] for e in await ServiceDiscovery.discover("s")]
-        return before, got, second != first and pyotp.whereis(SERVER) == second, after, again
-    assert pyotp.run(main) == (["e1"], ("registrant_got_exit", "killed"), True, [], ["e2"])
+    sup = await Supervisor.start_link([ServiceDiscovery], strategy="one_for_one")
+    first = pyotp.whereis(SERVER)
+    pyotp.spawn(registrant, pyotp.self())
+    await pyotp.receive(lambda m: m == "registered", timeout=5)
+    before = [e[1] for e in await ServiceDiscovery.discover("s")]
+    pyotp.exit(first, "kill")
+    got = await pyotp.receive(lambda m: m[0] == "registrant_got_exit", timeout=5)
+    # the supervisor restarted it: a fresh, empty registry that works
+    children = await Supervisor.which_children(sup)
+    second = children[0][1]
+    after = await ServiceDiscovery.discover("s")
+    await ServiceDiscovery.register("s", endpoint="e2")
+    again = [e[1] for e in await ServiceDiscovery.discover("s")]
+    assert (before, got, second != first and pyotp.whereis(SERVER) == second, after, again) == (["e1"], ("registrant_got_exit", "killed"), True, [], ["e2"])
 
 
-def test_child_spec_and_stop():
-    async def main():
-        spec = ServiceDiscovery.child_spec()
-        pid = await ServiceDiscovery.start()
-        await ServiceDiscovery.stop()
-        return spec["id"], pyotp.is_alive(pid), pyotp.whereis(SERVER)
-    assert pyotp.run(main) == ("ServiceDiscovery", False, None)
+@pytest.mark.pyotp
+async def test_child_spec_and_stop():
+    spec = ServiceDiscovery.child_spec()
+    pid = await ServiceDiscovery.start()
+    await ServiceDiscovery.stop()
+    assert (spec["id"], pyotp.is_alive(pid), pyotp.whereis(SERVER)) == ("ServiceDiscovery", False, None)

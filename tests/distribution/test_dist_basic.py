@@ -347,19 +347,18 @@ def test_call_with_an_unencodable_request_raises_and_loses_nothing(peer):
     assert info == []
 
 
-def test_busy_wait_option_is_validated():
-    async def main():
-        errors = []
-        for bad in (-1, "fast", True, 20_000):
-            try:
-                await Node.start(unique("bw"), cookie=COOKIE, busy_wait=bad)
-                errors.append("accepted %r" % (bad,))
-            except DistError as e:
-                errors.append("busy_wait" in str(e))
-        name = await Node.start(unique("bw"), cookie=COOKIE, busy_wait=0)   # nothing left started
-        await Node.stop()
-        return errors, name.startswith("bw")
-    assert pyotp.run(main) == ([True] * 4, True)
+@pytest.mark.pyotp
+async def test_busy_wait_option_is_validated():
+    errors = []
+    for bad in (-1, "fast", True, 20_000):
+        try:
+            await Node.start(unique("bw"), cookie=COOKIE, busy_wait=bad)
+            errors.append("accepted %r" % (bad,))
+        except DistError as e:
+            errors.append("busy_wait" in str(e))
+    name = await Node.start(unique("bw"), cookie=COOKIE, busy_wait=0)   # nothing left started
+    await Node.stop()
+    assert (errors, name.startswith("bw")) == ([True] * 4, True)
 
 
 def test_calls_and_bursts_without_busy_wait(peer):

@@ -128,21 +128,20 @@ async def _holder_then_die(lock, report_to):
     await pyotp.receive()
 
 
-def test_locks_on_a_node_that_is_not_distributed():
+@pytest.mark.pyotp
+async def test_locks_on_a_node_that_is_not_distributed():
     # as OTP's global on a non-distributed node: the locks are this node's
-    async def main():
-        me = pyotp.self()
-        pyotp.spawn(_holder_then_die, ("res", "h"), me)
-        _, ok, victim = await pyotp.receive(timeout=5)
-        out = [ok, await global_names.set_lock(("res", "me"), retries=0)]
-        ref = pyotp.monitor(victim)
-        pyotp.exit(victim, "kill")
-        await pyotp.receive(lambda m: m[0] == "DOWN", timeout=5)
-        out.append(await global_names.set_lock(("res", "me")))        # freed by the death
-        out.append(await global_names.trans(("res", "other"), lambda: 1, retries=0))
-        out.append(await global_names.del_lock(("res", "me")))
-        out.append(await global_names.trans(("res", "other"), lambda: 1, retries=0))
-        with pytest.raises(RuntimeError):
-            await global_names.set_lock(("res", "me"), nodes=["elsewhere@host"])
-        return out
-    assert pyotp.run(main) == [True, False, True, "aborted", True, 1]
+    me = pyotp.self()
+    pyotp.spawn(_holder_then_die, ("res", "h"), me)
+    _, ok, victim = await pyotp.receive(timeout=5)
+    out = [ok, await global_names.set_lock(("res", "me"), retries=0)]
+    ref = pyotp.monitor(victim)
+    pyotp.exit(victim, "kill")
+    await pyotp.receive(lambda m: m[0] == "DOWN", timeout=5)
+    out.append(await global_names.set_lock(("res", "me")))        # freed by the death
+    out.append(await global_names.trans(("res", "other"), lambda: 1, retries=0))
+    out.append(await global_names.del_lock(("res", "me")))
+    out.append(await global_names.trans(("res", "other"), lambda: 1, retries=0))
+    with pytest.raises(RuntimeError):
+        await global_names.set_lock(("res", "me"), nodes=["elsewhere@host"])
+    assert out == [True, False, True, "aborted", True, 1]

@@ -24,15 +24,15 @@ class Worker(GenServer):
         return ("ok", n)
 
 
-def test_duplicate_child_id_hints_at_id():
-    async def main():
-        with pytest.raises(ChildSpecError) as e:
-            await Supervisor.start_link([(Worker, 1), (Worker, 2)], strategy="one_for_one")
-        ok = await Supervisor.start_link([Supervisor.child_spec((Worker, 1), id="w1"),
-                                          Supervisor.child_spec((Worker, 2), id="w2")],
-                                         strategy="one_for_one")
-        return str(e.value), (await Supervisor.count_children(ok))["active"]
-    msg, active = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_duplicate_child_id_hints_at_id():
+    with pytest.raises(ChildSpecError) as e:
+        await Supervisor.start_link([(Worker, 1), (Worker, 2)], strategy="one_for_one")
+    ok = await Supervisor.start_link([Supervisor.child_spec((Worker, 1), id="w1"),
+                                      Supervisor.child_spec((Worker, 2), id="w2")],
+                                     strategy="one_for_one")
+    msg = str(e.value)
+    active = (await Supervisor.count_children(ok))["active"]
     assert "duplicate child id" in msg and "id=" in msg and "Worker" in msg
     assert active == 2          # the hint's advice works
 
@@ -65,22 +65,20 @@ def test_epmd_tool_starts_quietly_and_stops_on_ctrl_c():
     assert "stopped" in out
 
 
-def test_registry_meta_accepts_a_list_of_pairs():
-    async def main():
-        await Registry.start_link(keys="unique", name="R1", meta=[("owner", "chat"), ("v", 2)])
-        await Registry.start_link({"keys": "unique", "name": "R2", "meta": [("owner", "x")]})
-        with pytest.raises(BadArg, match="list of \\(key, value\\) pairs"):
-            await Registry.start_link(keys="unique", name="R3", meta=["owner"])
-        return Registry.meta("R1", "owner"), Registry.meta("R1", "v"), Registry.meta("R2", "owner")
-    assert pyotp.run(main) == (("ok", "chat"), ("ok", 2), ("ok", "x"))
+@pytest.mark.pyotp
+async def test_registry_meta_accepts_a_list_of_pairs():
+    await Registry.start_link(keys="unique", name="R1", meta=[("owner", "chat"), ("v", 2)])
+    await Registry.start_link({"keys": "unique", "name": "R2", "meta": [("owner", "x")]})
+    with pytest.raises(BadArg, match="list of \\(key, value\\) pairs"):
+        await Registry.start_link(keys="unique", name="R3", meta=["owner"])
+    assert (Registry.meta("R1", "owner"), Registry.meta("R1", "v"), Registry.meta("R2", "owner")) == (("ok", "chat"), ("ok", 2), ("ok", "x"))
 
 
-def test_pubsub_subscribe_takes_metadata_positionally():
-    async def main():
-        await PubSub.start_link(name="PS")
-        PubSub.subscribe("PS", "t", {"user": "ann"})          # as Phoenix.PubSub.subscribe/3
-        return Registry.lookup("PS", "t")
-    [(pid, meta)] = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_pubsub_subscribe_takes_metadata_positionally():
+    await PubSub.start_link(name="PS")
+    PubSub.subscribe("PS", "t", {"user": "ann"})          # as Phoenix.PubSub.subscribe/3
+    [(pid, meta)] = Registry.lookup("PS", "t")
     assert meta == {"user": "ann"}
 
 
@@ -92,25 +90,22 @@ class Bad(GenStateMachine):
         return ("not", "a", "result")
 
 
-def test_gen_statem_bad_return_reason_is_documented():
-    async def main():
-        pyotp.process_flag("trap_exit", True)
-        pid = await Bad.start_link(None)
-        GenStateMachine.cast(pid, "go")
-        return (await pyotp.receive(lambda m: m[0] == "EXIT" and m[1] == pid))[2]
-    reason = pyotp.run(main)
+@pytest.mark.pyotp
+async def test_gen_statem_bad_return_reason_is_documented():
+    pyotp.process_flag("trap_exit", True)
+    pid = await Bad.start_link(None)
+    GenStateMachine.cast(pid, "go")
+    reason = (await pyotp.receive(lambda m: m[0] == "EXIT" and m[1] == pid))[2]
     assert reason == ("bad_return_value", ("not", "a", "result"))
     # OTP says bad_return_from_state_function: the docs list the difference
     docs = (ROOT / "docs" / "gen_statem.md").read_text()
     assert "bad_return_from_state_function" in docs and "Differences from OTP" in docs
 
 
-def test_pyotp_run_inside_a_running_node_is_a_clear_error():
+@pytest.mark.pyotp
+async def test_pyotp_run_inside_a_running_node_is_a_clear_error():
     async def inner():
         return 1
 
-    async def main():
-        with pytest.raises(RuntimeError, match="already running"):
-            pyotp.run(inner)
-        return "still fine"
-    assert pyotp.run(main) == "still fine"
+    with pytest.raises(RuntimeError, match="already running"):
+        pyotp.run(inner)

@@ -312,27 +312,25 @@ def test_beam_calls_obey_rpc_allow():
 # ---------------------------------------------------------------------------------------
 # the handlers in-process (pyotp peers get the same answers)
 
-def test_handlers_in_process():
-    async def main():
-        me = pyotp.self()
-        info = beam_api.lookup("erlang", "process_info", [me])(me)
-        assert [k for k, _ in info][:3] == ["current_function", "initial_call", "status"]
-        assert dict(info)["status"] == "running"
-        assert beam_api.lookup("erlang", "process_info", [me, "status"])(me, "status") == ("status", "running")
-        assert beam_api.lookup("erlang", "process_info", [me, []])(me, ["registered_name"]) == [("registered_name", [])]
-        assert beam_api.HANDLERS[("erlang", "whereis", 1)]("no_such") == "undefined"
-        assert beam_api.HANDLERS[("erlang", "is_alive", 0)]() is False
-        total, procs = beam_api.HANDLERS[("erlang", "memory", 1)](["total", "processes"])
-        assert total[1] >= procs[1] > 0
-        assert beam_api.lookup("erlang", "node", [1, 2]) is None        # node/2: undef
-        with pytest.raises(pyotp.Exit) as e:
-            beam_api.HANDLERS[("erlang", "system_info", 1)]("bogus")
-        assert e.value.reason == ("badarg", [("erlang", "system_info", ["bogus"], [])])
-        with pytest.raises(pyotp.Exit) as e:
-            beam_api.HANDLERS[("erlang", "memory", 1)](["total", "nope"])
-        assert e.value.reason[0] == "badarg"
-        return True
-    assert pyotp.run(main) is True
+@pytest.mark.pyotp
+async def test_handlers_in_process():
+    me = pyotp.self()
+    info = beam_api.lookup("erlang", "process_info", [me])(me)
+    assert [k for k, _ in info][:3] == ["current_function", "initial_call", "status"]
+    assert dict(info)["status"] == "running"
+    assert beam_api.lookup("erlang", "process_info", [me, "status"])(me, "status") == ("status", "running")
+    assert beam_api.lookup("erlang", "process_info", [me, []])(me, ["registered_name"]) == [("registered_name", [])]
+    assert beam_api.HANDLERS[("erlang", "whereis", 1)]("no_such") == "undefined"
+    assert beam_api.HANDLERS[("erlang", "is_alive", 0)]() is False
+    total, procs = beam_api.HANDLERS[("erlang", "memory", 1)](["total", "processes"])
+    assert total[1] >= procs[1] > 0
+    assert beam_api.lookup("erlang", "node", [1, 2]) is None        # node/2: undef
+    with pytest.raises(pyotp.Exit) as e:
+        beam_api.HANDLERS[("erlang", "system_info", 1)]("bogus")
+    assert e.value.reason == ("badarg", [("erlang", "system_info", ["bogus"], [])])
+    with pytest.raises(pyotp.Exit) as e:
+        beam_api.HANDLERS[("erlang", "memory", 1)](["total", "nope"])
+    assert e.value.reason[0] == "badarg"
 
 
 # ---------------------------------------------------------------------------------------
