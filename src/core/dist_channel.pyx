@@ -6,9 +6,10 @@
 # SEND_SENDER, REG_SEND, ALIAS_SEND (and their _TT forms), LINK, UNLINK, UNLINK_ID(_ACK),
 # EXIT, EXIT2, PAYLOAD_EXIT*, MONITOR_P, DEMONITOR_P (the DOWN for a dead or unknown
 # target is written here), MONITOR_P_EXIT, GROUP_LEADER. The Connection (Python, the
-# handshake state machine) makes the channel the transport's protocol once the peer has
-# proven the cookie (`transport.set_protocol(channel)`, start()); from then on the
-# channel calls Python only through the Connection's small interface:
+# handshake state machine, connection.py) makes the channel the transport's protocol once
+# the peer has proven the cookie (channel.py's _setnode: start(), then
+# `transport.set_protocol(channel)`); from then on the channel calls Python only through
+# the connection's small interface (channel.py, UpConnection):
 #   conn.on_control(ctrl, payload)   SPAWN_REQUEST(_TT), SPAWN_REPLY(_TT), and the
 #                                    MONITOR_P_EXIT of an rpc request (rpc.py)
 #   conn.on_payload_error(exc)       a payload that did not decode: log and drop (returns)
@@ -274,7 +275,7 @@ def _dist_wire_target(dest):
 
 class DistProtocolError(Exception):
     """A peer broke the distribution protocol; its connection is closed with this reason
-    (``pyotp.dist.connection.ProtocolError`` is this class)."""
+    (``pyotp.dist.channel.ProtocolError`` is this class)."""
 
 
 # The shape of every control message pyotp accepts: op -> (what follows the op, one
@@ -391,7 +392,7 @@ cdef object _DC_NOPROC = Atom("noproc")
 @cython.auto_pickle(False)     # its state is a live connection's: never rebuilt from data
 cdef class DistChannel:
     """One distribution connection after its handshake (internal: made and started by
-    ``pyotp.dist.connection.Connection``, which subclasses it as the transport's
+    ``pyotp.dist.channel``, whose ``Channel`` subclasses it as the transport's
     asyncio.BufferedProtocol; see the file's note for the interface back to Python).
 
     What the connection does once the handshake with the peer's socket is done (a plain
@@ -926,7 +927,7 @@ cdef class DistChannel:
         self._flush_now()
 
     cdef int _flush_now(self) except -1:
-        # cdef, not cpdef: the channel is subclassed in Python (connection.Channel), and
+        # cdef, not cpdef: the channel is subclassed in Python (channel.Channel), and
         # a cpdef method would look for an override at every call
         if self.flush_handle is not None:
             self.flush_handle.cancel()

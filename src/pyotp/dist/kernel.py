@@ -21,8 +21,9 @@ What is in flight on a connection (calls, monitors, spawn and rpc requests) is i
 connection's channel, in one table by reference (``DistChannel.track``); when the
 connection goes, ``_node_down`` takes that table and fails what waits.
 
-Imports go one way: node.py -> system.py -> rpc.py -> kernel.py -> connection.py. The
-kernel reaches rpc only through ``self.rpc`` (the rpc module, handed in by ``Node.start``).
+Imports go one way: node.py -> system.py -> rpc.py -> kernel.py -> connection.py ->
+channel.py (rpc.py imports channel.py's ProtocolError too). The kernel reaches rpc only
+through ``self.rpc`` (the rpc module, handed in by ``Node.start``).
 
 Everything runs on the node's loop thread; the one entry point that may be called from
 other threads (the remote handler, for ``pyotp.send`` from a thread) hops to the loop.

@@ -32,7 +32,7 @@ from typing import cast as _tcast
 from .. import _core
 from ..etf import Atom, Pid, Reference
 from . import beam_api
-from .connection import ProtocolError
+from .channel import ProtocolError
 from .kernel import (_TIMED_OUT, A_BADARG, A_BADRPC, A_ERPC, A_EXECUTE_CALL, A_EXECUTE_CAST, A_LINK,
                      A_MONITOR, A_NODEDOWN, A_NOTSUP, A_TIMEOUT, SPAWN_FLAG_LINK, SPAWN_FLAG_MONITOR,
                      DistError, _await_with_timeout, _external_call, kernel)

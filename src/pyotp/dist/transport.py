@@ -5,8 +5,9 @@ The layers of one connection, bottom up (docs/distribution.md, "Architecture"):
 1. a **carrier** (this module) listens for peers and dials them; each connection it
    makes is an asyncio-style transport driving a protocol;
 2. the protocol is a :class:`~pyotp.dist.connection.Connection`: it runs the handshake,
-   then makes its compiled channel (``_core.DistChannel``) the transport's protocol
-   (``set_protocol``), which owns the frames, buffers and control messages from then on;
+   then (pyotp.dist.channel) makes its compiled channel (``_core.DistChannel``) the
+   transport's protocol (``set_protocol``), which owns the frames, buffers and control
+   messages from then on;
    the channel only ever sees the transport through the contract below, so a new
    carrier (shared memory, ...) plugs in without touching frames.
 
@@ -41,9 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import Any, Callable
 
-__all__ = ["Carrier", "TcpCarrier", "TlsCarrier", "UnixCarrier", "carrier_for"]
+__all__ = ["Carrier", "TcpCarrier", "TlsCarrier", "UnixCarrier", "carrier_for", "no_delay"]
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
@@ -140,6 +142,18 @@ class UnixCarrier(Carrier):
 
     def __repr__(self) -> str:
         return "<UnixCarrier %s>" % self.directory
+
+
+def no_delay(transport: Any) -> None:
+    """Send each write at once (TCP_NODELAY) where the transport has a TCP socket:
+    distribution batches its frames itself, and Nagle's delay would hold a call's request
+    until the reply to an earlier one came back. Other carriers are left as they are."""
+    try:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
 
 
 def carrier_for(transport: Any, server_ssl: Any, client_ssl: Any) -> Carrier:
