@@ -408,6 +408,10 @@ cdef WaitPolicy _shm_policy = _wp_site(True)
 # us) a quiet 2-node pool made 0.9x the calls of the fixed 100 us spin; from 30 us up, as
 # many (measured, docs/benchmarks.md "Pool nodes on a busy machine").
 _shm_policy.floor_us = 30.0
+# Calls from another thread: the same pattern (answers in a few us, now and then one late
+# by a GC, and a reader that gave up pays a wake-up); tried with the ring's floor.
+_tq_policy.floor_us = 30.0
+_tcall_policy.floor_us = 30.0
 
 
 def wait_policy():
