@@ -21,7 +21,9 @@ Groups:
 * ``busy-thread-call`` (calls/s): blocking calls from a plain thread into a
   ``Runtime.start_thread()`` node (bench/workloads.py's thread_call).
 * ``busy-trickle-cpu`` (calls per CPU second, higher is better): a paced trickle of calls
-  (one every 3 ms, ~300/s) on a quiet machine; CPU of both node processes from /proc.
+  (one every 3 ms, ~300/s) on a quiet machine; CPU of both node processes from /proc
+  (clock ticks: use full sizes, quick ones are a few ticks). ``pyotp(busy_wait=none)``
+  never spins: the floor, what the calls cost without any spin.
 """
 from __future__ import annotations
 
@@ -104,7 +106,8 @@ def pair(impl: str, beams: Optional[str]) -> Iterator[Any]:
         sink: Any = ErlNode("bsink", "distpeer:sink().", extra_args=["-pa", beams]).start()
         driver: Any = ErlNode("bdrv", "distpeer:driver().", extra_args=["-pa", beams]).start()
     else:
-        kw = {"busy_wait": 100} if impl == "pyotp(busy_wait=100)" else {}
+        kw = {"pyotp(busy_wait=100)": {"busy_wait": 100},
+              "pyotp(busy_wait=none)": {"busy_wait": "none"}}.get(impl, {})
         sink = NodeProc("psink", role="dist_roles:role_sink_bench", **kw).start()
         driver = NodeProc("pdrv", role="dist_roles:role_call_driver", **kw).start()
     try:
@@ -161,7 +164,7 @@ def test_busy_thread_call(benchmark: Any, scenario: str, mode: str) -> None:
             s["thread"] / benchmark.stats.stats.median, "calls/s")
 
 
-@pytest.mark.parametrize("impl", ["pyotp", "pyotp(busy_wait=100)", "beam"])
+@pytest.mark.parametrize("impl", ["pyotp", "pyotp(busy_wait=100)", "pyotp(busy_wait=none)", "beam"])
 def test_busy_trickle_cpu(benchmark: Any, impl: str, mode: str, beams: Optional[str]) -> None:
     if not os.path.exists("/proc/self/stat"):
         pytest.skip("CPU time of other processes needs /proc")

@@ -13,7 +13,8 @@
 #  - Loop thread only (one policy per runtime process; channels call it with the GIL).
 #  - budget_us() is O(1) and allocation-free except at a probe (at most every PROBE_MS),
 #    which reads two small files and one getrusage. Machine facts count only when they
-#    persist: two crowded probes in a row, preemptions as a rate per probe interval.
+#    persist: two crowded probes in a row, preemptions as a rate per probe interval, and
+#    once confirmed pause the spin for a time that grows while they recur.
 #  - mode "none" never spins; a fixed number always spins that long (the user asked for
 #    it); "auto" spins at most AUTO_MAX_US and only while: more than one CPU is usable, the
 #    machine is not oversubscribed, spins have been succeeding (from the second miss in a
@@ -139,6 +140,7 @@ cdef class WaitPolicy:
     cdef double preempt_pause      # ms: the current pause for confirmed preemption (0: none)
     cdef double preempt_until      # ms: no spinning before this (preemption)
     cdef int calm                  # probes without preemption since the last pause
+    cdef int pause_why             # _WPD_OVERSUB or _WPD_PREEMPT: what the current pause is for
     cdef str preempt_reason
     cdef double last_probe         # ms
     cdef int crowded               # consecutive probes that saw more runnable threads than CPUs
@@ -190,6 +192,7 @@ cdef class WaitPolicy:
         self.preempted = 0
         self.preempt_pause = self.preempt_until = 0.0
         self.calm = 0
+        self.pause_why = _WPD_PREEMPT
         self.preempt_reason = ""
         self.why = 0
         for i in range(_WPD_N):
@@ -233,46 +236,49 @@ cdef class WaitPolicy:
         if woke is not None:
             self.last_woke = int(woke)
         self.last_probe = now
-        # a single crowded sample is often a passing kernel thread: two in a row count
-        self.crowded = self.crowded + 1 if runnable is not None and int(runnable) > self.online + 1 else 0
-        # preemption confirmed by two probes in a row pauses the spin: 50 ms, doubled at
-        # each new confirmation (up to 2 s) and forgotten after a second of calm probes.
-        # With the wake-ups excused, a node that stopped spinning beside a busy loop sees
-        # few switches while it sleeps, and without the growing pause it would go back to
-        # spinning (and collapse) every other probe.
+        # A single crowded sample is often a passing kernel thread, and a single interval
+        # with many involuntary switches a burst of other work: each counts when the next
+        # probe confirms it. A confirmed fact pauses the spin: 50 ms, doubled at each new
+        # confirmation (up to 2 s) and forgotten after a second of calm probes. The pause
+        # matters because both facts vanish once we stop spinning: beside a busy loop a
+        # sleeping node is rarely preempted (its wake-ups excused), and with every core
+        # busy our spinners are the runnable threads that crowd the machine (two busy
+        # loops beside two spinning pool nodes: 4 runnable, 2 when they sleep). Without
+        # it the spin came back every other probe and collapsed again: pool calls with
+        # both cores busy spread 10-63 k calls/s from run to run.
+        cdef bint crowded_now = runnable is not None and int(runnable) > self.online + 1
         cdef bint paused = now < self.preempt_until
         if paused:
-            self.preempted = 0
+            self.preempted = self.crowded = 0
         else:
             self.preempted = self.preempted + 1 if switched > _WP_NIVCSW_LIMIT else 0
-            if self.preempted >= 2:
+            # clearly more runnable threads than cores (ours counted; one extra is often
+            # the peer node itself or a passing kernel thread): a spin takes a core from
+            # someone, often the very peer whose reply it waits for
+            self.crowded = self.crowded + 1 if crowded_now else 0
+            if self.preempted >= 2 or self.crowded >= 2:
                 self.preempt_pause = _WP_PROBE_MS if self.preempt_pause == 0.0 else \
                     min(2.0 * self.preempt_pause, _WP_PREEMPT_PAUSE_MAX_MS)
                 self.preempt_until = now + self.preempt_pause
-                self.preempted = self.calm = 0
-                self.preempt_reason = "preempted (%d involuntary switches per %d ms)" % (
-                    switched, <int>_WP_PROBE_MS)
+                if self.crowded >= 2:
+                    self.pause_why = _WPD_OVERSUB
+                    self.preempt_reason = "oversubscribed (%d runnable, %d CPUs)" % (
+                        int(runnable), self.online)
+                else:
+                    self.pause_why = _WPD_PREEMPT
+                    self.preempt_reason = "preempted (%d involuntary switches per %d ms)" % (
+                        switched, <int>_WP_PROBE_MS)
+                self.preempted = self.crowded = self.calm = 0
                 paused = True
             elif self.preempt_pause > 0.0:
-                self.calm = 0 if switched > _WP_NIVCSW_LIMIT else self.calm + 1
+                self.calm = 0 if (switched > _WP_NIVCSW_LIMIT or crowded_now) else self.calm + 1
                 if self.calm >= _WP_CALM_PROBES:
                     self.preempt_pause = 0.0
                     self.calm = 0
         if self.usable <= 1:
             self.oversub, self.reason, self.why = True, "one usable CPU", _WPD_ONE_CPU
-        elif self.crowded >= 2:
-            # clearly more runnable threads than cores (ours counted; one extra is often
-            # the peer node itself or a passing kernel thread): a spin takes a core from
-            # someone, often the very peer whose reply it waits for
-            self.oversub, self.reason = True, "oversubscribed (%d runnable, %d CPUs)" % (
-                int(runnable), self.online)
-            self.why = _WPD_OVERSUB
         elif paused:
-            # as for crowding: one interval with many switches is often a burst of other
-            # work passing by (a build step, a kernel thread); a thread sharing its core
-            # with a busy loop is preempted in every interval
-            self.oversub, self.reason = True, self.preempt_reason
-            self.why = _WPD_PREEMPT
+            self.oversub, self.reason, self.why = True, self.preempt_reason, self.pause_why
         else:
             self.oversub, self.reason = False, ""
         if nivcsw is not None:
@@ -402,6 +408,10 @@ cdef WaitPolicy _shm_policy = _wp_site(True)
 # us) a quiet 2-node pool made 0.9x the calls of the fixed 100 us spin; from 30 us up, as
 # many (measured, docs/benchmarks.md "Pool nodes on a busy machine").
 _shm_policy.floor_us = 30.0
+# Calls from another thread: the same pattern (answers in a few us, now and then one late
+# by a GC, and a reader that gave up pays a wake-up); tried with the ring's floor.
+_tq_policy.floor_us = 30.0
+_tcall_policy.floor_us = 30.0
 
 
 def wait_policy():

@@ -86,6 +86,37 @@ def test_oversubscribed_machine_stops_spinning_and_recovers():
     assert p.budget_us() == 100.0
 
 
+def test_confirmed_crowding_pauses_longer_each_time_although_it_vanishes_while_paused():
+    # Two busy loops beside two pool nodes on two cores: 4 runnable threads while the nodes
+    # spin, 3 while they sleep (not "crowded"). Without a growing pause the spin came back
+    # every other probe and collapsed again (pool calls spread 10-63 k calls/s).
+    m = Machine(usable=2, online=2, runnable=3)
+    p = m.policy()
+    allowed = []
+    for _ in range(400):                  # 20 s of fake time, a probe every 50 ms
+        m.runnable = 4 if p.spinning else 3
+        b = p.budget_us()
+        allowed.append(b > 0.0)
+        m.now += 50.0
+    gaps, run = [], 0
+    for a in allowed:
+        if a and run:
+            gaps.append(run)
+        run = 0 if a else run + 1
+    assert gaps == sorted(gaps) and gaps[0] == 1 and max(gaps) == 40, gaps   # 50 ms .. 2 s
+    assert sum(allowed) <= 40, sum(allowed)
+    info = p.info()
+    assert "oversubscribed" in info["reason"]
+    assert info["denied"]["oversubscribed"] >= 350 and info["denied"]["preempted"] == 0
+    # the busy loops end: after the pause, spinning resumes and stays on
+    m.runnable = 2
+    calm = []
+    for _ in range(100):
+        calm.append(p.budget_us() > 0.0)
+        m.now += 50.0
+    assert all(calm[45:]) and p.info()["spinning"]
+
+
 def test_rising_involuntary_switches_stop_spinning():
     m = Machine(nivcsw=100)
     p = m.policy()
