@@ -119,7 +119,7 @@ cdef class WaitPolicy:
     microseconds (0..10000). ``clock`` (ms, float) and ``probe`` (a function returning
     ``(usable_cpus, online_cpus, runnable_threads, involuntary_switches[, wakeups_caused])``)
     replace the real ones in tests. ``floor_us`` (default 5) is the least budget "auto"
-    gives after a success (the "shm" site's is 30).
+    gives after a success (30 at the "shm", "thread_loop" and "thread_caller" sites).
 
     >>> p = WaitPolicy("auto")
     >>> p.info()["mode"]

@@ -84,30 +84,26 @@ class Acc(GenServer):
             pyotp.send("sys_watcher", ("terminated", reason, n))
 
 
-# a plain test: docs/interop.md names it and tests/project/test_docs_interop.py looks
-# for `def test_...(` at the start of a line
-def test_suspend_resume_terminate_and_status():
-    async def main():
-        pyotp.register("sys_watcher", pyotp.self())
-        pid = await Acc.start(1)
-        out = [await otp_sys.suspend(pid, timeout=10)]
-        GenServer.cast(pid, 10)                       # waits in the mailbox, in order
-        GenServer.cast(pid, 100)
-        out.append(await otp_sys.get_state(pid))      # system messages still run
-        out.append((await otp_sys.get_status(pid))["status"])
-        out.append(await otp_sys.resume(pid))
-        out.append(await GenServer.call(pid, "get"))
-        out.append((await otp_sys.get_status(pid))["status"])
-        out.append(await otp_sys.change_code(pid, "0"))
-        ref = pyotp.monitor(pid)
-        out.append(await otp_sys.terminate(pid, ("shutdown", "x")))
-        out.append(await pyotp.receive(lambda m: m[0] == "terminated", timeout=10))
-        out.append((await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10))[4])
-        with pytest.raises(pyotp.Exit):
-            await otp_sys.get_state(pid)
-        return out
-    assert pyotp.run(main) == ["ok", 1, "suspended", "ok", 111, "running", "ok", "ok",
-                               ("terminated", ("shutdown", "x"), 111), ("shutdown", "x")]
+async def test_suspend_resume_terminate_and_status():
+    pyotp.register("sys_watcher", pyotp.self())
+    pid = await Acc.start(1)
+    out = [await otp_sys.suspend(pid, timeout=10)]
+    GenServer.cast(pid, 10)                       # waits in the mailbox, in order
+    GenServer.cast(pid, 100)
+    out.append(await otp_sys.get_state(pid))      # system messages still run
+    out.append((await otp_sys.get_status(pid))["status"])
+    out.append(await otp_sys.resume(pid))
+    out.append(await GenServer.call(pid, "get"))
+    out.append((await otp_sys.get_status(pid))["status"])
+    out.append(await otp_sys.change_code(pid, "0"))
+    pyotp.monitor(pid)
+    out.append(await otp_sys.terminate(pid, ("shutdown", "x")))
+    out.append(await pyotp.receive(lambda m: m[0] == "terminated", timeout=10))
+    out.append((await pyotp.receive(lambda m: m[0] == "DOWN", timeout=10))[4])
+    with pytest.raises(pyotp.Exit):
+        await otp_sys.get_state(pid)
+    assert out == ["ok", 1, "suspended", "ok", 111, "running", "ok", "ok",
+                   ("terminated", ("shutdown", "x"), 111), ("shutdown", "x")]
 
 
 async def test_stop_reaches_a_suspended_server_and_unknown_requests_are_errors():

@@ -39,6 +39,18 @@ class Machine:
         return _core.WaitPolicy(setting, clock=self.clock, probe=self.probe)
 
 
+
+def _assert_growing_pauses(allowed):
+    """The probes that allowed a spin come between pauses that grow from one probe (50 ms)
+    to 40 (2 s), and they are a small part of the time."""
+    gaps, run = [], 0
+    for a in allowed:
+        if a and run:
+            gaps.append(run)
+        run = 0 if a else run + 1
+    assert gaps == sorted(gaps) and gaps[0] == 1 and max(gaps) == 40, gaps   # 50 ms .. 2 s
+    assert sum(allowed) <= 40, sum(allowed)
+
 def test_quiet_machine_spins_up_to_the_ceiling():
     m = Machine()
     p = m.policy()
@@ -98,13 +110,7 @@ def test_confirmed_crowding_pauses_longer_each_time_although_it_vanishes_while_p
         b = p.budget_us()
         allowed.append(b > 0.0)
         m.now += 50.0
-    gaps, run = [], 0
-    for a in allowed:
-        if a and run:
-            gaps.append(run)
-        run = 0 if a else run + 1
-    assert gaps == sorted(gaps) and gaps[0] == 1 and max(gaps) == 40, gaps   # 50 ms .. 2 s
-    assert sum(allowed) <= 40, sum(allowed)
+    _assert_growing_pauses(allowed)
     info = p.info()
     assert "oversubscribed" in info["reason"]
     assert info["denied"]["oversubscribed"] >= 350 and info["denied"]["preempted"] == 0
@@ -221,13 +227,7 @@ def test_confirmed_preemption_pauses_longer_each_time_and_calm_resets_it():
             m.nivcsw += 15                # spinning beside the busy loop: preempted
     # pauses of 50, 100, 200 ... ms up to 2 s, each after two preempted probes: spinning
     # a small and shrinking part of the time
-    gaps, run = [], 0
-    for a in allowed:
-        if a and run:
-            gaps.append(run)
-        run = 0 if a else run + 1
-    assert gaps == sorted(gaps) and gaps[0] == 1 and max(gaps) == 40, gaps   # 50 ms .. 2 s
-    assert sum(allowed) <= 40, sum(allowed)
+    _assert_growing_pauses(allowed)
     assert p.info()["denied"]["preempted"] >= 350
     # the busy loop ends: once the pause is over, spinning resumes and stays on
     calm = []

@@ -25,4 +25,4 @@ def test_every_working_feature_names_an_existing_test():
         m = re.fullmatch(r"`(tests/[\w/]+\.py)::(\w+)`", test)
         assert m, "%r (%s) names no test" % (feature, status)
         with open(os.path.join(ROOT, m.group(1)), encoding="utf-8") as f:
-            assert re.search(r"^def %s\(" % m.group(2), f.read(), re.M), "%s is gone" % test
+            assert re.search(r"^(?:async )?def %s\(" % m.group(2), f.read(), re.M), "%s is gone" % test
