@@ -641,8 +641,7 @@ def _node_detach():
     _on_loop_thread(s, "_node_detach")
     for p in list(s.procs.values()):
         _schedule_exit(<Process>p, _KILLED)
-    if s.timer_handle is not None:
-        s.timer_handle.cancel()
+    s.cancel_timers()
     s.closed = True
     s.drain_thread_calls()      # calls queued by other threads too late: they fail now
     _sched = None

@@ -788,7 +788,11 @@ cdef class DistChannel:
 
     cdef int _call(self, object frm, object to, object ref, object request, object label) except -1:
         cdef Py_ssize_t mark = _etf_ba_size(self.wbuf)
+        cdef bint feeding = self.feeding
         self.requests[ref] = (_DR_CALL, frm, to)
+        # written below, at once: no flush for the end of the loop turn (a call_soon
+        # cancelled right away still costs the loop an iteration)
+        self.feeding = True
         try:
             self._frame((_DC_MONITOR_P, frm, _dc_wire_target(to), ref), _DC_NO_MSG)
             # with aliases, the tag is OTP 24's [alias | Ref]: the peer replies to the
@@ -803,6 +807,8 @@ cdef class DistChannel:
                 _etf_ba_resize(self.wbuf, mark)
             self.requests.pop(ref, None)
             raise
+        finally:
+            self.feeding = feeding
         self.called = True
         self._flush_now()
         return 0
@@ -816,10 +822,15 @@ cdef class DistChannel:
         so a caller that gave up (its alias is gone) never sees it."""
         cdef object a = _dc_alias_of((<tuple>msg)[0]) if self.alias and type(msg) is tuple \
             and len(<tuple>msg) == 2 else None
-        if a is not None:
-            self._alias_send(a, msg)
-        else:
-            self._send(to, msg)
+        cdef bint feeding = self.feeding
+        self.feeding = True         # written at once, as a call (_call)
+        try:
+            if a is not None:
+                self._alias_send(a, msg)
+            else:
+                self._send(to, msg)
+        finally:
+            self.feeding = feeding
         self._flush_now()
         return 0
 

@@ -45,6 +45,7 @@ DEF BUDGET = 256
 DEF TURN_LIMIT = 30000
 DEF TURN_MS = 2.0
 DEF INT64_MAX = 0x7FFFFFFFFFFFFFFF
+DEF FAR_MS = 1000        # a loop timer this far beyond a nearer one stays armed (arm_timer)
 
 # Ctrl-C and sys.exit() inside any process stop the whole node (they propagate out of the
 # scheduler into the event loop), rather than ending just the process that ran them.
@@ -125,11 +126,14 @@ cdef class Scheduler:
     cdef TimerWheel wheel
     cdef object timer_handle
     cdef int64_t armed_tick
+    cdef object far_handle     # a loop timer left armed for a far tick (see arm_timer)
+    cdef int64_t far_tick
     cdef dict procs            # pid id -> Process (live, not external)
     cdef dict names            # registered name -> Process
     cdef uint64_t next_id
     cdef object run_cb
     cdef object timer_cb
+    cdef object far_cb
     cdef object all_exited     # future set when procs becomes empty during shutdown
     cdef bint closed
     cdef readonly uint64_t dispatched
@@ -151,11 +155,14 @@ cdef class Scheduler:
         self.wheel = TimerWheel()
         self.timer_handle = None
         self.armed_tick = INT64_MAX
+        self.far_handle = None
+        self.far_tick = INT64_MAX
         self.procs = {}
         self.names = {}
         self.next_id = 0
         self.run_cb = self._run
         self.timer_cb = self._on_timer
+        self.far_cb = self._on_far_timer
         self.all_exited = None
         self.closed = False
         self.mbx_cb = self._mbx_exceeded
@@ -297,11 +304,15 @@ cdef class Scheduler:
                 if pyotp_monotonic_ms() >= until:
                     break
         self.dispatched += n
+        self.release_wakeup()
+        self.arm_timer()
+
+    cdef inline void release_wakeup(self) noexcept:
+        """Give up the claimed wakeup; post a turn for what was queued meanwhile."""
         pyotp_store_int(&self.wake_pending, 0)
         if (pyotp_mpsc_nonempty(&self.rq) or pyotp_mpsc_nonempty(&self.tq)) and \
                 pyotp_cas_int(&self.wake_pending, 0, 1):
             self.post()
-        self.arm_timer()
 
     cdef void drain_thread_calls(self) except *:
         """Start every queued call from another thread (their servers then run in this
@@ -368,10 +379,28 @@ cdef class Scheduler:
         if self.timer_handle is not None:
             if nxt >= self.armed_tick:
                 return
-            self.timer_handle.cancel()
+            if self.armed_tick - nxt >= FAR_MS and self.far_handle is None:
+                # A far tick (a call's timeout, a cascade) that a nearer timer now
+                # precedes: keep its loop timer instead of cancelling it. A remote call
+                # with a timeout, then a sleep, is a trickle's every call: two loop timers
+                # made and one cancelled per call, and both mostly for nothing, since the
+                # call's timeout is cancelled by its reply.
+                self.far_handle = self.timer_handle
+                self.far_tick = self.armed_tick
+            else:
+                self.timer_handle.cancel()
+        elif self.far_handle is not None and nxt >= self.far_tick:
+            return              # the far loop timer is early enough
         self.armed_tick = nxt
         cdef double delay = (<double>nxt - self.wheel.now_ms()) / 1000.0
         self.timer_handle = self.loop.call_later(delay if delay > at_least else at_least, self.timer_cb)
+
+    cdef void cancel_timers(self) except *:
+        if self.timer_handle is not None:
+            self.timer_handle.cancel()
+        if self.far_handle is not None:
+            self.far_handle.cancel()
+            self.far_handle = None
 
     cdef inline void timer_inserted(self, Timer t) except *:
         if t.expires < self.armed_tick:
@@ -380,18 +409,37 @@ cdef class Scheduler:
     def _on_timer(self):
         self.timer_handle = None
         self.armed_tick = INT64_MAX
-        cdef list fired = self.wheel.advance(self.wheel.now_tick())
+        self.timers_due()
+
+    def _on_far_timer(self):
+        self.far_handle = None
+        self.far_tick = INT64_MAX
+        self.timers_due()
+
+    cdef void timers_due(self) except *:
+        # Processes woken by these timers run right after them, in this same callback:
+        # claiming the wakeup first keeps their wake-ups from posting a turn of their own
+        # (a handle, and a loop iteration, per timer that wakes a process).
+        cdef bint claimed = pyotp_cas_int(&self.wake_pending, 0, 1)
+        cdef list fired
         cdef Timer t
-        for t in fired:
-            try:
-                _fire(t)
-            except Exception:
-                _log.exception("pyotp: timer action failed")
+        try:
+            fired = self.wheel.advance(self.wheel.now_tick())
+            for t in fired:
+                try:
+                    _fire(t)
+                except Exception:
+                    _log.exception("pyotp: timer action failed")
+        except BaseException:
+            if claimed:
+                self.release_wakeup()
+            raise
+        if claimed and (fired or pyotp_mpsc_nonempty(&self.rq) or pyotp_mpsc_nonempty(&self.tq)):
+            self.run_turn()         # clears the wakeup and arms the next timer
+            return
+        if claimed:
+            self.release_wakeup()
         if fired:
-            # run woken processes in this same loop iteration
-            if pyotp_cas_int(&self.wake_pending, 0, 1):
-                self.run_turn()
-                return
             self.arm_timer()
         else:
             # Woken before the next tick is due: the loop's clock has millisecond

@@ -65,9 +65,17 @@ cdef inline void _wp_woke() noexcept:
     _wp_wakeups += 1
 
 
-def _wp_read_machine():
-    """The real probe: (usable_cpus, online_cpus, runnable_threads, involuntary_switches,
-    wakeups_caused). Any fact the platform does not offer is None."""
+cdef double _wp_cpus_at = -1.0e18    # when _wp_read_machine last read the CPU facts (ms)
+cdef tuple _wp_cpus = (1, 1)           # (usable, online) as read then
+
+
+cdef tuple _wp_read_cpus():
+    """(usable, online): affinity and cgroup v2 quota; re-read at most every CPUS_MS (the
+    policy uses them no more often, and each costs a file or two)."""
+    global _wp_cpus_at, _wp_cpus
+    cdef double now = pyotp_monotonic_ms()
+    if now - _wp_cpus_at < _WP_CPUS_MS:
+        return _wp_cpus
     import os
     online = os.cpu_count() or 1
     try:
@@ -75,16 +83,30 @@ def _wp_read_machine():
     except (AttributeError, OSError):
         usable = online
     try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
+        with open("/sys/fs/cgroup/cpu.max", "rb") as f:
             quota, period = f.read().split()[:2]
-        if quota != "max":
+        if quota != b"max":
             usable = min(usable, max(1, -(-int(quota) // int(period))))
     except (OSError, ValueError):
         pass
+    _wp_cpus = (usable, online)
+    _wp_cpus_at = now
+    return _wp_cpus
+
+
+def _wp_read_machine():
+    """The real probe: (usable_cpus, online_cpus, runnable_threads, involuntary_switches,
+    wakeups_caused). Any fact the platform does not offer is None."""
+    import os
+    usable, online = _wp_read_cpus()
     runnable = None
     try:
-        with open("/proc/loadavg") as f:
-            runnable = int(f.read().split()[3].split("/")[0])
+        # raw reads (no text layer): this runs every PROBE_MS while a node spins
+        fd = os.open("/proc/loadavg", os.O_RDONLY)
+        try:
+            runnable = int(os.read(fd, 128).split()[3].split(b"/")[0])
+        finally:
+            os.close(fd)
     except (OSError, ValueError, IndexError):
         pass
     nivcsw = None
@@ -302,13 +324,15 @@ cdef class WaitPolicy:
         if self.machine is not None:
             # a site of the runtime's policy: its machine facts (probed on the loop
             # thread only: RUSAGE_THREAD there is the spinner's own count)
-            if self.loop_site and now >= self.machine.next_probe:
+            if self.loop_site and now >= self.machine.next_probe and now >= self.off_until:
                 self.machine._probe(now)
             self.oversub, self.why = self.machine.oversub, self.machine.why
             self.usable = self.machine.usable
             if self.usable == 0:
                 return 0.0          # no facts yet (the loop thread has not probed)
-        elif now >= self.next_probe:
+        elif now >= self.next_probe and now >= self.off_until:
+            # (not while backing off: no spin would follow, and a probe costs a file
+            # read and a getrusage: a paced trickle asked here after every read)
             self._probe(now)
         if self.oversub:
             if count:
