@@ -34,6 +34,12 @@
 #    goes to the checked path (_slow), which validates every control message's shape
 #    and raises DistProtocolError for anything malformed (the connection closes with a
 #    logged reason; the node lives).
+#  - Repeated SENDs skip their control term: _hot keeps the bytes of the last SEND's
+#    control term it decoded (rx_key) and, for a frame that starts with those bytes,
+#    decodes only the payload (equal bytes are the same term: the encoding is
+#    prefix-free); _send keeps the encoded head of the last SEND it wrote (tx_head). A
+#    frame the cached path does not accept goes the usual way, so both paths see the
+#    same frames the same.
 #  - `requests` is this connection's one table of requests in flight, by reference:
 #    our calls (_DR_CALL; _DR_GONE once the caller gave up, so a late reply is dropped),
 #    monitors we hold on the peer's processes (_DR_MON), monitors the peer holds on our
