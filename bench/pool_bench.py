@@ -12,6 +12,7 @@ Cases:
   sink on the worker (which answers its count), or makes M sequential GenServer.calls.
   PYOTP_POOL_TRANSPORT=socket|tcp selects the link (default: shared memory);
   PYOTP_BENCH_BUSY_WAIT sets the nodes' ``busy_wait`` ("auto", "none" or microseconds).
+  ``oneway`` also reports the wall time and each end's CPU time per message (ns).
 * ``oneway_local M`` / ``call_local M``: the same loops with the sink on the same node (one
   OS process, no link): the ceiling of what the Python on both ends allows per message,
   were the link free (two nodes run the two ends in parallel, one node runs them in turn).
