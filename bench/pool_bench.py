@@ -12,6 +12,7 @@ Cases:
   sink on the worker (which answers its count), or makes M sequential GenServer.calls.
   PYOTP_POOL_TRANSPORT=socket|tcp selects the link (default: shared memory);
   PYOTP_BENCH_BUSY_WAIT sets the nodes' ``busy_wait`` ("auto", "none" or microseconds).
+  ``oneway`` also reports the wall time and each end's CPU time per message (ns).
 * ``oneway_local M`` / ``call_local M``: the same loops with the sink on the same node (one
   OS process, no link): the ceiling of what the Python on both ends allows per message,
   were the link free (two nodes run the two ends in parallel, one node runs them in turn).
@@ -85,6 +86,8 @@ class Sink(GenServer):
         return ("ok", 0)
 
     def handle_call(self, req: Any, frm: Any, n: int) -> Any:
+        if req == "cpu":                # this node's CPU seconds so far (the receiver's cost)
+            return ("reply", time.process_time(), n)
         return ("reply", n, n)
 
     def handle_info(self, msg: Any, n: int) -> Any:
@@ -107,9 +110,14 @@ async def _sink() -> Any:
 
 
 async def _oneway_to(sink: Any, m: int) -> dict:
+    """The rate, and each end's CPU time per message (ns; within one node the sender's
+    figure covers both ends): a figure below the wall time per message means that end
+    waited for the other."""
     send = pyotp.send
     for _ in range(3):           # warm-up rounds, then the measured one
         me = pyotp.self()
+        rc0 = await GenServer.call(sink, "cpu")
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for i in range(m):
             send(sink, ("msg", i))
@@ -118,8 +126,11 @@ async def _oneway_to(sink: Any, m: int) -> dict:
         send(sink, ("done", me))
         _, n = await pyotp.receive(lambda x: x[0] == "count", timeout=300)
         t1 = time.perf_counter()
+        c1 = time.process_time()
+        rc1 = await GenServer.call(sink, "cpu")
         assert n == m, (n, m)
-    return {"rate": m / (t1 - t0)}
+    return {"rate": m / (t1 - t0), "wall_ns": 1e9 * (t1 - t0) / m,
+            "sender_cpu_ns": 1e9 * (c1 - c0) / m, "receiver_cpu_ns": 1e9 * (rc1 - rc0) / m}
 
 
 async def _calls_to(sink: Any, m: int) -> dict:

@@ -198,8 +198,11 @@ cdef object _receive_begin(Process p, object match, object timeout):
 
 
 def sleep(seconds):
-    """Suspend the calling process for ``seconds`` (on the timer wheel). Outside a process
-    it is asyncio.sleep. Nothing happens until it is awaited.
+    """Suspend the calling process for ``seconds`` (on the timer wheel). ``sleep(0)``
+    yields: the process runs again once the event loop has had its turn (other
+    processes, I/O, queued writes), as ``asyncio.sleep(0)`` does for a task, without
+    waiting for the wheel's next millisecond. Outside a process it is asyncio.sleep.
+    Nothing happens until it is awaited.
 
     >>> await pyotp.sleep(0.1)
     """
@@ -212,9 +215,32 @@ def sleep(seconds):
 
 
 cdef object _sleep_begin(Process p, object seconds):
+    cdef Timer t
     p.wait = W_SLEEP
+    if seconds == 0:
+        # a yield: the wheel's millisecond ticks would park a producer that yields every
+        # few thousand messages for half a millisecond on average. The wake is a timer
+        # outside the wheel (cancel() ignores it; _fire checks it is still p's timer),
+        # so a kill or cancel meanwhile leaves the queued callback harmless.
+        t = Timer.__new__(Timer)
+        t.kind = TK_WAKE
+        t.proc = p
+        p.timer = t
+        _sched.loop.call_soon(_sleep0_fire, t)
+        return _TOKEN
     p.timer = _sched.start_timer(TK_WAKE, seconds, None, None, p)
     return _TOKEN
+
+
+def _sleep0_fire(Timer t):
+    # as the wheel's own callback does: the woken process runs in this same loop callback
+    cdef Scheduler s = _sched
+    cdef bint claimed = s is not None and pyotp_cas_int(&s.wake_pending, 0, 1)
+    try:
+        _fire(t)
+    finally:
+        if claimed:
+            s.run_turn()
 
 
 # ---------------------------------------------------------------------------------------

@@ -34,6 +34,12 @@
 #    goes to the checked path (_slow), which validates every control message's shape
 #    and raises DistProtocolError for anything malformed (the connection closes with a
 #    logged reason; the node lives).
+#  - Repeated SENDs skip their control term: _hot keeps the bytes of the last SEND's
+#    control term it decoded (rx_key) and, for a frame that starts with those bytes,
+#    decodes only the payload (equal bytes are the same term: the encoding is
+#    prefix-free); _send keeps the encoded head of the last SEND it wrote (tx_head). A
+#    frame the cached path does not accept goes the usual way, so both paths see the
+#    same frames the same.
 #  - `requests` is this connection's one table of requests in flight, by reference:
 #    our calls (_DR_CALL; _DR_GONE once the caller gave up, so a late reply is dropped),
 #    monitors we hold on the peer's processes (_DR_MON), monitors the peer holds on our
@@ -54,7 +60,7 @@
 #    bytes_out every byte of frames written (not ticks); msgs_in/msgs_out count frames other
 #    than ticks.
 
-from libc.string cimport memmove
+from libc.string cimport memmove, memcmp, memcpy
 from cpython.ref cimport Py_REFCNT
 
 # The control message operations (OTP's dist.h). Defined here only: connection.py and
@@ -92,6 +98,7 @@ cdef enum:
 
 cdef enum:
     _DC_BIG = 1 << 16         # python-mode payloads holding a buffer this large go by iovec
+    _DC_RX_KEY = 128          # longest SEND control term whose bytes are cached (_hot)
 
 DIST_OPS = {
     "LINK": _DC_LINK, "SEND": _DC_SEND, "EXIT": _DC_EXIT, "UNLINK": _DC_UNLINK,
@@ -446,6 +453,17 @@ cdef class DistChannel:
     cdef uint64_t bytes_in, bytes_out, msgs_in, msgs_out   # stats()
     cdef public object hdr            # header frames and fragments (dist_header.pyx), or None
     cdef bint bare                    # frames go out as 131,68 header frames (BEAM peers)
+    # The control term of the last SEND/SEND_SENDER received in a 'p' frame, as its bytes
+    # (version byte included) and its target: a frame starting with these same bytes
+    # holds that same term (a term's encoding is prefix-free), so only its payload is
+    # decoded. One sender streaming to one process repeats it frame after frame.
+    cdef unsigned char rx_key[_DC_RX_KEY]
+    cdef Py_ssize_t rx_len            # 0: nothing cached
+    cdef object rx_to
+    cdef Py_ssize_t rx_mark           # set by _hot_dec: where a SEND's control term ended
+    # The head ('p' frame header + control term) of the last SEND written, and its target
+    cdef bytes tx_head
+    cdef Pid tx_to
 
     def __init__(self, conn, loop, dict virtual not None, Py_ssize_t bufsize, Py_ssize_t max_frame,
                  Py_ssize_t max_inflated, Py_ssize_t max_depth):
@@ -729,9 +747,37 @@ cdef class DistChannel:
     cdef int _send(self, object to, object msg) except -1:
         if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
             self._big((_DC_SEND, _DC_EMPTY, to), msg)
-        else:
+        elif self.bare or type(to) is not Pid or (<Pid>to)._node is None:
             self._frame((_DC_SEND, _DC_EMPTY, to), msg)
+        else:
+            self._frame_head(self._send_head(<Pid>to), msg)
         return 0
+
+    cdef bytes _send_head(self, Pid to):
+        """The head of a SEND frame to the remote pid ``to`` ('p' frame header and
+        control term), encoded once while the target stays the same."""
+        cdef Pid last = self.tx_to
+        cdef bytearray hb
+        if last is not to and (last is None or last.id != to.id or last.serial != to.serial
+                               or last._creation != to._creation
+                               or not (last._node is to._node or last._node == to._node)):
+            hb = bytearray(b"\x00\x00\x00\x00p")
+            _etf_append_v(hb, (_DC_SEND, _DC_EMPTY, to), False, True)
+            self.tx_head = bytes(hb)
+            self.tx_to = to
+        return self.tx_head
+
+    cdef int _frame_head(self, bytes head, object msg) except -1:
+        """Queue a frame whose head (length placeholder, frame type, control term) is
+        already encoded, then its payload ``msg``."""
+        cdef bint was_up = self.up
+        cdef Py_ssize_t start = self._encoding()
+        try:
+            _etf_append_pre(self.wbuf, head, msg, self.python, not self.bare)
+        except BaseException:
+            self._encoded(start, False, was_up)
+            raise
+        return self._close(self._encoded(start, True, was_up))
 
     def send(self, to, msg):
         """SEND ``msg`` to the remote pid ``to``."""
@@ -757,7 +803,6 @@ cdef class DistChannel:
         """The frame head is encoded once per name."""
         cdef object head = self.reg_heads.get(name)
         cdef bytearray hb
-        cdef Py_ssize_t start
         if self.python == _ETF_PY_ON and _dc_maybe_big(msg):
             self._reg_send(self.kernel_pid, name, msg)
             return 0
@@ -768,15 +813,7 @@ cdef class DistChannel:
             if len(self.reg_heads) > 1024:
                 self.reg_heads.clear()
             self.reg_heads[name] = head
-        cdef bint was_up = self.up
-        start = self._encoding()
-        try:
-            self.wbuf += <bytes>head
-            _etf_append_v(self.wbuf, msg, self.python, not self.bare)
-        except BaseException:
-            self._encoded(start, False, was_up)
-            raise
-        self._close(self._encoded(start, True, was_up))
+        self._frame_head(<bytes>head, msg)
         return 0
 
     def call(self, frm, to, ref, request, label=_DC_GEN_CALL):
@@ -1239,16 +1276,34 @@ cdef class DistChannel:
         """Dispatch one frame if it is a frequent, well-formed one; False otherwise."""
         cdef const unsigned char* base = <const unsigned char*>_etf_ba_str(buf)
         cdef _EtfDec d
+        cdef Py_ssize_t n = self.rx_len
         if base[start] != 112:
             return _dh_hot(self, buf, start, end)   # header frames (dist_header.pyx)
+        if n and end - start - 1 > n and memcmp(base + start + 1, self.rx_key, n) == 0:
+            # the same control term as the last SEND: only the payload is decoded
+            _etf_dec_init(&d, base, end, start + 1 + n, False, <PyObject*>buf)
+            d.zmax = self.max_inflated
+            d.maxdepth = self.max_depth
+            msg = self._payload(&d)
+            if msg is _DC_NO_MSG:
+                return False
+            self._deliver(self.rx_to, msg)
+            return True
         _etf_dec_init(&d, base, end, start + 1, False, <PyObject*>buf)
-        return self._hot_dec(&d, end)
+        self.rx_mark = 0
+        if not self._hot_dec(&d, end):
+            return False
+        n = self.rx_mark - start - 1
+        if self.rx_mark and n <= _DC_RX_KEY:
+            memcpy(self.rx_key, base + start + 1, n)
+            self.rx_len = n
+        return True
 
     cdef bint _hot_dec(self, _EtfDec* d, Py_ssize_t end) except -1:
         """_hot once the decoder stands at the control term (version byte optional in a
         header frame, whose atoms may be cache refs)."""
         cdef tuple t
-        cdef Py_ssize_t k
+        cdef Py_ssize_t k, ctrl_end
         cdef long op
         d.zmax = self.max_inflated
         d.maxdepth = self.max_depth
@@ -1265,10 +1320,14 @@ cdef class DistChannel:
         op = t[0]
         if (op == _DC_SEND or (op == _DC_SEND_SENDER and type(t[1]) is Pid)) and k == 3 \
                 and type(t[2]) is Pid:
+            ctrl_end = d.pos
             msg = self._payload(d)
             if msg is _DC_NO_MSG:
                 return False
+            self.rx_len = 0           # (re-entry safe: set again below once delivered)
             self._deliver(t[2], msg)
+            self.rx_to = t[2]
+            self.rx_mark = ctrl_end
             return True
         if op == _DC_REG_SEND and k == 4 and type(t[3]) is Atom and type(t[1]) is Pid:
             msg = self._payload(d)

@@ -1367,14 +1367,25 @@ cdef Py_ssize_t _etf_append(bytearray buf, object term, int python) except -1:
 
 cdef Py_ssize_t _etf_append_v(bytearray buf, object term, int python, bint version) except -1:
     """_etf_append, with the version byte or (distribution header frames) without."""
+    return _etf_append_pre(buf, None, term, python, version)
+
+
+cdef Py_ssize_t _etf_append_pre(bytearray buf, bytes pre, object term, int python,
+                                bint version) except -1:
+    """_etf_append_v after the bytes ``pre`` (None: nothing), in one growth of ``buf``
+    (a distribution frame's encoded head, then its payload)."""
     cdef _EtfEnc e
     cdef Py_ssize_t old = _etf_ba_size(buf)
+    cdef Py_ssize_t npre = 0 if pre is None else PyBytes_GET_SIZE(pre)
     _etf_enc_init(&e, NULL, 0, python)
     e.bytearray = <PyObject*>buf
-    _etf_ba_resize(buf, old + 64)
+    _etf_ba_resize(buf, old + npre + 64)
     e.data = <unsigned char*>_etf_ba_str(buf)
-    e.cap = old + 64
+    e.cap = old + npre + 64
     e.len = old
+    if npre:
+        memcpy(e.data + old, PyBytes_AS_STRING(pre), npre)
+        e.len += npre
     _etf_ba_pin(buf)
     try:
         if version:

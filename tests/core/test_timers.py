@@ -92,6 +92,30 @@ async def test_sleep_and_receive_timeout_use_the_wheel():
     assert pyotp._core._stats()["timers"] == 0     # nothing left armed
 
 
+async def _report_after_yield(to):
+    await pyotp.sleep(0)
+    pyotp.send(to, "resumed")
+
+
+async def test_sleep_zero_yields_without_a_timer():
+    """sleep(0) lets every other runnable process (and the loop) run once, then
+    resumes; it arms no timer. A process killed while it yields stays dead."""
+    me = pyotp.self()
+    pyotp.spawn(lambda: pyotp.send(me, ("timers while it yields", pyotp._core._stats()["timers"])))
+    await pyotp.sleep(0)
+    assert await pyotp.receive(timeout=0) == ("timers while it yields", 0)
+    victim = pyotp.spawn(_report_after_yield, me)
+    await pyotp.sleep(0)            # the victim now waits in its own sleep(0)
+    mref = pyotp.monitor(victim)
+    pyotp.exit(victim, "kill")
+    down = await pyotp.receive(lambda m: m[0] == "DOWN", timeout=5)
+    assert down[1] == mref and down[4] == "killed"
+    await pyotp.sleep(0)            # the victim's queued wake-up has run by now
+    await pyotp.sleep(0)
+    with pytest.raises(TimeoutError):
+        await pyotp.receive(lambda m: m == "resumed", timeout=0)
+
+
 async def test_apply_after_calls_function_on_loop():
     pyotp.apply_after(0.001, pyotp.send, pyotp.self(), "applied")
     assert await pyotp.receive() == "applied"

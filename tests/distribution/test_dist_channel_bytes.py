@@ -292,6 +292,42 @@ def test_malformed_input_closes_only_that_connection():
     assert alive
 
 
+def test_repeated_send_control_terms():
+    """The channel matches a SEND's control term by its bytes when it repeats the last
+    one (only the payload is decoded) and encodes the head of a SEND once per target:
+    alternating targets, SEND_SENDER, splits, and a bad frame after a matched one."""
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        a = pyotp.spawn(collector, 5, me)
+        b = pyotp.spawn(collector, 2, me)
+        data = b"".join([frame((2, EMPTY, a), (Atom("m"), 0)), frame((2, EMPTY, a), (Atom("m"), 1)),
+                         frame((2, EMPTY, b), (Atom("m"), 2)), frame((2, EMPTY, a), "three"),
+                         frame((22, p.pid, a), (Atom("m"), 4)), frame((22, p.pid, a), [5]),
+                         frame((2, EMPTY, b), (Atom("m"), 6))])
+        p.feed(data, tuple(range(7, len(data), 13)))
+        got = sorted([await pyotp.receive(timeout=10) for _ in range(2)], key=lambda g: len(g[1]))
+        # this node's SENDs: the head follows the target (equal pids share one encoding)
+        other = Pid(p.name, 2, 0, p.creation)
+        for to in (p.pid, p.pid, other, Pid(p.name, 1, 0, p.creation), Pid(p.name, 1, 0, 3), p.pid):
+            pyotp.send(to, (Atom("out"), to.creation))
+        sent = [(c, m) for c, m in p.frames() if c[0] == 2]
+        # a matched control term followed by garbage: that connection closes
+        good = frame((2, EMPTY, a), "x")
+        p.feed(good + struct.pack(">I", len(good) - 4 + 3) + good[4:] + b"zzz")
+        await _await_with_timeout(p.t.gone, 10)
+        return got, sent, p.pid, other, p.t.aborted
+    got, sent, peer_pid, other, aborted = run(main)
+    assert got == [("got", [("m", 2), ("m", 6)]),
+                   ("got", [("m", 0), ("m", 1), b"three", ("m", 4), [5]])]
+    assert [(c[2], m) for c, m in sent] == [
+        (peer_pid, ("out", 9)), (peer_pid, ("out", 9)), (other, ("out", 9)),
+        (peer_pid, ("out", 9)), (Pid(peer_pid.node, 1, 0, 3), ("out", 3)), (peer_pid, ("out", 9))]
+    assert sent[4][0][2].creation == 3
+    assert aborted
+
+
 # -- the control operations the channel handles itself, and those it hands to Python ----
 
 def spawned_here(to: Any, msg: Any) -> None:
