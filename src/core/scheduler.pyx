@@ -421,7 +421,7 @@ cdef class Scheduler:
 
 
 cdef inline bint _has_work(Process p):
-    if p.wait == W_WOKEN:
+    if p.wait == W_WOKEN or p.wait == W_GOT:
         return True
     if p.wait == W_RECEIVE:
         return mb_has_unseen(&p.mb)
@@ -534,7 +534,9 @@ cdef inline bint _handoff(Process p, object msg) except -1:
     nothing queued: on the loop thread, hand it over as the value the process resumes with
     (as a wake does) instead of queueing a node it would pop at once: no node, no mailbox
     push or pop. False (nothing done) where the mailbox has to see it: another thread, a
-    pattern, a max_mailbox count, a trace, or queued messages (they come first)."""
+    pattern, a max_mailbox count, a trace, or queued messages (they come first). The
+    process waits in W_GOT until it runs; a Process.cancel() meanwhile puts the message
+    back in its mailbox (_cancel_wait)."""
     if p.match is not None or p.mb.limit or p.tracer is not None or mb_nonempty(&p.mb) \
             or pyotp_thread_id() != _sched.loop_tid:
         return False
@@ -543,7 +545,7 @@ cdef inline bint _handoff(Process p, object msg) except -1:
     if p.timer is not None:
         _sched.wheel.cancel(p.timer)
         p.timer = None
-    p.wait = W_WOKEN
+    p.wait = W_GOT
     p.wake_value = msg
     p.mb.received += 1
     p.handled += 1
@@ -663,7 +665,7 @@ cdef Py_ssize_t _coro_step(Process p) except -1:
             _trace(p, "receive", value)
         _resume(p, value, None)
         return 1
-    if p.wait == W_WOKEN:
+    if p.wait == W_WOKEN or p.wait == W_GOT:
         value = p.wake_value
         exc = p.wake_exc
         p.wake_value = None
@@ -715,6 +717,13 @@ cdef void _cancel_wait(Process p, object msg) except *:
         if p.wait_target is not None and p.wait_target.monitored_by is not None:
             p.wait_target.monitored_by.pop(p.wait_ref, None)
         p.wait_target = None
+    if p.wait == W_GOT:
+        # a message was handed to its receive(): back in the mailbox, first, as if the
+        # cancel had come before it
+        mb_push_front(&p.mb, msg_new(K_MSG, p.wake_value, None))
+        p.wake_value = None
+        p.handled -= 1
+        p.wait = W_RECEIVE
     if p.wait == W_RECEIVE or p.wait == W_REPLY or p.wait == W_SLEEP:
         p.match = None
         _wake(p, None, exc)

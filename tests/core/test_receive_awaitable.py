@@ -128,3 +128,25 @@ async def test_a_plain_handler_right_after_a_coroutine_process_has_no_current_ta
     # and plain asyncio tasks still run (the table holds no process between turns)
     assert await asyncio.get_running_loop().create_task(asyncio.sleep(0, "ok")) == "ok"
     assert pid is not None
+
+
+@pytest.mark.pyotp
+async def test_a_cancel_right_after_a_handed_message_leaves_it_in_the_mailbox():
+    import asyncio
+
+    async def victim(parent):
+        pyotp.send(parent, ("task", asyncio.current_task()))
+        try:
+            got = await pyotp.receive()
+            pyotp.send(parent, ("not cancelled", got))
+        except asyncio.CancelledError:
+            pyotp.send(parent, ("after the cancel", await pyotp.receive(),
+                                pyotp.process_info(pyotp.self(), ["messages_received"])))
+
+    pid = pyotp.spawn(victim, pyotp.self())
+    _, task = await pyotp.receive(lambda m: m[0] == "task")    # victim waits in receive()
+    pyotp.send(pid, "m")
+    pyotp.send(pid, "n")
+    assert task.cancel() is True       # before victim ran again
+    got = await pyotp.receive(lambda m: m[0] != "task")
+    assert got == ("after the cancel", "m", {"messages_received": 2})
