@@ -187,7 +187,8 @@ cdef object _receive_begin(Process p, object match, object timeout):
         if p.tracer is not None:
             _trace(p, "receive", v)
         return v
-    timeout = _timeout_arg(timeout, "receive")
+    if timeout is not None:
+        timeout = _timeout_arg(timeout, "receive")
     if timeout is not None:
         if timeout == 0:
             raise TimeoutError("receive timed out")

@@ -104,6 +104,15 @@ cdef inline void mb_append_inner(Mailbox* mb, Msg* m) noexcept:
     mb.length += 1
 
 
+cdef inline void mb_push_front(Mailbox* mb, Msg* m) noexcept:
+    """Put m back before everything queued (a message taken but not consumed)."""
+    m.link.next = <pyotp_qnode*>mb.head
+    mb.head = m
+    if mb.tail == NULL:
+        mb.tail = m
+    mb.length += 1
+
+
 cdef inline int mb_drain(Mailbox* mb) noexcept:
     """Move everything from the lock-free queue to the inner queue. Returns 1 when a
     producer was caught mid-push (the caller must look again later)."""

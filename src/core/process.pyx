@@ -44,6 +44,7 @@ cdef enum:
     W_SLEEP = 3       # sleep(); woken by its timer
     W_FUTURE = 4      # awaiting an asyncio future
     W_WOKEN = 5       # woken; wake_value/wake_exc hold what to resume with
+    W_GOT = 6         # a message handed to its receive() (scheduler.pyx _handoff): wake_value
 
 cdef enum:
     RUN_GEN_INIT = 1  # a behaviour that has not run init yet

@@ -140,6 +140,7 @@ cdef class Scheduler:
     cdef long tcallers          # threads inside a blocking call (gen_server.pyx)
     cdef Py_ssize_t tserved     # thread calls started in the current turn
     cdef bint in_turn
+    cdef bint task_held         # a process is in asyncio's current-task table (see _resume)
     cdef list answered          # _ThreadWaiters answered in this turn, published at its end
     cdef long mbx_size                  # the node's default max_mailbox (0: none)
     cdef bint mbx_kill
@@ -169,6 +170,7 @@ cdef class Scheduler:
         self.tcallers = 0
         self.tserved = 0
         self.in_turn = False
+        self.task_held = False
         self.answered = []
 
     cdef Process new_process(self, int kind):
@@ -212,7 +214,9 @@ cdef class Scheduler:
     cdef inline void enqueue(self, Process p) noexcept:
         Py_INCREF(p)
         pyotp_mpsc_push(&self.rq, <pyotp_qnode*>&p.rq)
-        if pyotp_cas_int(&self.wake_pending, 0, 1):
+        # a plain load first: inside a turn the flag is 1 and a CAS that fails costs a locked
+        # instruction per send (reading 1 is what a failed CAS tells too)
+        if pyotp_load_int(&self.wake_pending) == 0 and pyotp_cas_int(&self.wake_pending, 0, 1):
             self.post()
 
     cdef void post(self) noexcept:
@@ -276,6 +280,8 @@ cdef class Scheduler:
         finally:
             if outer:
                 self.in_turn = False
+                if self.task_held:
+                    _task_release(self)
                 self.publish_answers()
 
     cdef void run_queues(self) except *:
@@ -347,6 +353,8 @@ cdef class Scheduler:
             if p.coro is not None or p.kind == PK_CORO:
                 count = _coro_step(p)
             if p.kind == PK_GEN and p.coro is None and p.status != ST_DEAD and not p.has_pending_exit:
+                if self.task_held:
+                    _task_release(self)     # a plain handler is no task (current_task(): None)
                 count += _gen_run(p, BUDGET)
         finally:
             _current = None
@@ -461,7 +469,7 @@ cdef class Scheduler:
 
 
 cdef inline bint _has_work(Process p):
-    if p.wait == W_WOKEN:
+    if p.wait == W_WOKEN or p.wait == W_GOT:
         return True
     if p.wait == W_RECEIVE:
         return mb_has_unseen(&p.mb)
@@ -563,7 +571,34 @@ cdef inline bint _to_local_pid(object dest, int kind, object msg) except -1:
         return False
     p = (<Pid>dest)._proc
     if p is not None and p.status != ST_DEAD:
+        if p.wait == W_RECEIVE and kind == K_MSG and _handoff(p, msg):
+            return True
         _deliver(p, msg_new(kind, msg, None))
+    return True
+
+
+cdef inline bint _handoff(Process p, object msg) except -1:
+    """A plain message for a process waiting in a receive() that takes any message, with
+    nothing queued: on the loop thread, hand it over as the value the process resumes with
+    (as a wake does) instead of queueing a node it would pop at once: no node, no mailbox
+    push or pop. False (nothing done) where the mailbox has to see it: another thread, a
+    pattern, a max_mailbox count, a trace, or queued messages (they come first). The
+    process waits in W_GOT until it runs; a Process.cancel() meanwhile puts the message
+    back in its mailbox (_cancel_wait)."""
+    if p.match is not None or p.mb.limit or p.tracer is not None or mb_nonempty(&p.mb) \
+            or pyotp_thread_id() != _sched.loop_tid:
+        return False
+    # a message from another thread that lands in the mailbox from here on is later than
+    # this one, which is what its order against this send would be anyway
+    if p.timer is not None:
+        _sched.wheel.cancel(p.timer)
+        p.timer = None
+    p.wait = W_GOT
+    p.wake_value = msg
+    p.mb.received += 1
+    p.handled += 1
+    if pyotp_cas_int(&p.scheduled, 0, 1):
+        _sched.enqueue(p)
     return True
 
 
@@ -678,7 +713,7 @@ cdef Py_ssize_t _coro_step(Process p) except -1:
             _trace(p, "receive", value)
         _resume(p, value, None)
         return 1
-    if p.wait == W_WOKEN:
+    if p.wait == W_WOKEN or p.wait == W_GOT:
         value = p.wake_value
         exc = p.wake_exc
         p.wake_value = None
@@ -730,6 +765,13 @@ cdef void _cancel_wait(Process p, object msg) except *:
         if p.wait_target is not None and p.wait_target.monitored_by is not None:
             p.wait_target.monitored_by.pop(p.wait_ref, None)
         p.wait_target = None
+    if p.wait == W_GOT:
+        # a message was handed to its receive(): back in the mailbox, first, as if the
+        # cancel had come before it
+        mb_push_front(&p.mb, msg_new(K_MSG, p.wake_value, None))
+        p.wake_value = None
+        p.handled -= 1
+        p.wait = W_RECEIVE
     if p.wait == W_RECEIVE or p.wait == W_REPLY or p.wait == W_SLEEP:
         p.match = None
         _wake(p, None, exc)
@@ -737,22 +779,39 @@ cdef void _cancel_wait(Process p, object msg) except *:
         p.must_cancel = True      # running or already woken: raise at the next resume
 
 
+cdef inline void _task_release(Scheduler s) except *:
+    """Take the process _resume left in asyncio's current-task table out of it."""
+    s.task_held = False
+    if _cur_tasks is not None:
+        _cur_tasks.pop(s.loop, None)
+
+
 cdef void _resume(Process p, object value, object exc) except *:
     cdef PyObject* res = NULL
     cdef PySendResult status
     cdef object coro = p.coro
     cdef object y
-    cdef object loop = _sched.loop
+    cdef Scheduler s = _sched
+    cdef object loop = s.loop
+    cdef bint keep
     p.reductions += 1
     if p.must_cancel and exc is None:
         p.must_cancel = False
         exc = _asyncio.CancelledError()
-    # the process is asyncio's current task while its coroutine runs (see Process.cancel)
+    # The process is asyncio's current task while its coroutine runs (see Process.cancel).
+    # Inside a turn the entry stays from one resume to the next (one dict store per resume,
+    # instead of an insert and a delete that also make the dict resize every few rounds);
+    # run_turn takes it out before the loop runs anything else, and run_process before a
+    # plain GenServer handler runs. Outside a turn (or without the dict) it is set and
+    # cleared around the step, as asyncio's _enter_task/_leave_task do.
     cdef dict tasks = _cur_tasks
-    if tasks is not None and loop not in tasks:
+    if tasks is not None and (s.task_held or loop not in tasks):
         tasks[loop] = p
+        keep = s.in_turn
+        s.task_held = keep
     else:
         tasks = None
+        keep = False
         _enter_task(loop, p)
     try:
         if exc is None:
@@ -768,7 +827,8 @@ cdef void _resume(Process p, object value, object exc) except *:
                 status = PYGEN_RETURN
     except BaseException as e:
         if tasks is not None:
-            tasks.pop(loop, None)
+            if not keep:
+                tasks.pop(loop, None)
         else:
             _leave_task(loop, p)
         if p.susp is not None and pyotp_susp_armed(p.susp):
@@ -779,7 +839,8 @@ cdef void _resume(Process p, object value, object exc) except *:
         _coro_failed(p, e)
         return
     if tasks is not None:
-        tasks.pop(loop, None)
+        if not keep:
+            tasks.pop(loop, None)
     else:
         _leave_task(loop, p)
     if p.susp is not None and pyotp_susp_armed(p.susp):
