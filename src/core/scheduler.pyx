@@ -33,8 +33,10 @@
 #    turn serves the whole batch with one GIL hand-over; the callers wait for their
 #    answers yielding the core (sched_yield) between checks rather than sleeping on their
 #    lock. On this VM a core that goes idle costs tens of us to wake, and a thread that
-#    sleeps on a lock or on the GIL takes such a wake-up: sleeping, 4 threads on 2 cores
-#    made 42-48 k calls/s, yielding 85-240 k (docs/benchmarks.md, issue 15 round 4).
+#    sleeps on a lock or on the GIL takes such a wake-up: 4 threads on 2 cores made a
+#    median 41-45 k calls/s sleeping, 88-94 k yielding (docs/benchmarks.md, issue 15,
+#    round 4). Such a spin gives way to any runnable thread, so the machine's load does
+#    not stop it (WaitPolicy.polite_budget_us); the setting and past misses do.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
