@@ -647,10 +647,8 @@ def _thread_call(server, request, timeout=5.0):
     tc.waiter = w
     # Spin while the policy says it pays; yielding the core between checks unless each
     # calling thread can have a core besides the loop thread's (tcallers counts this one).
-    cdef double spin = _tcall_policy.budget_us()
     cdef bint polite = pyotp_add_int(&s.tcallers, 1) >= _tcall_policy.cores()
-    if polite:
-        spin = _tcall_policy.polite_budget_us()
+    cdef double spin = _tcall_policy.polite_budget_us() if polite else _tcall_policy.budget_us()
     tc.counted = polite
     try:
         s.push_thread_call(tc)

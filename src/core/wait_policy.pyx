@@ -325,10 +325,14 @@ cdef class WaitPolicy:
         than cores: calls from other threads): the setting and the record of past spins
         count, not the machine's load or this thread's preemptions, since such a spin gives
         way to any other runnable thread (and our own calling threads are what crowd it)."""
-        cdef double b = self._budget(True)
-        if b > 0.0 or self.mode != _WP_AUTO:
+        cdef double b = self._budget(False)
+        if b > 0.0 or self.mode != _WP_AUTO or self.usable == 0:
             return b
-        if self.usable <= 1 or self._now() < self.off_until:
+        if self.usable <= 1:
+            self.denied[_WPD_ONE_CPU] += 1
+            return 0.0
+        if self._now() < self.off_until:
+            self.denied[_WPD_BACKOFF] += 1
             return 0.0
         return self.budget
 
