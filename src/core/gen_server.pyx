@@ -645,14 +645,14 @@ def _thread_call(server, request, timeout=5.0):
     tc.request = request
     tc.timeout = timeout
     tc.waiter = w
-    # Spin only while the policy says it pays and each calling thread can have a core
-    # besides the loop thread's (tcallers counts this one too).
-    cdef double spin = _tcall_policy.budget_us()
-    if pyotp_add_int(&s.tcallers, 1) >= _tcall_policy.cores():
-        spin = 0.0
+    # Spin while the policy says it pays; yielding the core between checks unless each
+    # calling thread can have a core besides the loop thread's (tcallers counts this one).
+    cdef bint polite = pyotp_add_int(&s.tcallers, 1) >= _tcall_policy.cores()
+    cdef double spin = _tcall_policy.polite_budget_us() if polite else _tcall_policy.budget_us()
+    tc.counted = polite
     try:
         s.push_thread_call(tc)
-        return w.wait(wait_for, spin)
+        return w.wait(wait_for, spin, polite)
     except BaseException:
         # the wait gave up (or was interrupted) before the answer, or the answer is an
         # error: either way retire w, whose lock a late answer may still release

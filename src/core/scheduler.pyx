@@ -28,6 +28,15 @@
 #    spin briefly without the GIL for that thread's next call (the `thread_loop` waiting
 #    policy), holding `wake_pending` meanwhile so the caller posts no wake-up: a thread
 #    making call after call then costs neither a self-pipe write nor a poll wake-up.
+#  - More calling threads than cores: a turn that answered k threads waits (still without
+#    the GIL) until k calls are queued again or the spin budget is spent, so the next
+#    turn serves the whole batch with one GIL hand-over; the callers wait for their
+#    answers yielding the core (sched_yield) between checks rather than sleeping on their
+#    lock. On this VM a core that goes idle costs tens of us to wake, and a thread that
+#    sleeps on a lock or on the GIL takes such a wake-up: 4 threads on 2 cores made a
+#    median 41-45 k calls/s sleeping, 88-94 k yielding (docs/benchmarks.md, issue 15,
+#    round 4). Such a spin gives way to any runnable thread, so the machine's load does
+#    not stop it (WaitPolicy.polite_budget_us); the setting and past misses do.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
@@ -102,24 +111,58 @@ cdef object _armed_slow(Process p):
 cdef extern from "platform.h":
     void pyotp_cpu_relax() nogil
 
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #define pyotp_os_yield() ((void)SwitchToThread())
+    #else
+    #include <sched.h>
+    #define pyotp_os_yield() ((void)sched_yield())
+    #endif
+    """
+    void pyotp_os_yield() nogil
 
-cdef inline int _spin_queues(pyotp_mpsc* a, pyotp_mpsc* b, double max_us) noexcept nogil:
-    """Spin until either queue has an item (1) or max_us passed (0)."""
+
+cdef inline int _spin_queues(pyotp_mpsc* a, pyotp_mpsc* b, double max_us,
+                             bint polite) noexcept nogil:
+    """Spin until either queue has an item (1) or max_us passed (0); polite: yield the
+    core between checks."""
     cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
     cdef unsigned int i = 0
     while True:
         if pyotp_mpsc_nonempty(a) or pyotp_mpsc_nonempty(b):
             return 1
-        pyotp_cpu_relax()
+        if polite:
+            pyotp_os_yield()
+            i = 15
+        else:
+            pyotp_cpu_relax()
         i += 1
         if (i & 15) == 0 and pyotp_monotonic_ms() > until:
             return 0
+
+
+cdef inline void _gather_calls(long* n, long want, pyotp_mpsc* rq, double max_us,
+                               bint polite) noexcept nogil:
+    """Spin until *n reaches want, the run queue has work, or max_us passed."""
+    cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
+    cdef unsigned int i = 0
+    while pyotp_load_int(n) < want and not pyotp_mpsc_nonempty(rq):
+        if polite:
+            pyotp_os_yield()
+            i = 15
+        else:
+            pyotp_cpu_relax()
+        i += 1
+        if (i & 15) == 0 and pyotp_monotonic_ms() > until:
+            return
 
 
 @cython.final
 cdef class Scheduler:
     cdef pyotp_mpsc rq
     cdef pyotp_mpsc tq         # _ThreadCall requests from other OS threads
+    cdef long tq_len           # counted requests pushed on tq and not yet drained
     cdef long wake_pending
     cdef readonly object loop
     cdef unsigned long loop_tid
@@ -151,6 +194,7 @@ cdef class Scheduler:
         pyotp_mpsc_init(&self.rq)
         pyotp_mpsc_init(&self.tq)
         self.wake_pending = 0
+        self.tq_len = 0
         self.loop = loop
         self.loop_tid = pyotp_thread_id()
         self.wheel = TimerWheel()
@@ -234,27 +278,33 @@ cdef class Scheduler:
             self.spin_for_threads()
 
     cdef void spin_for_threads(self) except *:
-        """The turn just answered another thread's call: wait (without the GIL) for that
-        thread's next call, while the waiting policy says it pays and few enough threads
-        call that each can have a core. At most 64 rounds or TURN_MS here, then the event
-        loop gets its turn back (timers, sockets)."""
+        """The turn just answered other threads' calls: wait (without the GIL) for their
+        next calls while the waiting policy says it pays; when it answered several, until
+        as many are queued (one turn, one GIL hand-over for the batch). At most 64 rounds
+        or TURN_MS here, then the event loop gets its turn back (timers, sockets)."""
         cdef double until = pyotp_monotonic_ms() + TURN_MS
         cdef double spin, t0
         cdef int ok, rounds
+        cdef long want
+        cdef bint polite
         for rounds in range(64):
             if not self.tserved or self.closed or pyotp_mpsc_nonempty(&self.rq) \
                     or pyotp_monotonic_ms() > until:
                 return
-            spin = _tq_policy.budget_us()
-            # each calling thread needs a core of its own besides this one, or the spin
-            # holds the core that the thread needs to make its next call
-            if spin <= 0.0 or pyotp_load_int(&self.tcallers) >= _tq_policy.cores():
+            # more calling threads than cores besides this one: yield the core between
+            # checks (a caller may need it), whatever the machine's load
+            polite = pyotp_load_int(&self.tcallers) >= _tq_policy.cores()
+            spin = _tq_policy.polite_budget_us() if polite else _tq_policy.budget_us()
+            if spin <= 0.0:
                 return
             if not pyotp_cas_int(&self.wake_pending, 0, 1):
                 return              # a turn is posted already
+            want = self.tserved
             t0 = pyotp_monotonic_ms()
             with nogil:
-                ok = _spin_queues(&self.tq, &self.rq, spin)
+                ok = _spin_queues(&self.tq, &self.rq, spin, polite)
+                if ok and want > 1:
+                    _gather_calls(&self.tq_len, want, &self.rq, spin, polite)
             _tq_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
             if not ok:
                 pyotp_store_int(&self.wake_pending, 0)
@@ -328,6 +378,8 @@ cdef class Scheduler:
         while pyotp_mpsc_pop(&self.tq, &node) == PYOTP_Q_ITEM:
             tc = <_ThreadCall>(<RqNode*>node).owner
             Py_DECREF(tc)
+            if tc.counted:
+                pyotp_add_int(&self.tq_len, -1)
             if self.closed:
                 tc.waiter.fail(RuntimeError("the pyotp node has stopped"))
             else:
@@ -338,6 +390,8 @@ cdef class Scheduler:
         """Any thread: queue tc; post a turn only if none is posted or running."""
         tc.node.owner = <PyObject*>tc
         Py_INCREF(tc)
+        if tc.counted:
+            pyotp_add_int(&self.tq_len, 1)
         pyotp_mpsc_push(&self.tq, <pyotp_qnode*>&tc.node)
         if pyotp_cas_int(&self.wake_pending, 0, 1):
             self.post()
@@ -932,15 +986,16 @@ cdef class _ThreadWaiter:
     cdef void fail(self, object exc) except *:
         self.answer(None, exc)
 
-    cdef object wait(self, object timeout, double spin):
+    cdef object wait(self, object timeout, double spin, bint polite):
         """The calling thread: spin up to ``spin`` us without the GIL for the answer (when
-        the waiting policy allows), then sleep on the lock. None: no time limit."""
+        the waiting policy allows; ``polite``: yielding the core between checks), then
+        sleep on the lock. None: no time limit."""
         cdef int ok = 0
         cdef double t0
         if spin > 0.0:
             t0 = pyotp_monotonic_ms()
             with nogil:
-                ok = _spin_answer(&self.state, spin)
+                ok = _spin_answer(&self.state, spin, polite)
             _tcall_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
         if pyotp_cas_int(&self.state, 0, 2):
             # Lock.acquire spells "no limit" -1
@@ -956,10 +1011,17 @@ cdef class _ThreadWaiter:
         return value
 
 
-cdef inline int _spin_answer(long* state, double max_us) noexcept nogil:
+cdef inline int _spin_answer(long* state, double max_us, bint polite) noexcept nogil:
+    """Spin until *state is set (1) or max_us passed (0); polite: yield the core between
+    checks (more spinning threads than cores)."""
     cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
     cdef unsigned int i = 0
     while pyotp_load_int(state) == 0:
+        if polite:
+            pyotp_os_yield()
+            if pyotp_monotonic_ms() > until:
+                return pyotp_load_int(state) != 0
+            continue
         pyotp_cpu_relax()
         i += 1
         if (i & 15) == 0 and pyotp_monotonic_ms() > until:
@@ -975,6 +1037,8 @@ cdef class _ThreadCall:
     cdef object request
     cdef object timeout
     cdef _ThreadWaiter waiter
+    cdef bint counted            # in Scheduler.tq_len: made while more threads call than
+                                 # there are cores (one thread alone pays no atomic for it)
 
 
 cdef void _external_resolve(Process p) except *:

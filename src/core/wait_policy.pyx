@@ -344,6 +344,22 @@ cdef class WaitPolicy:
             return 0.0
         return self.budget
 
+    cdef double polite_budget_us(self) except -1.0:
+        """The budget of a spin that yields its core between checks (more spinning threads
+        than cores: calls from other threads): the setting and the record of past spins
+        count, not the machine's load or this thread's preemptions, since such a spin gives
+        way to any other runnable thread (and our own calling threads are what crowd it)."""
+        cdef double b = self._budget(False)
+        if b > 0.0 or self.mode != _WP_AUTO or self.usable == 0:
+            return b
+        if self.usable <= 1:
+            self.denied[_WPD_ONE_CPU] += 1
+            return 0.0
+        if self._now() < self.off_until:
+            self.denied[_WPD_BACKOFF] += 1
+            return 0.0
+        return self.budget
+
     cpdef int record(self, bint got, double waited_us) except -1:
         """The outcome of one spin: data arrived (``got``) after ``waited_us``."""
         cdef double backoff
