@@ -123,6 +123,19 @@ cdef extern from *:
     void pyotp_os_yield() nogil
 
 
+cdef inline bint _spin_step(unsigned int* i, double until, bint polite) noexcept nogil:
+    """One step of a bounded spin: yield the core (polite) or relax the CPU, then 1 once
+    the deadline has passed. A polite step reads the clock every time (a yield already
+    costs a system call); a busy one every 16 steps."""
+    if polite:
+        pyotp_os_yield()
+        i[0] = 15
+    else:
+        pyotp_cpu_relax()
+    i[0] += 1
+    return (i[0] & 15) == 0 and pyotp_monotonic_ms() > until
+
+
 cdef inline int _spin_queues(pyotp_mpsc* a, pyotp_mpsc* b, double max_us,
                              bint polite) noexcept nogil:
     """Spin until either queue has an item (1) or max_us passed (0); polite: yield the
@@ -132,13 +145,7 @@ cdef inline int _spin_queues(pyotp_mpsc* a, pyotp_mpsc* b, double max_us,
     while True:
         if pyotp_mpsc_nonempty(a) or pyotp_mpsc_nonempty(b):
             return 1
-        if polite:
-            pyotp_os_yield()
-            i = 15
-        else:
-            pyotp_cpu_relax()
-        i += 1
-        if (i & 15) == 0 and pyotp_monotonic_ms() > until:
+        if _spin_step(&i, until, polite):
             return 0
 
 
@@ -148,13 +155,7 @@ cdef inline void _gather_calls(long* n, long want, pyotp_mpsc* rq, double max_us
     cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
     cdef unsigned int i = 0
     while pyotp_load_int(n) < want and not pyotp_mpsc_nonempty(rq):
-        if polite:
-            pyotp_os_yield()
-            i = 15
-        else:
-            pyotp_cpu_relax()
-        i += 1
-        if (i & 15) == 0 and pyotp_monotonic_ms() > until:
+        if _spin_step(&i, until, polite):
             return
 
 
