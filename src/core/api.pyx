@@ -729,6 +729,25 @@ def _stats():
     return {"processes": len(s.procs), "timers": s.wheel.count, "dispatched": s.dispatched}
 
 
+def _timer_source():
+    """What arms this node's timer wheel, for tests: "timerfd" (one kernel timer fd the
+    loop watches), "loop" (the loop's call_later) or None (not decided: no timer armed
+    yet)."""
+    cdef Scheduler s = _loop_sched("_timer_source")
+    if s.tfd >= 0:
+        return "timerfd"
+    return None if s.tfd == TFD_UNTRIED else "loop"
+
+
+def _allow_timerfd(bint allowed):
+    """Tests: whether nodes started from now on may arm their timers with a timerfd
+    (False: as where none can be made). Returns the previous setting."""
+    global _timerfd_allowed
+    cdef bint was = _timerfd_allowed
+    _timerfd_allowed = allowed
+    return was
+
+
 def node_stats():
     """Counters of this node, cheap to read: processes, run_queue (processes runnable now),
     timers, dispatched (messages/callbacks the scheduler has run since start; the

@@ -25,6 +25,9 @@ cdef extern from "platform.h":
     long pyotp_load_int(long* p) nogil
     long pyotp_add_int(long* p, long d) nogil
     double pyotp_monotonic_ms() nogil
+    int pyotp_timerfd_open() nogil
+    int pyotp_timerfd_set(int fd, double at_ms) nogil
+    int pyotp_timerfd_close(int fd) nogil
     unsigned long pyotp_thread_id() nogil
     int PYOTP_CAN_SPIN
     int pyotp_spin_readable(int fd, double max_us) nogil

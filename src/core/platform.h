@@ -164,6 +164,41 @@ static inline double pyotp_monotonic_ms(void) {
 }
 #endif
 
+/* One-shot kernel timer as a pollable fd (the scheduler's loop timer, see scheduler.pyx's
+ * arm_timer): armed at an absolute time of the clock above, so it fires at that time, not
+ * up to a millisecond early or late as an event loop's millisecond timers do, and it is
+ * one persistent fd rather than a loop timer handle per arming. Re-arming (or disarming)
+ * clears an expiry not yet read. Linux only: elsewhere open() fails and the scheduler
+ * keeps using the loop's timers. */
+#if defined(__linux__)
+#include <sys/timerfd.h>
+#include <unistd.h>
+#include <string.h>
+#include <math.h>
+static inline int pyotp_timerfd_open(void) {
+    return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+}
+/* at_ms > 0: fire once at that pyotp_monotonic_ms() time; at_ms <= 0: disarm. */
+static inline int pyotp_timerfd_set(int fd, double at_ms) {
+    struct itimerspec its;
+    long long ns;
+    memset(&its, 0, sizeof its);
+    if (at_ms <= 0)
+        return timerfd_settime(fd, 0, &its, NULL);
+    ns = (long long)ceil(at_ms * 1e6);
+    its.it_value.tv_sec = (time_t)(ns / 1000000000LL);
+    its.it_value.tv_nsec = (long)(ns % 1000000000LL);
+    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+        its.it_value.tv_nsec = 1;       /* all zero would disarm */
+    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+static inline int pyotp_timerfd_close(int fd) { return close(fd); }
+#else
+static inline int pyotp_timerfd_open(void) { return -1; }
+static inline int pyotp_timerfd_set(int fd, double at_ms) { (void)fd; (void)at_ms; return -1; }
+static inline int pyotp_timerfd_close(int fd) { (void)fd; return -1; }
+#endif
+
 /* A pause hint for spin loops (lets the sibling hyperthread run, saves power). */
 #if defined(_MSC_VER) && !defined(__clang__) && (defined(_M_X64) || defined(_M_IX86))
 #define pyotp_cpu_relax() _mm_pause()

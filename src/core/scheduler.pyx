@@ -55,12 +55,15 @@ DEF TURN_LIMIT = 30000
 DEF TURN_MS = 2.0
 DEF INT64_MAX = 0x7FFFFFFFFFFFFFFF
 DEF FAR_MS = 1000        # a loop timer this far beyond a nearer one stays armed (arm_timer)
+DEF TFD_UNTRIED = -2     # Scheduler.tfd: no timerfd made yet (the first arming tries)
+DEF TFD_NONE = -1        # none: the loop's own timers (call_later) arm the wheel
 
 # Ctrl-C and sys.exit() inside any process stop the whole node (they propagate out of the
 # scheduler into the event loop), rather than ending just the process that ran them.
 cdef tuple _FATAL = (KeyboardInterrupt, SystemExit)
 
 cdef Scheduler _sched = None
+cdef bint _timerfd_allowed = True    # False: schedulers made from now on use loop timers
 cdef Process _current = None
 cdef object _TOKEN = object()
 pyotp_susp_ready()
@@ -172,6 +175,8 @@ cdef class Scheduler:
     cdef int64_t armed_tick
     cdef object far_handle     # a loop timer left armed for a far tick (see arm_timer)
     cdef int64_t far_tick
+    cdef int tfd               # the timerfd (>= 0), TFD_UNTRIED, or TFD_NONE: loop timers
+    cdef object tfd_cb
     cdef dict procs            # pid id -> Process (live, not external)
     cdef dict names            # registered name -> Process
     cdef uint64_t next_id
@@ -203,6 +208,8 @@ cdef class Scheduler:
         self.armed_tick = INT64_MAX
         self.far_handle = None
         self.far_tick = INT64_MAX
+        self.tfd = TFD_UNTRIED if _timerfd_allowed else TFD_NONE
+        self.tfd_cb = self._on_timerfd
         self.procs = {}
         self.names = {}
         self.next_id = 0
@@ -437,7 +444,24 @@ cdef class Scheduler:
 
     cdef void arm_timer(self, double at_least=0.0) except *:
         cdef int64_t nxt = self.wheel.next_event()
+        cdef double at
         if nxt < 0:
+            return
+        if self.tfd >= 0 or (self.tfd == TFD_UNTRIED and self.open_timerfd()):
+            # One timerfd, armed at the tick's absolute time: armed_tick is the tick it is
+            # set for, until its callback runs (INT64_MAX then).
+            if nxt >= self.armed_tick:
+                return
+            self.armed_tick = nxt
+            # + 1 us: the callback's clock read must land in the tick, not a rounding
+            # error short of it (which would look like an early wake-up)
+            at = self.wheel.epoch_ms + <double>nxt + 0.001
+            if at_least > 0.0 and at < pyotp_monotonic_ms() + at_least * 1000.0:
+                at = pyotp_monotonic_ms() + at_least * 1000.0
+            if pyotp_timerfd_set(self.tfd, at) != 0:
+                self.armed_tick = INT64_MAX
+                self.drop_timerfd()
+                self.arm_timer(at_least)        # the loop's timers from now on
             return
         if self.timer_handle is not None:
             if nxt >= self.armed_tick:
@@ -458,12 +482,46 @@ cdef class Scheduler:
         cdef double delay = (<double>nxt - self.wheel.now_ms()) / 1000.0
         self.timer_handle = self.loop.call_later(delay if delay > at_least else at_least, self.timer_cb)
 
+    cdef bint open_timerfd(self) except *:
+        """Make the scheduler's timerfd and watch it (first arming, on the loop thread).
+        False, for good, where it cannot be had: not Linux, out of fds, a loop without
+        add_reader (Windows' proactor) or one that cannot watch it."""
+        cdef int fd = pyotp_timerfd_open()
+        self.tfd = TFD_NONE
+        if fd < 0:
+            return False
+        try:
+            self.loop.add_reader(fd, self.tfd_cb)
+        except Exception:
+            pyotp_timerfd_close(fd)
+            return False
+        self.tfd = fd
+        return True
+
+    cdef void drop_timerfd(self) except *:
+        """Stop watching and close the timerfd; the loop's timers take over."""
+        cdef int fd = self.tfd
+        if fd < 0:
+            self.tfd = TFD_NONE
+            return
+        self.tfd = TFD_NONE
+        try:
+            if not self.loop.is_closed():
+                self.loop.remove_reader(fd)
+        finally:
+            pyotp_timerfd_close(fd)
+
+    def __dealloc__(self):
+        if self.tfd >= 0:       # never stopped (_node_detach drops it): at least no fd leak
+            pyotp_timerfd_close(self.tfd)
+
     cdef void cancel_timers(self) except *:
         if self.timer_handle is not None:
             self.timer_handle.cancel()
         if self.far_handle is not None:
             self.far_handle.cancel()
             self.far_handle = None
+        self.drop_timerfd()
 
     cdef inline void timer_inserted(self, Timer t) except *:
         if t.expires < self.armed_tick:
@@ -473,6 +531,16 @@ cdef class Scheduler:
         self.timer_handle = None
         self.armed_tick = INT64_MAX
         self.timers_due()
+
+    def _on_timerfd(self):
+        self.armed_tick = INT64_MAX
+        try:
+            self.timers_due()
+        finally:
+            if self.armed_tick == INT64_MAX and self.tfd >= 0:
+                # nothing re-armed it: disarming clears the expiry, else the fd stays
+                # readable and the loop would call this again at once, for ever
+                pyotp_timerfd_set(self.tfd, 0.0)
 
     def _on_far_timer(self):
         self.far_handle = None
