@@ -176,6 +176,7 @@ cdef class Scheduler:
     cdef object far_handle     # a loop timer left armed for a far tick (see arm_timer)
     cdef int64_t far_tick
     cdef int tfd               # the timerfd (>= 0), TFD_UNTRIED, or TFD_NONE: loop timers
+    cdef bint tfd_live         # tfd is an open fd (0 in a half-made object is not one)
     cdef object tfd_cb
     cdef dict procs            # pid id -> Process (live, not external)
     cdef dict names            # registered name -> Process
@@ -496,6 +497,7 @@ cdef class Scheduler:
             pyotp_timerfd_close(fd)
             return False
         self.tfd = fd
+        self.tfd_live = True
         return True
 
     cdef void drop_timerfd(self) except *:
@@ -505,6 +507,7 @@ cdef class Scheduler:
             self.tfd = TFD_NONE
             return
         self.tfd = TFD_NONE
+        self.tfd_live = False
         try:
             if not self.loop.is_closed():
                 self.loop.remove_reader(fd)
@@ -512,7 +515,7 @@ cdef class Scheduler:
             pyotp_timerfd_close(fd)
 
     def __dealloc__(self):
-        if self.tfd >= 0:       # never stopped (_node_detach drops it): at least no fd leak
+        if self.tfd_live:       # never stopped (_node_detach drops it): at least no fd leak
             pyotp_timerfd_close(self.tfd)
 
     cdef void cancel_timers(self) except *:
