@@ -1,7 +1,9 @@
 # scheduler.pyx: the run queue, the coroutine driver and the node's lifecycle.
 #
 # Owns: Scheduler (one per OS process, bound to one asyncio loop), delivery of messages
-# and wakeups, firing of timers.
+# and wakeups, firing of timers, and the loop timer that arms the wheel: on Linux one
+# timerfd the loop watches (made at the first arming, closed by cancel_timers when the
+# node stops), else (another OS, a loop without add_reader, no fd) loop.call_later.
 # Invariants:
 #  - The run queue is a lock-free MPSC of processes (intrusive, via Process.rq). A process
 #    is in it at most once: whoever flips `scheduled` 0 -> 1 enqueues it; the scheduler
@@ -18,6 +20,12 @@
 #    that each carry a big batch (GenStage events) would otherwise hold the loop, its
 #    timers and its sockets for seconds within one count.
 #  - `_current` is the process whose code is running (None outside the runtime).
+#  - Timers are inserted, armed and fired on the loop thread only (other threads reach
+#    the wheel through a turn: a thread call's timeout is inserted by drain_thread_calls).
+#    The timerfd is set for `armed_tick` (absolute, CLOCK_MONOTONIC, as the wheel's clock)
+#    while armed; its callback resets armed_tick first and, if nothing re-armed it,
+#    disarms it, which also clears its expiry: a readable fd left behind would make the
+#    (level-triggered) loop call back at once, for ever.
 #  - Blocking calls from other OS threads arrive on `tq`, a second lock-free MPSC (of
 #    _ThreadCall), and share `wake_pending`: a thread posts a turn only when it flips it
 #    0 -> 1, so a burst of calls costs one wake-up and a busy loop (a turn posted or
@@ -450,7 +458,11 @@ cdef class Scheduler:
             return
         if self.tfd >= 0 or (self.tfd == TFD_UNTRIED and self.open_timerfd()):
             # One timerfd, armed at the tick's absolute time: armed_tick is the tick it is
-            # set for, until its callback runs (INT64_MAX then).
+            # set for, until its callback runs (INT64_MAX then). Re-arming is one
+            # timerfd_settime and leaves no handle behind, so a far tick needs none of
+            # the loop timers' far_handle care below. (uvloop closes each fired
+            # call_later's libuv timer, and a closing handle makes the next poll a
+            # non-blocking one: a loop iteration per fired timer that this saves.)
             if nxt >= self.armed_tick:
                 return
             self.armed_tick = nxt
@@ -464,6 +476,7 @@ cdef class Scheduler:
                 self.drop_timerfd()
                 self.arm_timer(at_least)        # the loop's timers from now on
             return
+        # The loop's timers: a call_later handle per arming.
         if self.timer_handle is not None:
             if nxt >= self.armed_tick:
                 return
@@ -577,7 +590,8 @@ cdef class Scheduler:
             self.arm_timer()
         else:
             # Woken before the next tick is due: the loop's clock has millisecond
-            # granularity (libuv) and fired a little early. Re-arming with the sub-ms rest
+            # granularity (libuv) and fired a little early (loop timers; the timerfd
+            # fires at the tick, and lands here only when its timer was cancelled). Re-arming with the sub-ms rest
             # would spin through zero-timeout polls until the tick passes; wait the rest of
             # a millisecond instead (a timer never fires early either way).
             self.arm_timer(0.001)
