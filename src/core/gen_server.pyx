@@ -652,10 +652,12 @@ def _thread_call(server, request, timeout=5.0):
     tc.counted = polite
     try:
         s.push_thread_call(tc)
-        return w.wait(wait_for, spin, polite)
+        return w.wait(s, wait_for, spin, polite)
     except BaseException:
         # the wait gave up (or was interrupted) before the answer, or the answer is an
-        # error: either way retire w, whose lock a late answer may still release
+        # error: either way retire w, whose lock a late answer may still release (and
+        # give back the GIL turn it may hold: the new waiter has another id)
+        _turn_give(&s.gil_turn, w.id)
         _thread_waiters.w = _ThreadWaiter()
         raise
     finally:

@@ -37,6 +37,15 @@
 #    median 41-45 k calls/s sleeping, 88-94 k yielding (docs/benchmarks.md, issue 15,
 #    round 4). Such a spin gives way to any runnable thread, so the machine's load does
 #    not stop it (WaitPolicy.polite_budget_us); the setting and past misses do.
+#  - In that case a caller that has its answer also waits its turn for the GIL
+#    (`gil_turn`, _turn_take): only one of our calling threads at a time goes for the GIL,
+#    and it keeps its turn until it lets go of the GIL again, in its next call's wait.
+#    Without it the answered callers of a batch all go for the GIL at once, all but one
+#    sleep in CPython's GIL wait, and each such sleep costs an idle core's wake-up: a model
+#    of this hand-over (4 threads, no-op server) made 105-135 k calls/s with the GIL taken
+#    plainly and 500-550 k with the turn (docs/benchmarks.md, issue 15, round 5). A turn
+#    not given back within the spin budget (a thread that stopped calling, or runs long
+#    between calls) is taken over.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
@@ -182,6 +191,8 @@ cdef class Scheduler:
     cdef bint closed
     cdef readonly uint64_t dispatched
     cdef long tcallers          # threads inside a blocking call (gen_server.pyx)
+    cdef long gil_turn          # the calling thread that holds or is taking the GIL
+                                # after an answer (its waiter's id; 0: none; _turn_take)
     cdef Py_ssize_t tserved     # thread calls started in the current turn
     cdef bint in_turn
     cdef bint task_held         # a process is in asyncio's current-task table (see _resume)
@@ -213,6 +224,7 @@ cdef class Scheduler:
         self.closed = False
         self.mbx_cb = self._mbx_exceeded
         self.tcallers = 0
+        self.gil_turn = 0
         self.tserved = 0
         self.in_turn = False
         self.task_held = False
@@ -962,13 +974,17 @@ cdef class _ThreadWaiter:
     # GIL until the turn ends, as a sleeper does.)
     cdef object lock
     cdef long state
+    cdef long id                 # in Scheduler.gil_turn while this thread holds the turn
     cdef public object value
     cdef public object exc
 
     def __cinit__(self):
+        global _waiter_ids
         self.lock = _new_lock()
         self.lock.acquire()
         self.state = 0
+        _waiter_ids += 1
+        self.id = _waiter_ids
 
     cdef void answer(self, object value, object exc) except *:
         self.value = value
@@ -987,17 +1003,24 @@ cdef class _ThreadWaiter:
     cdef void fail(self, object exc) except *:
         self.answer(None, exc)
 
-    cdef object wait(self, object timeout, double spin, bint polite):
+    cdef object wait(self, Scheduler s, object timeout, double spin, bint polite):
         """The calling thread: spin up to ``spin`` us without the GIL for the answer (when
-        the waiting policy allows; ``polite``: yielding the core between checks), then
-        sleep on the lock. None: no time limit."""
+        the waiting policy allows; ``polite``: yielding the core between checks, and then
+        waiting for the GIL turn, see the file's header), then sleep on the lock. None: no
+        time limit."""
         cdef int ok = 0
         cdef double t0
+        cdef long* turn = &s.gil_turn
         if spin > 0.0:
             t0 = pyotp_monotonic_ms()
             with nogil:
+                _turn_give(turn, self.id)      # held since the last call's answer
                 ok = _spin_answer(&self.state, spin, polite)
+                if ok and polite:
+                    _turn_take(turn, self.id, spin)
             _tcall_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
+        else:
+            _turn_give(turn, self.id)
         if pyotp_cas_int(&self.state, 0, 2):
             # Lock.acquire spells "no limit" -1
             if not self.lock.acquire(True, -1 if timeout is None else timeout):
@@ -1028,6 +1051,47 @@ cdef inline int _spin_answer(long* state, double max_us, bint polite) noexcept n
         if (i & 15) == 0 and pyotp_monotonic_ms() > until:
             return 0
     return 1
+
+
+cdef inline void _turn_give(long* turn, long me) noexcept nogil:
+    """Give back the GIL turn if this waiter (id ``me``) holds it."""
+    if pyotp_load_int(turn) == me:
+        pyotp_cas_int(turn, me, 0)
+
+
+cdef inline int _turn_take(long* turn, long me, double max_us) noexcept nogil:
+    """Wait (yielding the core) for the GIL turn and take it: 1 when it was free (or
+    already ours), 0 when it was taken over from a holder that kept it past max_us."""
+    cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
+    cdef long cur
+    while True:
+        cur = pyotp_load_int(turn)
+        if cur == me or (cur == 0 and pyotp_cas_int(turn, 0, me)):
+            return 1
+        pyotp_os_yield()
+        if pyotp_monotonic_ms() > until:
+            cur = pyotp_load_int(turn)
+            if cur == 0 or cur == me:
+                continue
+            if pyotp_cas_int(turn, cur, me):
+                return 0
+
+
+def _gil_turn_step(long turn, long me, str op):
+    """Tests: the GIL turn's decisions on a given state; returns (result, new state).
+    ``op``: "give" or "take" (a budget of 0: a held turn is taken over at once)."""
+    cdef long t = turn
+    cdef int r = 0
+    if op == "give":
+        _turn_give(&t, me)
+    elif op == "take":
+        r = _turn_take(&t, me, 0.0)
+    else:
+        raise ValueError("op must be 'give' or 'take', not %r" % (op,))
+    return r, t
+
+
+cdef long _waiter_ids = 0       # ids of _ThreadWaiters (loop thread or GIL held: no race)
 
 
 @cython.final
