@@ -63,6 +63,7 @@ DEF BUDGET = 256
 DEF TURN_LIMIT = 30000
 DEF TURN_MS = 2.0
 DEF INT64_MAX = 0x7FFFFFFFFFFFFFFF
+DEF _LOOP_TURN = -1      # Scheduler.gil_turn while the loop thread holds it (spin_for_threads)
 DEF FAR_MS = 1000        # a loop timer this far beyond a nearer one stays armed (arm_timer)
 
 # Ctrl-C and sys.exit() inside any process stop the whole node (they propagate out of the
@@ -288,7 +289,11 @@ cdef class Scheduler:
     def _run(self):
         self.run_turn()
         if self.tserved:
-            self.spin_for_threads()
+            try:
+                self.spin_for_threads()
+            finally:
+                # the turn is the loop thread's only between two spins of one _run
+                _turn_give(&self.gil_turn, _LOOP_TURN)
 
     cdef void spin_for_threads(self) except *:
         """The turn just answered other threads' calls: wait (without the GIL) for their
@@ -315,9 +320,14 @@ cdef class Scheduler:
             want = self.tserved
             t0 = pyotp_monotonic_ms()
             with nogil:
+                # the callers just answered go for the GIL one by one, each once this
+                # thread has let go of it (the turn it held since the last spin)
+                _turn_give(&self.gil_turn, _LOOP_TURN)
                 ok = _spin_queues(&self.tq, &self.rq, spin, polite)
                 if ok and want > 1:
                     _gather_calls(&self.tq_len, want, &self.rq, spin, polite)
+                if ok:
+                    _turn_take(&self.gil_turn, _LOOP_TURN, spin, polite)
             _tq_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
             if not ok:
                 pyotp_store_int(&self.wake_pending, 0)
@@ -1016,8 +1026,8 @@ cdef class _ThreadWaiter:
             with nogil:
                 _turn_give(turn, self.id)      # held since the last call's answer
                 ok = _spin_answer(&self.state, spin, polite)
-                if ok and polite:
-                    _turn_take(turn, self.id, spin)
+                if ok:
+                    _turn_take(turn, self.id, spin, polite)
             _tcall_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
         else:
             _turn_give(turn, self.id)
@@ -1059,21 +1069,20 @@ cdef inline void _turn_give(long* turn, long me) noexcept nogil:
         pyotp_cas_int(turn, me, 0)
 
 
-cdef inline int _turn_take(long* turn, long me, double max_us) noexcept nogil:
-    """Wait (yielding the core) for the GIL turn and take it: 1 when it was free (or
-    already ours), 0 when it was taken over from a holder that kept it past max_us."""
+cdef inline int _turn_take(long* turn, long me, double max_us, bint polite) noexcept nogil:
+    """Wait for the GIL turn (polite: yielding the core between checks) and take it: 1
+    when it was free (or already ours), 0 when it was taken over from a holder that kept
+    it past max_us."""
     cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
+    cdef unsigned int i = 0
     cdef long cur
     while True:
         cur = pyotp_load_int(turn)
         if cur == me or (cur == 0 and pyotp_cas_int(turn, 0, me)):
             return 1
-        pyotp_os_yield()
-        if pyotp_monotonic_ms() > until:
+        if _spin_step(&i, until, polite):
             cur = pyotp_load_int(turn)
-            if cur == 0 or cur == me:
-                continue
-            if pyotp_cas_int(turn, cur, me):
+            if cur != 0 and cur != me and pyotp_cas_int(turn, cur, me):
                 return 0
 
 
@@ -1085,7 +1094,7 @@ def _gil_turn_step(long turn, long me, str op):
     if op == "give":
         _turn_give(&t, me)
     elif op == "take":
-        r = _turn_take(&t, me, 0.0)
+        r = _turn_take(&t, me, 0.0, True)
     else:
         raise ValueError("op must be 'give' or 'take', not %r" % (op,))
     return r, t
