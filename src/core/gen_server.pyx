@@ -626,7 +626,8 @@ def _thread_call(server, request, timeout=5.0):
 
     The request goes on the scheduler's lock-free thread queue; the thread then spins
     briefly without the GIL (as the waiting policy allows) and sleeps on its own reusable
-    lock until the loop answers."""
+    lock until the loop answers. Answered while spinning, it waits its turn for the GIL
+    (Scheduler.gil_turn, see scheduler.pyx's header) and keeps it until its next call."""
     cdef Scheduler s = _need_sched()
     if pyotp_thread_id() == s.loop_tid:
         raise RuntimeError("a blocking GenServer call on the node's own loop thread would "

@@ -37,15 +37,18 @@
 #    median 41-45 k calls/s sleeping, 88-94 k yielding (docs/benchmarks.md, issue 15,
 #    round 4). Such a spin gives way to any runnable thread, so the machine's load does
 #    not stop it (WaitPolicy.polite_budget_us); the setting and past misses do.
-#  - In that case a caller that has its answer also waits its turn for the GIL
-#    (`gil_turn`, _turn_take): only one of our calling threads at a time goes for the GIL,
-#    and it keeps its turn until it lets go of the GIL again, in its next call's wait.
-#    Without it the answered callers of a batch all go for the GIL at once, all but one
-#    sleep in CPython's GIL wait, and each such sleep costs an idle core's wake-up: a model
-#    of this hand-over (4 threads, no-op server) made 105-135 k calls/s with the GIL taken
-#    plainly and 500-550 k with the turn (docs/benchmarks.md, issue 15, round 5). A turn
-#    not given back within the spin budget (a thread that stopped calling, or runs long
-#    between calls) is taken over.
+#  - A caller that spun for its answer also waits its turn for the GIL (`gil_turn`,
+#    _turn_take), so that it takes a free GIL rather than sleeping in CPython's GIL wait
+#    (the loop thread publishes answers while it still holds the GIL, and the answered
+#    callers of a batch all go for it at once; each such sleep costs an idle core's
+#    wake-up). One turn: the loop thread holds it while it serves the calls it spun for
+#    (taken at the end of that spin, given as it lets go of the GIL for the next spin, and
+#    when _run ends); a caller holds it from its answer until its next call's wait lets
+#    go of the GIL. A model of this hand-over (4 threads, no-op server) made 105-142 k
+#    calls/s with the GIL taken plainly and 515-608 k with the turn; pyotp's own path
+#    went from 39-98 k to 195-253 k, 1 and 4 threads (docs/benchmarks.md, issue 15, round
+#    5). A turn kept past the spin budget (a thread that stopped calling, or runs long
+#    between calls, or a long turn of the loop) is taken over.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
@@ -981,7 +984,8 @@ cdef class _ThreadWaiter:
     # release the thread's next call.
     # (Spinning on the state pays only because the answer is published as the loop thread
     # releases the GIL: published mid-turn, the caller would see it and then wait for the
-    # GIL until the turn ends, as a sleeper does.)
+    # GIL until the turn ends, as a sleeper does; and even then the answered callers would
+    # race for the GIL and all but one sleep in CPython's GIL wait: hence the GIL turn.)
     cdef object lock
     cdef long state
     cdef long id                 # in Scheduler.gil_turn while this thread holds the turn
