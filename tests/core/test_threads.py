@@ -137,12 +137,16 @@ def test_blocking_call_after_the_node_stopped_raises():
 
 def test_gil_turn_decisions():
     """The GIL turn of calling threads (issue 15): a waiter gives back only its own turn,
-    takes a free one (or keeps its own), and takes over one held past the budget."""
+    takes a free one (or keeps its own), and takes over one held past its budget or held
+    long by its holder."""
     from pyotp import _core
     step = _core._gil_turn_step
     assert step(0, 7, "take") == (1, 7)         # free: taken
     assert step(7, 7, "take") == (1, 7)         # already ours
     assert step(3, 7, "take") == (0, 7)         # held by another past the budget: taken over
+    # held long by its holder (it is doing something else): taken over whatever the budget
+    assert step(3, 7, "take", held_us=1e6, budget_us=1e9) == (0, 7)
+    assert step(-1, 7, "take", held_us=1e6, budget_us=1e9) == (0, 7)    # the loop thread's too
     assert step(7, 7, "give") == (0, 0)
     assert step(3, 7, "give") == (0, 3)         # not ours: left alone
     assert step(0, 7, "give") == (0, 0)
