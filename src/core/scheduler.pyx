@@ -45,10 +45,11 @@
 #    (taken at the end of that spin, given as it lets go of the GIL for the next spin, and
 #    when _run ends); a caller holds it from its answer until its next call's wait lets
 #    go of the GIL. A model of this hand-over (4 threads, no-op server) made 105-142 k
-#    calls/s with the GIL taken plainly and 515-608 k with the turn; pyotp's own path
-#    went from 39-98 k to 195-253 k, 1 and 4 threads (docs/benchmarks.md, issue 15, round
-#    5). A turn kept past the spin budget (a thread that stopped calling, or runs long
-#    between calls, or a long turn of the loop) is taken over.
+#    calls/s with the GIL taken plainly and 450-700 k with the turn; pyotp's own path
+#    went from 39-147 k to 184-266 k, 1 and 4 threads (docs/benchmarks.md, issue 15,
+#    round 5). A turn held TURN_HOLD_MS (its holder is doing something else: I/O between
+#    two calls, no more calls, a long turn of the loop), or for the waiter's whole spin
+#    budget, is taken over.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
