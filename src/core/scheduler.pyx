@@ -44,8 +44,8 @@
 #    wake-up). One turn: the loop thread holds it while it serves the calls it spun for
 #    (taken at the end of that spin, given as it lets go of the GIL for the next spin, and
 #    when _run ends); a caller holds it from its answer until its next call's wait lets
-#    go of the GIL. A model of this hand-over (4 threads, no-op server) made 105-142 k
-#    calls/s with the GIL taken plainly and 450-700 k with the turn; pyotp's own path
+#    go of the GIL. A model of this hand-over (4 threads, no-op server) made 105-147 k
+#    calls/s with the GIL taken plainly and 530-650 k with the turn; pyotp's own path
 #    went from 39-147 k to 184-266 k, 1 and 4 threads (docs/benchmarks.md, issue 15,
 #    round 5). A turn held TURN_HOLD_MS (its holder is doing something else: I/O between
 #    two calls, no more calls, a long turn of the loop), or for the waiter's whole spin
