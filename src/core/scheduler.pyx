@@ -1028,9 +1028,9 @@ cdef class _ThreadWaiter:
 
     cdef object wait(self, Scheduler s, object timeout, double spin, bint polite):
         """The calling thread: spin up to ``spin`` us without the GIL for the answer (when
-        the waiting policy allows; ``polite``: yielding the core between checks, and then
-        waiting for the GIL turn, see the file's header), then sleep on the lock. None: no
-        time limit."""
+        the waiting policy allows; ``polite``: yielding the core between checks), and
+        answered so, wait for the GIL turn (see the file's header); else sleep on the lock.
+        None: no time limit."""
         cdef int ok = 0
         cdef double t0
         cdef long* turn = &s.gil_turn
@@ -1122,7 +1122,7 @@ def _gil_turn_step(long turn, long me, str op, double held_us=0.0, double budget
     return r, t
 
 
-cdef long _waiter_ids = 0       # ids of _ThreadWaiters (loop thread or GIL held: no race)
+cdef long _waiter_ids = 0       # ids of _ThreadWaiters (counted with the GIL held)
 
 
 @cython.final
