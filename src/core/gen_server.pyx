@@ -626,7 +626,8 @@ def _thread_call(server, request, timeout=5.0):
 
     The request goes on the scheduler's lock-free thread queue; the thread then spins
     briefly without the GIL (as the waiting policy allows) and sleeps on its own reusable
-    lock until the loop answers."""
+    lock until the loop answers. Answered while spinning, it waits its turn for the GIL
+    (Scheduler.gil_turn, see scheduler.pyx's header) and keeps it until its next call."""
     cdef Scheduler s = _need_sched()
     if pyotp_thread_id() == s.loop_tid:
         raise RuntimeError("a blocking GenServer call on the node's own loop thread would "
@@ -652,10 +653,12 @@ def _thread_call(server, request, timeout=5.0):
     tc.counted = polite
     try:
         s.push_thread_call(tc)
-        return w.wait(wait_for, spin, polite)
+        return w.wait(s, wait_for, spin, polite)
     except BaseException:
         # the wait gave up (or was interrupted) before the answer, or the answer is an
-        # error: either way retire w, whose lock a late answer may still release
+        # error: either way retire w, whose lock a late answer may still release (and
+        # give back the GIL turn it may hold: the new waiter has another id)
+        _turn_give(&s.gil_turn, w.id)
         _thread_waiters.w = _ThreadWaiter()
         raise
     finally:

@@ -45,6 +45,19 @@
 #    median 41-45 k calls/s sleeping, 88-94 k yielding (docs/benchmarks.md, issue 15,
 #    round 4). Such a spin gives way to any runnable thread, so the machine's load does
 #    not stop it (WaitPolicy.polite_budget_us); the setting and past misses do.
+#  - A caller that spun for its answer also waits its turn for the GIL (`gil_turn`,
+#    _turn_take), so that it takes a free GIL rather than sleeping in CPython's GIL wait
+#    (the loop thread publishes answers while it still holds the GIL, and the answered
+#    callers of a batch all go for it at once; each such sleep costs an idle core's
+#    wake-up). One turn: the loop thread holds it while it serves the calls it spun for
+#    (taken at the end of that spin, given as it lets go of the GIL for the next spin, and
+#    when _run ends); a caller holds it from its answer until its next call's wait lets
+#    go of the GIL. A model of this hand-over (4 threads, no-op server) made 105-147 k
+#    calls/s with the GIL taken plainly and 530-650 k with the turn; pyotp's own path
+#    went from 39-147 k to 184-266 k, 1 and 4 threads (docs/benchmarks.md, issue 15,
+#    round 5). A turn held TURN_HOLD_MS (its holder is doing something else: I/O between
+#    two calls, no more calls, a long turn of the loop), or for the waiter's whole spin
+#    budget, is taken over.
 
 import asyncio as _asyncio
 from asyncio.tasks import _enter_task, _leave_task
@@ -62,6 +75,13 @@ DEF BUDGET = 256
 DEF TURN_LIMIT = 30000
 DEF TURN_MS = 2.0
 DEF INT64_MAX = 0x7FFFFFFFFFFFFFFF
+DEF _LOOP_TURN = -1      # Scheduler.gil_turn while the loop thread holds it (spin_for_threads)
+# A GIL turn held longer than this is taken over at once: our own code holds it a few us (a
+# caller from its answer to its next call, the loop thread for a batch of calls); longer,
+# its holder is doing something else (I/O between two calls: threads that each slept 50 us
+# between calls made 14.4 k calls/s against main's 16.9 k while a holder kept it through
+# that sleep).
+DEF TURN_HOLD_MS = 0.03
 DEF FAR_MS = 1000        # a loop timer this far beyond a nearer one stays armed (arm_timer)
 DEF TFD_UNTRIED = -2     # Scheduler.tfd: no timerfd made yet (the first arming tries)
 DEF TFD_NONE = -1        # none: the loop's own timers (call_later) arm the wheel
@@ -196,6 +216,9 @@ cdef class Scheduler:
     cdef bint closed
     cdef readonly uint64_t dispatched
     cdef long tcallers          # threads inside a blocking call (gen_server.pyx)
+    cdef long gil_turn          # the calling thread that holds or is taking the GIL
+                                # after an answer (its waiter's id; 0: none; _turn_take)
+    cdef double gil_turn_at     # when its holder took it (ms)
     cdef Py_ssize_t tserved     # thread calls started in the current turn
     cdef bint in_turn
     cdef bint task_held         # a process is in asyncio's current-task table (see _resume)
@@ -229,6 +252,8 @@ cdef class Scheduler:
         self.closed = False
         self.mbx_cb = self._mbx_exceeded
         self.tcallers = 0
+        self.gil_turn = 0
+        self.gil_turn_at = 0.0
         self.tserved = 0
         self.in_turn = False
         self.task_held = False
@@ -292,7 +317,11 @@ cdef class Scheduler:
     def _run(self):
         self.run_turn()
         if self.tserved:
-            self.spin_for_threads()
+            try:
+                self.spin_for_threads()
+            finally:
+                # the turn is the loop thread's only between two spins of one _run
+                _turn_give(&self.gil_turn, _LOOP_TURN)
 
     cdef void spin_for_threads(self) except *:
         """The turn just answered other threads' calls: wait (without the GIL) for their
@@ -319,9 +348,14 @@ cdef class Scheduler:
             want = self.tserved
             t0 = pyotp_monotonic_ms()
             with nogil:
+                # the callers just answered go for the GIL one by one, each once this
+                # thread has let go of it (the turn it held since the last spin)
+                _turn_give(&self.gil_turn, _LOOP_TURN)
                 ok = _spin_queues(&self.tq, &self.rq, spin, polite)
                 if ok and want > 1:
                     _gather_calls(&self.tq_len, want, &self.rq, spin, polite)
+                if ok:
+                    _turn_take(&self.gil_turn, &self.gil_turn_at, _LOOP_TURN, spin, polite)
             _tq_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
             if not ok:
                 pyotp_store_int(&self.wake_pending, 0)
@@ -1044,16 +1078,21 @@ cdef class _ThreadWaiter:
     # release the thread's next call.
     # (Spinning on the state pays only because the answer is published as the loop thread
     # releases the GIL: published mid-turn, the caller would see it and then wait for the
-    # GIL until the turn ends, as a sleeper does.)
+    # GIL until the turn ends, as a sleeper does; and even then the answered callers would
+    # race for the GIL and all but one sleep in CPython's GIL wait: hence the GIL turn.)
     cdef object lock
     cdef long state
+    cdef long id                 # in Scheduler.gil_turn while this thread holds the turn
     cdef public object value
     cdef public object exc
 
     def __cinit__(self):
+        global _waiter_ids
         self.lock = _new_lock()
         self.lock.acquire()
         self.state = 0
+        _waiter_ids += 1
+        self.id = _waiter_ids
 
     cdef void answer(self, object value, object exc) except *:
         self.value = value
@@ -1072,17 +1111,24 @@ cdef class _ThreadWaiter:
     cdef void fail(self, object exc) except *:
         self.answer(None, exc)
 
-    cdef object wait(self, object timeout, double spin, bint polite):
+    cdef object wait(self, Scheduler s, object timeout, double spin, bint polite):
         """The calling thread: spin up to ``spin`` us without the GIL for the answer (when
-        the waiting policy allows; ``polite``: yielding the core between checks), then
-        sleep on the lock. None: no time limit."""
+        the waiting policy allows; ``polite``: yielding the core between checks), and
+        answered so, wait for the GIL turn (see the file's header); else sleep on the lock.
+        None: no time limit."""
         cdef int ok = 0
         cdef double t0
+        cdef long* turn = &s.gil_turn
         if spin > 0.0:
             t0 = pyotp_monotonic_ms()
             with nogil:
+                _turn_give(turn, self.id)      # held since the last call's answer
                 ok = _spin_answer(&self.state, spin, polite)
+                if ok:
+                    _turn_take(turn, &s.gil_turn_at, self.id, spin, polite)
             _tcall_policy.record(ok, (pyotp_monotonic_ms() - t0) * 1000.0)
+        else:
+            _turn_give(turn, self.id)
         if pyotp_cas_int(&self.state, 0, 2):
             # Lock.acquire spells "no limit" -1
             if not self.lock.acquire(True, -1 if timeout is None else timeout):
@@ -1113,6 +1159,55 @@ cdef inline int _spin_answer(long* state, double max_us, bint polite) noexcept n
         if (i & 15) == 0 and pyotp_monotonic_ms() > until:
             return 0
     return 1
+
+
+cdef inline void _turn_give(long* turn, long me) noexcept nogil:
+    """Give back the GIL turn if this waiter (id ``me``) holds it."""
+    if pyotp_load_int(turn) == me:
+        pyotp_cas_int(turn, me, 0)
+
+
+cdef inline int _turn_take(long* turn, double* taken_at, long me, double max_us,
+                           bint polite) noexcept nogil:
+    """Wait for the GIL turn (polite: yielding the core between checks) and take it: 1
+    when it was free (or already ours), 0 when it was taken over from a holder that has
+    held it TURN_HOLD_MS, or kept it while this waiter spent max_us."""
+    cdef double now = pyotp_monotonic_ms()
+    cdef double until = now + max_us / 1000.0
+    cdef long cur
+    while True:
+        cur = pyotp_load_int(turn)
+        if cur == me or (cur == 0 and pyotp_cas_int(turn, 0, me)):
+            taken_at[0] = now
+            return 1
+        if (now - taken_at[0] > TURN_HOLD_MS or now > until) and pyotp_cas_int(turn, cur, me):
+            taken_at[0] = now
+            return 0
+        if polite:
+            pyotp_os_yield()
+        else:
+            pyotp_cpu_relax()
+        now = pyotp_monotonic_ms()
+
+
+def _gil_turn_step(long turn, long me, str op, double held_us=0.0, double budget_us=0.0):
+    """Tests: the GIL turn's decisions on a given state; returns (result, new state).
+    ``op``: "give" or "take"; for "take", ``held_us``: how long its holder has held it,
+    ``budget_us``: this waiter's spin budget (a held turn is taken over once either
+    limit is passed; with neither passed this would spin until the budget is)."""
+    cdef long t = turn
+    cdef double at = pyotp_monotonic_ms() - held_us / 1000.0
+    cdef int r = 0
+    if op == "give":
+        _turn_give(&t, me)
+    elif op == "take":
+        r = _turn_take(&t, &at, me, budget_us, True)
+    else:
+        raise ValueError("op must be 'give' or 'take', not %r" % (op,))
+    return r, t
+
+
+cdef long _waiter_ids = 0       # ids of _ThreadWaiters (counted with the GIL held)
 
 
 @cython.final

@@ -133,3 +133,72 @@ def test_blocking_call_after_the_node_stopped_raises():
     node.stop()
     with pytest.raises(RuntimeError):
         node.call(pid, "x")
+
+
+def test_gil_turn_decisions():
+    """The GIL turn of calling threads (issue 15): a waiter gives back only its own turn,
+    takes a free one (or keeps its own), and takes over one held past its budget or held
+    long by its holder."""
+    from pyotp import _core
+    step = _core._gil_turn_step
+    assert step(0, 7, "take") == (1, 7)         # free: taken
+    assert step(7, 7, "take") == (1, 7)         # already ours
+    assert step(3, 7, "take") == (0, 7)         # held by another past the budget: taken over
+    # held long by its holder (it is doing something else): taken over whatever the budget
+    assert step(3, 7, "take", held_us=1e6, budget_us=1e9) == (0, 7)
+    assert step(-1, 7, "take", held_us=1e6, budget_us=1e9) == (0, 7)    # the loop thread's too
+    assert step(7, 7, "give") == (0, 0)
+    assert step(3, 7, "give") == (0, 3)         # not ours: left alone
+    assert step(0, 7, "give") == (0, 0)
+    with pytest.raises(ValueError):
+        step(0, 7, "steal")
+
+
+def test_more_calling_threads_than_cores_each_answered_in_order():
+    """More calling threads than cores (the yielding path with the GIL turn): every call
+    answered, in order per thread, also while one thread stops calling between two calls
+    (holding the turn) and after a call that timed out and one answered with an error."""
+    import os
+
+    class Mute(GenServer):
+        def handle_call(self, req, from_, s):
+            return ("noreply", s)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    T, N = max(4, cores + 2), 500
+    node = pyotp.Runtime.start_thread()
+    try:
+        pid = node.call_in_loop(Echo.start, None)
+        mute = node.call_in_loop(Mute.start, None)
+        got = {}
+        barrier = threading.Barrier(T)
+        paused, resume = threading.Event(), threading.Event()
+
+        def caller(t):
+            barrier.wait()
+            out = []
+            for i in range(N):
+                if t == 0 and i == N // 4:
+                    paused.set()
+                    resume.wait()        # between two calls, holding the turn if it had it
+                if t == 1 and i == N // 2:
+                    with pytest.raises(Exit):
+                        node.call(mute, "x", timeout=0.01)
+                if t == 2 and i == N // 2:
+                    with pytest.raises(Exit):
+                        node.call("no_such_server", "x")
+                out.append(node.call(pid, (t, i)))
+            got[t] = out
+
+        threads = [threading.Thread(target=caller, args=(t,)) for t in range(T)]
+        for th in threads:
+            th.start()
+        paused.wait()
+        for th in threads[1:]:
+            th.join()                    # the others finish while thread 0 is paused
+        resume.set()
+        threads[0].join()
+        for t in range(T):
+            assert got[t] == [(t, i) for i in range(N)], t
+    finally:
+        node.stop()
