@@ -142,15 +142,26 @@ class RemoteConsole(code.InteractiveConsole):
             try:
                 return fut.result()
             except KeyboardInterrupt:
-                try:
-                    self._call(("cancel", self.session), CONSOLE_TIMEOUT)
-                except Exception:
-                    pass      # the eval's own reply says what happened to the node
-                self.write("\nKeyboardInterrupt\n")
+                self._cancel()
             except Exception as e:
                 reason = getattr(e, "reason", e)
                 self.write("pyotp remsh: lost the console (%r)\n" % (reason,))
                 raise SystemExit(1) from None
+
+    def _cancel(self) -> None:
+        """Ctrl-C: ask the node to kill the running statement. The prompt comes back only
+        with the statement's own reply (``_eval`` waits for it), so a Ctrl-C that lands
+        while the cancel request is on its way repeats the request instead of leaving
+        the statement running behind a fresh prompt."""
+        while True:
+            try:
+                self._call(("cancel", self.session), CONSOLE_TIMEOUT)
+            except KeyboardInterrupt:
+                continue
+            except Exception:
+                pass      # the eval's own reply says what happened to the node
+            break
+        self.write("\nKeyboardInterrupt\n")
 
     def _show(self, reply: Any) -> None:
         if type(reply) is not tuple or not reply:
@@ -230,7 +241,16 @@ def run_remsh(target: str, cookie: str, tls: Any = None) -> int:
                     done.set_result(await _core.call(server, req, timeout))
                 except Exception as e:
                     done.set_exception(e)
-            node.call_in_loop(_core.spawn, caller)
+
+            def start() -> None:
+                try:
+                    _core.spawn(caller)
+                except Exception as e:
+                    done.set_exception(e)
+            # Not call_in_loop: waiting here for the spawn would let a Ctrl-C land after
+            # the request is on its way but before the caller holds its future, so the
+            # statement would run on behind a fresh prompt with nothing to cancel it.
+            node._loop.call_soon_threadsafe(start)
             return done
 
         def call(req: Any, timeout: Optional[float]) -> Any:
