@@ -437,6 +437,7 @@ cdef class DistChannel:
     cdef readonly Py_ssize_t max_inflated   # the largest compressed term (tag 80) accepted, inflated
     cdef readonly Py_ssize_t max_depth      # deeper messages are dropped (TermTooDeep)
     cdef int fd                       # the plain TCP socket, or -1 (TLS, Windows: no busy wait)
+    cdef bint raw_send                # fd >= 0 and the transport reports what it holds unsent
     cdef double last_read             # when the previous read arrived (ms)
     cdef bint called                  # a call was written since this read arrived
     cdef object loop
@@ -552,6 +553,7 @@ cdef class DistChannel:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 self.fd = sock.fileno()
+        self.raw_send = self.fd >= 0 and callable(getattr(transport, "get_write_buffer_size", None))
         self.peer = peer
         self.python = python
         self.loads = loads
@@ -994,10 +996,23 @@ cdef class DistChannel:
                 self.enc_sent = self.enc_at
                 self.wrote = True
             return 0
-        if _etf_ba_size(b) and self.up and self.transport is not None:
-            self.wbuf = bytearray()
-            self.transport.write(b)
-            self.bytes_out += <uint64_t>_etf_ba_size(b)
+        cdef Py_ssize_t n = _etf_ba_size(b)
+        cdef long sent = -1
+        if n and self.up and self.transport is not None:
+            # On a plain socket whose transport holds nothing unsent, the frames go out
+            # with one send() of wbuf itself, which is then reused: the transport's write
+            # would take the buffer over (a new wbuf per write) and wrap it in views and a
+            # list for a write that nearly always completes at once. What the socket does
+            # not take now (a full socket buffer, an error) goes to the transport, so its
+            # order, back-pressure (pause_writing) and error reporting stay the same.
+            if self.raw_send and self.transport.get_write_buffer_size() == 0:
+                sent = pyotp_send_nb(self.fd, _etf_ba_str(b), <size_t>n)
+            if sent == n:
+                _etf_ba_resize(b, 0)
+            else:
+                self.wbuf = bytearray()
+                self.transport.write(b if sent <= 0 else b[sent:])
+            self.bytes_out += <uint64_t>n
             self.wrote = True
         if self.hdr is not None and (<_DistHdr>self.hdr).rr:
             _dh_pump(self)              # fragments between the small frames
@@ -1013,8 +1028,12 @@ cdef class DistChannel:
             return self.big_mv[self.big_fill:]
         if self.rmv is None:
             return memoryview(bytearray(1 << 16))    # released: what still comes is dropped
+        if self.w == 0:
+            return self.rmv           # the usual case (all parsed): no slice to make
         if _etf_ba_size(self.rbuf) - self.w < 8192:
             self._compact()
+            if self.w == 0:
+                return self.rmv
         return self.rmv[self.w:]
 
     cdef void _compact(self) noexcept:
@@ -1540,7 +1559,9 @@ cdef class DistChannel:
     cdef int _monitor_in(self, object frm, object target, object ref) except -1:
         """MONITOR_P from the remote ``frm`` on a local pid or name (an atom); a target
         that does not exist gets its DOWN (noproc) at once."""
-        got = _dist_monitor_c(frm, str(target) if type(target) is Atom else target, ref)
+        # an Atom finds its str-keyed name as is (a str subclass with str's hash and
+        # equality, its hash cached by the decoder's atom cache): no str copy per call
+        got = _dist_monitor_c(frm, target, ref)
         if got is None:
             self._down_out(target, frm, ref, _DC_NOPROC if self.python != _ETF_PY_ON else "noproc", True)
         elif type(target) is Atom and ref not in self.requests:
@@ -1551,7 +1572,7 @@ cdef class DistChannel:
         cdef object e = self.requests.get(ref)
         if e is not None and (<tuple>e)[0] == _DR_NAME:
             del self.requests[ref]
-        _dist_demonitor_c(str(target) if type(target) is Atom else target, ref)
+        _dist_demonitor_c(target, ref)
         return 0
 
 
