@@ -48,6 +48,13 @@
 #    track/untrack/take_requests API change it; when the connection goes the kernel
 #    takes it whole (take_requests) and fails what waits.
 #  - `wbuf` holds only complete frames: an encoding error leaves it as it was.
+#  - The DEMONITOR_P that ends a call when its reply arrives may wait for the channel's
+#    next write (`lazy`: wbuf[:lazy] holds nothing else): the read that brought the reply
+#    then writes nothing, and the peer gets it with the caller's next frame (at a paced
+#    trickle of calls, the next call's) instead of a wake-up of its own. Every frame goes
+#    out after it, so nothing the node sends the peer later can see the monitor still in
+#    place; the tick writes it at the latest, and more than _DC_LAZY_MAX bytes of them go
+#    at once. Only on 'p' frame channels with no fragments queued (not towards BEAM).
 #  - Encoding a term can run Python code (pickle's __reduce__, __index__, finalizers), which
 #    can call back into the node. While a frame is being encoded (`enc_at` >= 0) wbuf is
 #    never replaced or shortened: a send on this channel raises RuntimeError (which fails
@@ -393,6 +400,7 @@ cdef enum:
 
 DIST_FIRST_BIG = _DC_FIRST_BIG
 cdef bytes _DC_TICK = b"\x00\x00\x00\x00"
+cdef Py_ssize_t _DC_LAZY_MAX = 4096
 cdef object _DC_NOPROC = Atom("noproc")
 
 
@@ -443,6 +451,7 @@ cdef class DistChannel:
     cdef object loop
     cdef bint feeding                 # inside a dispatch: it writes what is queued when done
     cdef bytearray wbuf
+    cdef Py_ssize_t lazy              # wbuf[:lazy]: only ended calls' DEMONITOR_Ps (see the note)
     cdef object flush_handle
     cdef object flush_cb
     cdef dict requests                # this connection's requests in flight (see the note)
@@ -521,6 +530,7 @@ cdef class DistChannel:
             self.rmv = None
         self.rbuf = bytearray()
         self.wbuf = bytearray()
+        self.lazy = 0
         self.r = self.w = self.big_fill = self.big_need = 0
         self.reg_heads = {}
         self.requests = {}        # the kernel took what it needed (take_requests)
@@ -608,6 +618,8 @@ cdef class DistChannel:
         else:
             self.idle_ticks = 0
             self.last_checked = self.received
+        if self.lazy and self.up:
+            self._flush_now()             # ended calls' DEMONITOR_Ps wait no longer
         if not self.wrote and self.up and self.transport is not None:
             self._flush_now()
             self.transport.write(_DC_TICK)
@@ -995,6 +1007,7 @@ cdef class DistChannel:
                 self.bytes_out += <uint64_t>(self.enc_at - self.enc_sent)
                 self.enc_sent = self.enc_at
                 self.wrote = True
+                self.lazy = 0
             return 0
         cdef Py_ssize_t n = _etf_ba_size(b)
         cdef long sent = -1
@@ -1014,6 +1027,7 @@ cdef class DistChannel:
                 self.transport.write(b if sent <= 0 else b[sent:])
             self.bytes_out += <uint64_t>n
             self.wrote = True
+        self.lazy = 0
         if self.hdr is not None and (<_DistHdr>self.hdr).rr:
             _dh_pump(self)              # fragments between the small frames
         return 0
@@ -1288,7 +1302,11 @@ cdef class DistChannel:
                     s.run_turn()
             finally:
                 self.feeding = False
-                self._write()     # what this read (and the processes it woke) queued here
+                # what this read (and the processes it woke) queued here, unless that is
+                # only ended calls' DEMONITOR_Ps (they wait for the next write)
+                if not self.lazy or self.lazy != _etf_ba_size(self.wbuf) \
+                        or (self.hdr is not None and (<_DistHdr>self.hdr).rr):
+                    self._write()
         return r
 
     cdef bint _hot(self, bytearray buf, Py_ssize_t start, Py_ssize_t end) except -1:
@@ -1514,6 +1532,7 @@ cdef class DistChannel:
         """A reply to one of our remote calls wakes the caller (if it still waits) and
         ends the call's monitor."""
         cdef object entry, a, ref
+        cdef bint lazy
         if type(msg) is tuple and len(<tuple>msg) == 2 and type((<tuple>msg)[0]) is ImproperList \
                 and self.requests:
             a = _dc_alias_of((<tuple>msg)[0])   # {[alias | Ref], Reply} sent to the pid
@@ -1529,8 +1548,13 @@ cdef class DistChannel:
                 if _dist_awaits(caller, ref):
                     _dist_deliver_c(caller, msg)
                 if (<tuple>entry)[0] == _DR_CALL:     # else: demonitored when it gave up
+                    lazy = self.feeding and not self.bare and self.lazy == _etf_ba_size(self.wbuf) \
+                        and self.lazy < _DC_LAZY_MAX \
+                        and (self.hdr is None or not (<_DistHdr>self.hdr).rr)
                     self._frame((_DC_DEMONITOR_P, caller, _dc_wire_target((<tuple>entry)[2]), ref),
                                 _DC_NO_MSG)
+                    if lazy:
+                        self.lazy = _etf_ba_size(self.wbuf)   # may wait for the next write
                 return 0
         _dist_deliver_c(to, msg)
         return 0

@@ -147,9 +147,11 @@ class Peer:
         assert kernel().conns.get(self.name) is self.conn
         assert self.t.proto is self.conn.ch          # the channel owns the connection now
 
-    def frames(self) -> List[Tuple[Any, Any]]:
-        """The frames the node wrote since the last call (ticks skipped)."""
-        self.conn.ch.flush_now()
+    def frames(self, flush: bool = True) -> List[Tuple[Any, Any]]:
+        """The frames the node wrote since the last call (ticks skipped); with ``flush``
+        after it wrote what it holds."""
+        if flush:
+            self.conn.ch.flush_now()
         out, got = self.t.out, []
         while self.read_at + 4 <= len(out):
             (n,) = struct.unpack_from(">I", out, self.read_at)
@@ -576,6 +578,44 @@ def test_monitors_links_and_calls_written_by_the_channel():
     assert any(f[0][0] == 2 and f[1][0] == Atom("$gen_call") for f in seen)   # the request
     assert got == ("call", ("ok", "pong")) and cdemon[3] == cmon[3]
     assert got2[1][0] == "exit" and "server_died" in repr(got2[1][1])
+    assert not aborted
+
+
+def test_a_calls_demonitor_waits_for_the_next_write():
+    """The DEMONITOR_P that ends a call when its reply arrives is not written by that read:
+    it goes out ahead of the node's next frame to the peer, or with the tick."""
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        seen: List[Any] = []
+        out = []
+        for then in ("send", "tick"):
+            pyotp.spawn(report_call, p.pid, "ping", me)
+            cmon, _ = await next_frame(p, 19, seen)
+            p.feed(frame((33, p.pid, cmon[3]), (cmon[3], Atom("pong"))))
+            got = await pyotp.receive(lambda m: m[0] == "call", timeout=10)
+            held = p.frames(flush=False)          # what the node wrote: not the DEMONITOR_P
+            if then == "send":
+                pyotp.send(p.pid, "next")
+                after: List[Any] = []
+                for _ in range(10000):            # the end of the loop turn writes it
+                    after += p.frames(flush=False)
+                    if any(c[0] == 2 for c, _ in after):
+                        break
+                    await asyncio.sleep(0)
+            else:
+                assert p.conn.ch.tick() is False
+                after = p.frames(flush=False)
+            out.append((got, [c[0] for c, _ in held],
+                        [(c[0], c[3] if c[0] == 20 else None) for c, _ in after], cmon[3]))
+        return out, p.t.aborted
+    out, aborted = run(main)
+    for got, held, after, ref in out:
+        assert got == ("call", ("ok", "pong")) and 20 not in held
+        assert (20, ref) in after
+    ops = [c for c, _ in out[0][2]]
+    assert ops.index(20) < ops.index(2)              # ahead of the send
     assert not aborted
 
 
