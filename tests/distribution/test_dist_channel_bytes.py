@@ -619,6 +619,33 @@ def test_a_calls_demonitor_waits_for_the_next_write():
     assert not aborted
 
 
+def test_many_ended_calls_demonitors_wait_up_to_a_bound():
+    """Replies to several calls in one read: their DEMONITOR_Ps wait for the next write
+    while they are few; past a bound (4 KiB of them) the read writes them all."""
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        seen: List[Any] = []
+        out = []
+        for n in (10, 200):
+            for _ in range(n):
+                pyotp.spawn(report_call, p.pid, "ping", me)
+            refs = [(await next_frame(p, 19, seen))[0][3] for _ in range(n)]
+            p.feed(b"".join(frame((33, p.pid, r), (r, Atom("pong"))) for r in refs))
+            got = [await pyotp.receive(lambda m: m[0] == "call", timeout=10) for _ in range(n)]
+            held = [c[3] for c, _ in p.frames(flush=False) if c[0] == 20]
+            rest = [c[3] for c, _ in p.frames() if c[0] == 20]
+            out.append((got, refs, held, rest))
+        return out, p.t.aborted
+    out, aborted = run(main)
+    (got, refs, held, rest), (got2, refs2, held2, rest2) = out
+    assert got == [("call", ("ok", "pong"))] * 10 and got2 == [("call", ("ok", "pong"))] * 200
+    assert held == [] and sorted(rest, key=repr) == sorted(refs, key=repr)
+    assert sorted(held2, key=repr) == sorted(refs2, key=repr) and rest2 == []
+    assert not aborted
+
+
 def test_spawn_requests_both_ways_and_an_rpc():
     async def main():
         p = Peer()
