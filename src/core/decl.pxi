@@ -32,6 +32,7 @@ cdef extern from "platform.h":
     int PYOTP_CAN_SPIN
     int pyotp_spin_readable(int fd, double max_us) nogil
     long pyotp_recv_nb(int fd, char* buf, size_t n) nogil
+    long pyotp_send_nb(int fd, const char* buf, size_t n) nogil
 
 cdef extern from "suspend.h":
     ctypedef object (*pyotp_susp_begin_fn)(object s, int op, object a, object b, object c)

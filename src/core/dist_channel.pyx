@@ -48,6 +48,13 @@
 #    track/untrack/take_requests API change it; when the connection goes the kernel
 #    takes it whole (take_requests) and fails what waits.
 #  - `wbuf` holds only complete frames: an encoding error leaves it as it was.
+#  - The DEMONITOR_P that ends a call when its reply arrives may wait for the channel's
+#    next write (`lazy`: wbuf[:lazy] holds nothing else): the read that brought the reply
+#    then writes nothing, and the peer gets it with the caller's next frame (at a paced
+#    trickle of calls, the next call's) instead of a wake-up of its own. Every frame goes
+#    out after it, so nothing the node sends the peer later can see the monitor still in
+#    place; the tick writes it at the latest, and more than _DC_LAZY_MAX bytes of them go
+#    at once. Only on 'p' frame channels with no fragments queued (not towards BEAM).
 #  - Encoding a term can run Python code (pickle's __reduce__, __index__, finalizers), which
 #    can call back into the node. While a frame is being encoded (`enc_at` >= 0) wbuf is
 #    never replaced or shortened: a send on this channel raises RuntimeError (which fails
@@ -393,6 +400,7 @@ cdef enum:
 
 DIST_FIRST_BIG = _DC_FIRST_BIG
 cdef bytes _DC_TICK = b"\x00\x00\x00\x00"
+cdef Py_ssize_t _DC_LAZY_MAX = 4096
 cdef object _DC_NOPROC = Atom("noproc")
 
 
@@ -437,11 +445,13 @@ cdef class DistChannel:
     cdef readonly Py_ssize_t max_inflated   # the largest compressed term (tag 80) accepted, inflated
     cdef readonly Py_ssize_t max_depth      # deeper messages are dropped (TermTooDeep)
     cdef int fd                       # the plain TCP socket, or -1 (TLS, Windows: no busy wait)
+    cdef bint raw_send                # fd >= 0 and the transport reports what it holds unsent
     cdef double last_read             # when the previous read arrived (ms)
     cdef bint called                  # a call was written since this read arrived
     cdef object loop
     cdef bint feeding                 # inside a dispatch: it writes what is queued when done
     cdef bytearray wbuf
+    cdef Py_ssize_t lazy              # wbuf[:lazy]: only ended calls' DEMONITOR_Ps (see the note)
     cdef object flush_handle
     cdef object flush_cb
     cdef dict requests                # this connection's requests in flight (see the note)
@@ -520,6 +530,7 @@ cdef class DistChannel:
             self.rmv = None
         self.rbuf = bytearray()
         self.wbuf = bytearray()
+        self.lazy = 0
         self.r = self.w = self.big_fill = self.big_need = 0
         self.reg_heads = {}
         self.requests = {}        # the kernel took what it needed (take_requests)
@@ -552,6 +563,7 @@ cdef class DistChannel:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 self.fd = sock.fileno()
+        self.raw_send = self.fd >= 0 and callable(getattr(transport, "get_write_buffer_size", None))
         self.peer = peer
         self.python = python
         self.loads = loads
@@ -606,6 +618,8 @@ cdef class DistChannel:
         else:
             self.idle_ticks = 0
             self.last_checked = self.received
+        if self.lazy and self.up:
+            self._flush_now()             # ended calls' DEMONITOR_Ps wait no longer
         if not self.wrote and self.up and self.transport is not None:
             self._flush_now()
             self.transport.write(_DC_TICK)
@@ -993,12 +1007,27 @@ cdef class DistChannel:
                 self.bytes_out += <uint64_t>(self.enc_at - self.enc_sent)
                 self.enc_sent = self.enc_at
                 self.wrote = True
+                self.lazy = 0
             return 0
-        if _etf_ba_size(b) and self.up and self.transport is not None:
-            self.wbuf = bytearray()
-            self.transport.write(b)
-            self.bytes_out += <uint64_t>_etf_ba_size(b)
+        cdef Py_ssize_t n = _etf_ba_size(b)
+        cdef long sent = -1
+        if n and self.up and self.transport is not None:
+            # On a plain socket whose transport holds nothing unsent, the frames go out
+            # with one send() of wbuf itself, which is then reused: the transport's write
+            # would take the buffer over (a new wbuf per write) and wrap it in views and a
+            # list for a write that nearly always completes at once. What the socket does
+            # not take now (a full socket buffer, an error) goes to the transport, so its
+            # order, back-pressure (pause_writing) and error reporting stay the same.
+            if self.raw_send and self.transport.get_write_buffer_size() == 0:
+                sent = pyotp_send_nb(self.fd, _etf_ba_str(b), <size_t>n)
+            if sent == n:
+                _etf_ba_resize(b, 0)
+            else:
+                self.wbuf = bytearray()
+                self.transport.write(b if sent <= 0 else b[sent:])
+            self.bytes_out += <uint64_t>n
             self.wrote = True
+        self.lazy = 0
         if self.hdr is not None and (<_DistHdr>self.hdr).rr:
             _dh_pump(self)              # fragments between the small frames
         return 0
@@ -1013,8 +1042,12 @@ cdef class DistChannel:
             return self.big_mv[self.big_fill:]
         if self.rmv is None:
             return memoryview(bytearray(1 << 16))    # released: what still comes is dropped
+        if self.w == 0:
+            return self.rmv           # the usual case (all parsed): no slice to make
         if _etf_ba_size(self.rbuf) - self.w < 8192:
             self._compact()
+            if self.w == 0:
+                return self.rmv
         return self.rmv[self.w:]
 
     cdef void _compact(self) noexcept:
@@ -1269,7 +1302,11 @@ cdef class DistChannel:
                     s.run_turn()
             finally:
                 self.feeding = False
-                self._write()     # what this read (and the processes it woke) queued here
+                # what this read (and the processes it woke) queued here, unless that is
+                # only ended calls' DEMONITOR_Ps (they wait for the next write)
+                if not self.lazy or self.lazy != _etf_ba_size(self.wbuf) \
+                        or (self.hdr is not None and (<_DistHdr>self.hdr).rr):
+                    self._write()
         return r
 
     cdef bint _hot(self, bytearray buf, Py_ssize_t start, Py_ssize_t end) except -1:
@@ -1495,6 +1532,7 @@ cdef class DistChannel:
         """A reply to one of our remote calls wakes the caller (if it still waits) and
         ends the call's monitor."""
         cdef object entry, a, ref
+        cdef bint lazy
         if type(msg) is tuple and len(<tuple>msg) == 2 and type((<tuple>msg)[0]) is ImproperList \
                 and self.requests:
             a = _dc_alias_of((<tuple>msg)[0])   # {[alias | Ref], Reply} sent to the pid
@@ -1510,8 +1548,13 @@ cdef class DistChannel:
                 if _dist_awaits(caller, ref):
                     _dist_deliver_c(caller, msg)
                 if (<tuple>entry)[0] == _DR_CALL:     # else: demonitored when it gave up
+                    lazy = self.feeding and not self.bare and self.lazy == _etf_ba_size(self.wbuf) \
+                        and self.lazy < _DC_LAZY_MAX \
+                        and (self.hdr is None or not (<_DistHdr>self.hdr).rr)
                     self._frame((_DC_DEMONITOR_P, caller, _dc_wire_target((<tuple>entry)[2]), ref),
                                 _DC_NO_MSG)
+                    if lazy:
+                        self.lazy = _etf_ba_size(self.wbuf)   # may wait for the next write
                 return 0
         _dist_deliver_c(to, msg)
         return 0
@@ -1540,7 +1583,9 @@ cdef class DistChannel:
     cdef int _monitor_in(self, object frm, object target, object ref) except -1:
         """MONITOR_P from the remote ``frm`` on a local pid or name (an atom); a target
         that does not exist gets its DOWN (noproc) at once."""
-        got = _dist_monitor_c(frm, str(target) if type(target) is Atom else target, ref)
+        # an Atom finds its str-keyed name as is (a str subclass with str's hash and
+        # equality, its hash cached by the decoder's atom cache): no str copy per call
+        got = _dist_monitor_c(frm, target, ref)
         if got is None:
             self._down_out(target, frm, ref, _DC_NOPROC if self.python != _ETF_PY_ON else "noproc", True)
         elif type(target) is Atom and ref not in self.requests:
@@ -1551,7 +1596,7 @@ cdef class DistChannel:
         cdef object e = self.requests.get(ref)
         if e is not None and (<tuple>e)[0] == _DR_NAME:
             del self.requests[ref]
-        _dist_demonitor_c(str(target) if type(target) is Atom else target, ref)
+        _dist_demonitor_c(target, ref)
         return 0
 
 

@@ -220,6 +220,7 @@ static inline int pyotp_timerfd_close(int fd) { (void)fd; return -1; }
 #define PYOTP_CAN_SPIN 0    /* SOCKET handles are not ints: connections never spin */
 static inline int pyotp_spin_readable(int fd, double max_us) { (void)fd; (void)max_us; return 0; }
 static inline long pyotp_recv_nb(int fd, char *buf, size_t n) { (void)fd; (void)buf; (void)n; return -1; }
+static inline long pyotp_send_nb(int fd, const char *buf, size_t n) { (void)fd; (void)buf; (void)n; return -1; }
 #else
 #define PYOTP_CAN_SPIN 1
 #include <sys/types.h>
@@ -241,6 +242,20 @@ static inline int pyotp_spin_readable(int fd, double max_us) {
 }
 static inline long pyotp_recv_nb(int fd, char *buf, size_t n) {
     return (long)recv(fd, buf, n, MSG_DONTWAIT);
+}
+/* pyotp_send_nb: a non-blocking send of what the event loop's transport would write (the
+ * caller checked that the transport holds nothing unsent): the bytes written, or -1 with
+ * nothing written (the caller then hands everything to the transport, which reports the
+ * error the usual way). No SIGPIPE: a peer that closed gives EPIPE. */
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+static inline long pyotp_send_nb(int fd, const char *buf, size_t n) {
+    ssize_t k;
+    do {
+        k = send(fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (k < 0 && errno == EINTR);
+    return (long)k;
 }
 #endif
 

@@ -6,8 +6,12 @@ transport's protocol, exactly as a socket's reads would."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
+import sys
 from typing import Any, List, Tuple
+
+import pytest
 
 import pyotp
 from pyotp.dist import handshake as hs
@@ -67,14 +71,45 @@ class FakeTransport:
         return default
 
 
+class SockTransport(FakeTransport):
+    """A FakeTransport that reports one end of a socketpair as its socket: the channel may
+    send frames on it itself while get_write_buffer_size() (``pending``) is 0; what it
+    hands to write() still lands in ``out``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sock, self.other = socket.socketpair()
+        self.sock.setblocking(False)
+        self.other.setblocking(False)
+        self.pending = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.pending
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else default
+
+    def sent(self) -> bytes:
+        """What the channel sent on the socket itself so far (not yet taken)."""
+        got = bytearray()
+        while True:
+            try:
+                chunk = self.other.recv(1 << 16)
+            except BlockingIOError:
+                return bytes(got)
+            if not chunk:
+                return bytes(got)
+            got += chunk
+
+
 class Peer:
     """A hand-driven peer node on a FakeTransport."""
 
-    def __init__(self) -> None:
+    def __init__(self, t: Any = None) -> None:
         self.name = unique("fake")
         self.creation = 9
         self.pid = Pid(self.name, 1, 0, self.creation)
-        self.t = FakeTransport()
+        self.t = t if t is not None else FakeTransport()
         self.conn = Connection(kernel(), False)
         self.t.proto = self.conn
         self.conn.connection_made(self.t)
@@ -112,9 +147,11 @@ class Peer:
         assert kernel().conns.get(self.name) is self.conn
         assert self.t.proto is self.conn.ch          # the channel owns the connection now
 
-    def frames(self) -> List[Tuple[Any, Any]]:
-        """The frames the node wrote since the last call (ticks skipped)."""
-        self.conn.ch.flush_now()
+    def frames(self, flush: bool = True) -> List[Tuple[Any, Any]]:
+        """The frames the node wrote since the last call (ticks skipped); with ``flush``
+        after it wrote what it holds."""
+        if flush:
+            self.conn.ch.flush_now()
         out, got = self.t.out, []
         while self.read_at + 4 <= len(out):
             (n,) = struct.unpack_from(">I", out, self.read_at)
@@ -164,6 +201,63 @@ def test_frames_split_at_every_position():
         return n_cuts, p.t.aborted
     n_cuts, aborted = run(main)
     assert n_cuts > 100 and not aborted
+
+
+def decode_frames(data: bytes) -> List[Tuple[Any, Any]]:
+    """Every frame in ``data`` (complete frames only), as (control, message)."""
+    got, at = [], 0
+    while at < len(data):
+        (n,) = struct.unpack_from(">I", data, at)
+        body = data[at + 4:at + 4 + n]
+        assert len(body) == n, "a frame cut short"
+        at += 4 + n
+        if n:
+            ctrl, off = decode_with_version(body, 1)
+            got.append((ctrl, decode_with_version(body, off)[0] if off < len(body) else None))
+    return got
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the channel sends on sockets only on POSIX")
+def test_frames_sent_on_the_socket_while_the_transport_holds_nothing():
+    """With nothing unsent in the transport the channel sends its frames on the socket
+    itself; while the transport holds bytes, and for what the socket does not take at
+    once, the frames go to the transport's write (after the part already sent)."""
+    async def main():
+        t = SockTransport()
+        p = Peer(t)
+        p.handshake()                  # the handshake's messages go through write()
+        at = len(t.out)
+        pyotp.send(p.pid, ("m", 1))
+        p.conn.ch.flush_now()
+        direct = decode_frames(t.sent())
+        to_transport = len(t.out) - at
+        t.pending = 1                  # the transport holds bytes: they go first
+        pyotp.send(p.pid, ("m", 2))
+        p.conn.ch.flush_now()
+        held = p.frames()
+        nothing_sent = t.sent()
+        # a frame larger than the socket takes at once: the rest goes to write()
+        t.pending = 0
+        t.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = tuple(range(100000))
+        pyotp.send(p.pid, ("m", big))
+        at = len(t.out)
+        p.conn.ch.flush_now()
+        head = t.sent()
+        tail = bytes(t.out[at:])
+        t.sock.close()
+        t.other.close()
+        return (direct, to_transport, held, nothing_sent, head, tail, big, pyotp.self(),
+                p.pid, t.aborted)
+    direct, to_transport, held, nothing_sent, head, tail, big, me, peer, aborted = run(main)
+
+    def sends(frames):      # the SENDs to the peer's process (the node sends others: pg)
+        return [(ctrl[2], msg) for ctrl, msg in frames if ctrl[0] == 2]
+    assert sends(direct) == [(peer, (b"m", 1))] and to_transport == 0
+    assert sends(held) == [(peer, (b"m", 2))] and nothing_sent == b""
+    assert 0 < len(head) and 0 < len(tail)          # sent in part, the rest written
+    assert sends(decode_frames(head + tail)) == [(peer, (b"m", big))]
+    assert not aborted
 
 
 def test_big_frames_in_pieces():
@@ -484,6 +578,71 @@ def test_monitors_links_and_calls_written_by_the_channel():
     assert any(f[0][0] == 2 and f[1][0] == Atom("$gen_call") for f in seen)   # the request
     assert got == ("call", ("ok", "pong")) and cdemon[3] == cmon[3]
     assert got2[1][0] == "exit" and "server_died" in repr(got2[1][1])
+    assert not aborted
+
+
+def test_a_calls_demonitor_waits_for_the_next_write():
+    """The DEMONITOR_P that ends a call when its reply arrives is not written by that read:
+    it goes out ahead of the node's next frame to the peer, or with the tick."""
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        seen: List[Any] = []
+        out = []
+        for then in ("send", "tick"):
+            pyotp.spawn(report_call, p.pid, "ping", me)
+            cmon, _ = await next_frame(p, 19, seen)
+            p.feed(frame((33, p.pid, cmon[3]), (cmon[3], Atom("pong"))))
+            got = await pyotp.receive(lambda m: m[0] == "call", timeout=10)
+            held = p.frames(flush=False)          # what the node wrote: not the DEMONITOR_P
+            if then == "send":
+                pyotp.send(p.pid, "next")
+                after: List[Any] = []
+                for _ in range(10000):            # the end of the loop turn writes it
+                    after += p.frames(flush=False)
+                    if any(c[0] == 2 for c, _ in after):
+                        break
+                    await asyncio.sleep(0)
+            else:
+                assert p.conn.ch.tick() is False
+                after = p.frames(flush=False)
+            out.append((got, [c[0] for c, _ in held],
+                        [(c[0], c[3] if c[0] == 20 else None) for c, _ in after], cmon[3]))
+        return out, p.t.aborted
+    out, aborted = run(main)
+    for got, held, after, ref in out:
+        assert got == ("call", ("ok", "pong")) and 20 not in held
+        assert (20, ref) in after
+    ops = [c for c, _ in out[0][2]]
+    assert ops.index(20) < ops.index(2)              # ahead of the send
+    assert not aborted
+
+
+def test_many_ended_calls_demonitors_wait_up_to_a_bound():
+    """Replies to several calls in one read: their DEMONITOR_Ps wait for the next write
+    while they are few; past a bound (4 KiB of them) the read writes them all."""
+    async def main():
+        p = Peer()
+        p.handshake()
+        me = pyotp.self()
+        seen: List[Any] = []
+        out = []
+        for n in (10, 200):
+            for _ in range(n):
+                pyotp.spawn(report_call, p.pid, "ping", me)
+            refs = [(await next_frame(p, 19, seen))[0][3] for _ in range(n)]
+            p.feed(b"".join(frame((33, p.pid, r), (r, Atom("pong"))) for r in refs))
+            got = [await pyotp.receive(lambda m: m[0] == "call", timeout=10) for _ in range(n)]
+            held = [c[3] for c, _ in p.frames(flush=False) if c[0] == 20]
+            rest = [c[3] for c, _ in p.frames() if c[0] == 20]
+            out.append((got, refs, held, rest))
+        return out, p.t.aborted
+    out, aborted = run(main)
+    (got, refs, held, rest), (got2, refs2, held2, rest2) = out
+    assert got == [("call", ("ok", "pong"))] * 10 and got2 == [("call", ("ok", "pong"))] * 200
+    assert held == [] and sorted(rest, key=repr) == sorted(refs, key=repr)
+    assert sorted(held2, key=repr) == sorted(refs2, key=repr) and rest2 == []
     assert not aborted
 
 

@@ -25,9 +25,10 @@ The contract a carrier's transports keep with the protocol (asyncio's
   ``transport.abort()`` (at once), ``transport.is_closing()``,
   ``transport.set_protocol(protocol)`` (from inside ``buffer_updated``: the next read goes
   to the new protocol, an ``asyncio.BufferedProtocol``) and
-  ``transport.get_extra_info(name)``: ``"socket"`` (a socket the channel may poll for a
-  busy wait, or None) and ``"ssl_object"`` (not None: no busy wait); unknown names give
-  None;
+  ``transport.get_extra_info(name)``: ``"socket"`` (the socket that carries the stream
+  as it is, which the channel may poll and read for a busy wait, and send on directly while
+  ``transport.get_write_buffer_size()`` is 0; or None) and ``"ssl_object"`` (not None: the
+  channel never touches the socket); unknown names give None;
 - ``pause_writing``/``resume_writing`` may be called (flow control; the connection lets
   the transport buffer).
 
