@@ -1018,7 +1018,10 @@ cdef class DistChannel:
             # list for a write that nearly always completes at once. What the socket does
             # not take now (a full socket buffer, an error) goes to the transport, so its
             # order, back-pressure (pause_writing) and error reporting stay the same.
-            if self.raw_send and self.transport.get_write_buffer_size() == 0:
+            # A closing transport may already have closed the fd (libuv closes a stream's
+            # fd at once, connection_lost comes later) and the number may be reused.
+            if self.raw_send and self.transport.get_write_buffer_size() == 0 \
+                    and not self.transport.is_closing():
                 sent = pyotp_send_nb(self.fd, _etf_ba_str(b), <size_t>n)
             if sent == n:
                 _etf_ba_resize(b, 0)

@@ -260,6 +260,30 @@ def test_frames_sent_on_the_socket_while_the_transport_holds_nothing():
     assert not aborted
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the channel sends on sockets only on POSIX")
+def test_no_send_on_the_socket_of_a_closing_transport():
+    """A closing transport may have closed its fd already (and the number may belong to
+    another socket by then): frames go to its write(), never to the fd."""
+    async def main():
+        t = SockTransport()
+        p = Peer(t)
+        p.handshake()
+        p.conn.ch.flush_now()
+        t.sent()                       # what the node sent on its own after the handshake
+        at = len(t.out)
+        t.closed = True                # close() called, connection_lost not yet
+        pyotp.send(p.pid, ("m", 3))
+        p.conn.ch.flush_now()
+        on_socket = t.sent()
+        written = decode_frames(bytes(t.out[at:]))
+        t.sock.close()
+        t.other.close()
+        return on_socket, written, p.pid
+    on_socket, written, peer = run(main)
+    assert on_socket == b""
+    assert [(c[2], m) for c, m in written if c[0] == 2] == [(peer, (b"m", 3))]
+
+
 def test_big_frames_in_pieces():
     async def main():
         p = Peer()
