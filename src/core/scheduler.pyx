@@ -154,15 +154,22 @@ cdef extern from *:
     void pyotp_os_yield() nogil
 
 
-cdef inline bint _spin_step(unsigned int* i, double until, bint polite) noexcept nogil:
-    """One step of a bounded spin: yield the core (polite) or relax the CPU, then 1 once
-    the deadline has passed. A polite step reads the clock every time (a yield already
-    costs a system call); a busy one every 16 steps."""
+cdef inline void _spin_pause(bint polite) noexcept nogil:
+    """The pause between two checks of a spin: yield the core (polite: more spinning
+    threads than cores) or relax the CPU."""
     if polite:
         pyotp_os_yield()
-        i[0] = 15
     else:
         pyotp_cpu_relax()
+
+
+cdef inline bint _spin_step(unsigned int* i, double until, bint polite) noexcept nogil:
+    """One step of a bounded spin: pause (_spin_pause), then 1 once the deadline has
+    passed. A polite step reads the clock every time (a yield already costs a system
+    call); a busy one every 16 steps."""
+    _spin_pause(polite)
+    if polite:
+        i[0] = 15
     i[0] += 1
     return (i[0] & 15) == 0 and pyotp_monotonic_ms() > until
 
@@ -503,8 +510,8 @@ cdef class Scheduler:
             # + 1 us: the callback's clock read must land in the tick, not a rounding
             # error short of it (which would look like an early wake-up)
             at = self.wheel.epoch_ms + <double>nxt + 0.001
-            if at_least > 0.0 and at < pyotp_monotonic_ms() + at_least * 1000.0:
-                at = pyotp_monotonic_ms() + at_least * 1000.0
+            if at_least > 0.0:
+                at = max(at, pyotp_monotonic_ms() + at_least * 1000.0)
             if pyotp_timerfd_set(self.tfd, at) != 0:
                 self.armed_tick = INT64_MAX
                 self.drop_timerfd()
@@ -550,10 +557,9 @@ cdef class Scheduler:
     cdef void drop_timerfd(self) except *:
         """Stop watching and close the timerfd; the loop's timers take over."""
         cdef int fd = self.tfd
-        if fd < 0:
-            self.tfd = TFD_NONE
-            return
         self.tfd = TFD_NONE
+        if fd < 0:
+            return
         self.tfd_live = False
         try:
             if not self.loop.is_closed():
@@ -625,9 +631,10 @@ cdef class Scheduler:
         else:
             # Woken before the next tick is due: the loop's clock has millisecond
             # granularity (libuv) and fired a little early (loop timers; the timerfd
-            # fires at the tick, and lands here only when its timer was cancelled). Re-arming with the sub-ms rest
-            # would spin through zero-timeout polls until the tick passes; wait the rest of
-            # a millisecond instead (a timer never fires early either way).
+            # fires at the tick, and lands here only when its timer was cancelled).
+            # Re-arming with the sub-ms rest would spin through zero-timeout polls until
+            # the tick passes; wait the rest of a millisecond instead (a timer never fires
+            # early either way).
             self.arm_timer(0.001)
 
     cdef Timer start_timer(self, int kind, double seconds, object dest, object msg, Process proc):
@@ -1149,15 +1156,8 @@ cdef inline int _spin_answer(long* state, double max_us, bint polite) noexcept n
     cdef double until = pyotp_monotonic_ms() + max_us / 1000.0
     cdef unsigned int i = 0
     while pyotp_load_int(state) == 0:
-        if polite:
-            pyotp_os_yield()
-            if pyotp_monotonic_ms() > until:
-                return pyotp_load_int(state) != 0
-            continue
-        pyotp_cpu_relax()
-        i += 1
-        if (i & 15) == 0 and pyotp_monotonic_ms() > until:
-            return 0
+        if _spin_step(&i, until, polite):
+            return pyotp_load_int(state) != 0
     return 1
 
 
@@ -1183,10 +1183,7 @@ cdef inline int _turn_take(long* turn, double* taken_at, long me, double max_us,
         if (now - taken_at[0] > TURN_HOLD_MS or now > until) and pyotp_cas_int(turn, cur, me):
             taken_at[0] = now
             return 0
-        if polite:
-            pyotp_os_yield()
-        else:
-            pyotp_cpu_relax()
+        _spin_pause(polite)
         now = pyotp_monotonic_ms()
 
 
