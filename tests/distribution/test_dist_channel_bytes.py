@@ -6,6 +6,7 @@ transport's protocol, exactly as a socket's reads would."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import struct
 import sys
@@ -668,6 +669,76 @@ def test_many_ended_calls_demonitors_wait_up_to_a_bound():
     assert held == [] and sorted(rest, key=repr) == sorted(refs, key=repr)
     assert sorted(held2, key=repr) == sorted(refs2, key=repr) and rest2 == []
     assert not aborted
+
+
+def mutated(good: bytes, keep: int, rng: random.Random) -> bytes:
+    """``good`` (one frame) with the bytes after its first ``keep`` body bytes flipped,
+    cut, extended or replaced, and its length header fixed to the new body."""
+    body = bytearray(good[4:])
+    head, tail = body[:keep], bytearray(body[keep:])
+    how = rng.randrange(4)
+    if how == 0 and tail:
+        for _ in range(rng.randint(1, 3)):
+            tail[rng.randrange(len(tail))] ^= 1 << rng.randrange(8)
+    elif how == 1:
+        del tail[rng.randrange(len(tail) + 1):]
+    elif how == 2:
+        tail += bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
+    else:
+        tail = bytearray(rng.randrange(256) for _ in range(rng.randint(0, 60)))
+    body = head + tail
+    return struct.pack(">I", len(body)) + bytes(body)
+
+
+def test_fuzzed_payloads_where_the_channel_takes_shortcuts():
+    """Hostile payloads behind a control term the channel matches by its bytes (a SEND
+    repeating the last one) and in the reply to a call (whose DEMONITOR_P may wait for the
+    next write): each connection either delivers what stays well-formed or closes, read
+    split anywhere; the caller gets a reply or an exit; the node keeps serving."""
+    rng = random.Random(20261206)
+
+    async def main():
+        me = pyotp.self()
+        closed = delivered = replies = exits = 0     # closed: SEND cases whose connection closed
+        for i in range(120):
+            p = Peer()
+            p.handshake()
+            seen: List[Any] = []
+            if i % 2 == 0:
+                good = frame((2, EMPTY, me), ("fz", i))
+                keep = len(b"p" + term_to_binary((2, EMPTY, me)))
+                data = good + mutated(good, keep, rng) + frame((2, EMPTY, me), ("fz-end", i))
+                p.feed(data, (rng.randrange(1, len(data)),))
+                if p.t.aborted:
+                    closed += 1
+                    continue
+                await pyotp.receive(lambda m: m == (b"fz-end", i), timeout=10)
+                delivered += 1
+            else:
+                pyotp.spawn(report_call, p.pid, "ping", me)
+                cmon, _ = await next_frame(p, 19, seen)
+                ref = cmon[3]
+                ctrl = (33, p.pid, ref)
+                good = frame(ctrl, (ref, Atom("pong")))
+                p.feed(mutated(good, len(b"p" + term_to_binary(ctrl)), rng))
+                if not p.t.aborted:
+                    p.feed(good)         # the caller may still wait: the real reply
+                got = await pyotp.receive(lambda m: type(m) is tuple and m[0] == "call", timeout=10)
+                if got[1][0] == "ok":
+                    replies += 1
+                else:
+                    assert got[1][0] == "exit", got
+                    exits += 1
+        # a fresh connection still works
+        p = Peer()
+        p.handshake()
+        p.feed(frame((2, EMPTY, me), "alive"))
+        return closed, delivered, replies, exits, await pyotp.receive(lambda m: m == b"alive", timeout=10)
+    closed, delivered, replies, exits, alive = run(main)
+    assert alive == b"alive"
+    # every case ended one of the ways named, and the fuzz reached each of them
+    assert closed + delivered == 60 and replies + exits == 60
+    assert closed and delivered and replies and exits, (closed, delivered, replies, exits)
 
 
 def test_spawn_requests_both_ways_and_an_rpc():
